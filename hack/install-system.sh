@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Debian packages the harness needs. Idempotent and quiet when everything is there.
+set -euo pipefail
+need=()
+command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
+if [ ${#need[@]} -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+  echo "[install-system] apt-get install ${need[*]}" >&2
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  # The Debian package starts a system Prometheus on :9090; the harness runs its own.
+  $SUDO pkill -x prometheus 2>/dev/null || true
+fi
