@@ -1,0 +1,1 @@
+"""The gateway, the Triton client pool and the path executor."""

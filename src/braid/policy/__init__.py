@@ -1,0 +1,1 @@
+"""Pure decisions: the CoDE cost function, path choice, DIMEE tier routing."""

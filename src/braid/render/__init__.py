@@ -1,0 +1,1 @@
+"""Pure functions: specs in, Kubernetes objects and Triton configs out. No I/O."""

@@ -1,0 +1,1 @@
+"""Model tooling: split models into blocks, train links and exits, evaluate paths, export."""
