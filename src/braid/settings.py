@@ -21,9 +21,12 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="BRAID_", extra="ignore")
 
-    cache: Path = Field(default_factory=_default_cache, description="Cache root (binaries, venv, builds).")
+    cache: Path = Field(
+        default_factory=_default_cache, description="Cache root (binaries, venv, builds)."
+    )
     state_dir: Path | None = Field(
-        default=None, description="State of the local stack (PKI, etcd data, logs); default <cache>/state."
+        default=None,
+        description="State of the local stack (PKI, etcd data, logs); default <cache>/state.",
     )
 
     @property

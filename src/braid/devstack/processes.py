@@ -141,7 +141,7 @@ def wait_until(
         try:
             if check():
                 return
-        except Exception:  # noqa: BLE001 - a probe that raises just means "not yet"
+        except Exception:
             pass
         if process is not None and not process.alive():
             raise StartupError(

@@ -1,0 +1,123 @@
+"""``Block``: one deployable segment of a model, served by Triton on a tier's node pool."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from braid.api.common import ApiModel, ArtifactRef, Condition, ObjectRef, Tier, cel
+
+DEFAULT_TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"
+
+
+class PartitionRange(ApiModel):
+    """The contiguous run of the model's partition blocks this segment serves."""
+
+    first: int = Field(ge=0, le=63, description="Index of the first partition block (inclusive).")
+    last: int = Field(ge=0, le=63, description="Index of the last partition block (inclusive).")
+
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                cel("self.last >= self.first", "last must be >= first", ".last")
+            ]
+        }
+    }
+
+
+class BlockResources(ApiModel):
+    """Container resources; ``gpu`` becomes an ``nvidia.com/gpu`` request and limit."""
+
+    cpu: str = Field(
+        default="1",
+        pattern=r"^([0-9]+m|[0-9]+(\.[0-9]+)?)$",
+        description="CPU request, e.g. 500m or 2.",
+    )
+    memory: str = Field(
+        default="2Gi",
+        pattern=r"^[0-9]+(Ki|Mi|Gi|Ti|k|M|G|T)?$",
+        description="Memory request and limit, e.g. 2Gi.",
+    )
+    gpu: int = Field(default=0, ge=0, le=8, description="nvidia.com/gpu count.")
+
+
+class DynamicBatching(ApiModel):
+    max_queue_delay_microseconds: int = Field(
+        default=100, ge=0, le=1_000_000, description="Longest a request waits to be batched."
+    )
+    preferred_batch_sizes: list[int] = Field(
+        default_factory=list,
+        max_length=8,
+        description="Batch sizes Triton prefers to form.",
+        json_schema_extra={"items": {"type": "integer", "minimum": 1}},
+    )
+
+
+class TritonSettings(ApiModel):
+    image: str = Field(
+        default=DEFAULT_TRITON_IMAGE, min_length=1, description="Triton server container image."
+    )
+    max_batch_size: int = Field(default=32, ge=0, le=1024, description="0 disables batching.")
+    instance_count: int = Field(default=1, ge=1, le=16, description="Model instances per pod.")
+    dynamic_batching: DynamicBatching | None = Field(
+        default=None, description="Dynamic batching; omit to disable."
+    )
+    shm_size: str = Field(
+        default="256Mi",
+        pattern=r"^[0-9]+(Ki|Mi|Gi)$",
+        description="Size of the /dev/shm emptyDir the Python backend needs.",
+    )
+
+
+class BlockSpec(ApiModel):
+    """Desired state of one served segment."""
+
+    model_ref: ObjectRef = Field(description="The Model this block belongs to.")
+    partitions: PartitionRange = Field(description="Which partition blocks this segment runs.")
+    tier: Tier = Field(description="Node pool tier: local, edge or cloud.")
+    node_pool: str | None = Field(
+        default=None, max_length=63, description="Extra nodeSelector value for braid.dev/pool."
+    )
+    replicas: int = Field(default=1, ge=0, le=100, description="Triton pods.")
+    resources: BlockResources = Field(
+        default_factory=BlockResources, description="CPU, memory and GPU of each Triton pod."
+    )
+    triton: TritonSettings = Field(
+        default_factory=TritonSettings, description="Triton image, batching and instances."
+    )
+    model_repository: ArtifactRef | None = Field(
+        default=None, description="Triton model repository holding this block's models."
+    )
+
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                cel(
+                    "self.tier != 'local' || !has(self.resources) || !has(self.resources.gpu) || self.resources.gpu == 0",
+                    "the local tier has no GPUs: resources.gpu must be 0 on tier local",
+                    ".resources.gpu",
+                )
+            ]
+        }
+    }
+
+
+class Endpoint(ApiModel):
+    http: str | None = None
+    grpc: str | None = None
+    metrics: str | None = None
+
+
+class BlockStatus(ApiModel):
+    observed_generation: int | None = None
+    replicas: int | None = Field(default=None, description="Pods created.")
+    ready_replicas: int | None = Field(default=None, description="Pods ready.")
+    endpoint: Endpoint | None = Field(default=None, description="Where the block is served.")
+    conditions: list[Condition] = Field(default_factory=list)
+
+
+class Block(ApiModel):
+    api_version: str = "braid.dev/v1alpha1"
+    kind: Literal["Block"] = "Block"
+    spec: BlockSpec

@@ -1,0 +1,138 @@
+"""``OffloadPolicy``: how one local model may trade accuracy for time across paths.
+
+Units (shared with ``braid.policy.cost``): accuracy as a fraction in [0, 1], times in
+microseconds, parameter counts in millions. With them, CoDE's experiment-4 coefficients
+(a=40, c_l=1e-6, c_h=2e-5, d_l=10, d_h=10) are the defaults.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from braid.api.common import ApiModel, Condition, ObjectRef, cel
+
+
+class CostCoefficients(ApiModel):
+    """Coefficients of CoDE eq. 1: F(p) = e^{a(L_A-A_p)} + b T_cm + c_l T_l + c_h T_h + d_l C_l + d_h C_h."""
+
+    a: float = Field(default=40.0, ge=0, description="Accuracy sensitivity (per unit of accuracy).")
+    b: float = Field(default=1e-6, ge=0, description="Cost per µs of communication time.")
+    c_local: float = Field(
+        default=1e-6, ge=0, description="Cost per µs of local compute (idle load)."
+    )
+    c_host: float = Field(
+        default=2e-5, ge=0, description="Cost per µs of host compute (idle load)."
+    )
+    d_local: float = Field(default=10.0, ge=0, description="Cost per million local parameters.")
+    d_host: float = Field(default=10.0, ge=0, description="Cost per million host parameters.")
+
+
+class ExitThreshold(ApiModel):
+    block: int = Field(ge=0, le=63, description="Exit head after this block.")
+    confidence: float = Field(
+        gt=0.0,
+        le=1.0,
+        description="Exit when max-softmax confidence reaches this value, in (0, 1].",
+    )
+
+
+class Dimee(ApiModel):
+    """Per-sample tier routing by difficulty pools (DIMEE)."""
+
+    enabled: bool = Field(default=False, description="Route each sample to a tier by difficulty.")
+    mode: Literal["fixed", "adaptive"] = Field(
+        default="fixed", description="fixed: Ours-F centroids; adaptive: Ours-D running means."
+    )
+    lambda_mobile: float = Field(default=0.1, ge=0, description="Per-layer cost on mobile.")
+    lambda_edge: float = Field(default=0.05, ge=0, description="Per-layer cost on the edge.")
+    offload_edge: float = Field(default=0.1, ge=0, description="Offload cost mobile -> edge.")
+    offload_cloud: float = Field(default=0.3, ge=0, description="Offload cost mobile -> cloud.")
+    cloud_charge: float = Field(default=0.1, ge=0, description="Per-sample cloud charge (gamma).")
+
+
+class Hysteresis(ApiModel):
+    cost_margin: float = Field(
+        default=0.1,
+        ge=0,
+        le=1,
+        description="A new path must be this fraction cheaper than the active one to take over.",
+    )
+    min_dwell_seconds: int = Field(
+        default=30, ge=0, le=86400, description="Least time a decision holds before the next."
+    )
+
+
+class HostRef(ApiModel):
+    namespace: str = Field(min_length=1, max_length=63, description="Host provider's namespace.")
+    model: str | None = Field(default=None, description="Host model; empty allows all of them.")
+
+
+class OffloadPolicySpec(ApiModel):
+    """Desired behaviour for one local model."""
+
+    model_ref: ObjectRef = Field(description="The local provider's Model.")
+    cost: CostCoefficients = Field(
+        default_factory=CostCoefficients, description="Coefficients of the CoDE cost F(p)."
+    )
+    latency_bound_microseconds: int = Field(
+        ge=1, le=60_000_000, description="L_T: the end-to-end latency bound of a path, µs."
+    )
+    allowed_hosts: list[HostRef] = Field(
+        default_factory=list, max_length=32, description="Providers this model may offload to."
+    )
+    candidate_paths: list[str] = Field(
+        default_factory=list,
+        max_length=1024,
+        description="Path ids from the catalog; empty together with allPaths=true means all.",
+    )
+    all_paths: bool = Field(default=False, description="Consider every path of the catalog.")
+    early_exits: list[ExitThreshold] = Field(
+        default_factory=list, max_length=64, description="Exit thresholds per block."
+    )
+    dimee: Dimee | None = Field(default=None, description="Per-sample tier routing.")
+    hysteresis: Hysteresis = Field(
+        default_factory=Hysteresis, description="Damping so the active path does not flap."
+    )
+
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                cel(
+                    "(has(self.allPaths) && self.allPaths) != "
+                    "(has(self.candidatePaths) && size(self.candidatePaths) > 0)",
+                    "set exactly one of allPaths=true or a non-empty candidatePaths",
+                    ".candidatePaths",
+                )
+            ]
+        }
+    }
+
+
+class ActivePath(ApiModel):
+    id: str = Field(description="Path id from the catalog.")
+    weight: float = Field(ge=0, le=1, description="Share of traffic.")
+
+
+class PathCost(ApiModel):
+    id: str
+    cost: float = Field(description="F(p).")
+    feasible: bool = Field(description="Meets the latency bound L_T.")
+    terms: dict[str, float] = Field(default_factory=dict, description="Terms of F(p).")
+
+
+class OffloadPolicyStatus(ApiModel):
+    observed_generation: int | None = None
+    active_path: str | None = Field(default=None, description="Path with the largest weight.")
+    active_paths: list[ActivePath] = Field(default_factory=list)
+    cost: float | None = Field(default=None, description="F(p) of the active path.")
+    costs: list[PathCost] = Field(default_factory=list, description="F(p) of every candidate.")
+    last_decision_time: str | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+
+
+class OffloadPolicy(ApiModel):
+    api_version: str = "braid.dev/v1alpha1"
+    kind: Literal["OffloadPolicy"] = "OffloadPolicy"
+    spec: OffloadPolicySpec

@@ -1,0 +1,103 @@
+"""Per-kind facts the CRDs are generated from: names, short names, printer columns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pydantic import BaseModel
+
+from braid.api.v1alpha1.block import BlockSpec, BlockStatus
+from braid.api.v1alpha1.link import LinkSpec, LinkStatus
+from braid.api.v1alpha1.model import ModelSpec, ModelStatus
+from braid.api.v1alpha1.offloadpolicy import OffloadPolicySpec, OffloadPolicyStatus
+
+_READY = {
+    "name": "Ready",
+    "type": "string",
+    "jsonPath": ".status.conditions[?(@.type=='Ready')].status",
+}
+_AGE = {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
+
+
+@dataclass(frozen=True)
+class KindInfo:
+    kind: str
+    plural: str
+    short_names: tuple[str, ...]
+    spec: type[BaseModel]
+    status: type[BaseModel]
+    description: str
+    columns: tuple[dict[str, str], ...] = field(default_factory=tuple)
+
+
+KINDS: tuple[KindInfo, ...] = (
+    KindInfo(
+        kind="Model",
+        plural="models",
+        short_names=("bmodel", "bm"),
+        spec=ModelSpec,
+        status=ModelStatus,
+        description="A provider's frozen DNN, cut into blocks; publishes shapes, never weights.",
+        columns=(
+            _READY,
+            {"name": "Tier", "type": "string", "jsonPath": ".spec.homeTier"},
+            {"name": "Blocks", "type": "integer", "jsonPath": ".status.blocks"},
+            {"name": "Paths", "type": "integer", "jsonPath": ".status.paths"},
+            {"name": "Accuracy", "type": "number", "jsonPath": ".spec.baselineAccuracy"},
+            _AGE,
+        ),
+    ),
+    KindInfo(
+        kind="Block",
+        plural="blocks",
+        short_names=("bblock", "bb"),
+        spec=BlockSpec,
+        status=BlockStatus,
+        description="One deployable segment of a Model, served by Triton on a tier's node pool.",
+        columns=(
+            _READY,
+            {"name": "Model", "type": "string", "jsonPath": ".spec.modelRef.name"},
+            {"name": "Tier", "type": "string", "jsonPath": ".spec.tier"},
+            {"name": "First", "type": "integer", "jsonPath": ".spec.partitions.first"},
+            {"name": "Last", "type": "integer", "jsonPath": ".spec.partitions.last"},
+            {"name": "Replicas", "type": "integer", "jsonPath": ".spec.replicas"},
+            {"name": "Available", "type": "integer", "jsonPath": ".status.readyReplicas"},
+            {"name": "GPU", "type": "integer", "jsonPath": ".spec.resources.gpu"},
+            _AGE,
+        ),
+    ),
+    KindInfo(
+        kind="Link",
+        plural="links",
+        short_names=("blink", "bl"),
+        spec=LinkSpec,
+        status=LinkStatus,
+        description="A learnable link between blocks: a skip link or one half of a cross-connection.",
+        columns=(
+            _READY,
+            {"name": "Type", "type": "string", "jsonPath": ".spec.type"},
+            {"name": "From", "type": "string", "jsonPath": ".spec.from.model.name"},
+            {"name": "Out", "type": "integer", "jsonPath": ".spec.from.block"},
+            {"name": "To", "type": "string", "jsonPath": ".spec.to.model.name"},
+            {"name": "In", "type": "integer", "jsonPath": ".spec.to.block"},
+            {"name": "Reduction", "type": "integer", "jsonPath": ".spec.architecture.reduction"},
+            _AGE,
+        ),
+    ),
+    KindInfo(
+        kind="OffloadPolicy",
+        plural="offloadpolicies",
+        short_names=("opol", "op"),
+        spec=OffloadPolicySpec,
+        status=OffloadPolicyStatus,
+        description="How one local model trades accuracy for time across paths (CoDE, DIMEE).",
+        columns=(
+            _READY,
+            {"name": "Model", "type": "string", "jsonPath": ".spec.modelRef.name"},
+            {"name": "Active-Path", "type": "string", "jsonPath": ".status.activePath"},
+            {"name": "Cost", "type": "number", "jsonPath": ".status.cost"},
+            {"name": "L_T-us", "type": "integer", "jsonPath": ".spec.latencyBoundMicroseconds"},
+            _AGE,
+        ),
+    ),
+)
