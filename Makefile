@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.braid-$(shell sha256sum pyproject.toml | cut -c1-16)
 export PATH := $(VENV)/bin:$(BRAID_CACHE)/bin:$(PATH)
 
-.PHONY: help install install-python install-system install-binaries lint fmt test test-unit test-integration test-e2e demo bench cluster-up cluster-down cluster-status clean
+.PHONY: help manifests install install-python install-system install-binaries lint fmt test test-unit test-integration test-e2e demo bench cluster-up cluster-down cluster-status clean
 
 help: ## List the targets with one line each
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -36,6 +36,9 @@ lint: install-python ## ruff (lint + format check), mypy --strict on src/, impor
 	$(VENV)/bin/ruff format --check src tests bench operator controllers
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
+
+manifests: install-python ## Regenerate crds/*.yaml from the API types in src/braid/api
+	$(PY) -m braid.tooling.manifests crds
 
 fmt: install-python ## Apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix src tests bench operator controllers
