@@ -1,0 +1,259 @@
+"""Render a ``Block`` into the Triton Deployment and Service that serve it. Pure.
+
+One Deployment per Block segment, placed on its tier's node pool; a Service in front of it
+exposes HTTP, gRPC and metrics and is annotated for Prometheus scraping. Links served by the
+block's pods (cross-connections hosted here) are extra models in the same Triton server, so
+the host's own block models stay untouched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from braid.api.common import API_VERSION, TIER_LABEL
+from braid.api.v1alpha1.block import BlockSpec
+
+HTTP_PORT = 8000
+GRPC_PORT = 8001
+METRICS_PORT = 8002
+GPU_RESOURCE = "nvidia.com/gpu"
+GPU_TAINT_KEY = "nvidia.com/gpu"
+POOL_LABEL = "braid.dev/pool"
+MANAGED_BY = "braid-operator"
+MODEL_MOUNT = "/models"
+
+
+@dataclass(frozen=True)
+class ObjectMeta:
+    """Identity of the custom resource being rendered (for names and owner references)."""
+
+    name: str
+    namespace: str
+    uid: str
+    kind: str = "Block"
+
+
+@dataclass(frozen=True)
+class BlockRender:
+    """Everything the Block's objects depend on; same input, same objects."""
+
+    owner: ObjectMeta
+    spec: BlockSpec
+    model_name: str
+    triton_models: Sequence[str]
+    link_models: Sequence[str] = field(default_factory=tuple)
+
+
+def owner_reference(owner: ObjectMeta) -> dict[str, Any]:
+    """Owner reference so Kubernetes' garbage collector deletes what the resource owns."""
+    return {
+        "apiVersion": API_VERSION,
+        "kind": owner.kind,
+        "name": owner.name,
+        "uid": owner.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def workload_name(block_name: str) -> str:
+    """Name of the Deployment and Service of a Block."""
+    return f"triton-{block_name}"[:63].rstrip("-")
+
+
+def block_labels(r: BlockRender) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": "triton",
+        "app.kubernetes.io/instance": r.owner.name,
+        "app.kubernetes.io/component": "block",
+        "app.kubernetes.io/part-of": "braid",
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        "braid.dev/model": r.model_name,
+        "braid.dev/block": r.owner.name,
+        TIER_LABEL: r.spec.tier,
+    }
+
+
+def selector_labels(r: BlockRender) -> dict[str, str]:
+    return {"app.kubernetes.io/name": "triton", "braid.dev/block": r.owner.name}
+
+
+def _model_repository(spec: BlockSpec) -> tuple[str, list[dict[str, Any]], list[dict[str, Any]]]:
+    """Triton's ``--model-repository`` value plus the volumes and mounts it needs.
+
+    Cloud storage URIs are fetched by Triton itself; a PVC or ConfigMap is mounted; with no
+    repository the image's own ``/models`` is used (an image that bakes the models in).
+    """
+    if spec.model_repository is None:
+        return MODEL_MOUNT, [], []
+    scheme, _, rest = spec.model_repository.uri.partition("://")
+    if scheme in ("s3", "gs"):
+        return spec.model_repository.uri, [], []
+    if scheme == "pvc":
+        claim, _, sub = rest.partition("/")
+        volume = {"name": "models", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}}
+        mount: dict[str, Any] = {"name": "models", "mountPath": MODEL_MOUNT, "readOnly": True}
+        if sub:
+            mount["subPath"] = sub
+        return MODEL_MOUNT, [volume], [mount]
+    if scheme == "configmap":
+        volume = {"name": "models", "configMap": {"name": rest}}
+        return MODEL_MOUNT, [volume], [{"name": "models", "mountPath": MODEL_MOUNT}]
+    if scheme == "file":
+        volume = {
+            "name": "models",
+            "hostPath": {"path": "/" + rest.lstrip("/"), "type": "Directory"},
+        }
+        return (
+            MODEL_MOUNT,
+            [volume],
+            [{"name": "models", "mountPath": MODEL_MOUNT, "readOnly": True}],
+        )
+    # https:// repositories are fetched by an init step on real clusters; Triton reads a path.
+    return MODEL_MOUNT, [], []
+
+
+def triton_args(r: BlockRender, repository: str) -> list[str]:
+    """Triton's command line: explicit model control so a pod loads only its own segment."""
+    args = [
+        "tritonserver",
+        f"--model-repository={repository}",
+        "--model-control-mode=explicit",
+        f"--http-port={HTTP_PORT}",
+        f"--grpc-port={GRPC_PORT}",
+        f"--metrics-port={METRICS_PORT}",
+        "--strict-readiness=true",
+        "--exit-timeout-secs=5",
+        "--disable-auto-complete-config",
+        f"--allow-gpu-metrics={'true' if r.spec.resources.gpu > 0 else 'false'}",
+    ]
+    args += [f"--load-model={m}" for m in [*r.triton_models, *r.link_models]]
+    return args
+
+
+def render_block_deployment(r: BlockRender) -> dict[str, Any]:
+    """The Triton Deployment of one Block, pinned to its tier's node pool."""
+    spec = r.spec
+    repository, volumes, mounts = _model_repository(spec)
+    resources: dict[str, Any] = {
+        "requests": {"cpu": spec.resources.cpu, "memory": spec.resources.memory},
+        "limits": {"memory": spec.resources.memory},
+    }
+    if spec.resources.gpu > 0:
+        resources["requests"][GPU_RESOURCE] = str(spec.resources.gpu)
+        resources["limits"][GPU_RESOURCE] = str(spec.resources.gpu)
+    node_selector: dict[str, str] = {TIER_LABEL: spec.tier}
+    if spec.node_pool:
+        node_selector[POOL_LABEL] = spec.node_pool
+    # Edge and cloud nodes carry the GPU taint; a Block placed there is meant to run there.
+    tolerations = (
+        []
+        if spec.tier == "local"
+        else [{"key": GPU_TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}]
+    )
+    probe_port = {"port": "http"}
+    container = {
+        "name": "triton",
+        "image": spec.triton.image,
+        "args": triton_args(r, repository),
+        "ports": [
+            {"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"},
+            {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
+            {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"},
+        ],
+        "readinessProbe": {
+            "httpGet": {"path": "/v2/health/ready", **probe_port},
+            "periodSeconds": 5,
+            "failureThreshold": 3,
+        },
+        "livenessProbe": {
+            "httpGet": {"path": "/v2/health/live", **probe_port},
+            "periodSeconds": 10,
+            "failureThreshold": 6,
+        },
+        "startupProbe": {
+            "httpGet": {"path": "/v2/health/ready", **probe_port},
+            "periodSeconds": 5,
+            "failureThreshold": 60,
+        },
+        "resources": resources,
+        "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}, *mounts],
+        "securityContext": {"allowPrivilegeEscalation": False},
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": workload_name(r.owner.name),
+            "namespace": r.owner.namespace,
+            "labels": block_labels(r),
+            "ownerReferences": [owner_reference(r.owner)],
+        },
+        "spec": {
+            "replicas": spec.replicas,
+            "selector": {"matchLabels": selector_labels(r)},
+            "template": {
+                "metadata": {
+                    "labels": block_labels(r),
+                    "annotations": {
+                        "prometheus.io/scrape": "true",
+                        "prometheus.io/port": str(METRICS_PORT),
+                        "prometheus.io/path": "/metrics",
+                    },
+                },
+                "spec": {
+                    "nodeSelector": node_selector,
+                    "tolerations": tolerations,
+                    "automountServiceAccountToken": False,
+                    "containers": [container],
+                    "volumes": [
+                        # The Python backend exchanges tensors through /dev/shm.
+                        {
+                            "name": "dshm",
+                            "emptyDir": {"medium": "Memory", "sizeLimit": spec.triton.shm_size},
+                        },
+                        *volumes,
+                    ],
+                },
+            },
+        },
+    }
+
+
+def render_block_service(r: BlockRender) -> dict[str, Any]:
+    """The Service in front of a Block's pods, annotated so Prometheus finds the metrics."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": workload_name(r.owner.name),
+            "namespace": r.owner.namespace,
+            "labels": block_labels(r),
+            "annotations": {
+                "prometheus.io/scrape": "true",
+                "prometheus.io/port": str(METRICS_PORT),
+            },
+            "ownerReferences": [owner_reference(r.owner)],
+        },
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector_labels(r),
+            "ports": [
+                {"name": "http", "port": HTTP_PORT, "targetPort": "http", "protocol": "TCP"},
+                {"name": "grpc", "port": GRPC_PORT, "targetPort": "grpc", "protocol": "TCP"},
+                {
+                    "name": "metrics",
+                    "port": METRICS_PORT,
+                    "targetPort": "metrics",
+                    "protocol": "TCP",
+                },
+            ],
+        },
+    }
+
+
+def service_endpoint(block_name: str, namespace: str) -> str:
+    """The in-cluster gRPC address of a Block's Triton."""
+    return f"{workload_name(block_name)}.{namespace}.svc:{GRPC_PORT}"
