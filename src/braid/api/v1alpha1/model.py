@@ -55,6 +55,17 @@ class Partition(ApiModel):
         }
     }
 
+    def problems(self) -> list[str]:
+        """What the schema cannot say: ranges must be contiguous, one block after the other."""
+        out = []
+        for prev, cur in zip(self.blocks, self.blocks[1:], strict=False):
+            if cur.first_layer != prev.last_layer + 1:
+                out.append(
+                    f"spec.partition.blocks: block {cur.name!r} starts at layer {cur.first_layer} "
+                    f"but {prev.name!r} ends at layer {prev.last_layer}; ranges must be contiguous"
+                )
+        return out
+
 
 class Publication(ApiModel):
     """What the provider tells other providers about this model: never its weights."""

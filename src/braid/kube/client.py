@@ -1,0 +1,130 @@
+"""The one place that talks to the Kubernetes API server.
+
+Apply is server-side apply with a single field manager, so reconciling twice is a no-op and
+the API server, not braid, merges what other managers own. Reads return plain dicts so the
+pure layers never see client types.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import lru_cache
+from typing import Any
+
+from kubernetes import client, config, dynamic
+from kubernetes.client.exceptions import ApiException
+from kubernetes.dynamic.exceptions import NotFoundError, ResourceNotFoundError
+
+from braid.logs import log_event
+
+FIELD_MANAGER = "braid-operator"
+logger = logging.getLogger(__name__)
+
+
+def load_api_client() -> client.ApiClient:
+    """In-cluster credentials when running in a pod, else the kubeconfig ($KUBECONFIG)."""
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+    return client.ApiClient()
+
+
+class Kube:
+    """Thin typed wrapper over the dynamic client: apply, get, list, patch status, delete."""
+
+    def __init__(self, api_client: client.ApiClient | None = None) -> None:
+        self.api_client = api_client or load_api_client()
+        self.dyn = dynamic.DynamicClient(self.api_client)
+
+    def _resource(self, api_version: str, kind: str) -> Any:
+        return self.dyn.resources.get(api_version=api_version, kind=kind)
+
+    def apply(self, obj: dict[str, Any], field_manager: str = FIELD_MANAGER) -> dict[str, Any]:
+        """Server-side apply ``obj``; conflicts are forced because braid owns these fields."""
+        res = self._resource(obj["apiVersion"], obj["kind"])
+        meta = obj["metadata"]
+        out = res.server_side_apply(
+            body=obj,
+            name=meta["name"],
+            namespace=meta.get("namespace"),
+            field_manager=field_manager,
+            force_conflicts=True,
+        )
+        log_event(
+            logger,
+            "kube.applied",
+            level=logging.DEBUG,
+            kind=obj["kind"],
+            name=meta["name"],
+            namespace=meta.get("namespace", ""),
+        )
+        result: dict[str, Any] = out.to_dict()
+        return result
+
+    def get(
+        self, api_version: str, kind: str, name: str, namespace: str | None = None
+    ) -> dict[str, Any] | None:
+        try:
+            obj = self._resource(api_version, kind).get(name=name, namespace=namespace)
+        except (NotFoundError, ResourceNotFoundError):
+            return None
+        result: dict[str, Any] = obj.to_dict()
+        return result
+
+    def list(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+    ) -> list[dict[str, Any]]:
+        kwargs: dict[str, Any] = {}
+        if label_selector:
+            kwargs["label_selector"] = label_selector
+        items = self._resource(api_version, kind).get(namespace=namespace, **kwargs)
+        return [i.to_dict() for i in items.items]
+
+    def patch_status(
+        self, api_version: str, kind: str, name: str, namespace: str, status: dict[str, Any]
+    ) -> None:
+        """Merge-patch the status subresource; a vanished object is not an error."""
+        res = self._resource(api_version, kind)
+        try:
+            res.status.patch(
+                body={"status": status},
+                name=name,
+                namespace=namespace,
+                content_type="application/merge-patch+json",
+            )
+        except NotFoundError:
+            return
+
+    def patch(
+        self, api_version: str, kind: str, name: str, namespace: str, body: dict[str, Any]
+    ) -> None:
+        try:
+            self._resource(api_version, kind).patch(
+                body=body,
+                name=name,
+                namespace=namespace,
+                content_type="application/merge-patch+json",
+            )
+        except NotFoundError:
+            return
+
+    def delete(self, api_version: str, kind: str, name: str, namespace: str | None) -> bool:
+        """Delete one object; False when it was already gone."""
+        try:
+            self._resource(api_version, kind).delete(name=name, namespace=namespace)
+        except (NotFoundError, ApiException) as exc:
+            if isinstance(exc, ApiException) and exc.status != 404:
+                raise
+            return False
+        return True
+
+
+@lru_cache(maxsize=1)
+def default_kube() -> Kube:
+    """One client per process: connection pools are reused, discovery is cached."""
+    return Kube()

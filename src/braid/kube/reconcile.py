@@ -1,0 +1,215 @@
+"""Reconcilers: read what a resource depends on, render (pure), apply, return its status.
+
+kopf handlers stay thin by calling these; each is idempotent, so a restarted operator (or two
+events racing) converges to the same objects with no duplicates.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from braid.api.common import API_VERSION
+from braid.api.v1alpha1.block import BlockSpec
+from braid.api.v1alpha1.link import LinkSpec
+from braid.api.v1alpha1.model import ModelSpec
+from braid.kube.client import Kube
+from braid.logs import log_event
+from braid.render.block import (
+    BlockRender,
+    ObjectMeta,
+    render_block_deployment,
+    render_block_service,
+    workload_name,
+)
+from braid.render.conditions import set_condition
+from braid.render.naming import block_model_name, link_model_name
+
+logger = logging.getLogger(__name__)
+
+
+class SpecError(ValueError):
+    """The spec cannot work as written: reported as Ready=False, not retried."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class DependencyMissingError(RuntimeError):
+    """Something the resource refers to does not exist (yet): retried later."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class BlockOutcome:
+    deployment: str
+    replicas: int
+
+
+def _links_served_by(kube: Kube, namespace: str, block: str) -> list[str]:
+    names = []
+    for link in kube.list(API_VERSION, "Link", namespace=namespace):
+        served = (link.get("spec") or {}).get("servedBy") or {}
+        if served.get("name") == block and link["metadata"].get("deletionTimestamp") is None:
+            names.append(link_model_name(link["metadata"]["name"]))
+    return sorted(names)
+
+
+def reconcile_block(kube: Kube, body: dict[str, Any]) -> BlockOutcome:
+    """Render and apply a Block's Deployment and Service."""
+    meta = body["metadata"]
+    spec = BlockSpec.model_validate(body["spec"])
+    namespace = meta["namespace"]
+    model_ns = spec.model_ref.namespace or namespace
+    model = kube.get(API_VERSION, "Model", spec.model_ref.name, model_ns)
+    if model is None:
+        raise DependencyMissingError(
+            "ModelNotFound", f"spec.modelRef: Model {model_ns}/{spec.model_ref.name} not found"
+        )
+    model_spec = ModelSpec.model_validate(model["spec"])
+    n_blocks = len(model_spec.partition.blocks)
+    if spec.partitions.last >= n_blocks:
+        raise SpecError(
+            "PartitionOutOfRange",
+            f"spec.partitions.last={spec.partitions.last} but Model {spec.model_ref.name} "
+            f"has {n_blocks} blocks (0..{n_blocks - 1})",
+        )
+    r = BlockRender(
+        owner=ObjectMeta(name=meta["name"], namespace=namespace, uid=meta["uid"]),
+        spec=spec,
+        model_name=spec.model_ref.name,
+        triton_models=[
+            block_model_name(spec.model_ref.name, i)
+            for i in range(spec.partitions.first, spec.partitions.last + 1)
+        ],
+        link_models=_links_served_by(kube, namespace, meta["name"]),
+    )
+    kube.apply(render_block_deployment(r))
+    kube.apply(render_block_service(r))
+    log_event(logger, "block.reconciled", block=meta["name"], namespace=namespace)
+    return BlockOutcome(deployment=workload_name(meta["name"]), replicas=spec.replicas)
+
+
+def block_status_from_deployment(
+    block_body: dict[str, Any], deployment: dict[str, Any] | None
+) -> dict[str, Any]:
+    """Block status (replicas, readiness, Ready condition) from its Deployment's status."""
+    status = block_body.get("status") or {}
+    spec = block_body.get("spec") or {}
+    want = int(spec.get("replicas", 1))
+    dep_status = (deployment or {}).get("status") or {}
+    ready = int(dep_status.get("readyReplicas") or 0)
+    is_ready = deployment is not None and ready >= want
+    if deployment is None:
+        reason, message = "DeploymentMissing", "the Triton Deployment does not exist yet"
+    elif is_ready:
+        reason, message = "Available", f"{ready}/{want} Triton pods ready"
+    else:
+        reason, message = "Progressing", f"{ready}/{want} Triton pods ready"
+    return {
+        "replicas": int(dep_status.get("replicas") or 0),
+        "readyReplicas": ready,
+        "conditions": set_condition(
+            status.get("conditions") or [],
+            "Ready",
+            is_ready,
+            reason,
+            message,
+            now(),
+            block_body["metadata"].get("generation"),
+        ),
+    }
+
+
+def requeue_block(kube: Kube, namespace: str, name: str) -> None:
+    """Re-reconcile a Block after something it serves (a Link) changed."""
+    body = kube.get(API_VERSION, "Block", name, namespace)
+    if body is None:
+        return
+    reconcile_block(kube, body)
+
+
+def validate_link(kube: Kube, body: dict[str, Any]) -> str:
+    """Check a Link's references; returns the Deployment that serves it."""
+    spec = LinkSpec.model_validate(body["spec"])
+    namespace = body["metadata"]["namespace"]
+    if spec.served_by is None:
+        raise SpecError("ServedByMissing", "spec.servedBy: a Link needs the Block that serves it")
+    served_ns = spec.served_by.namespace or namespace
+    if served_ns != namespace:
+        raise SpecError(
+            "ServedByOtherNamespace",
+            "spec.servedBy.namespace: a Link is served by a Block in its own namespace",
+        )
+    if kube.get(API_VERSION, "Block", spec.served_by.name, namespace) is None:
+        raise DependencyMissingError(
+            "BlockNotFound", f"spec.servedBy: Block {namespace}/{spec.served_by.name} not found"
+        )
+    return workload_name(spec.served_by.name)
+
+
+def links_referencing_model(kube: Kube, namespace: str, name: str) -> list[tuple[str, str]]:
+    """(namespace, name) of every Link, in any namespace, whose ends include this Model."""
+    found = []
+    for link in kube.list(API_VERSION, "Link"):
+        link_ns = link["metadata"]["namespace"]
+        spec = link.get("spec") or {}
+        for end in ("from", "to"):
+            ref = (spec.get(end) or {}).get("model") or {}
+            if ref.get("name") == name and (ref.get("namespace") or link_ns) == namespace:
+                found.append((link_ns, link["metadata"]["name"]))
+                break
+    return found
+
+
+def model_status(body: dict[str, Any], kube: Kube) -> dict[str, Any]:
+    """Model status: partition checks the API server cannot do, blocks and ready blocks."""
+    spec = ModelSpec.model_validate(body["spec"])
+    meta = body["metadata"]
+    problems = spec.partition.problems()
+    blocks = kube.list(API_VERSION, "Block", namespace=meta["namespace"])
+    mine = [
+        b for b in blocks if (b.get("spec") or {}).get("modelRef", {}).get("name") == meta["name"]
+    ]
+    ready = sum(
+        1
+        for b in mine
+        for c in (b.get("status") or {}).get("conditions") or []
+        if c.get("type") == "Ready" and c.get("status") == "True"
+    )
+    conditions = (body.get("status") or {}).get("conditions") or []
+    if problems:
+        conditions = set_condition(
+            conditions,
+            "Ready",
+            False,
+            "InvalidPartition",
+            "; ".join(problems),
+            now(),
+            meta.get("generation"),
+        )
+    else:
+        conditions = set_condition(
+            conditions,
+            "Ready",
+            True,
+            "PartitionValid",
+            f"{len(spec.partition.blocks)} blocks; {ready}/{len(mine)} Block segments ready",
+            now(),
+            meta.get("generation"),
+        )
+    return {
+        "blocks": len(spec.partition.blocks),
+        "readyBlocks": ready,
+        "conditions": conditions,
+    }
