@@ -10,13 +10,137 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-dev_app = typer.Typer(help="The local development stack (no container engine needed).", no_args_is_help=True)
+dev_app = typer.Typer(
+    help="The local development stack (no container engine needed).", no_args_is_help=True
+)
 cluster_app = typer.Typer(
     help="A real control plane on this machine: etcd, kube-apiserver, controller-manager, scheduler, kwok nodes.",
     no_args_is_help=True,
 )
 app.add_typer(dev_app, name="dev")
 dev_app.add_typer(cluster_app, name="cluster")
+
+
+def _setup_cli_logging(verbose: bool) -> None:
+    import logging
+
+    from braid.logs import setup_logging
+
+    setup_logging(logging.INFO if verbose else logging.WARNING)
+    # One line per poll of the API server would drown the events that matter.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def _mib(value: int | None) -> str:
+    return "-" if value is None else f"{value / 2**20:.0f} MiB"
+
+
+@cluster_app.command("up")
+def cluster_up(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log each step."),
+) -> None:
+    """Start the control plane and six kwok nodes (idempotent: a healthy one is reported)."""
+    from rich.console import Console
+
+    from braid.devstack import cluster
+    from braid.settings import get_settings
+
+    _setup_cli_logging(verbose)
+    console = Console()
+    settings = get_settings()
+    try:
+        with console.status("starting the control plane") as spinner:
+            result = cluster.up(settings, progress=lambda msg: spinner.update(msg))
+    except cluster.ClusterError as exc:
+        console.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+        raise typer.Exit(1) from None
+    state = result.state
+    if result.already_running:
+        console.print(
+            f"[green]cluster already running[/green] (since {state.started_at}, "
+            f"started in {state.up_seconds:.1f}s)"
+        )
+    else:
+        console.print(f"[green]cluster up[/green] in {state.up_seconds:.1f}s")
+    console.print(f"apiserver   https://127.0.0.1:{state.ports.apiserver}", highlight=False)
+    console.print(f"kubeconfig  {result.kubeconfig}", highlight=False)
+    console.print(f"  export KUBECONFIG={result.kubeconfig}", highlight=False)
+    if result.kubectl is not None:
+        version = state.versions.get("kube-apiserver", "")
+        console.print(
+            f"kubectl     {result.kubectl}  (matches the apiserver {version}; "
+            "an older kubectl on PATH may lag behind)",
+            highlight=False,
+        )
+
+
+@cluster_app.command("down")
+def cluster_down(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log each step."),
+) -> None:
+    """Stop every process of the control plane; safe to run when nothing is running."""
+    from braid.devstack import cluster
+    from braid.settings import get_settings
+
+    _setup_cli_logging(verbose)
+    stopped = cluster.down(get_settings())
+    if stopped:
+        typer.echo(f"cluster stopped ({', '.join(stopped)})")
+    else:
+        typer.echo("cluster is not running; nothing to stop")
+
+
+@cluster_app.command("status")
+def cluster_status(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log each step."),
+) -> None:
+    """Show which components run, their health and memory, the nodes and the start-up time.
+
+    Exits 1 when the cluster is degraded (some but not all of it running or healthy).
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from braid.devstack import cluster
+    from braid.settings import get_settings
+
+    _setup_cli_logging(verbose)
+    console = Console()
+    current = cluster.status(get_settings())
+    if current.stopped:
+        console.print("cluster is not running (start it with `braid dev cluster up`)")
+        return
+    table = Table(title=f"braid local cluster ({current.root})")
+    for column in ("component", "pid", "port", "state", "RSS"):
+        table.add_column(column)
+    for c in current.components:
+        health = {True: "healthy", False: "unhealthy", None: "running"}[c.healthy]
+        table.add_row(
+            c.name,
+            str(c.pid or "-"),
+            str(c.port or "-"),
+            health if c.running else "[red]stopped[/red]",
+            _mib(c.rss_bytes),
+        )
+    console.print(table)
+    console.print(f"memory (RSS, all components): {_mib(current.total_rss_bytes)}")
+    state = current.state
+    if state is not None:
+        phases = ", ".join(f"{k} {v:.1f}s" for k, v in state.phases.items())
+        console.print(
+            f"started {state.started_at}; `up` took {state.up_seconds:.1f}s ({phases})",
+            highlight=False,
+        )
+    if current.nodes_ready is not None:
+        console.print(f"nodes ready: {len(current.nodes_ready)} ({', '.join(current.nodes_ready)})")
+    if current.kubeconfig is not None:
+        console.print(f"kubeconfig: {current.kubeconfig}", highlight=False)
+    if current.strays:
+        strays = ", ".join(f"{name} (pid {pid})" for pid, name in current.strays.items())
+        console.print(f"[yellow]untracked cluster processes:[/yellow] {strays}")
+    if not current.running:
+        console.print("[red]cluster is degraded[/red]: run `braid dev cluster up` to restart it")
+        raise typer.Exit(1)
 
 
 @app.command()

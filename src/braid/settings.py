@@ -29,6 +29,27 @@ class Settings(BaseSettings):
         description="State of the local stack (PKI, etcd data, logs); default <cache>/state.",
     )
 
+    # The local control plane (``braid dev cluster``). A port of 0 means "pick a free one"
+    # (the previous run's port is preferred, so the kubeconfig stays the same).
+    cluster_etcd_port: int = Field(default=0, ge=0, le=65535, description="etcd client port.")
+    cluster_etcd_peer_port: int = Field(default=0, ge=0, le=65535, description="etcd peer port.")
+    cluster_apiserver_port: int = Field(
+        default=0, ge=0, le=65535, description="kube-apiserver secure port on 127.0.0.1."
+    )
+    cluster_controller_manager_port: int = Field(
+        default=0, ge=0, le=65535, description="kube-controller-manager secure port."
+    )
+    cluster_scheduler_port: int = Field(
+        default=0, ge=0, le=65535, description="kube-scheduler secure port."
+    )
+    cluster_advertise_address: str | None = Field(
+        default=None,
+        description="Address in the kubernetes Service endpoints; default: the host's address.",
+    )
+    cluster_start_timeout: float = Field(
+        default=240.0, gt=0, description="Seconds `cluster up` may take before it gives up."
+    )
+
     @property
     def bin_dir(self) -> Path:
         """Go-built binaries (kube-apiserver, etcd, kwok, helm...), one symlink per tool."""
