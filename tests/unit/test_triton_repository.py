@@ -1,0 +1,168 @@
+"""Model export and the generic Python-backend runner, without a Triton server.
+
+The runner is loaded with a stand-in for ``triton_python_backend_utils`` so its batching
+logic (concatenate the dynamic batcher's requests, split the outputs back, isolate a bad
+request) is tested deterministically; the integration tier runs it inside real Triton.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+import types
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from braid.api.common import TensorSpec
+from braid.render.triton_config import render_model_config
+from braid.tooling.triton_repository import runner_source, torch_datatype, write_torchscript_model
+
+X = TensorSpec(name="X", datatype="FP32", shape=[4])
+Y = TensorSpec(name="Y", datatype="FP32", shape=[2])
+Z = TensorSpec(name="Z", datatype="FP32", shape=[4])
+
+
+class TwoHeads(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.a(x), x * 2
+
+
+@pytest.mark.filterwarnings("ignore:.*torch.jit.load.*:FutureWarning")
+def test_export_writes_config_runner_and_a_loadable_artifact(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    module = TwoHeads().eval()
+    model_dir = write_torchscript_model(tmp_path, "two", module, [X], [Y, Z], max_batch_size=4)
+    assert model_dir == tmp_path / "two"
+    expected_config = render_model_config(
+        "two",
+        [X],
+        [Y, Z],
+        4,
+        parameters={"torch_num_threads": "1", "torchscript_file": "model.pt"},
+    )
+    assert (model_dir / "config.pbtxt").read_text() == expected_config
+    assert (model_dir / "1" / "model.py").read_text() == runner_source()
+    loaded = torch.jit.load(str(model_dir / "1" / "model.pt"))  # type: ignore[no-untyped-call]
+    x = torch.randn(3, 4)
+    for got, want in zip(loaded(x), module(x), strict=True):
+        torch.testing.assert_close(got, want)
+
+
+def test_export_copies_a_saved_file_and_traces_with_examples(tmp_path: Path) -> None:
+    module = nn.Linear(4, 2).eval()
+    traced_dir = write_torchscript_model(
+        tmp_path, "traced", module, [X], [Y], 0, example_inputs=(torch.zeros(1, 4),), version=3
+    )
+    artifact = traced_dir / "3" / "model.pt"
+    copied_dir = write_torchscript_model(tmp_path, "copied", artifact, [X], [Y], 0)
+    assert (copied_dir / "1" / "model.pt").read_bytes() == artifact.read_bytes()
+    assert "dynamic_batching" not in (copied_dir / "config.pbtxt").read_text()
+
+
+def test_export_refuses_version_zero(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="versions start at 1"):
+        write_torchscript_model(tmp_path, "m", nn.Linear(4, 2), [X], [Y], 0, version=0)
+
+
+def test_torch_datatypes() -> None:
+    assert torch_datatype(torch.float32) == "FP32"
+    assert torch_datatype(torch.int64) == "INT64"
+    with pytest.raises(ValueError, match="no Triton datatype"):
+        torch_datatype(torch.complex64)
+
+
+# --- the runner, with a stand-in for Triton's Python-backend utilities ---------------------
+
+
+class FakeTensor:
+    def __init__(self, name: str, array: np.ndarray) -> None:
+        self.name = name
+        self.array = array
+
+    def as_numpy(self) -> np.ndarray:
+        return self.array
+
+
+class FakeResponse:
+    def __init__(self, output_tensors: list[FakeTensor], error: Any = None) -> None:
+        self.outputs = {t.name: t.array for t in output_tensors}
+        self.error = error
+
+
+def _fake_pb_utils() -> types.ModuleType:
+    module = types.ModuleType("triton_python_backend_utils")
+    module.Tensor = FakeTensor  # type: ignore[attr-defined]
+    module.InferenceResponse = FakeResponse  # type: ignore[attr-defined]
+    module.TritonError = str  # type: ignore[attr-defined]
+    module.triton_string_to_numpy = {"TYPE_FP32": np.float32}.__getitem__  # type: ignore[attr-defined]
+    module.get_input_tensor_by_name = lambda request, name: request[name]  # type: ignore[attr-defined]
+    return module
+
+
+@pytest.fixture
+def runner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """An initialised ``TritonPythonModel`` serving ``TwoHeads`` (max_batch_size 8)."""
+    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", _fake_pb_utils())
+    torch.manual_seed(0)
+    write_torchscript_model(tmp_path, "two", TwoHeads(), [X], [Y, Z], max_batch_size=8)
+    spec = importlib.util.spec_from_file_location("runner_under_test", tmp_path / "two/1/model.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = {
+        "max_batch_size": 8,
+        "input": [{"name": "X", "data_type": "TYPE_FP32"}],
+        "output": [
+            {"name": "Y", "data_type": "TYPE_FP32"},
+            {"name": "Z", "data_type": "TYPE_FP32"},
+        ],
+        "parameters": {"torch_num_threads": {"string_value": "1"}},
+    }
+    model = module.TritonPythonModel()
+    threads = torch.get_num_threads()
+    model.initialize(
+        {
+            "model_config": json.dumps(config),
+            "model_repository": str(tmp_path / "two"),
+            "model_version": "1",
+        }
+    )
+    yield model
+    torch.set_num_threads(threads)
+
+
+def _request(rows: int, seed: int) -> dict[str, FakeTensor]:
+    array = np.random.default_rng(seed).standard_normal((rows, 4)).astype(np.float32)
+    return {"X": FakeTensor("X", array)}
+
+
+def test_runner_splits_a_merged_batch_back_per_request(runner: Any) -> None:
+    requests = [_request(1, 1), _request(3, 2), _request(2, 3)]
+    responses = runner.execute(requests)
+    assert len(responses) == 3
+    for request, response in zip(requests, responses, strict=True):
+        x = request["X"].array
+        assert response.error is None
+        assert response.outputs["Y"].shape == (x.shape[0], 2)
+        np.testing.assert_allclose(response.outputs["Z"], x * 2, rtol=1e-6)
+        solo = runner.execute([request])[0]
+        np.testing.assert_allclose(response.outputs["Y"], solo.outputs["Y"], rtol=1e-5, atol=1e-6)
+
+
+def test_runner_fails_only_the_bad_request(runner: Any) -> None:
+    bad = {"X": FakeTensor("X", np.zeros((1, 3), dtype=np.float32))}
+    responses = runner.execute([_request(2, 1), bad, _request(1, 2)])
+    assert [r.error is None for r in responses] == [True, False, True]
+    assert "RuntimeError" in responses[1].error
