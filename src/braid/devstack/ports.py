@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 
 
@@ -38,3 +39,45 @@ def port_open(port: int, host: str = "127.0.0.1", timeout: float = 0.5) -> bool:
             return True
     except OSError:
         return False
+
+
+def _listening_socket_inodes(port: int) -> set[str]:
+    """Inodes of the TCP sockets listening on ``port`` (any address), from /proc/net."""
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f, None)
+                for line in f:
+                    fields = line.split()
+                    local, state, inode = fields[1], fields[3], fields[9]
+                    if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:
+                        inodes.add(inode)
+        except OSError:
+            continue
+    return inodes
+
+
+def pid_listens_on(pid: int, port: int) -> bool:
+    """Whether process ``pid`` itself holds a socket listening on ``port`` (Linux /proc).
+
+    A port picked by ``free_port`` can be taken by another process before our server binds
+    it, and a health check on the port would then be answered by the wrong server. Asking
+    the kernel which process owns the listening socket settles it.
+    """
+    inodes = _listening_socket_inodes(port)
+    if not inodes:
+        return False
+    fd_dir = f"/proc/{pid}/fd"
+    try:
+        names = os.listdir(fd_dir)
+    except OSError:
+        return False
+    for name in names:
+        try:
+            target = os.readlink(f"{fd_dir}/{name}")
+        except OSError:
+            continue
+        if target.startswith("socket:[") and target[8:-1] in inodes:
+            return True
+    return False
