@@ -1,0 +1,71 @@
+"""The e2e tier's real control plane: etcd, kube-apiserver, controller-manager, scheduler and
+six kwok nodes, started once per session.
+
+A cluster that ``braid dev cluster up`` left running (in the same state dir) is reused and
+left running; a cluster this fixture started is stopped by it, also when tests fail. Set
+``BRAID_STATE_DIR`` to give the tests a cluster of their own.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from braid.devstack import cluster as devcluster
+from braid.settings import Settings, get_settings
+from tests.e2e.helpers import wait_for
+
+
+@dataclass(frozen=True)
+class E2ECluster:
+    """What tests get: kubectl on the cluster, its settings and whether it was reused."""
+
+    access: devcluster.ClusterAccess
+    settings: Settings
+    reused: bool
+
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> str:
+        """kubectl's stdout; a failure raises with kubectl's stderr in the message."""
+        return self.access.kubectl(*args, input=input, check=check).stdout
+
+    def kubectl_json(self, *args: str) -> Any:
+        return self.access.kubectl_json(*args)
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[E2ECluster]:
+    settings = get_settings()
+    try:
+        devcluster.find_binaries(settings.bin_dir)
+        devcluster.find_kubectl(settings.bin_dir)
+    except devcluster.ClusterError as exc:
+        pytest.fail(f"the e2e tier needs the control-plane binaries: {exc}", pytrace=False)
+    try:
+        result = devcluster.up(settings)
+    except devcluster.ClusterError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield E2ECluster(devcluster.access(settings), settings, reused=result.already_running)
+    finally:
+        if not result.already_running:
+            devcluster.down(settings)
+
+
+@pytest.fixture
+def namespace(cluster: E2ECluster) -> Iterator[str]:
+    """A namespace of the test's own, deleted afterwards (without waiting for it to go)."""
+    name = f"e2e-{uuid.uuid4().hex[:8]}"
+    cluster.kubectl("create", "namespace", name)
+    # Pods are refused until the service-account controller has made the default account.
+    wait_for(
+        lambda: cluster.kubectl("get", "serviceaccount", "default", "-n", name, check=False) != "",
+        f"the default ServiceAccount in {name}",
+    )
+    try:
+        yield name
+    finally:
+        cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
