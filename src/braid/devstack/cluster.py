@@ -73,7 +73,7 @@ class ClusterState:
     def to_json(self) -> str:
         data = dict(self.__dict__)
         data["ports"] = self.ports.as_dict()
-        return json.dumps(data, indent=2, sort_keys=True)
+        return json.dumps(data, indent=2)
 
     @classmethod
     def from_json(cls, text: str) -> ClusterState:
@@ -575,10 +575,16 @@ def up(settings: Settings, progress: Progress | None = None) -> UpResult:
         stale = _stop_all(layout)
         if stale:
             log_event(logger, "cluster.stale_cleaned", stopped=",".join(stale))
-        previous = read_state(layout)
         _clear_run_state(layout)
-        state = _start(settings, layout, binaries, previous, say)
+        state = _start(settings, layout, binaries, _previous_ports(layout), say)
         return UpResult(state, layout.admin_kubeconfig, kubectl, already_running=False)
+
+
+def _previous_ports(layout: render.Layout) -> render.Ports | None:
+    try:
+        return render.Ports(**json.loads(layout.ports_file.read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
 
 
 def _write_config(layout: render.Layout, ports: render.Ports) -> None:
@@ -605,7 +611,7 @@ def _start(
     settings: Settings,
     layout: render.Layout,
     binaries: dict[str, Path],
-    previous: ClusterState | None,
+    previous_ports: render.Ports | None,
     say: Progress,
 ) -> ClusterState:
     started = time.monotonic()
@@ -635,7 +641,8 @@ def _start(
         t = time.monotonic()
         say("issuing certificates")
         ensure_pki(layout.pki.root, render.cert_specs())
-        ports = choose_ports(settings, previous.ports if previous else None)
+        ports = choose_ports(settings, previous_ports)
+        _write_atomic(layout.ports_file, json.dumps(ports.as_dict()))
         advertise = settings.cluster_advertise_address or host_address()
         _write_config(layout, ports)
         for component in render.COMPONENTS:
@@ -683,6 +690,7 @@ def _start(
                 lambda: schedulable_nodes(api, f"{key}={value}") == expected,
                 f"{len(expected)} kwok nodes Ready and untainted",
             )
+            t = mark("nodes_ready", t)
             # Pods need their namespace's default ServiceAccount (admission refuses them
             # before the service-account controller has made it).
             wait(
@@ -691,7 +699,7 @@ def _start(
                 ),
                 "the default ServiceAccount",
             )
-            t = mark("nodes_ready", t)
+            t = mark("default_serviceaccount", t)
     except BaseException as exc:
         for proc in reversed(list(procs.values())):
             with contextlib.suppress(Exception):

@@ -77,6 +77,11 @@ class Layout:
         return self.root / "cluster.json"
 
     @property
+    def ports_file(self) -> Path:
+        """The last ports used; kept across ``down`` so the next ``up`` reuses them."""
+        return self.root / "ports.json"
+
+    @property
     def lock_file(self) -> Path:
         return self.root / ".lock"
 
