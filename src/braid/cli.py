@@ -143,6 +143,13 @@ def cluster_status(
         raise typer.Exit(1)
 
 
+# The model tooling's commands live in their own module (torch and matplotlib load only
+# when one of them runs).
+from braid.models_cli import models_app  # noqa: E402
+
+app.add_typer(models_app, name="models")
+
+
 @app.command()
 def version() -> None:
     """Print braid's version."""
