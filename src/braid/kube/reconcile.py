@@ -77,6 +77,26 @@ def reconcile_block(kube: Kube, body: dict[str, Any]) -> BlockOutcome:
             "ModelNotFound", f"spec.modelRef: Model {model_ns}/{spec.model_ref.name} not found"
         )
     model_spec = ModelSpec.model_validate(model["spec"])
+    if model_ns == namespace:
+        # The Model owns its Blocks, so deleting it takes its Deployments with it (GC).
+        kube.apply(
+            {
+                "apiVersion": API_VERSION,
+                "kind": "Block",
+                "metadata": {
+                    "name": meta["name"],
+                    "namespace": namespace,
+                    "ownerReferences": [
+                        {
+                            "apiVersion": API_VERSION,
+                            "kind": "Model",
+                            "name": model["metadata"]["name"],
+                            "uid": model["metadata"]["uid"],
+                        }
+                    ],
+                },
+            }
+        )
     n_blocks = len(model_spec.partition.blocks)
     if spec.partitions.last >= n_blocks:
         raise SpecError(

@@ -1,0 +1,88 @@
+"""Run the braid operator against the local cluster as a real process, as its ServiceAccount.
+
+The operator runs with a token of the ``braid-operator`` ServiceAccount bound to the
+least-privilege ClusterRole in ``operator/rbac.yaml``, not with the admin kubeconfig, so the
+e2e tests and the demo prove the RBAC manifest is enough.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import httpx
+import yaml
+
+from braid.api.common import GROUP
+from braid.api.v1alpha1 import KINDS
+from braid.devstack.cluster import ClusterAccess
+from braid.devstack.ports import free_port
+from braid.devstack.processes import ManagedProcess, start_process, wait_until
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+OPERATOR_NAMESPACE = "braid-system"
+OPERATOR_ACCOUNT = "braid-operator"
+
+
+def service_account_kubeconfig(
+    access: ClusterAccess,
+    path: Path,
+    namespace: str = OPERATOR_NAMESPACE,
+    account: str = OPERATOR_ACCOUNT,
+    duration: str = "24h",
+) -> Path:
+    """A kubeconfig that authenticates as ``namespace/account`` with a bound token."""
+    token = access.kubectl(
+        "create", "token", account, "-n", namespace, f"--duration={duration}"
+    ).stdout.strip()
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "braid",
+                "cluster": {"server": access.server, "certificate-authority": str(access.ca_cert)},
+            }
+        ],
+        "users": [{"name": account, "user": {"token": token}}],
+        "contexts": [{"name": account, "context": {"cluster": "braid", "user": account}}],
+        "current-context": account,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o600)
+    return path
+
+
+def install_operator_prerequisites(access: ClusterAccess) -> None:
+    """CRDs and the operator's RBAC, applied server-side (idempotent)."""
+    access.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO_ROOT / "crds"))
+    crds = [f"crd/{info.plural}.{GROUP}" for info in KINDS]
+    access.kubectl("wait", "--for=condition=Established", "--timeout=60s", *crds)
+    access.kubectl("apply", "--server-side", "-f", str(REPO_ROOT / "operator" / "rbac.yaml"))
+
+
+def start_operator(
+    access: ClusterAccess, workdir: Path, name: str = "braid-operator"
+) -> ManagedProcess:
+    """Start ``operator/main.py`` as the operator's ServiceAccount; wait for its liveness."""
+    kubeconfig = service_account_kubeconfig(access, workdir / "operator.kubeconfig")
+    port = free_port()
+    process = start_process(
+        name,
+        [sys.executable, str(REPO_ROOT / "operator" / "main.py")],
+        log_path=workdir / f"{name}.log",
+        env={
+            "KUBECONFIG": str(kubeconfig),
+            "BRAID_OPERATOR_LIVENESS_ENDPOINT": f"http://127.0.0.1:{port}/healthz",
+            "PYTHONUNBUFFERED": "1",
+        },
+        pid_path=workdir / f"{name}.pid",
+    )
+    wait_until(
+        lambda: httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1.0).status_code == 200,
+        "the operator's liveness endpoint",
+        timeout=90,
+        process=process,
+    )
+    return process
