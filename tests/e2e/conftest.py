@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 
 from braid.devstack import cluster as devcluster
+from braid.devstack.operator_process import install_operator_prerequisites, start_operator
+from braid.devstack.processes import ManagedProcess
 from braid.settings import Settings, get_settings
 from tests.e2e.helpers import wait_for
 
@@ -55,10 +57,11 @@ def cluster() -> Iterator[E2ECluster]:
             devcluster.down(settings)
 
 
-@pytest.fixture
-def namespace(cluster: E2ECluster) -> Iterator[str]:
-    """A namespace of the test's own, deleted afterwards (without waiting for it to go)."""
-    name = f"e2e-{uuid.uuid4().hex[:8]}"
+ISOLATED = "isolated-"
+
+
+def _test_namespace(cluster: E2ECluster, prefix: str) -> Iterator[str]:
+    name = f"{prefix}{uuid.uuid4().hex[:8]}"
     cluster.kubectl("create", "namespace", name)
     # Pods are refused until the service-account controller has made the default account.
     wait_for(
@@ -69,3 +72,31 @@ def namespace(cluster: E2ECluster) -> Iterator[str]:
         yield name
     finally:
         cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture
+def namespace(cluster: E2ECluster) -> Iterator[str]:
+    """A namespace of the test's own, deleted afterwards (without waiting for it to go)."""
+    yield from _test_namespace(cluster, "e2e-")
+
+
+@pytest.fixture
+def isolated_namespace(cluster: E2ECluster) -> Iterator[str]:
+    """A namespace the session's operator ignores, for tests that run their own operator."""
+    yield from _test_namespace(cluster, ISOLATED)
+
+
+@pytest.fixture(scope="session")
+def operator(
+    cluster: E2ECluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ManagedProcess]:
+    """The braid operator as a real process, with its ServiceAccount's least privileges."""
+    install_operator_prerequisites(cluster.access)
+    # Namespaces named isolated-* belong to tests that run operators of their own.
+    process = start_operator(
+        cluster.access, tmp_path_factory.mktemp("operator"), namespaces=["*", f"!{ISOLATED}*"]
+    )
+    try:
+        yield process
+    finally:
+        process.stop()

@@ -13,25 +13,11 @@ from typing import Any
 
 import pytest
 
-from braid.devstack.operator_process import install_operator_prerequisites, start_operator
 from braid.devstack.processes import ManagedProcess
 from tests.e2e.conftest import E2ECluster
 from tests.e2e.helpers import wait_for
 
 SAMPLES = Path(__file__).resolve().parents[2] / "crds" / "samples"
-
-
-@pytest.fixture(scope="module")
-def operator(
-    cluster: E2ECluster, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ManagedProcess]:
-    install_operator_prerequisites(cluster.access)
-    workdir = tmp_path_factory.mktemp("operator")
-    process = start_operator(cluster.access, workdir)
-    try:
-        yield process
-    finally:
-        process.stop()
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ e2e tests and the demo prove the RBAC manifest is enough.
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -63,9 +64,16 @@ def install_operator_prerequisites(access: ClusterAccess) -> None:
 
 
 def start_operator(
-    access: ClusterAccess, workdir: Path, name: str = "braid-operator"
+    access: ClusterAccess,
+    workdir: Path,
+    name: str = "braid-operator",
+    namespaces: list[str] | None = None,
 ) -> ManagedProcess:
-    """Start ``operator/main.py`` as the operator's ServiceAccount; wait for its liveness."""
+    """Start ``operator/main.py`` as the operator's ServiceAccount; wait for its liveness.
+
+    ``namespaces`` takes kopf's patterns (``"*"``, ``"!excluded-*"``); None watches the
+    whole cluster.
+    """
     kubeconfig = service_account_kubeconfig(access, workdir / "operator.kubeconfig")
     port = free_port()
     process = start_process(
@@ -76,6 +84,7 @@ def start_operator(
             "KUBECONFIG": str(kubeconfig),
             "BRAID_OPERATOR_LIVENESS_ENDPOINT": f"http://127.0.0.1:{port}/healthz",
             "PYTHONUNBUFFERED": "1",
+            "BRAID_OPERATOR_NAMESPACES": json.dumps(namespaces or []),
         },
         pid_path=workdir / f"{name}.pid",
     )
