@@ -85,7 +85,11 @@ def block_changed(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
 
 @kopf.on.event("apps", "v1", "deployments", labels={"app.kubernetes.io/managed-by": MANAGED_BY})
 def deployment_event(body: kopf.Body, type: str | None, **_: Any) -> None:
-    """Mirror a Triton Deployment's readiness into its Block's status (and its Model's)."""
+    """Mirror a Triton Deployment's readiness into its Block's status.
+
+    The Model's ready-block count is refreshed by its own timer instead: recounting a
+    Model's Blocks on every Deployment event would cost O(blocks²) API reads at scale.
+    """
     owners = [o for o in body["metadata"].get("ownerReferences") or [] if o.get("kind") == "Block"]
     if not owners:
         return
@@ -102,10 +106,6 @@ def deployment_event(body: kopf.Body, type: str | None, **_: Any) -> None:
         namespace,
         block_status_from_deployment(block, deployment),
     )
-    model_name = (block.get("spec") or {}).get("modelRef", {}).get("name")
-    model = kube.get(API_VERSION, "Model", model_name, namespace) if model_name else None
-    if model is not None:
-        kube.patch_status(API_VERSION, "Model", model_name, namespace, model_status(model, kube))
 
 
 # -- Link ---------------------------------------------------------------------------------
@@ -157,6 +157,19 @@ def model_changed(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
     ready = next(c for c in status["conditions"] if c["type"] == "Ready")
     if ready["status"] != "True":
         kopf.warn(body, reason=ready["reason"], message=ready["message"])
+
+
+@kopf.timer(GROUP, "models", interval=10, initial_delay=5)
+def model_refresh(body: kopf.Body, **_: Any) -> None:
+    """Keep the Model's ready-block count and Ready condition current."""
+    meta = body["metadata"]
+    default_kube().patch_status(
+        API_VERSION,
+        "Model",
+        meta["name"],
+        meta["namespace"],
+        model_status(dict(body), default_kube()),
+    )
 
 
 @kopf.on.delete(GROUP, "models")

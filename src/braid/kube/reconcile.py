@@ -28,6 +28,7 @@ from braid.render.conditions import set_condition
 from braid.render.naming import block_model_name, link_model_name
 
 logger = logging.getLogger(__name__)
+OWNERSHIP_FIELD_MANAGER = "braid-operator-ownership"
 
 
 class SpecError(ValueError):
@@ -79,8 +80,11 @@ def reconcile_block(kube: Kube, body: dict[str, Any]) -> BlockOutcome:
     model_spec = ModelSpec.model_validate(model["spec"])
     if model_ns == namespace:
         # The Model owns its Blocks, so deleting it takes its Deployments with it (GC).
+        # A field manager of its own: under the main one, this metadata-only apply would
+        # drop every field that manager applied before (the whole spec, if it made the Block).
         kube.apply(
-            {
+            field_manager=OWNERSHIP_FIELD_MANAGER,
+            obj={
                 "apiVersion": API_VERSION,
                 "kind": "Block",
                 "metadata": {
@@ -95,7 +99,7 @@ def reconcile_block(kube: Kube, body: dict[str, Any]) -> BlockOutcome:
                         }
                     ],
                 },
-            }
+            },
         )
     n_blocks = len(model_spec.partition.blocks)
     if spec.partitions.last >= n_blocks:
