@@ -6,6 +6,7 @@ Importing this module registers the handlers; ``operator/main.py`` runs them.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import kopf
@@ -26,6 +27,7 @@ from braid.kube.reconcile import (
 from braid.logs import log_event
 from braid.render.block import MANAGED_BY, service_endpoint
 from braid.render.conditions import set_condition
+from braid.render.naming import link_model_name
 
 logger = logging.getLogger(__name__)
 RETRY_SECONDS = 10
@@ -65,15 +67,60 @@ def _fail(kind: str, body: kopf.Body, exc: SpecError | DependencyMissingError) -
     raise kopf.TemporaryError(str(exc), delay=RETRY_SECONDS) from exc
 
 
+# -- Indices: what reconciles look up, kept in memory from the watch streams ----------------
+
+
+@kopf.index(GROUP, "models")
+def models_index(body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    meta = body["metadata"]
+    return {(meta["namespace"], meta["name"]): {"metadata": dict(meta), "spec": dict(body["spec"])}}
+
+
+@kopf.index(GROUP, "links")
+def links_index(body: kopf.Body, **_: Any) -> Any:
+    meta = body["metadata"]
+    served = (body["spec"].get("servedBy") or {}).get("name")
+    if not served or meta.get("deletionTimestamp"):
+        return None
+    return {(meta["namespace"], served): link_model_name(meta["name"])}
+
+
+@kopf.index(GROUP, "blocks")
+def blocks_index(body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    """The part of each Block its status mirroring needs (saves a GET per Deployment event)."""
+    meta = body["metadata"]
+    return {
+        (meta["namespace"], meta["name"]): {
+            "metadata": {"generation": body["metadata"].get("generation")},
+            "spec": {"replicas": body["spec"].get("replicas", 1)},
+            "status": dict(body.get("status") or {}),
+        }
+    }
+
+
+@dataclass(frozen=True)
+class IndexLookup:
+    models: kopf.Index[Any, Any]
+    links: kopf.Index[Any, Any]
+
+    def model(self, namespace: str, name: str) -> dict[str, Any] | None:
+        found = list(self.models.get((namespace, name), []))
+        return found[0] if found else None
+
+    def links_served_by(self, namespace: str, block: str) -> list[str]:
+        return sorted(self.links.get((namespace, block), []))
+
+
 # -- Block --------------------------------------------------------------------------------
 
 
 @kopf.on.resume(GROUP, "blocks")
 @kopf.on.create(GROUP, "blocks")
 @kopf.on.update(GROUP, "blocks", field="spec")
-def block_changed(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+def block_changed(body: kopf.Body, patch: kopf.Patch, **kwargs: Any) -> None:
+    lookup = IndexLookup(kwargs["models_index"], kwargs["links_index"])
     try:
-        outcome = reconcile_block(default_kube(), dict(body))
+        outcome = reconcile_block(default_kube(), dict(body), lookup)
     except (SpecError, DependencyMissingError) as exc:
         _fail("Block", body, exc)
         return
@@ -83,29 +130,39 @@ def block_changed(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
     kopf.info(body, reason="Applied", message=f"Deployment {outcome.deployment} applied")
 
 
+def _summary(status: dict[str, Any]) -> tuple[Any, ...]:
+    ready: dict[str, Any] = next(
+        (c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {}
+    )
+    return (
+        status.get("replicas"),
+        status.get("readyReplicas"),
+        ready.get("status"),
+        ready.get("message"),
+    )
+
+
 @kopf.on.event("apps", "v1", "deployments", labels={"app.kubernetes.io/managed-by": MANAGED_BY})
-def deployment_event(body: kopf.Body, type: str | None, **_: Any) -> None:
+def deployment_event(body: kopf.Body, **kwargs: Any) -> None:
     """Mirror a Triton Deployment's readiness into its Block's status.
 
-    The Model's ready-block count is refreshed by its own timer instead: recounting a
-    Model's Blocks on every Deployment event would cost O(blocks²) API reads at scale.
+    Only a change is written: a Deployment emits several events per rollout, and at 1,000
+    Blocks the unchanged ones would be most of the operator's API traffic. The Model's
+    ready-block count is refreshed by its own timer, for the same reason.
     """
     owners = [o for o in body["metadata"].get("ownerReferences") or [] if o.get("kind") == "Block"]
     if not owners:
         return
-    kube = default_kube()
-    namespace = body["metadata"]["namespace"]
-    block = kube.get(API_VERSION, "Block", owners[0]["name"], namespace)
-    if block is None:
+    namespace, block_name = body["metadata"]["namespace"], owners[0]["name"]
+    known = list(kwargs["blocks_index"].get((namespace, block_name), []))
+    if not known:
         return
-    deployment = None if type == "DELETED" else dict(body)
-    kube.patch_status(
-        API_VERSION,
-        "Block",
-        owners[0]["name"],
-        namespace,
-        block_status_from_deployment(block, deployment),
-    )
+    block = {**known[0], "metadata": {**known[0]["metadata"], "name": block_name}}
+    deployment = None if kwargs.get("type") == "DELETED" else dict(body)
+    status = block_status_from_deployment(block, deployment)
+    if _summary(status) == _summary(block["status"]):
+        return
+    default_kube().patch_status(API_VERSION, "Block", block_name, namespace, status)
 
 
 # -- Link ---------------------------------------------------------------------------------
