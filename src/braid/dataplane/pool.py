@@ -1,0 +1,171 @@
+"""One gRPC channel (or a few) per Triton endpoint, created once and shared by every request.
+
+The gateway calls Triton through the service definitions ``tritonclient`` ships
+(``tritonclient.grpc.service_pb2_grpc``) over ``grpc.aio`` channels rather than through
+``tritonclient.grpc.aio.InferenceServerClient.infer``: that wrapper turns every tensor into an
+``InferInput`` and every answer into an ``InferResult`` via numpy, while a hop's output only
+has to be handed to the next hop. Forwarding ``raw_output_contents`` as the next request's
+``raw_input_contents`` keeps tensors as bytes end to end and saves that work on each hop. The
+channel options are tritonclient's own (no message size limit, keepalive), so a Triton
+server sees the same client it always does.
+
+The pool also remembers which endpoints just failed (a small circuit breaker), so that after
+a host dies requests stop paying a failed connection attempt before they fall back.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import grpc
+from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+from braid.logs import log_event
+
+logger = logging.getLogger(__name__)
+
+_UNLIMITED = 2**31 - 1
+CHANNEL_OPTIONS: tuple[tuple[str, int | str], ...] = (
+    ("grpc.max_send_message_length", _UNLIMITED),
+    ("grpc.max_receive_message_length", _UNLIMITED),
+    ("grpc.keepalive_time_ms", 2**31 - 1),
+    ("grpc.keepalive_timeout_ms", 20000),
+    ("grpc.keepalive_permit_without_calls", 0),
+    ("grpc.http2.max_pings_without_data", 2),
+    # Triton endpoints are direct addresses; an http_proxy in the environment must not apply.
+    ("grpc.enable_http_proxy", 0),
+)
+
+
+@dataclass
+class EndpointState:
+    """What the pool knows about one Triton endpoint's health."""
+
+    address: str
+    down_until: float = 0.0
+    failures: int = 0
+    last_error: str = ""
+
+    def available(self, now: float) -> bool:
+        return now >= self.down_until
+
+
+@dataclass
+class _Endpoint:
+    channels: list[grpc.aio.Channel]
+    stubs: list[service_pb2_grpc.GRPCInferenceServiceStub]
+    state: EndpointState
+    turn: Iterator[int] = field(default_factory=lambda: itertools.count())
+
+
+class TritonPool:
+    """Channels to Triton servers, keyed by ``host:port``; ``close()`` ends them all.
+
+    ``channels_per_endpoint`` > 1 spreads concurrent calls over several HTTP/2 connections
+    (one connection serialises frames through one socket); 1 is enough on loopback.
+    ``cooldown_s`` is how long an endpoint that failed at the transport level is skipped.
+    """
+
+    def __init__(self, *, channels_per_endpoint: int = 1, cooldown_s: float = 2.0) -> None:
+        if channels_per_endpoint < 1:
+            raise ValueError("channels_per_endpoint must be >= 1")
+        self.channels_per_endpoint = channels_per_endpoint
+        self.cooldown_s = cooldown_s
+        self._endpoints: dict[str, _Endpoint] = {}
+
+    def _endpoint(self, address: str) -> _Endpoint:
+        endpoint = self._endpoints.get(address)
+        if endpoint is None:
+            channels = [
+                grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+                for _ in range(self.channels_per_endpoint)
+            ]
+            endpoint = _Endpoint(
+                channels=channels,
+                stubs=[service_pb2_grpc.GRPCInferenceServiceStub(c) for c in channels],
+                state=EndpointState(address),
+            )
+            self._endpoints[address] = endpoint
+            log_event(logger, "pool.channel_opened", address=address, channels=len(channels))
+        return endpoint
+
+    def open(self, address: str) -> None:
+        """Create the channels of ``address`` now (the executor opens every endpoint at start)."""
+        self._endpoint(address)
+
+    def stub(self, address: str) -> service_pb2_grpc.GRPCInferenceServiceStub:
+        endpoint = self._endpoint(address)
+        if len(endpoint.stubs) == 1:
+            return endpoint.stubs[0]
+        return endpoint.stubs[next(endpoint.turn) % len(endpoint.stubs)]
+
+    def state(self, address: str) -> EndpointState:
+        return self._endpoint(address).state
+
+    def available(self, address: str) -> bool:
+        """False while ``address`` is in its cool-down after a transport failure."""
+        return self._endpoint(address).state.available(time.monotonic())
+
+    def mark_down(self, address: str, error: str) -> None:
+        state = self._endpoint(address).state
+        was_up = state.available(time.monotonic())
+        state.down_until = time.monotonic() + self.cooldown_s
+        state.failures += 1
+        state.last_error = error
+        if was_up:
+            log_event(
+                logger,
+                "pool.endpoint_down",
+                level=logging.WARNING,
+                address=address,
+                cooldown_s=self.cooldown_s,
+                error=error,
+            )
+
+    def mark_up(self, address: str) -> None:
+        state = self._endpoint(address).state
+        if not state.available(time.monotonic()):
+            log_event(logger, "pool.endpoint_up", address=address)
+        state.down_until = 0.0
+
+    async def infer(
+        self, address: str, request: service_pb2.ModelInferRequest, timeout_s: float | None
+    ) -> service_pb2.ModelInferResponse:
+        response: service_pb2.ModelInferResponse = await self.stub(address).ModelInfer(
+            request, timeout=timeout_s
+        )
+        return response
+
+    async def model_ready(self, address: str, model: str, timeout_s: float = 1.0) -> bool:
+        """Whether ``model`` is ready on ``address``; False (never raises) when unreachable."""
+        try:
+            response = await self.stub(address).ModelReady(
+                service_pb2.ModelReadyRequest(name=model), timeout=timeout_s
+            )
+        except grpc.aio.AioRpcError:
+            return False
+        return bool(response.ready)
+
+    async def max_batch_size(self, address: str, model: str, timeout_s: float = 2.0) -> int | None:
+        """The model's ``max_batch_size`` from its config; ``None`` when it cannot be read."""
+        try:
+            response = await self.stub(address).ModelConfig(
+                service_pb2.ModelConfigRequest(name=model), timeout=timeout_s
+            )
+        except grpc.aio.AioRpcError:
+            return None
+        return int(response.config.max_batch_size)
+
+    @property
+    def addresses(self) -> list[str]:
+        return sorted(self._endpoints)
+
+    async def close(self) -> None:
+        for endpoint in self._endpoints.values():
+            for channel in endpoint.channels:
+                await channel.close()
+        self._endpoints.clear()
