@@ -149,6 +149,12 @@ from braid.models_cli import models_app  # noqa: E402
 
 app.add_typer(models_app, name="models")
 
+# The data plane's commands: the gateway alone, and the local runtime (Triton per tier + gateway).
+from braid.serve_cli import gateway_command, serve_command  # noqa: E402
+
+app.command("gateway")(gateway_command)
+app.command("serve")(serve_command)
+
 
 @app.command()
 def version() -> None:

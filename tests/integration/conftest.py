@@ -17,9 +17,11 @@ import torch
 from torch import nn
 
 from braid.api.common import TensorSpec
+from braid.dataplane.local_runtime import LocalRuntime, start_local_runtime
 from braid.devstack.prometheus import PrometheusServer, start_prometheus
 from braid.devstack.triton import TritonServer, start_triton
 from braid.render.prometheus_config import ScrapeTarget
+from braid.tooling.synthetic import SyntheticModels, build_synthetic_repository
 from braid.tooling.triton_repository import write_torchscript_model
 
 LINEAR_MODEL = "tiny_linear"
@@ -109,3 +111,28 @@ def prometheus_server(
         yield server
     finally:
         server.stop()
+
+
+# -- the data plane: a synthetic provider pair served by one tritonserver per tier ------------
+
+
+@pytest.fixture(scope="session")
+def synthetic_models(tmp_path_factory: pytest.TempPathFactory) -> SyntheticModels:
+    """Four local blocks, a skip link, an exit head and a cross path through a host block."""
+    return build_synthetic_repository(tmp_path_factory.mktemp("synthetic-repo"))
+
+
+@pytest.fixture(scope="session")
+def local_runtime(
+    synthetic_models: SyntheticModels, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LocalRuntime]:
+    """The synthetic pair on two tritonservers (local, host), as ``braid serve`` runs them."""
+    runtime = start_local_runtime(
+        synthetic_models.repository,
+        synthetic_models.catalog,
+        tmp_path_factory.mktemp("local-runtime"),
+    )
+    try:
+        yield runtime
+    finally:
+        runtime.stop()

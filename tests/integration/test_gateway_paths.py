@@ -1,0 +1,417 @@
+"""What the path executor does over real Triton servers: exits, weights, reloads, fallback."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+from prometheus_client import CollectorRegistry
+
+from braid.api.routing import Endpoints, ExitRule, PathWeight, RoutingTable, single_path_table
+from braid.dataplane.local_runtime import LocalRuntime, make_tier_views
+from braid.dataplane.server import GatewayThread
+from braid.devstack.triton import start_triton
+from braid.tooling import synthetic as syn
+from braid.tooling.synthetic import SyntheticModels, exit_confidence
+
+from .gateway_support import (
+    MODEL,
+    OUTPUT,
+    gateway_over,
+    grpc_input,
+    grpc_parameters,
+    inputs,
+    sample_value,
+    set_table,
+)
+
+ATOL = 1e-6
+
+
+@pytest.fixture(scope="module")
+def routing_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("routing") / "routing.json"
+
+
+@pytest.fixture(scope="module")
+def gateway(
+    synthetic_models: SyntheticModels, local_runtime: LocalRuntime, routing_file: Path
+) -> Iterator[tuple[GatewayThread, CollectorRegistry]]:
+    with gateway_over(
+        synthetic_models.catalog,
+        local_runtime.endpoints,
+        routing_file,
+        single_path_table(MODEL, syn.ORIGINAL),
+    ) as running:
+        yield running
+
+
+@pytest.fixture
+def client(
+    gateway: tuple[GatewayThread, CollectorRegistry],
+) -> Iterator[grpcclient.InferenceServerClient]:
+    assert gateway[0].gateway is not None
+    c = grpcclient.InferenceServerClient(gateway[0].gateway.grpc_address)
+    yield c
+    c.close()
+
+
+_generation = iter(range(1, 10_000))
+
+
+def table(*weights: tuple[str, float], **kwargs: object) -> RoutingTable:
+    return RoutingTable(
+        model=MODEL,
+        generation=next(_generation),
+        paths=[PathWeight(id=p, weight=w) for p, w in weights],
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+def test_confident_samples_exit_early_and_the_rest_continue(
+    gateway: tuple[GatewayThread, CollectorRegistry],
+    routing_file: Path,
+    client: grpcclient.InferenceServerClient,
+    synthetic_models: SyntheticModels,
+) -> None:
+    threshold = 0.9
+    set_table(
+        gateway[0],
+        routing_file,
+        table((syn.EXIT, 1), exits=[ExitRule(block=syn.EXIT_BLOCK, confidence=threshold)]),
+    )
+    # The synthetic blocks are positively homogeneous: tiny inputs give near-uniform exit
+    # logits, large ones peaked logits. Mix both in one batch.
+    x = np.concatenate([inputs(1e-3, 3, seed=5), inputs(1e3, 3, seed=6)])[[0, 3, 1, 4, 2, 5]]
+    logits = synthetic_models.run_hops(["toy.b0", "toy.b1", syn.EXIT_HEAD], x)
+    confident = exit_confidence(logits) >= threshold
+    assert confident.tolist() == [False, True, False, True, False, True]  # the test's premise
+    registry = gateway[1]
+    before = sample_value(
+        registry, "braid_gateway_exits_total", model=MODEL, path=syn.EXIT, block=str(syn.EXIT_BLOCK)
+    )
+
+    result = client.infer(MODEL, [grpc_input(x)])
+
+    params = grpc_parameters(result)
+    assert params["braid_path"] == syn.EXIT
+    assert params["braid_exits"] == 3
+    got = result.as_numpy(OUTPUT)
+    np.testing.assert_allclose(got[confident], logits[confident], rtol=1e-5, atol=ATOL)
+    full = synthetic_models.run_path(syn.ORIGINAL, x)
+    np.testing.assert_allclose(got[~confident], full[~confident], rtol=1e-5, atol=ATOL)
+    np.testing.assert_allclose(
+        got, synthetic_models.run_path(syn.EXIT, x, threshold), rtol=1e-5, atol=ATOL
+    )
+    after = sample_value(
+        registry, "braid_gateway_exits_total", model=MODEL, path=syn.EXIT, block=str(syn.EXIT_BLOCK)
+    )
+    assert after - before == 3
+
+    # All confident: the exit head's answer alone; none confident: the whole original path.
+    assert grpc_parameters(client.infer(MODEL, [grpc_input(x[confident])]))["braid_exits"] == 3
+    small = x[~confident]
+    result = client.infer(MODEL, [grpc_input(small)])
+    assert "braid_exits" not in grpc_parameters(result)
+    np.testing.assert_allclose(
+        result.as_numpy(OUTPUT),
+        synthetic_models.run_path(syn.ORIGINAL, small),
+        rtol=1e-5,
+        atol=ATOL,
+    )
+
+
+def test_an_exit_path_without_a_threshold_always_exits(
+    gateway: tuple[GatewayThread, CollectorRegistry],
+    routing_file: Path,
+    client: grpcclient.InferenceServerClient,
+    synthetic_models: SyntheticModels,
+) -> None:
+    set_table(gateway[0], routing_file, table((syn.EXIT, 1)))
+    x = inputs(1e-3, 2, seed=9)
+    result = client.infer(MODEL, [grpc_input(x)])
+    assert grpc_parameters(result)["braid_exits"] == 2
+    np.testing.assert_allclose(
+        result.as_numpy(OUTPUT), synthetic_models.run_path(syn.EXIT, x), rtol=1e-5, atol=ATOL
+    )
+
+
+def test_weights_are_respected_within_sampling_error(
+    gateway: tuple[GatewayThread, CollectorRegistry],
+    routing_file: Path,
+    client: grpcclient.InferenceServerClient,
+) -> None:
+    """Each path's count is Binomial(N, w). The bound is 4.5 standard deviations: a correct
+    gateway with a fresh random generator exceeds it for one of three paths with probability
+    below 3 * 6.8e-6 = 2e-5 (this gateway's generator is seeded, so the run is reproducible)."""
+    weights = {syn.ORIGINAL: 0.2, syn.SKIP: 0.5, syn.CROSS: 0.3}
+    set_table(gateway[0], routing_file, table(*weights.items()))
+    n = 400
+    x = inputs(seed=11)
+    counts = Counter(
+        grpc_parameters(client.infer(MODEL, [grpc_input(x)]))["braid_path"] for _ in range(n)
+    )
+    assert set(counts) == set(weights)
+    for path, w in weights.items():
+        sigma = math.sqrt(n * w * (1 - w))
+        assert abs(counts[path] - n * w) <= 4.5 * sigma, (path, counts[path], n * w, sigma)
+
+
+def test_reloading_the_table_drops_no_request_in_flight(
+    gateway: tuple[GatewayThread, CollectorRegistry],
+    routing_file: Path,
+    synthetic_models: SyntheticModels,
+) -> None:
+    set_table(gateway[0], routing_file, table((syn.ORIGINAL, 1)))
+    assert gateway[0].gateway is not None
+    address = gateway[0].gateway.grpc_address
+    stop = threading.Event()
+    served: list[str] = []
+    failures: list[BaseException] = []
+    x = inputs(seed=12)
+    want = {p: synthetic_models.run_path(p, x) for p in (syn.ORIGINAL, syn.SKIP)}
+
+    def send() -> None:
+        c = grpcclient.InferenceServerClient(address)
+        try:
+            while not stop.is_set():
+                try:
+                    result = c.infer(MODEL, [grpc_input(x)], client_timeout=30)
+                    path = grpc_parameters(result)["braid_path"]
+                    np.testing.assert_allclose(
+                        result.as_numpy(OUTPUT), want[path], rtol=1e-5, atol=ATOL
+                    )
+                    served.append(path)
+                except BaseException as exc:
+                    failures.append(exc)
+        finally:
+            c.close()
+
+    senders = [threading.Thread(target=send) for _ in range(4)]
+    for s in senders:
+        s.start()
+    try:
+        for i in range(6):
+            set_table(
+                gateway[0], routing_file, table((syn.SKIP if i % 2 == 0 else syn.ORIGINAL, 1))
+            )
+            time.sleep(0.2)
+        set_table(gateway[0], routing_file, table((syn.SKIP, 1)))
+        settled = len(served)
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        for s in senders:
+            s.join(60)
+    assert failures == []
+    assert {syn.ORIGINAL, syn.SKIP} <= set(served)
+    assert set(served[settled + 8 :]) == {syn.SKIP}  # allow for calls that started earlier
+
+
+def test_an_invalid_table_is_ignored_and_the_last_good_one_kept(
+    gateway: tuple[GatewayThread, CollectorRegistry],
+    routing_file: Path,
+    client: grpcclient.InferenceServerClient,
+) -> None:
+    set_table(gateway[0], routing_file, table((syn.SKIP, 1)))
+    routing_file.write_text('{"model": "toy", "paths": [{"id": "toy/missing", "weight": 1}]}')
+    time.sleep(0.5)  # several polls
+    assert grpc_parameters(client.infer(MODEL, [grpc_input(inputs())]))["braid_path"] == syn.SKIP
+
+
+def test_cross_paths_count_the_bytes_moved_between_tiers(
+    gateway: tuple[GatewayThread, CollectorRegistry],
+    routing_file: Path,
+    client: grpcclient.InferenceServerClient,
+    synthetic_models: SyntheticModels,
+) -> None:
+    set_table(gateway[0], routing_file, table((syn.CROSS, 1)))
+    registry = gateway[1]
+
+    def moved(source: str, target: str) -> float:
+        return sample_value(
+            registry, "braid_gateway_tier_bytes_total", model=MODEL, source=source, target=target
+        )
+
+    up, down = moved("local", "host"), moved("host", "local")
+    x = inputs(batch=3, seed=13)
+    result = client.infer(MODEL, [grpc_input(x)])
+    np.testing.assert_allclose(
+        result.as_numpy(OUTPUT), synthetic_models.run_path(syn.CROSS, x), rtol=1e-5, atol=ATOL
+    )
+    # b0's output [4,8,8] goes up, the cross link's [8,4,4] comes back, per sample, FP32.
+    assert moved("local", "host") - up == 3 * 4 * 8 * 8 * 4
+    assert moved("host", "local") - down == 3 * 8 * 4 * 4 * 4
+    assert (
+        sample_value(
+            registry,
+            "braid_gateway_hop_duration_seconds_count",
+            model=MODEL,
+            hop=syn.XIN,
+            server="host",
+        )
+        >= 1
+    )
+
+
+def test_a_path_that_would_miss_the_latency_bound_falls_back_before_the_host(
+    gateway: tuple[GatewayThread, CollectorRegistry],
+    routing_file: Path,
+    client: grpcclient.InferenceServerClient,
+    synthetic_models: SyntheticModels,
+) -> None:
+    # 1 µs: no path can meet it, and the original path from b1 on is expected to be quicker
+    # than the cross path's five remaining hops.
+    set_table(gateway[0], routing_file, table((syn.CROSS, 1), latency_bound_us=1))
+    registry = gateway[1]
+    before = sample_value(
+        registry,
+        "braid_gateway_fallbacks_total",
+        model=MODEL,
+        path=syn.CROSS,
+        reason="latency_bound",
+    )
+    calls = sample_value(
+        registry,
+        "braid_gateway_hop_duration_seconds_count",
+        model=MODEL,
+        hop=syn.XIN,
+        server="host",
+    )
+    x = inputs(seed=14)
+    result = client.infer(MODEL, [grpc_input(x)])
+    params = grpc_parameters(result)
+    assert params["braid_path"] == syn.ORIGINAL
+    assert params["braid_routed_path"] == syn.CROSS
+    assert params["braid_fallback"] == "latency_bound"
+    np.testing.assert_allclose(
+        result.as_numpy(OUTPUT), synthetic_models.run_path(syn.ORIGINAL, x), rtol=1e-5, atol=ATOL
+    )
+    assert (
+        sample_value(
+            registry,
+            "braid_gateway_fallbacks_total",
+            model=MODEL,
+            path=syn.CROSS,
+            reason="latency_bound",
+        )
+        == before + 1
+    )
+    # The host was never called.
+    assert (
+        sample_value(
+            registry,
+            "braid_gateway_hop_duration_seconds_count",
+            model=MODEL,
+            hop=syn.XIN,
+            server="host",
+        )
+        == calls
+    )
+
+
+def test_a_killed_host_server_loses_no_request(
+    synthetic_models: SyntheticModels,
+    local_runtime: LocalRuntime,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """All traffic on the cross path; the host's tritonserver is SIGKILLed mid-stream. Every
+    request must still be answered, correctly: by the cross path before, by the fallback
+    (the original path, resumed after b0) after."""
+    workdir = tmp_path_factory.mktemp("doomed-host")
+    views = make_tier_views(
+        synthetic_models.repository, synthetic_models.catalog, workdir / "views"
+    )
+    host = start_triton(views["host"], workdir=workdir / "triton", name="doomed-host")
+    try:
+        endpoints = Endpoints(
+            servers={
+                "local": local_runtime.servers["local"].grpc_address,
+                "host": host.grpc_address,
+            }
+        )
+        with gateway_over(
+            synthetic_models.catalog,
+            endpoints,
+            workdir / "routing.json",
+            table((syn.CROSS, 1)),
+        ) as (thread, registry):
+            assert thread.gateway is not None
+            address = thread.gateway.grpc_address
+            x = inputs(batch=2, seed=15)
+            want = {p: synthetic_models.run_path(p, x) for p in (syn.CROSS, syn.ORIGINAL)}
+            results: list[tuple[float, str, str | None]] = []
+            failures: list[BaseException] = []
+            stop = threading.Event()
+            lock = threading.Lock()
+
+            def send() -> None:
+                c = grpcclient.InferenceServerClient(address)
+                try:
+                    while not stop.is_set():
+                        try:
+                            result = c.infer(MODEL, [grpc_input(x)], client_timeout=30)
+                            params = grpc_parameters(result)
+                            np.testing.assert_allclose(
+                                result.as_numpy(OUTPUT),
+                                want[params["braid_path"]],
+                                rtol=1e-5,
+                                atol=ATOL,
+                            )
+                            with lock:
+                                results.append(
+                                    (
+                                        time.monotonic(),
+                                        params["braid_path"],
+                                        params.get("braid_fallback"),
+                                    )
+                                )
+                        except BaseException as exc:
+                            failures.append(exc)
+                finally:
+                    c.close()
+
+            senders = [threading.Thread(target=send) for _ in range(4)]
+            for s in senders:
+                s.start()
+            try:
+                deadline = time.monotonic() + 60
+                while sum(1 for r in results if r[1] == syn.CROSS) < 20:
+                    assert time.monotonic() < deadline, "the cross path never served"
+                    time.sleep(0.05)
+                os.killpg(host.process.pid, signal.SIGKILL)
+                killed_at = time.monotonic()
+                while sum(1 for r in results if r[0] > killed_at + 0.5) < 40:
+                    assert time.monotonic() < deadline + 60, "requests stopped after the kill"
+                    time.sleep(0.05)
+            finally:
+                stop.set()
+                for s in senders:
+                    s.join(60)
+            assert failures == []
+            after = [r for r in results if r[0] > killed_at + 0.5]
+            assert {r[1] for r in after} == {syn.ORIGINAL}
+            assert {r[2] for r in after} <= {"host_unavailable", "endpoint_down"}
+            fallbacks = sum(
+                sample_value(
+                    registry,
+                    "braid_gateway_fallbacks_total",
+                    model=MODEL,
+                    path=syn.CROSS,
+                    reason=reason,
+                )
+                for reason in ("host_unavailable", "endpoint_down", "host_error")
+            )
+            assert fallbacks >= len(after)
+            assert thread.gateway.service.ready  # the fallback keeps the model servable
+    finally:
+        host.stop()
