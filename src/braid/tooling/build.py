@@ -62,8 +62,10 @@ from braid.tooling.zoo import (
 
 logger = logging.getLogger(__name__)
 
-ARTIFACT_VERSION = "1"
-"""Bump when a change to the code changes what a cached artifact would contain."""
+ARTIFACT_VERSION = "2"
+"""Bump when a change to the code changes what a cached link, head or measurement contains."""
+LOCAL_MODEL_VERSION = "1"
+"""Bump when a change to the code changes the trained local model."""
 
 INPUT_NAME = "INPUT__0"
 OUTPUT_NAME = "OUTPUT__0"
@@ -77,7 +79,7 @@ class TrainConfig:
     lr: float = 3e-3
     link_samples: int = 15000
     mimic_epochs: int = 3
-    finetune_epochs: int = 1
+    finetune_epochs: int = 2
     finetune_samples: int = 10000
     link_lr: float = 3e-3
     exit_epochs: int = 3
@@ -257,7 +259,7 @@ def _providers(config: BuildConfig, data: Dataset, cache: Path, progress: Progre
     tc = config.train
     local_hash = _hash(
         [
-            ARTIFACT_VERSION,
+            LOCAL_MODEL_VERSION,
             "fmnist-cnn",
             data.digest,
             tc.local_epochs,

@@ -6,7 +6,10 @@ layer for vectors) and a *reduced-k* link is two layers whose first shrinks the 
 k-fold and whose second restores them, trading accuracy for parameters. Spatial sizes are
 matched with an adaptive max pool (down, before the conv, where it is cheaper) or a
 nearest-neighbour upsample (up, after it). Every link ends in a ReLU because every block
-input it stands in for is a ReLU (or pooled ReLU) output.
+input it stands in for is a ReLU (or pooled ReLU) output, and every conv / linear layer of a
+link is followed by batch normalisation: with frozen blocks on both sides the link must
+rescale one model's feature statistics into another's, and without it the narrow reduced
+links often died (all-zero ReLU outputs) in training. At serving time it is one affine op.
 """
 
 from __future__ import annotations
@@ -55,15 +58,10 @@ def make_link(in_shape: Shape, out_shape: Shape, size: str = "normal") -> nn.Seq
         c2, h2, w2 = out_shape
         before, after = _resize((h1, w1), (h2, w2))
         if k == 1:
-            core: list[nn.Module] = [nn.Conv2d(c1, c2, 3, padding=1), nn.ReLU()]
+            core: list[nn.Module] = [*_conv(c1, c2, 3)]
         else:
             mid = max(2, min(c1, c2) // k)
-            core = [
-                nn.Conv2d(c1, mid, 3, padding=1),
-                nn.ReLU(),
-                nn.Conv2d(mid, c2, 1),
-                nn.ReLU(),
-            ]
+            core = [*_conv(c1, mid, 3), *_conv(mid, c2, 1)]
         return nn.Sequential(*before, *core, *after)
     if len(in_shape) == 3 and len(out_shape) == 1:
         c1, h1, w1 = in_shape
@@ -78,25 +76,30 @@ def make_link(in_shape: Shape, out_shape: Shape, size: str = "normal") -> nn.Seq
         (d1,) = in_shape
         c2, h2, w2 = out_shape
         if k == 1:
-            return nn.Sequential(
-                nn.Linear(d1, c2 * h2 * w2), nn.ReLU(), nn.Unflatten(1, (c2, h2, w2))
-            )
+            return nn.Sequential(*_dense(d1, c2 * h2 * w2, 1), nn.Unflatten(1, (c2, h2, w2)))
         mid = max(2, c2 // k)
         return nn.Sequential(
-            nn.Linear(d1, mid * h2 * w2),
-            nn.ReLU(),
-            nn.Unflatten(1, (mid, h2, w2)),
-            nn.Conv2d(mid, c2, 1),
-            nn.ReLU(),
+            *_dense(d1, mid * h2 * w2, 1), nn.Unflatten(1, (mid, h2, w2)), *_conv(mid, c2, 1)
         )
     raise ValueError(f"no link from shape {in_shape} to shape {out_shape}")
 
 
+def _conv(cin: int, cout: int, kernel: int) -> list[nn.Module]:
+    return [nn.Conv2d(cin, cout, kernel, padding=kernel // 2), nn.BatchNorm2d(cout), nn.ReLU()]
+
+
 def _dense(d1: int, d2: int, k: int) -> list[nn.Module]:
     if k == 1:
-        return [nn.Linear(d1, d2), nn.ReLU()]
+        return [nn.Linear(d1, d2), nn.BatchNorm1d(d2), nn.ReLU()]
     mid = max(2, min(d1, d2) // k)
-    return [nn.Linear(d1, mid), nn.ReLU(), nn.Linear(mid, d2), nn.ReLU()]
+    return [
+        nn.Linear(d1, mid),
+        nn.BatchNorm1d(mid),
+        nn.ReLU(),
+        nn.Linear(mid, d2),
+        nn.BatchNorm1d(d2),
+        nn.ReLU(),
+    ]
 
 
 def make_exit_head(in_shape: Shape, num_classes: int) -> nn.Sequential:
