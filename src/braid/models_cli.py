@@ -111,7 +111,7 @@ def models_build(
         row = summary[name]
         console.print(
             f"  {name:8s} -> {row['path']}: accuracy {100 * row['accuracy']:.2f} % "
-            f"(-{row['accuracy_drop_pt']:.2f} pt), local compute cut "
+            f"(drop {row['accuracy_drop_pt']:.2f} pt), local compute cut "
             f"{row['local_compute_cut_pct']:.0f} %, latency ratio {row['latency_ratio']:.2f}",
             highlight=False,
         )
