@@ -237,8 +237,13 @@ def build(
     else:
         measured = {
             "accuracy": _evaluate(plans, modules, providers, test, progress),
-            "compute_us": _time_modules(modules, shapes, config, plans, progress),
+            "compute_us": {},
         }
+    # Every module is timed, also blocks no path uses (they are served all the same); a
+    # cache written before a module existed gets just that module timed.
+    missing = sorted(set(modules) - set(measured["compute_us"]))
+    if missing:
+        measured["compute_us"].update(_time_modules(modules, shapes, config, missing, progress))
         eval_path.write_text(json.dumps(measured, indent=1, sort_keys=True))
     catalog = _catalog(config, build_hash, providers, plans, modules, shapes, measured)
     return BuildResult(
@@ -622,10 +627,9 @@ def _time_modules(
     modules: dict[str, nn.Module],
     shapes: dict[str, tuple[Shape, Shape]],
     config: BuildConfig,
-    plans: Sequence[PathPlan],
+    used: Sequence[str],
     progress: Progress,
 ) -> dict[str, float]:
-    used = sorted({h.name for p in plans for h in p.hops})
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     out: dict[str, float] = {}

@@ -225,6 +225,41 @@ def best_within(catalog: PathCatalog, min_cut_pct: float) -> dict[str, Any] | No
     }
 
 
+SWEEP_FACTORS = (1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 10.0)
+
+
+def latency_bound_sweep(
+    catalog: PathCatalog, config: ExperimentConfig, reference_us: float
+) -> dict[str, list[dict[str, Any]]]:
+    """Each scenario's choice as L_T varies (multiples of the balanced original latency).
+
+    L_T is a service-level objective that an operator sets, not a property of the models, so
+    the results show how the choice moves with it instead of one hand-picked value only.
+    """
+    sweep: dict[str, list[dict[str, Any]]] = {}
+    for scenario in config.scenarios:
+        rows = []
+        for factor in SWEEP_FACTORS:
+            _, row = run_scenario(catalog, scenario, config, factor * reference_us)
+            rows.append(
+                {
+                    "latency_bound_factor": factor,
+                    **{
+                        k: row[k]
+                        for k in (
+                            "path",
+                            "accuracy_drop_pt",
+                            "local_compute_cut_pct",
+                            "latency_ratio",
+                            "within_latency_bound",
+                        )
+                    },
+                }
+            )
+        sweep[scenario.name] = rows
+    return sweep
+
+
 def run_experiments(catalog: PathCatalog, config: ExperimentConfig | None = None) -> dict[str, Any]:
     """Every scenario plus the link-size study and the trade-off curve."""
     config = config or ExperimentConfig()
@@ -238,6 +273,7 @@ def run_experiments(catalog: PathCatalog, config: ExperimentConfig | None = None
         choice, row = run_scenario(catalog, scenario, config, bound)
         out[scenario.name] = row
         choices[scenario.name] = choice
+    out["latency_bound_sweep"] = latency_bound_sweep(catalog, config, ref.latency_us)
     out["network"] = asdict(config.network)
     out["latency_bound_factor"] = config.latency_bound_factor
     out["link_size_study"] = link_size_study(catalog)
