@@ -18,6 +18,9 @@ from tests.e2e.conftest import E2ECluster
 from tests.e2e.helpers import wait_for
 
 SAMPLES = Path(__file__).resolve().parents[2] / "crds" / "samples"
+SKIP = "fmnist-cnn.skip.1-4.reduced4"
+XIN = "mnist-cnn.xin.fmnist-cnn.0-1-3-5.normal"
+XOUT = "mnist-cnn.xout.fmnist-cnn.0-1-3-5.normal"
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +115,7 @@ def test_status_turns_ready_with_conditions(cluster: E2ECluster, samples: None) 
         "Model Ready",
     )
     assert model["status"]["blocks"] == 7
-    for link in ("fmnist-to-mnist-0-1", "mnist-to-fmnist-3-5"):
+    for link in (XIN, XOUT):
         wait_for(
             lambda link=link: _ready(_get(cluster, "link", link, "provider-b")),
             f"Link {link} Ready",
@@ -126,13 +129,11 @@ def test_links_are_loaded_by_the_host_pods(cluster: E2ECluster, samples: None) -
             return None
         args = dep["spec"]["template"]["spec"]["containers"][0]["args"]
         models = [a.split("=", 1)[1] for a in args if a.startswith("--load-model=")]
-        return (
-            models if "fmnist-to-mnist-0-1" in models and "mnist-to-fmnist-3-5" in models else None
-        )
+        return models if XIN in models and XOUT in models else None
 
     models = wait_for(loads, "the host Deployment to load both cross links")
     # The host's own block models stay as they were; the links are extra models.
-    assert models[:4] == [f"mnist-cnn.b{i}" for i in range(4)]
+    assert models[:5] == [f"mnist-cnn.b{i}" for i in range(5)]
 
 
 def test_kubectl_get_braid_shows_useful_columns(cluster: E2ECluster, samples: None) -> None:
@@ -178,7 +179,7 @@ def test_deleting_a_model_removes_what_it_owns_across_namespaces(
 ) -> None:
     """Runs last in this module: it tears the samples down."""
     wait_for(
-        lambda: _ready(_get(cluster, "link", "fmnist-to-mnist-0-1", "provider-b")),
+        lambda: _ready(_get(cluster, "link", XIN, "provider-b")),
         "cross link Ready",
     )
     wait_for(lambda: _ready(_get(cluster, "block", "fmnist-tail", "provider-a")), "Block Ready")
@@ -190,9 +191,9 @@ def test_deleting_a_model_removes_what_it_owns_across_namespaces(
         return _get(cluster, kind, name, ns) is None
 
     # Cross-namespace: the host's links for this model go (finalizer, not owner references).
-    wait_for(lambda: gone("link", "fmnist-to-mnist-0-1", "provider-b"), "cross-entry link deleted")
-    wait_for(lambda: gone("link", "mnist-to-fmnist-3-5", "provider-b"), "cross-exit link deleted")
-    wait_for(lambda: gone("link", "fmnist-skip-1-4", "provider-a"), "skip link deleted")
+    wait_for(lambda: gone("link", XIN, "provider-b"), "cross-entry link deleted")
+    wait_for(lambda: gone("link", XOUT, "provider-b"), "cross-exit link deleted")
+    wait_for(lambda: gone("link", SKIP, "provider-a"), "skip link deleted")
     # Same namespace: Blocks are owned by the Model, Deployments by the Blocks (GC).
     for block in ("fmnist-head", "fmnist-tail"):
         wait_for(lambda block=block: gone("block", block, "provider-a"), f"Block {block} deleted")
@@ -205,6 +206,6 @@ def test_deleting_a_model_removes_what_it_owns_across_namespaces(
     def unloaded() -> bool:
         dep = _get(cluster, "deployment", "triton-mnist-body", "provider-b")
         args = dep["spec"]["template"]["spec"]["containers"][0]["args"] if dep else []
-        return bool(dep) and not any("fmnist-to-mnist" in a or "mnist-to-fmnist" in a for a in args)
+        return bool(dep) and not any(XIN in a or XOUT in a for a in args)
 
     wait_for(unloaded, "host Deployment without the link models")

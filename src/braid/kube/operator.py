@@ -21,6 +21,7 @@ from braid.kube.reconcile import (
     model_status,
     now,
     reconcile_block,
+    reconcile_policy,
     requeue_block,
     validate_link,
 )
@@ -241,3 +242,25 @@ def model_deleted(body: kopf.Body, **_: Any) -> None:
     for link_ns, link_name in links_referencing_model(kube, meta["namespace"], meta["name"]):
         kube.delete(API_VERSION, "Link", link_name, link_ns)
         log_event(logger, "model.link_deleted", link=f"{link_ns}/{link_name}", model=meta["name"])
+
+
+# -- OffloadPolicy --------------------------------------------------------------------------
+
+
+@kopf.on.resume(GROUP, "offloadpolicies")
+@kopf.on.create(GROUP, "offloadpolicies")
+@kopf.on.update(GROUP, "offloadpolicies", field="spec")
+@kopf.timer(GROUP, "offloadpolicies", interval=5, initial_delay=2)
+def policy_changed(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+    """Render the gateway's routing ConfigMap from the spec and the controller's weights.
+
+    A timer as well as the spec handlers: the controller writes ``status.activePaths`` and
+    Blocks change their endpoints, neither of which is a spec change of the policy.
+    """
+    try:
+        status = reconcile_policy(default_kube(), dict(body))
+    except (SpecError, DependencyMissingError) as exc:
+        _fail("OffloadPolicy", body, exc)
+        return
+    patch.status.update(status)
+    patch.status["observedGeneration"] = body["metadata"].get("generation")

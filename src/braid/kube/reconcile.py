@@ -9,12 +9,15 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Protocol
 
+from braid.api.catalog import PathCatalog
 from braid.api.common import API_VERSION
 from braid.api.v1alpha1.block import BlockSpec
 from braid.api.v1alpha1.link import LinkSpec
 from braid.api.v1alpha1.model import ModelSpec
+from braid.api.v1alpha1.offloadpolicy import OffloadPolicySpec, OffloadPolicyStatus
 from braid.kube.client import Kube
 from braid.logs import log_event
 from braid.render.block import (
@@ -22,10 +25,12 @@ from braid.render.block import (
     ObjectMeta,
     render_block_deployment,
     render_block_service,
+    service_endpoint,
     workload_name,
 )
 from braid.render.conditions import set_condition
-from braid.render.naming import block_model_name, link_model_name
+from braid.render.naming import block_model_name, exit_head_model_name, link_model_name
+from braid.render.routing import render_policy_routing
 
 logger = logging.getLogger(__name__)
 OWNERSHIP_FIELD_MANAGER = "braid-operator-ownership"
@@ -138,8 +143,16 @@ def reconcile_block(kube: Kube, body: dict[str, Any], lookup: Lookup | None = No
         spec=spec,
         model_name=spec.model_ref.name,
         triton_models=[
-            block_model_name(spec.model_ref.name, i)
+            name
             for i in range(spec.partitions.first, spec.partitions.last + 1)
+            for name in (
+                [block_model_name(spec.model_ref.name, i)]
+                + (
+                    [exit_head_model_name(spec.model_ref.name, i)]
+                    if model_spec.partition.blocks[i].exit_head
+                    else []
+                )
+            )
         ],
         link_models=lookup.links_served_by(namespace, meta["name"]),
     )
@@ -181,11 +194,20 @@ def block_status_from_deployment(
 
 
 def requeue_block(kube: Kube, namespace: str, name: str) -> None:
-    """Re-reconcile a Block after something it serves (a Link) changed."""
+    """Re-reconcile a Block after something it serves (a Link) changed.
+
+    A Block that cannot be reconciled now (its Model is going away with it) has nothing to
+    re-render; that must not hold up the Link's deletion, so the error is logged, not raised.
+    """
     body = kube.get(API_VERSION, "Block", name, namespace)
-    if body is None:
+    if body is None or body["metadata"].get("deletionTimestamp"):
         return
-    reconcile_block(kube, body)
+    try:
+        reconcile_block(kube, body)
+    except (SpecError, DependencyMissingError) as exc:
+        log_event(
+            logger, "block.requeue_skipped", block=name, namespace=namespace, reason=exc.reason
+        )
 
 
 def validate_link(kube: Kube, body: dict[str, Any]) -> str:
@@ -261,4 +283,130 @@ def model_status(body: dict[str, Any], kube: Kube) -> dict[str, Any]:
         "blocks": len(spec.partition.blocks),
         "readyBlocks": ready,
         "conditions": conditions,
+    }
+
+
+# -- OffloadPolicy ----------------------------------------------------------------------------
+
+ENDPOINT_ANNOTATION = "braid.dev/endpoint"
+"""Set on a Block by a runtime that serves it somewhere else than its Service (the local
+runtime of the demo and e2e tests, where kwok pods run no containers)."""
+
+
+def block_address(block: dict[str, Any]) -> str:
+    meta = block["metadata"]
+    override = (meta.get("annotations") or {}).get(ENDPOINT_ANNOTATION)
+    return override or service_endpoint(meta["name"], meta["namespace"])
+
+
+def load_catalog(kube: Kube, uri: str, namespace: str) -> PathCatalog:
+    """A Model's path catalog from ``file://`` or ``configmap://name[/key]``."""
+    scheme, _, rest = uri.partition("://")
+    if scheme == "file":
+        path = Path("/" + rest.lstrip("/"))
+        try:
+            return PathCatalog.model_validate_json(path.read_bytes())
+        except OSError as exc:
+            raise DependencyMissingError("CatalogUnavailable", f"catalog {uri}: {exc}") from exc
+    if scheme == "configmap":
+        name, _, key = rest.partition("/")
+        cm = kube.get("v1", "ConfigMap", name, namespace)
+        data = (cm or {}).get("data") or {}
+        text = data.get(key or "catalog.json")
+        if text is None:
+            raise DependencyMissingError(
+                "CatalogUnavailable", f"catalog {uri}: ConfigMap or key not found in {namespace}"
+            )
+        return PathCatalog.model_validate_json(text)
+    raise SpecError("CatalogUnsupported", f"spec.catalog.uri: scheme {scheme!r} not readable here")
+
+
+def _model_addresses(
+    kube: Kube, catalog: PathCatalog, namespace_of: dict[str, str]
+) -> dict[str, str]:
+    """Triton model -> gRPC address, from the Blocks and Links that serve the catalog's models."""
+    out: dict[str, str] = {}
+    blocks_by_ns: dict[str, list[dict[str, Any]]] = {}
+    for ns in set(namespace_of.values()):
+        blocks_by_ns[ns] = kube.list(API_VERSION, "Block", namespace=ns)
+    for provider in catalog.models:
+        if provider.name not in namespace_of:
+            continue
+        ns = namespace_of[provider.name]
+        for block in blocks_by_ns[ns]:
+            bspec = block.get("spec") or {}
+            if (bspec.get("modelRef") or {}).get("name") != provider.name:
+                continue
+            first, last = bspec["partitions"]["first"], bspec["partitions"]["last"]
+            for info in provider.blocks:
+                if first <= info.index <= last:
+                    out[info.triton_model] = block_address(block)
+                    out.setdefault(
+                        exit_head_model_name(provider.name, info.index), block_address(block)
+                    )
+        for link in kube.list(API_VERSION, "Link", namespace=ns):
+            served = ((link.get("spec") or {}).get("servedBy") or {}).get("name")
+            server = next((b for b in blocks_by_ns[ns] if b["metadata"]["name"] == served), None)
+            if server is not None:
+                out[link_model_name(link["metadata"]["name"])] = block_address(server)
+    return out
+
+
+def reconcile_policy(kube: Kube, body: dict[str, Any]) -> dict[str, Any]:
+    """Write the policy's routing ConfigMap; returns the status fields to set."""
+    meta = body["metadata"]
+    namespace = meta["namespace"]
+    spec = OffloadPolicySpec.model_validate(body["spec"])
+    status = OffloadPolicyStatus.model_validate(body.get("status") or {})
+    model = kube.get(
+        API_VERSION, "Model", spec.model_ref.name, spec.model_ref.namespace or namespace
+    )
+    if model is None:
+        raise DependencyMissingError(
+            "ModelNotFound", f"spec.modelRef: Model {spec.model_ref.name} not found"
+        )
+    catalog_ref = (model.get("spec") or {}).get("catalog")
+    if not catalog_ref:
+        raise SpecError("NoCatalog", f"Model {spec.model_ref.name} has no spec.catalog to route by")
+    catalog = load_catalog(kube, catalog_ref["uri"], namespace)
+    namespace_of = {catalog.local_model: namespace}
+    allowed_models: list[str] = []
+    for host in spec.allowed_hosts:
+        names = (
+            [host.model]
+            if host.model
+            else [
+                m["metadata"]["name"]
+                for m in kube.list(API_VERSION, "Model", namespace=host.namespace)
+            ]
+        )
+        for name in names:
+            namespace_of.setdefault(name, host.namespace)
+            allowed_models.append(name)
+    routing = render_policy_routing(
+        ObjectMeta(name=meta["name"], namespace=namespace, uid=meta["uid"], kind="OffloadPolicy"),
+        spec,
+        status,
+        catalog,
+        allowed_models,
+        _model_addresses(kube, catalog, namespace_of),
+        generation=int(meta.get("generation") or 0),
+    )
+    if routing.configmap is None:
+        raise DependencyMissingError("OriginalPathUnserved", "; ".join(routing.problems))
+    kube.apply(routing.configmap)
+    ok = not routing.problems
+    return {
+        "candidatePaths": len(routing.candidates),
+        "routingConfigMap": routing.configmap["metadata"]["name"],
+        "conditions": set_condition(
+            (body.get("status") or {}).get("conditions") or [],
+            "Ready",
+            ok,
+            "Routed" if ok else "UnknownPaths",
+            "; ".join(routing.problems)
+            or f"{len(routing.candidates)} servable paths in ConfigMap {routing.configmap['metadata']['name']}",
+            now(),
+            meta.get("generation"),
+        ),
     }

@@ -11,3 +11,8 @@ def block_model_name(model: str, index: int) -> str:
 def link_model_name(link: str) -> str:
     """Triton model name of a Link: the Link's own object name."""
     return link
+
+
+def exit_head_model_name(model: str, index: int) -> str:
+    """Triton model name of the early-exit head after block ``index`` of ``model``."""
+    return f"{model}.exit.{index}"

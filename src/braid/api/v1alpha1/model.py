@@ -15,6 +15,10 @@ class PartitionBlock(ApiModel):
     name: str = Field(min_length=1, max_length=40, pattern=DNS_LABEL, description="Block name.")
     first_layer: int = Field(ge=0, le=1023, description="Index of the first layer (inclusive).")
     last_layer: int = Field(ge=0, le=1023, description="Index of the last layer (inclusive).")
+    exit_head: bool = Field(
+        default=False,
+        description="An early-exit head after this block is served with it (Triton model <model>.exit.<index>).",
+    )
 
     model_config = ApiModel.model_config | {
         "json_schema_extra": {

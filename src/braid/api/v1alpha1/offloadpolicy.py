@@ -128,6 +128,12 @@ class OffloadPolicyStatus(ApiModel):
     active_paths: list[ActivePath] = Field(default_factory=list)
     cost: float | None = Field(default=None, description="F(p) of the active path.")
     costs: list[PathCost] = Field(default_factory=list, description="F(p) of every candidate.")
+    candidate_paths: int | None = Field(
+        default=None, description="Catalog paths this policy may route to and can serve now."
+    )
+    routing_config_map: str | None = Field(
+        default=None, description="ConfigMap the gateway reads its routing table from."
+    )
     last_decision_time: str | None = None
     conditions: list[Condition] = Field(default_factory=list)
 

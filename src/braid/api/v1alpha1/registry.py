@@ -94,6 +94,7 @@ KINDS: tuple[KindInfo, ...] = (
         columns=(
             _READY,
             {"name": "Model", "type": "string", "jsonPath": ".spec.modelRef.name"},
+            {"name": "Paths", "type": "integer", "jsonPath": ".status.candidatePaths"},
             {"name": "Active-Path", "type": "string", "jsonPath": ".status.activePath"},
             {"name": "Cost", "type": "number", "jsonPath": ".status.cost"},
             {"name": "L_T-us", "type": "integer", "jsonPath": ".spec.latencyBoundMicroseconds"},

@@ -1,0 +1,109 @@
+"""Render an OffloadPolicy into the gateway's routing ConfigMap. Pure.
+
+The ConfigMap holds two documents the gateway reads: ``routing.json`` (active paths and
+weights, exit thresholds, L_T, fallback) and ``endpoints.json`` (the gRPC address of every
+Triton model the candidate paths use). The operator owns the ConfigMap; the path controller
+changes weights through ``OffloadPolicy.status``, which the operator re-renders from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from braid.api.catalog import PathCatalog, PathEntry
+from braid.api.routing import ROUTING_FILE, Endpoints, routing_table_from_policy
+from braid.api.v1alpha1.offloadpolicy import OffloadPolicySpec, OffloadPolicyStatus
+from braid.render.block import ObjectMeta, owner_reference
+
+ENDPOINTS_FILE = "endpoints.json"
+
+
+def routing_configmap_name(policy: str) -> str:
+    return f"braid-routing-{policy}"[:253]
+
+
+@dataclass(frozen=True)
+class PolicyRouting:
+    """What the routing ConfigMap will say, and what could not be resolved."""
+
+    candidates: list[str]
+    problems: list[str]
+    configmap: dict[str, Any] | None
+
+
+def candidate_paths(
+    spec: OffloadPolicySpec, catalog: PathCatalog, allowed_host_models: Sequence[str]
+) -> tuple[list[PathEntry], list[str]]:
+    """The catalog paths the policy allows, and problems naming unknown ids."""
+    known = {p.id: p for p in catalog.paths}
+    if spec.all_paths:
+        chosen = list(catalog.paths)
+        problems: list[str] = []
+    else:
+        unknown = [i for i in spec.candidate_paths if i not in known]
+        problems = [f"spec.candidatePaths: unknown path ids {unknown}"] if unknown else []
+        chosen = [known[i] for i in spec.candidate_paths if i in known]
+    if catalog.original_path not in {p.id for p in chosen}:
+        # The original path is always a candidate: it is the fallback of every other path.
+        chosen.insert(0, known[catalog.original_path])
+    allowed = [
+        p for p in chosen if p.host_model is None or p.host_model in set(allowed_host_models)
+    ]
+    return allowed, problems
+
+
+def render_policy_routing(
+    owner: ObjectMeta,
+    spec: OffloadPolicySpec,
+    status: OffloadPolicyStatus | None,
+    catalog: PathCatalog,
+    allowed_host_models: Sequence[str],
+    model_addresses: Mapping[str, str],
+    generation: int,
+) -> PolicyRouting:
+    """The ConfigMap for one policy; ``model_addresses`` maps Triton model -> gRPC address."""
+    paths, problems = candidate_paths(spec, catalog, allowed_host_models)
+    needed = sorted({h.triton_model for p in paths for h in p.hops})
+    missing = [m for m in needed if m not in model_addresses]
+    servable = [p for p in paths if all(h.triton_model in model_addresses for h in p.hops)]
+    if catalog.original_path not in {p.id for p in servable}:
+        problems.append(
+            f"the original path {catalog.original_path} has no serving Block for "
+            f"{[m for m in missing if any(h.triton_model == m for h in catalog.path(catalog.original_path).hops)]}"
+        )
+        return PolicyRouting([p.id for p in paths], problems, None)
+    servable_ids = {p.id for p in servable}
+    if status is not None:
+        # Keep only controller weights for paths that can be served now.
+        status = status.model_copy(
+            update={"active_paths": [a for a in status.active_paths if a.id in servable_ids]}
+        )
+    table = routing_table_from_policy(
+        spec,
+        status,
+        model=catalog.local_model,
+        original_path=catalog.original_path,
+        generation=generation,
+    )
+    endpoints = Endpoints(models={m: model_addresses[m] for m in needed if m in model_addresses})
+    configmap = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": routing_configmap_name(owner.name),
+            "namespace": owner.namespace,
+            "labels": {
+                "app.kubernetes.io/part-of": "braid",
+                "app.kubernetes.io/component": "routing",
+                "braid.dev/policy": owner.name,
+            },
+            "ownerReferences": [owner_reference(owner)],
+        },
+        "data": {
+            ROUTING_FILE: table.model_dump_json(indent=2),
+            ENDPOINTS_FILE: endpoints.model_dump_json(indent=2),
+        },
+    }
+    return PolicyRouting(sorted(servable_ids), problems, configmap)

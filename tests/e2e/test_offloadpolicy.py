@@ -1,0 +1,265 @@
+"""OffloadPolicy -> the gateway's routing ConfigMap, resolved against real Blocks and Links.
+
+Uses the synthetic provider pair (``braid.tooling.synthetic``): a local model ``toy`` with a
+skip link, an exit head and a cross-connection through the host model ``toyhost``, whose
+catalog is published in a ConfigMap as a provider would.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from braid.api.catalog import PathCatalog
+from braid.devstack.processes import ManagedProcess
+from braid.tooling import synthetic
+from tests.e2e.conftest import E2ECluster
+from tests.e2e.helpers import wait_for
+
+
+def _model(name: str, ns: str, catalog: PathCatalog, with_catalog: bool) -> dict[str, Any]:
+    provider = next(m for m in catalog.models if m.name == name)
+    spec: dict[str, Any] = {
+        "artifact": {"uri": f"s3://{ns}/{name}.pt"},
+        "input": provider.input.model_dump(by_alias=True),
+        "output": provider.output.model_dump(by_alias=True),
+        "baselineAccuracy": catalog.baseline_accuracy if with_catalog else 0.5,
+        "partition": {
+            "blocks": [
+                {
+                    "name": b.name,
+                    "firstLayer": b.first_layer,
+                    "lastLayer": b.last_layer,
+                    "exitHead": with_catalog and i == synthetic.EXIT_BLOCK,
+                }
+                for i, b in enumerate(provider.partition.blocks)
+            ]
+        },
+    }
+    if with_catalog:
+        spec["catalog"] = {"uri": "configmap://toy-catalog/catalog.json"}
+    return {
+        "apiVersion": "braid.dev/v1alpha1",
+        "kind": "Model",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": spec,
+    }
+
+
+def _block(name: str, ns: str, model: str, first: int, last: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "braid.dev/v1alpha1",
+        "kind": "Block",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {
+            "modelRef": {"name": model},
+            "partitions": {"first": first, "last": last},
+            "tier": "local",
+        },
+    }
+
+
+def _link(
+    name: str,
+    ns: str,
+    type_: str,
+    src: tuple[str, str | None, int],
+    dst: tuple[str, str | None, int],
+    served_by: str,
+) -> dict[str, Any]:
+    def end(ref: tuple[str, str | None, int]) -> dict[str, Any]:
+        model: dict[str, Any] = {"name": ref[0]}
+        if ref[1]:
+            model["namespace"] = ref[1]
+        return {"model": model, "block": ref[2]}
+
+    return {
+        "apiVersion": "braid.dev/v1alpha1",
+        "kind": "Link",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {
+            "type": type_,
+            "from": end(src),
+            "to": end(dst),
+            "architecture": {"type": "conv"},
+            "artifact": {"uri": f"s3://{ns}/{name}.pt"},
+            "servedBy": {"name": served_by},
+        },
+    }
+
+
+@pytest.fixture
+def providers(
+    cluster: E2ECluster, operator: ManagedProcess, tmp_path: Path
+) -> Iterator[tuple[str, str, PathCatalog]]:
+    models = synthetic.build_synthetic_repository(tmp_path / "repo")
+    catalog = PathCatalog.model_validate_json(
+        (tmp_path / "repo" / synthetic.CATALOG_FILE).read_text()
+    )
+    del models
+    suffix = uuid.uuid4().hex[:6]
+    local, host = f"e2e-toy-local-{suffix}", f"e2e-toy-host-{suffix}"
+    for ns in (local, host):
+        cluster.kubectl("create", "namespace", ns, check=False)
+    cluster.kubectl(
+        "create",
+        "configmap",
+        "toy-catalog",
+        "-n",
+        local,
+        f"--from-file=catalog.json={tmp_path / 'repo' / synthetic.CATALOG_FILE}",
+    )
+    objs = [
+        _model(synthetic.LOCAL, local, catalog, with_catalog=True),
+        _model(synthetic.HOST, host, catalog, with_catalog=False),
+        _block("toy-all", local, synthetic.LOCAL, 0, 3),
+        _block("toyhost-all", host, synthetic.HOST, 0, 2),
+        _link(
+            synthetic.SKIP_LINK,
+            local,
+            "skip",
+            (synthetic.LOCAL, None, 0),
+            (synthetic.LOCAL, None, 2),
+            "toy-all",
+        ),
+        _link(
+            synthetic.XIN,
+            host,
+            "cross-entry",
+            (synthetic.LOCAL, local, 0),
+            (synthetic.HOST, None, 1),
+            "toyhost-all",
+        ),
+        _link(
+            synthetic.XOUT,
+            host,
+            "cross-exit",
+            (synthetic.HOST, None, 1),
+            (synthetic.LOCAL, local, 2),
+            "toyhost-all",
+        ),
+    ]
+    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(objs))
+    try:
+        yield local, host, catalog
+    finally:
+        cluster.kubectl(
+            "delete",
+            "offloadpolicies,links,blocks,models",
+            "--all",
+            "-n",
+            local,
+            "--wait=true",
+            "--timeout=45s",
+            check=False,
+        )
+        cluster.kubectl(
+            "delete",
+            "links,blocks,models",
+            "--all",
+            "-n",
+            host,
+            "--wait=true",
+            "--timeout=45s",
+            check=False,
+        )
+
+
+def _policy(ns: str, host_ns: str, **spec: Any) -> str:
+    body = {
+        "apiVersion": "braid.dev/v1alpha1",
+        "kind": "OffloadPolicy",
+        "metadata": {"name": "toy", "namespace": ns},
+        "spec": {
+            "modelRef": {"name": synthetic.LOCAL},
+            "latencyBoundMicroseconds": 50000,
+            "allowedHosts": [{"namespace": host_ns, "model": synthetic.HOST}],
+            "earlyExits": [{"block": synthetic.EXIT_BLOCK, "confidence": 0.8}],
+            **spec,
+        },
+    }
+    return yaml.safe_dump(body)
+
+
+def _configmap(cluster: E2ECluster, ns: str) -> dict[str, Any] | None:
+    out = cluster.kubectl(
+        "get", "configmap", "braid-routing-toy", "-n", ns, "-o", "json", check=False
+    )
+    return json.loads(out) if out else None
+
+
+def test_policy_renders_routing_and_endpoints_for_every_path(
+    cluster: E2ECluster, providers: tuple[str, str, PathCatalog]
+) -> None:
+    local, host, catalog = providers
+    cluster.kubectl("apply", "-f", "-", input=_policy(local, host, allPaths=True))
+
+    def complete() -> dict[str, Any] | None:
+        cm = _configmap(cluster, local)
+        if cm is None:
+            return None
+        endpoints = json.loads(cm["data"]["endpoints.json"])["models"]
+        needed = {h.triton_model for p in catalog.paths for h in p.hops}
+        return cm if needed <= set(endpoints) else None
+
+    cm = wait_for(complete, "a routing ConfigMap that resolves every hop of every path")
+    routing = json.loads(cm["data"]["routing.json"])
+    assert routing["paths"] == [{"id": catalog.original_path, "weight": 1.0}]
+    assert routing["fallback_path"] == catalog.original_path
+    assert routing["exits"] == [{"block": synthetic.EXIT_BLOCK, "confidence": 0.8}]
+    assert routing["latency_bound_us"] == 50000
+    endpoints = json.loads(cm["data"]["endpoints.json"])["models"]
+    # Host-side models are served by the host's Block, local ones by the local Block.
+    assert endpoints[synthetic.XIN] == f"triton-toyhost-all.{host}.svc:8001"
+    assert endpoints[synthetic.SKIP_LINK] == f"triton-toy-all.{local}.svc:8001"
+    assert endpoints[synthetic.EXIT_HEAD] == f"triton-toy-all.{local}.svc:8001"
+    assert cm["metadata"]["ownerReferences"][0]["kind"] == "OffloadPolicy"
+
+    policy = wait_for(
+        lambda: (
+            (
+                p := json.loads(
+                    cluster.kubectl("get", "offloadpolicy", "toy", "-n", local, "-o", "json")
+                )
+            )
+            .get("status", {})
+            .get("candidatePaths")
+            and p
+        ),
+        "policy status",
+    )
+    assert policy["status"]["candidatePaths"] == len(catalog.paths)
+    # The exit head is loaded by the local Block's Triton, next to its block models.
+    dep = cluster.kubectl_json("get", "deployment", "triton-toy-all", "-n", local)
+    args = dep["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert f"--load-model={synthetic.EXIT_HEAD}" in args
+
+
+def test_unknown_candidate_path_is_reported(
+    cluster: E2ECluster, providers: tuple[str, str, PathCatalog]
+) -> None:
+    local, host, catalog = providers
+    cluster.kubectl(
+        "apply",
+        "-f",
+        "-",
+        input=_policy(local, host, candidatePaths=[catalog.original_path, "toy/nope"]),
+    )
+
+    def reported() -> dict[str, Any] | None:
+        p = json.loads(cluster.kubectl("get", "offloadpolicy", "toy", "-n", local, "-o", "json"))
+        ready = next(
+            (c for c in (p.get("status") or {}).get("conditions") or [] if c["type"] == "Ready"),
+            None,
+        )
+        return ready if ready and ready["reason"] == "UnknownPaths" else None
+
+    ready = wait_for(reported, "Ready=False UnknownPaths")
+    assert ready["status"] == "False"
+    assert "toy/nope" in ready["message"]
