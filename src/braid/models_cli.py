@@ -119,3 +119,17 @@ def models_build(
         console.print(f"  results: {results}", highlight=False)
     if plots is not None:
         console.print(f"  plots: {', '.join(str(p) for p in output.plots)}", highlight=False)
+
+
+@models_app.command("schema")
+def models_schema() -> None:
+    """Print the path catalog's JSON Schema (regenerates src/braid/api/path_catalog.schema.json).
+
+    The schema embeds the Model resource's partition type, so an API change there changes
+    it: ``braid models schema > src/braid/api/path_catalog.schema.json``.
+    """
+    import json
+
+    from braid.api.catalog import catalog_json_schema
+
+    typer.echo(json.dumps(catalog_json_schema(), indent=2, sort_keys=True))

@@ -110,9 +110,9 @@ def sample() -> dict[str, Any]:
 
 
 def test_committed_schema_is_the_generated_one() -> None:
-    # Regenerate with: python -c "from braid.api.catalog import catalog_json_schema; ..."
-    # (see tests/unit/test_catalog_schema.py); a mismatch means the models changed without
-    # the file, and other-language consumers would validate against a stale contract.
+    # Regenerate with `braid models schema > src/braid/api/path_catalog.schema.json`; a
+    # mismatch means the models (or the Model resource's partition they embed) changed
+    # without the file, and other-language consumers would validate a stale contract.
     assert committed_json_schema() == json.loads(json.dumps(catalog_json_schema(), sort_keys=True))
 
 

@@ -730,6 +730,18 @@ def _catalog(
         from braid.tooling.zoo import FMNIST_PARTITION as LP
         from braid.tooling.zoo import MNIST_PARTITION as HP
 
+        partition = LP if role == "local" else HP
+        if role == "local":
+            # Mark the blocks whose exit head this build serves (the Model resource's flag).
+            heads = {p.exit_after for p in plans if p.kind == "exit"}
+            partition = partition.model_copy(
+                update={
+                    "blocks": [
+                        b.model_copy(update={"exit_head": i in heads})
+                        for i, b in enumerate(partition.blocks)
+                    ]
+                }
+            )
         return ProviderModel(
             name=name,
             role="local" if role == "local" else "host",
@@ -738,7 +750,7 @@ def _catalog(
             accuracy=None if acc is None else round(acc, 6),
             input=tensor(INPUT_NAME, blocks[0].input_shape),
             output=tensor(OUTPUT_NAME, blocks[-1].output_shape),
-            partition=LP if role == "local" else HP,
+            partition=partition,
             blocks=[
                 BlockInfo(
                     index=b.index,
