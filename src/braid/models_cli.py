@@ -103,7 +103,7 @@ def models_build(
     console.print(
         f"[green]built[/green] {summary['paths_evaluated']} paths, "
         f"{len(output.models)} Triton models in {out} "
-        f"({'cached, ' if summary['this_run_cached'] else ''}{output.seconds:.1f} s); "
+        f"({'cached, ' if output.cached else ''}{output.seconds:.1f} s); "
         f"baseline accuracy {100 * summary['baseline_accuracy']:.2f} %",
         highlight=False,
     )
