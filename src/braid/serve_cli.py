@@ -64,6 +64,12 @@ def gateway_command(
     http_port: Annotated[int, typer.Option(help="REST port (0: a free one).")] = 8000,
     grpc_port: Annotated[int, typer.Option(help="gRPC port (0: a free one).")] = 8001,
     max_body_mib: Annotated[float, typer.Option(help="Largest request body accepted.")] = 64.0,
+    coalesce: Annotated[
+        bool, typer.Option(help="Share one Triton call among requests at the same hop.")
+    ] = True,
+    max_in_flight_per_hop: Annotated[
+        int, typer.Option(help="Calls of one hop outstanding at once before requests queue.")
+    ] = 2,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log each event.")] = False,
 ) -> None:
     """Run the gateway (KServe v2 over REST and gRPC) in front of running Triton servers."""
@@ -79,7 +85,9 @@ def gateway_command(
     )
 
     async def build() -> InferenceService:
-        return build_service([source])
+        return build_service(
+            [source], coalesce=coalesce, max_in_flight_per_hop=max_in_flight_per_hop
+        )
 
     options = GatewayOptions(
         host=host,

@@ -415,3 +415,56 @@ def test_a_killed_host_server_loses_no_request(
             assert thread.gateway.service.ready  # the fallback keeps the model servable
     finally:
         host.stop()
+
+
+def test_concurrent_requests_share_triton_calls_and_keep_their_own_answers(
+    synthetic_models: SyntheticModels,
+    local_runtime: LocalRuntime,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """With one call per hop in flight, requests arriving meanwhile go to Triton together."""
+    import asyncio
+
+    import tritonclient.grpc.aio as grpcaio
+
+    workdir = tmp_path_factory.mktemp("coalesce")
+    with gateway_over(
+        synthetic_models.catalog,
+        local_runtime.endpoints,
+        workdir / "routing.json",
+        table((syn.ORIGINAL, 1)),
+        max_in_flight_per_hop=1,
+    ) as (thread, registry):
+        assert thread.gateway is not None
+        address = thread.gateway.grpc_address
+        xs = [inputs(batch=1 + i % 3, seed=100 + i) for i in range(24)]
+
+        async def run() -> list[np.ndarray]:
+            c = grpcaio.InferenceServerClient(address)
+            try:
+
+                async def one(x: np.ndarray) -> np.ndarray:
+                    tensor = grpcaio.InferInput("INPUT__0", list(x.shape), "FP32")
+                    tensor.set_data_from_numpy(x)
+                    return (await c.infer(MODEL, [tensor], client_timeout=60)).as_numpy(OUTPUT)
+
+                return list(await asyncio.gather(*(one(x) for x in xs)))
+            finally:
+                await c.close()
+
+        for x, got in zip(xs, asyncio.run(run()), strict=True):
+            np.testing.assert_allclose(
+                got, synthetic_models.run_path(syn.ORIGINAL, x), rtol=1e-5, atol=ATOL
+            )
+        passes = sample_value(
+            registry,
+            "braid_gateway_hop_duration_seconds_count",
+            model=MODEL,
+            hop="toy.b0",
+            server="local",
+        )
+        calls = sample_value(
+            registry, "braid_gateway_triton_calls_total", model=MODEL, hop="toy.b0"
+        )
+        assert passes == len(xs)
+        assert 1 <= calls < passes

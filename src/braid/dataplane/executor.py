@@ -24,6 +24,8 @@ Behaviour, in the order a request meets it:
 - **Deadlines.** The client's budget (gRPC deadline, REST header or ``timeout`` parameter;
   a default otherwise, so nothing waits forever) becomes each hop's timeout: the time left.
   Host hops are also capped by ``host_timeout_s`` so a hung host leaves time to fall back.
+- **Coalescing.** Requests that reach the same hop while it is busy share one Triton call
+  (``braid.dataplane.batching``): the gateway's cost is per RPC, not per sample.
 
 A new routing table is swapped in as one reference: each request reads it once at its start
 and keeps it to the end, so a reload never affects a request in flight.
@@ -49,6 +51,7 @@ from tritonclient.grpc import service_pb2
 from braid.api.catalog import Hop, PathCatalog, PathEntry
 from braid.api.common import TensorSpec
 from braid.api.routing import Endpoints, RoutingTable, single_path_table
+from braid.dataplane.batching import HopBatcher
 from braid.dataplane.errors import InferenceError, Reason
 from braid.dataplane.metrics import GatewayMetrics, default_metrics
 from braid.dataplane.pool import TritonPool
@@ -68,10 +71,6 @@ logger = logging.getLogger(__name__)
 
 GATEWAY_TIER = "local"
 """The gateway runs beside the local provider's server: tensors to or from a host cross tiers."""
-
-_ModelInferRequest = service_pb2.ModelInferRequest
-_InferInputTensor = service_pb2.ModelInferRequest.InferInputTensor
-_RequestedOutput = service_pb2.ModelInferRequest.InferRequestedOutputTensor
 
 
 class SampleRouter(Protocol):
@@ -124,6 +123,8 @@ class CompiledHop:
     duration: Histogram
     in_crossing: Counter | None
     """Counts the input's bytes when it arrives from another tier's server."""
+    batcher: HopBatcher
+    """Shared by every path position that calls this model at this address."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -256,6 +257,8 @@ class PathExecutor:
         max_batch_size: int = 64,
         rpc_overhead_s: float = 0.0005,
         probe_interval_s: float = 1.0,
+        coalesce: bool = True,
+        max_in_flight_per_hop: int = 2,
     ) -> None:
         self.catalog = catalog
         self.model = catalog.local_model
@@ -271,6 +274,9 @@ class PathExecutor:
         self.input_spec = original.hops[0].input
         self.output_spec = original.hops[-1].output
         self.max_batch_size = max_batch_size
+        self.coalesce = coalesce
+        self.max_in_flight_per_hop = max_in_flight_per_hop
+        self._batchers: dict[tuple[str, str], HopBatcher] = {}
         # Expected time per hop (EWMA of what the gateway observed, seeded from the catalog's
         # compute time plus one RPC): the basis of the "would miss the latency bound" check.
         self._expected: dict[str, float] = {}
@@ -333,6 +339,20 @@ class PathExecutor:
                 if hop.server != prev
                 else None
             )
+            batcher = self._batchers.get((address, hop.triton_model))
+            if batcher is None:
+                batcher = HopBatcher(
+                    self.pool,
+                    address,
+                    hop.triton_model,
+                    hop.input.name,
+                    hop.input.datatype,
+                    hop.output.name,
+                    max_batch_size=self.max_batch_size,
+                    max_in_flight=self.max_in_flight_per_hop,
+                    calls_counter=self.metrics.triton_calls.labels(self.model, hop.triton_model),
+                )
+                self._batchers[(address, hop.triton_model)] = batcher
             out.append(
                 CompiledHop(
                     model=hop.triton_model,
@@ -348,6 +368,7 @@ class PathExecutor:
                         self.model, hop.triton_model, hop.server
                     ),
                     in_crossing=crossing,
+                    batcher=batcher,
                 )
             )
             prev = hop.server
@@ -508,6 +529,8 @@ class PathExecutor:
         known = [b for b in limits if b is not None and b > 0]
         if known:
             self.max_batch_size = min(self.max_batch_size, *known)
+        for batcher in self._batchers.values():
+            batcher.max_batch_size = self.max_batch_size
         await self.probe()
         if self._monitor is None:
             self._monitor = asyncio.get_running_loop().create_task(self._probe_forever())
@@ -650,18 +673,13 @@ class PathExecutor:
         if remaining <= 0:
             raise self._deadline(run, hop)
         timeout = min(remaining, self.host_timeout_s) if hop.fallback_safe else remaining
-        request = _ModelInferRequest(
-            model_name=hop.model,
-            inputs=[
-                _InferInputTensor(name=hop.input_name, datatype=hop.input_datatype, shape=shape)
-            ],
-            outputs=[_RequestedOutput(name=hop.output_name)],
-            raw_input_contents=[data],
-        )
         if hop.in_crossing is not None:
             hop.in_crossing.inc(len(data))
         try:
-            response = await self.pool.infer(hop.address, request, timeout)
+            if self.coalesce:
+                out = await hop.batcher.call(data, shape, now + timeout)
+            else:
+                out = await hop.batcher.send(data, shape, now + timeout)
         except grpc.aio.AioRpcError as exc:
             code = exc.code()
             if code == grpc.StatusCode.DEADLINE_EXCEEDED and time.perf_counter() >= run.deadline:
@@ -670,13 +688,17 @@ class PathExecutor:
             if failure.transport:
                 self.pool.mark_down(hop.address, f"{code.name}: {exc.details()}")
             raise failure from None
+        except TimeoutError:
+            if time.perf_counter() >= run.deadline:
+                raise self._deadline(run, hop) from None
+            raise HopError(hop, grpc.StatusCode.DEADLINE_EXCEEDED, "no answer in time") from None
+        except ValueError as exc:
+            raise HopError(hop, grpc.StatusCode.INTERNAL, str(exc)) from None
         elapsed = time.perf_counter() - now
         hop.duration.observe(elapsed)
         expected = self._expected[hop.model]
         self._expected[hop.model] = expected + 0.2 * (elapsed - expected)
-        if not response.raw_output_contents or not response.outputs:
-            raise HopError(hop, grpc.StatusCode.INTERNAL, "the response carries no raw output")
-        return response.raw_output_contents[0], tuple(response.outputs[0].shape)
+        return out
 
     def _deadline(self, run: _Run, hop: CompiledHop) -> InferenceError:
         budget = run.deadline - run.start

@@ -58,6 +58,12 @@ class GatewayMetrics:
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
+        self.triton_calls = Counter(
+            "braid_gateway_triton_calls_total",
+            "Calls the gateway made to Triton per hop (fewer than hop passes when coalesced).",
+            ["model", "hop"],
+            registry=registry,
+        )
         self.exits = Counter(
             "braid_gateway_exits_total",
             "Samples that left a path through an early-exit head.",
