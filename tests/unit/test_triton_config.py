@@ -147,3 +147,23 @@ def test_datatype_names_map_both_ways() -> None:
     assert protocol_datatype("TYPE_STRING") == "BYTES"
     with pytest.raises(ValueError, match="unknown Triton datatype"):
         config_datatype("FLOAT")
+
+
+def test_ensemble_chains_steps_through_internal_tensors() -> None:
+    from braid.render.triton_config import render_ensemble_config
+
+    text = render_ensemble_config(
+        "m.ensemble",
+        [("m.b0", "INPUT__0", "OUTPUT__0"), ("m.b1", "INPUT__0", "OUTPUT__0")],
+        IMAGE,
+        LOGITS,
+        8,
+    )
+    assert 'platform: "ensemble"' in text
+    assert text.count("model_name:") == 2
+    assert 'input_map { key: "INPUT__0" value: "IMAGE" }' in text
+    assert 'output_map { key: "OUTPUT__0" value: "_step0" }' in text
+    assert 'input_map { key: "INPUT__0" value: "_step0" }' in text
+    assert 'output_map { key: "OUTPUT__0" value: "LOGITS" }' in text
+    with pytest.raises(ValueError, match="at least one step"):
+        render_ensemble_config("m.ensemble", [], IMAGE, LOGITS, 8)

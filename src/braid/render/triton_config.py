@@ -175,3 +175,47 @@ def render_model_config(
             "}",
         ]
     return "\n".join(lines) + "\n"
+
+
+def render_ensemble_config(
+    name: str,
+    steps: Sequence[tuple[str, str, str]],
+    input: TensorSpec,
+    output: TensorSpec,
+    max_batch_size: int,
+) -> str:
+    """The ``config.pbtxt`` of a Triton ensemble that chains single-input, single-output models.
+
+    ``steps`` are ``(model, its input name, its output name)`` in order; the ensemble's
+    ``input`` feeds the first step and the last step's output is the ensemble's ``output``.
+    The gateway's benchmark compares its path execution against exactly this: the same blocks
+    chained inside Triton, with no client round trip between them.
+    """
+    if not _NAME_RE.match(name):
+        raise ValueError(f"model name {name!r} must match {_NAME_RE.pattern}")
+    if not steps:
+        raise ValueError(f"ensemble {name!r} needs at least one step")
+    _check_tensor(input)
+    _check_tensor(output)
+    lines = [
+        f"name: {_quote(name)}",
+        'platform: "ensemble"',
+        f"max_batch_size: {max_batch_size}",
+        *_render_tensors("input", [input]),
+        *_render_tensors("output", [output]),
+        "ensemble_scheduling {",
+        "  step [",
+    ]
+    for index, (model, step_input, step_output) in enumerate(steps):
+        source = input.name if index == 0 else f"_step{index - 1}"
+        target = output.name if index == len(steps) - 1 else f"_step{index}"
+        lines += [
+            "    {",
+            f"      model_name: {_quote(model)}",
+            "      model_version: -1",
+            f"      input_map {{ key: {_quote(step_input)} value: {_quote(source)} }}",
+            f"      output_map {{ key: {_quote(step_output)} value: {_quote(target)} }}",
+            "    }" + ("," if index < len(steps) - 1 else ""),
+        ]
+    lines += ["  ]", "}"]
+    return "\n".join(lines) + "\n"
