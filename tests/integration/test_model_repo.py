@@ -111,3 +111,18 @@ def test_every_path_through_triton_matches_torch(
             assert (got.argmax(1) == expected.argmax(1)).all(), entry.id
     finally:
         client.close()
+
+
+def test_second_build_reuses_every_artifact(
+    quick_build: PipelineOutput, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """``braid models build --quick`` again: nothing retrained or re-measured, same catalog."""
+    from typer.testing import CliRunner
+
+    from braid.cli import app
+
+    out = tmp_path_factory.mktemp("model-repo-again")
+    result = CliRunner().invoke(app, ["models", "build", "--quick", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "cached" in result.output
+    assert read_catalog(out / CATALOG_FILE) == quick_build.result.catalog

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from torch import nn
 
 from braid.api.v1alpha1.model import Partition, PartitionBlock
+from braid.tooling.data import DatasetMissingError, load_fashion_mnist
 from braid.tooling.split import PartitionError, split_model
 from braid.tooling.zoo import FMNIST_PARTITION, INPUT_SHAPE, fmnist_cnn
 
@@ -82,3 +85,8 @@ def test_gaps_overlaps_and_overruns_are_refused() -> None:
         split_model(model, part((0, 4), (5, 30)), INPUT_SHAPE, "m")
     with pytest.raises(PartitionError, match=r"layers 19\.\.22 belong to no block"):
         split_model(model, part((0, 4), (5, 18)), INPUT_SHAPE, "m")
+
+
+def test_missing_dataset_names_the_package(tmp_path: Path) -> None:
+    with pytest.raises(DatasetMissingError, match="dataset-fashion-mnist"):
+        load_fashion_mnist(tmp_path)
