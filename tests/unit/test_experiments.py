@@ -9,7 +9,12 @@ import pytest
 
 from braid.api.catalog import PathCatalog
 from braid.policy.cost import Load
-from braid.tooling.experiments import ExperimentConfig, pareto_front, run_experiments
+from braid.tooling.experiments import (
+    ExperimentConfig,
+    adaptive_exits,
+    pareto_front,
+    run_experiments,
+)
 
 from .test_catalog_schema import sample
 
@@ -49,6 +54,12 @@ def catalog() -> PathCatalog:
             macs_local=5_500_000,
         )
     )
+    doc["paths"][-1]["exit_profile"] = [
+        # threshold, exit rate, accuracy, expected local µs
+        {"confidence": 0.5, "exit_rate": 0.9, "accuracy": 0.89, "compute_us_local": 100.0},
+        {"confidence": 0.7, "exit_rate": 0.7, "accuracy": 0.905, "compute_us_local": 150.0},
+        {"confidence": 0.9, "exit_rate": 0.4, "accuracy": 0.919, "compute_us_local": 250.0},
+    ]
     return PathCatalog.model_validate(doc)
 
 
@@ -100,3 +111,11 @@ def test_pareto_front_is_monotone(catalog: PathCatalog) -> None:
     accs = [f["accuracy"] for f in front]
     assert cuts == sorted(cuts)
     assert accs == sorted(accs, reverse=True)
+
+
+def test_adaptive_exit_picks_the_cheapest_threshold_within_the_drop(catalog: PathCatalog) -> None:
+    (row,) = adaptive_exits(catalog, max_drop_pt=2.0)
+    # 0.5 loses 3 pt; 0.7 loses 1.5 pt at 150 µs (62.5 % below the original's 400 µs).
+    assert row["confidence"] == 0.7
+    assert row["expected_local_compute_cut_pct"] == 62.5
+    assert adaptive_exits(catalog, max_drop_pt=0.5)[0]["confidence"] == 0.9

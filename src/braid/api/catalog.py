@@ -105,6 +105,20 @@ class PathMetrics(CatalogModel):
     bytes_crossing: int = Field(ge=0, description="Bytes per sample over all crossings.")
 
 
+class ExitPoint(CatalogModel):
+    """An exit head used adaptively: exit when max-softmax confidence >= ``confidence``.
+
+    Measured on the test set with the rest of the original path taking the samples that do
+    not exit, so the path controller (and the gateway's ``ExitRule``) can pick a threshold by
+    accuracy and expected local compute without running anything.
+    """
+
+    confidence: float = Field(gt=0, le=1, description="Threshold on max-softmax.")
+    exit_rate: float = Field(ge=0, le=1, description="Fraction of samples that exit.")
+    accuracy: float = Field(ge=0, le=1, description="Accuracy of exit + original remainder.")
+    compute_us_local: float = Field(ge=0, description="Expected local compute time, µs.")
+
+
 class PathEntry(CatalogModel):
     """One executable path with a stable id (e.g. ``fmnist-cnn/skip/1-4/reduced4``)."""
 
@@ -120,6 +134,10 @@ class PathEntry(CatalogModel):
     hops: list[Hop] = Field(min_length=1)
     crossings: list[Crossing] = Field(default_factory=list)
     metrics: PathMetrics
+    exit_profile: list[ExitPoint] | None = Field(
+        default=None,
+        description="Exit paths only: the head used adaptively, by confidence threshold.",
+    )
 
 
 class Measurement(CatalogModel):

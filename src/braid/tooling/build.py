@@ -35,6 +35,7 @@ from torch import nn
 from braid.api.catalog import (
     BlockInfo,
     Crossing,
+    ExitPoint,
     Hop,
     Measurement,
     PathCatalog,
@@ -234,11 +235,13 @@ def build(
     if cached:
         measured = json.loads(eval_path.read_text())
         log_event(logger, "build.eval.cached", path=eval_path)
+        if "exit_profile" not in measured:  # a cache from before exit profiles existed
+            exit_plans = [p for p in plans if p.kind == "exit"]
+            measured["exit_profile"] = _evaluate(exit_plans, modules, providers, test, progress)[1]
+            eval_path.write_text(json.dumps(measured, indent=1, sort_keys=True))
     else:
-        measured = {
-            "accuracy": _evaluate(plans, modules, providers, test, progress),
-            "compute_us": {},
-        }
+        accuracy, exits = _evaluate(plans, modules, providers, test, progress)
+        measured = {"accuracy": accuracy, "exit_profile": exits, "compute_us": {}}
     # Every module is timed, also blocks no path uses (they are served all the same); a
     # cache written before a module existed gets just that module timed.
     missing = sorted(set(modules) - set(measured["compute_us"]))
@@ -588,16 +591,27 @@ def local_prefix(plan: PathPlan, local_blocks: Sequence[Block]) -> int:
     return count
 
 
+EXIT_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
+
+
 def _evaluate(
     plans: Sequence[PathPlan],
     modules: dict[str, nn.Module],
     providers: Providers,
     test: Any,
     progress: Progress,
-) -> dict[str, float]:
+) -> tuple[dict[str, float], dict[str, list[dict[str, float]]]]:
+    """Test accuracy of every path, and for exit paths the adaptive-exit statistics.
+
+    The exit statistics hold the fraction exiting and the accuracy per threshold (the
+    samples that stay take the rest of the original path); expected times are added later
+    from the measured hop times.
+    """
     acc: dict[str, float] = {}
+    exits: dict[str, list[dict[str, float]]] = {}
     with _stage(progress, f"evaluate {len(plans)} paths", len(plans) + 1) as step:
         z = _features(providers.local_blocks, test.images)
+        original_ok = z[-1].argmax(1) == test.labels
         step()
         for plan in plans:
             k = local_prefix(plan, providers.local_blocks)
@@ -605,8 +619,21 @@ def _evaluate(
             rest = [modules[h.name] for h in plan.hops[k:]]
             logits = T.run_batched(_chain(rest), x) if rest else x
             acc[plan.id] = _accuracy(logits, test.labels)
+            if plan.kind == "exit":
+                conf = torch.softmax(logits, dim=1).max(1).values
+                exit_ok = logits.argmax(1) == test.labels
+                exits[plan.id] = [
+                    {
+                        "confidence": t,
+                        "exit_rate": float((conf >= t).float().mean()),
+                        "accuracy": float(
+                            torch.where(conf >= t, exit_ok, original_ok).float().mean()
+                        ),
+                    }
+                    for t in EXIT_THRESHOLDS
+                ]
             step()
-    return acc
+    return acc, exits
 
 
 def measure_us(module: nn.Module, in_shape: Shape, repeats: int) -> float:
@@ -657,7 +684,7 @@ def _catalog(
     plans: Sequence[PathPlan],
     modules: dict[str, nn.Module],
     shapes: dict[str, tuple[Shape, Shape]],
-    measured: dict[str, dict[str, float]],
+    measured: dict[str, Any],
 ) -> PathCatalog:
     times = measured["compute_us"]
     accuracy = measured["accuracy"]
@@ -682,6 +709,25 @@ def _catalog(
             macs=macs,
             compute_us=round(times.get(ref.name, 0.0), 2),
         )
+
+    original_hops = [hop(ref) for ref in plans[0].hops]
+
+    def exit_profile(plan: PathPlan, hops: Sequence[Hop]) -> list[ExitPoint] | None:
+        points = measured.get("exit_profile", {}).get(plan.id)
+        if plan.kind != "exit" or not points:
+            return None
+        assert plan.exit_after is not None
+        always = sum(h.compute_us for h in hops if h.server == "local")
+        remainder = sum(h.compute_us for h in original_hops[plan.exit_after + 1 :])
+        return [
+            ExitPoint(
+                confidence=p["confidence"],
+                exit_rate=round(p["exit_rate"], 4),
+                accuracy=round(p["accuracy"], 4),
+                compute_us_local=round(always + (1 - p["exit_rate"]) * remainder, 2),
+            )
+            for p in points
+        ]
 
     entries: list[PathEntry] = []
     for plan in plans:
@@ -721,6 +767,7 @@ def _catalog(
                     compute_us_host=round(sum(x.compute_us for x in host), 2),
                     bytes_crossing=sum(c.bytes for c in crossings),
                 ),
+                exit_profile=exit_profile(plan, hops),
             )
         )
 

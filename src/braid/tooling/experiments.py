@@ -225,6 +225,38 @@ def best_within(catalog: PathCatalog, min_cut_pct: float) -> dict[str, Any] | No
     }
 
 
+def adaptive_exits(catalog: PathCatalog, max_drop_pt: float = 2.0) -> list[dict[str, Any]]:
+    """Per exit head, the threshold with the least expected local compute within the drop.
+
+    Adaptive exits are not paths of eq. 2 (their cost depends on each sample); this shows
+    what the gateway's exit rules could add on top of the chosen path.
+    """
+    original = catalog.path(catalog.original_path).metrics.compute_us_local
+    rows: list[dict[str, Any]] = []
+    for p in catalog.paths:
+        fits = [
+            e
+            for e in p.exit_profile or []
+            if 100 * (catalog.baseline_accuracy - e.accuracy) <= max_drop_pt
+        ]
+        if not fits:
+            continue
+        best = min(fits, key=lambda e: (e.compute_us_local, -e.accuracy))
+        rows.append(
+            {
+                "path": p.id,
+                "confidence": best.confidence,
+                "exit_rate": best.exit_rate,
+                "accuracy": best.accuracy,
+                "accuracy_drop_pt": round(100 * (catalog.baseline_accuracy - best.accuracy), 2),
+                "expected_local_compute_cut_pct": round(
+                    _pct_cut(best.compute_us_local, original), 1
+                ),
+            }
+        )
+    return rows
+
+
 SWEEP_FACTORS = (1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 10.0)
 
 
@@ -279,6 +311,7 @@ def run_experiments(catalog: PathCatalog, config: ExperimentConfig | None = None
     out["link_size_study"] = link_size_study(catalog)
     out["pareto_front"] = pareto_front(catalog)
     out["best_path_with_75pct_local_cut"] = best_within(catalog, 75.0)
+    out["adaptive_exits_within_2pt"] = adaptive_exits(catalog)
     return out
 
 
