@@ -55,7 +55,16 @@ def _ready_line(gateway: object) -> None:
 
 def gateway_command(
     catalog: Annotated[Path, typer.Option(help="catalog.json of the local model.")],
-    endpoint: Annotated[list[str], typer.Option("--endpoint", "-e", help=_ENDPOINT_HELP)],
+    endpoint: Annotated[
+        list[str] | None, typer.Option("--endpoint", "-e", help=_ENDPOINT_HELP)
+    ] = None,
+    endpoints: Annotated[
+        Path | None,
+        typer.Option(
+            help="endpoints.json as the operator writes it into the routing ConfigMap "
+            "(--endpoint options override its entries)."
+        ),
+    ] = None,
     routing: Annotated[
         Path | None,
         typer.Option(help="Routing table JSON, reloaded when it changes (default: original path)."),
@@ -78,11 +87,16 @@ def gateway_command(
     from braid.dataplane.service import InferenceService, ModelSource, build_service, read_catalog
 
     _setup_logging(verbose)
-    source = ModelSource(
-        catalog=read_catalog(catalog),
-        endpoints=Endpoints.model_validate(parse_endpoints(endpoint)),
-        routing_file=routing,
+    base = (
+        Endpoints() if endpoints is None else Endpoints.model_validate_json(endpoints.read_text())
     )
+    flags = parse_endpoints(endpoint or [])
+    merged = Endpoints(
+        servers={**base.servers, **flags["servers"]}, models={**base.models, **flags["models"]}
+    )
+    if not merged.servers and not merged.models:
+        raise typer.BadParameter("give --endpoints FILE or at least one --endpoint")
+    source = ModelSource(catalog=read_catalog(catalog), endpoints=merged, routing_file=routing)
 
     async def build() -> InferenceService:
         return build_service(

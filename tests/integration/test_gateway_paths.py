@@ -468,3 +468,52 @@ def test_concurrent_requests_share_triton_calls_and_keep_their_own_answers(
         )
         assert passes == len(xs)
         assert 1 <= calls < passes
+
+
+class ByMagnitude:
+    """A stand-in DIMEE router: large inputs are 'easy' (exit), small ones take the original."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def route(self, batch: np.ndarray, table: RoutingTable) -> list[str] | None:
+        self.calls += 1
+        if batch.shape[0] == 1:
+            return None  # single samples: leave them to the table's weights
+        return [syn.EXIT if float(s.max()) > 1.0 else syn.ORIGINAL for s in batch]
+
+
+def test_the_sample_router_hook_sends_each_sample_its_own_way(
+    synthetic_models: SyntheticModels,
+    local_runtime: LocalRuntime,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    router = ByMagnitude()
+    with gateway_over(
+        synthetic_models.catalog,
+        local_runtime.endpoints,
+        tmp_path_factory.mktemp("dimee") / "routing.json",
+        table((syn.SKIP, 1)),
+        sample_router=router,
+    ) as (thread, _registry):
+        assert thread.gateway is not None
+        c = grpcclient.InferenceServerClient(thread.gateway.grpc_address)
+        try:
+            x = np.concatenate([inputs(1e-3, 2, seed=40), inputs(1e3, 2, seed=41)])[[0, 2, 1, 3]]
+            result = c.infer(MODEL, [grpc_input(x)])
+            params = grpc_parameters(result)
+            assert params["braid_path"] == ",".join(sorted([syn.EXIT, syn.ORIGINAL]))
+            assert params["braid_exits"] == 2
+            got = result.as_numpy(OUTPUT)
+            big = np.array([False, True, False, True])
+            np.testing.assert_allclose(
+                got[big], synthetic_models.run_path(syn.EXIT, x[big]), rtol=1e-5, atol=ATOL
+            )
+            np.testing.assert_allclose(
+                got[~big], synthetic_models.run_path(syn.ORIGINAL, x[~big]), rtol=1e-5, atol=ATOL
+            )
+            single = c.infer(MODEL, [grpc_input(x[:1])])
+            assert grpc_parameters(single)["braid_path"] == syn.SKIP  # the router abstained
+            assert router.calls == 2
+        finally:
+            c.close()

@@ -1,4 +1,4 @@
-"""``braid serve``: Triton per tier plus the gateway from one command, all gone after Ctrl-C."""
+"""``braid serve`` and ``braid gateway`` as a person (or a pod) runs them."""
 
 from __future__ import annotations
 
@@ -14,16 +14,70 @@ import httpx
 import numpy as np
 import tritonclient.grpc as grpcclient
 
+from braid.api.routing import Endpoints, single_path_table
+from braid.dataplane.local_runtime import LocalRuntime
+from braid.dataplane.routing import write_routing_table
 from braid.devstack.processes import pid_alive
 from braid.tooling import synthetic as syn
+from braid.tooling.synthetic import SyntheticModels
+
+BRAID = Path(sys.executable).parent / "braid"
+
+
+def wait_for_line(process: subprocess.Popen[str], marker: str, timeout: float) -> list[str]:
+    """Lines of ``process`` up to the one containing ``marker``."""
+    assert process.stdout is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout
+    while not any(marker in line for line in lines):
+        assert time.monotonic() < deadline, "\n".join(lines)
+        line = process.stdout.readline()
+        assert line or process.poll() is None, "the process exited:\n" + "\n".join(lines)
+        lines.append(line.rstrip())
+    return lines
+
+
+def test_gateway_reads_the_operators_endpoints_file(
+    synthetic_models: SyntheticModels, local_runtime: LocalRuntime, tmp_path: Path
+) -> None:
+    """The routing ConfigMap's two files are all the gateway needs besides the catalog."""
+    local = local_runtime.servers["local"].grpc_address
+    original = synthetic_models.catalog.path(syn.ORIGINAL)
+    endpoints = Endpoints(models={h.triton_model: local for h in original.hops})
+    (tmp_path / "endpoints.json").write_text(endpoints.model_dump_json())
+    write_routing_table(single_path_table(syn.LOCAL, syn.ORIGINAL), tmp_path / "routing.json")
+    process = subprocess.Popen(
+        [str(BRAID), "gateway", "--catalog", str(synthetic_models.catalog_path),
+         "--endpoints", str(tmp_path / "endpoints.json"), "--routing", str(tmp_path / "routing.json"),
+         "--http-port", "0", "--grpc-port", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        lines = wait_for_line(process, "gateway ready", 120)
+        match = re.search(r"gRPC (\S+)", lines[-1])
+        assert match is not None
+        client = grpcclient.InferenceServerClient(match.group(1))
+        x = np.ones((1, *syn.INPUT_SHAPE), np.float32)
+        tensor = grpcclient.InferInput("INPUT__0", list(x.shape), "FP32")
+        tensor.set_data_from_numpy(x)
+        got = client.infer(syn.LOCAL, [tensor]).as_numpy("OUTPUT__0")
+        np.testing.assert_allclose(
+            got, synthetic_models.run_path(syn.ORIGINAL, x), rtol=1e-5, atol=1e-6
+        )
+        client.close()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(60) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
 
 
 def test_serve_starts_every_tier_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
     workdir = tmp_path / "serve"
-    braid = Path(sys.executable).parent / "braid"
     process = subprocess.Popen(
         [
-            str(braid),
+            str(BRAID),
             "serve",
             "--synthetic",
             "--http-port",
