@@ -1,0 +1,447 @@
+"""The path controller's decision: ``choose_paths(catalog, metrics, policy, state) -> Decision``.
+
+Pure, after Ray Serve's autoscaling policy: the controller loop gathers ``Metrics`` from
+Prometheus, calls this, and writes the result; everything that makes a decision stick
+(hysteresis margin, minimum dwell, the last good decision) travels in ``PolicyState`` so it is
+tested like the rest. ``metrics.at`` is the clock: nothing here reads the time.
+
+How measured load becomes CoDE's terms (units of ``braid.policy.cost``):
+
+- a tier's utilisation ``ρ`` is its Triton servers' busy time per second
+  (``rate(nv_inference_compute_infer_duration_us)``) over its ``capacity`` (concurrent
+  executions it sustains, e.g. cores), clipped below 1;
+- a path's expected ``T_cp`` on a tier is the sum of its hops' service times there (measured
+  mean compute per inference where the hop saw traffic, the catalog's otherwise) stretched by
+  the M/M/1 factor ``1 / (1 - ρ)``;
+- prices follow the load too: ``c_l`` and ``c_h`` are multiplied by the same factors, so an
+  idle tier's time is nearly free and a saturated tier's time dominates F(p).
+
+Choice: eq. 2 over the measured candidates (``braid.policy.cost.choose_path``); when no path
+meets ``L_T`` the original path takes all traffic (it needs no host). A path whose tiers have
+no measurement is never chosen; with no local measurement at all, or with an active path's
+tier unmeasured, the last decision stays and the decision is marked degraded. When the chosen
+path alone would push a tier past ``max_utilisation``, traffic is split: the cheapest feasible
+paths in turn take as much as their tiers' headroom allows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from braid.api.catalog import PathCatalog, PathEntry
+from braid.api.common import Condition
+from braid.api.v1alpha1.offloadpolicy import (
+    ActivePath,
+    OffloadPolicySpec,
+    OffloadPolicyStatus,
+    PathCost,
+)
+from braid.policy.cost import (
+    Candidate,
+    Load,
+    Network,
+    PathFigures,
+    choose_path,
+    cost_terms,
+    figures_from_entry,
+    loaded_coefficients,
+    under_load,
+)
+
+RHO_CLIP = 0.95
+"""Utilisation used for the M/M/1 stretch is clipped here: beyond it the model says nothing."""
+WEIGHT_DECIMALS = 3
+WEIGHT_TOLERANCE = 0.1
+"""A split is rewritten only when some weight moves by more than this (weights flap too)."""
+
+
+@dataclass(frozen=True)
+class TierMetrics:
+    """One tier's servers as measured over the last window."""
+
+    busy: float
+    """Busy executions per second of wall time: Σ compute µs per second / 1e6."""
+    compute_us: Mapping[str, float] = field(default_factory=dict)
+    """Measured mean compute time per inference by Triton model (models with traffic)."""
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """What the controller measured at ``at`` (seconds since the epoch)."""
+
+    at: float
+    tiers: Mapping[str, TierMetrics] = field(default_factory=dict)
+    """By server role (local, host); a tier absent here is unmeasured."""
+    path_rps: Mapping[str, float] = field(default_factory=dict)
+    """Requests per second the gateway routed to each path of the model."""
+    network: Network = field(default_factory=Network)
+
+    @property
+    def offered_rps(self) -> float:
+        return sum(self.path_rps.values())
+
+
+@dataclass(frozen=True)
+class ControlSettings:
+    """Knobs of the controller that are not part of the policy's spec."""
+
+    capacity: Mapping[str, float] = field(default_factory=lambda: {"local": 1.0, "host": 1.0})
+    """Concurrent executions each tier sustains (its ρ is busy / capacity)."""
+    max_utilisation: float = 0.8
+    """A tier the chosen path would push past this gets a split."""
+
+
+@dataclass(frozen=True)
+class WeightedPath:
+    id: str
+    weight: float
+
+
+@dataclass(frozen=True)
+class PolicyState:
+    """What a decision leaves for the next one: the active split and since when it holds."""
+
+    active: tuple[WeightedPath, ...] = ()
+    since: float | None = None
+    generation: int = 0
+
+    @property
+    def primary(self) -> str | None:
+        return max(self.active, key=lambda p: p.weight).id if self.active else None
+
+
+@dataclass(frozen=True)
+class PathAssessment:
+    """One candidate as this round saw it: F(p), its terms, and whether it meets ``L_T``."""
+
+    id: str
+    cost: float
+    feasible: bool
+    latency_us: float
+    terms: Mapping[str, float]
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The outcome of one round; ``state`` is what the next round must be given."""
+
+    active: tuple[WeightedPath, ...]
+    assessments: tuple[PathAssessment, ...]
+    changed: bool
+    degraded: bool
+    reason: str
+    state: PolicyState
+    load: Mapping[str, float] = field(default_factory=dict)
+
+    @property
+    def primary(self) -> str:
+        return max(self.active, key=lambda p: p.weight).id
+
+    def to_status(self, previous: OffloadPolicyStatus | None = None) -> OffloadPolicyStatus:
+        """The ``OffloadPolicy`` status that explains this decision (F(p) of every candidate)."""
+        when = datetime.fromtimestamp(self.state.since or 0.0, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        costs = {a.id: a for a in self.assessments}
+        primary = costs.get(self.primary)
+        degraded = Condition(
+            type="Degraded",
+            status="True" if self.degraded else "False",
+            reason="MetricsMissing" if self.degraded else "MetricsFresh",
+            message=self.reason,
+        )
+        ready = Condition(
+            type="PathsChosen", status="True", reason="CostMinimised", message=self.reason
+        )
+        conditions = [_transition(c, previous, when) for c in (ready, degraded)]
+        return OffloadPolicyStatus(
+            observed_generation=previous.observed_generation if previous else None,
+            active_path=self.primary,
+            active_paths=[ActivePath(id=p.id, weight=p.weight) for p in self.active],
+            cost=primary.cost if primary else None,
+            costs=[
+                PathCost(id=a.id, cost=a.cost, feasible=a.feasible, terms=dict(a.terms))
+                for a in self.assessments
+            ],
+            candidate_paths=len(self.assessments),
+            routing_config_map=previous.routing_config_map if previous else None,
+            last_decision_time=when,
+            conditions=conditions,
+        )
+
+
+def _transition(new: Condition, previous: OffloadPolicyStatus | None, now: str) -> Condition:
+    """Keep the old transition time when the condition's status did not change."""
+    for old in previous.conditions if previous else []:
+        if old.type == new.type and old.status == new.status:
+            return new.model_copy(update={"last_transition_time": old.last_transition_time})
+    return new.model_copy(update={"last_transition_time": now})
+
+
+def candidate_entries(catalog: PathCatalog, policy: OffloadPolicySpec) -> list[PathEntry]:
+    """The policy's candidate paths that the catalog has, the original path always among them."""
+    wanted = None if policy.all_paths or not policy.candidate_paths else set(policy.candidate_paths)
+    return [
+        p
+        for p in catalog.paths
+        if wanted is None or p.id in wanted or p.id == catalog.original_path
+    ]
+
+
+def tier_work_s(entry: PathEntry, tiers: Mapping[str, TierMetrics]) -> dict[str, float]:
+    """Seconds of service one request of ``entry`` needs on each tier."""
+    work: dict[str, float] = {}
+    for hop in entry.hops:
+        measured = tiers.get(hop.server)
+        us = measured.compute_us.get(hop.triton_model) if measured else None
+        work[hop.server] = work.get(hop.server, 0.0) + (us if us else hop.compute_us) / 1e6
+    return work
+
+
+def utilisation(metrics: Metrics, settings: ControlSettings) -> dict[str, float]:
+    return {
+        tier: m.busy / max(settings.capacity.get(tier, 1.0), 1e-9)
+        for tier, m in metrics.tiers.items()
+    }
+
+
+def _figures(
+    entry: PathEntry, metrics: Metrics, rho: Mapping[str, float]
+) -> tuple[PathFigures, Load]:
+    base = figures_from_entry(entry, metrics.network)
+    work = tier_work_s(entry, metrics.tiers)
+    measured = base.__class__(
+        path_id=base.path_id,
+        accuracy=base.accuracy,
+        t_local_us=work.get("local", 0.0) * 1e6,
+        t_host_us=work.get("host", 0.0) * 1e6,
+        t_comm_us=base.t_comm_us,
+        params_local_m=base.params_local_m,
+        params_host_m=base.params_host_m,
+    )
+    load = Load(
+        local=min(max(rho.get("local", 0.0), 0.0), RHO_CLIP),
+        host=min(max(rho.get("host", 0.0), 0.0), RHO_CLIP),
+    )
+    return under_load(measured, load), load
+
+
+def _measured(entry: PathEntry, metrics: Metrics) -> bool:
+    return all(hop.server in metrics.tiers for hop in entry.hops)
+
+
+def _keep(
+    state: PolicyState,
+    catalog: PathCatalog,
+    assessments: tuple[PathAssessment, ...],
+    *,
+    degraded: bool,
+    reason: str,
+    load: Mapping[str, float],
+) -> Decision:
+    active = state.active or (WeightedPath(catalog.original_path, 1.0),)
+    kept = PolicyState(active=active, since=state.since, generation=state.generation)
+    return Decision(active, assessments, False, degraded, reason, kept, load)
+
+
+def split_weights(
+    ranked: Sequence[PathEntry],
+    metrics: Metrics,
+    settings: ControlSettings,
+) -> tuple[WeightedPath, ...]:
+    """Weights for ``ranked`` (best first): each takes what its tiers' headroom allows.
+
+    The headroom of a tier is ``max_utilisation`` minus its background load (what the tier
+    does besides this model's routed traffic). Traffic no path has room for goes to the first
+    path: every tier is saturated then, and the cheapest path is the least bad place for it.
+    """
+    if not ranked:
+        raise ValueError("no path to weigh")
+    offered = metrics.offered_rps
+    if offered <= 0:
+        return (WeightedPath(ranked[0].id, 1.0),)
+    rho = utilisation(metrics, settings)
+    routed: dict[str, float] = {}
+    for path_id, rps in metrics.path_rps.items():
+        entry = next((e for e in ranked if e.id == path_id), None)
+        if entry is None:
+            continue
+        for tier, seconds in tier_work_s(entry, metrics.tiers).items():
+            routed[tier] = routed.get(tier, 0.0) + rps * seconds
+    headroom = {
+        tier: settings.max_utilisation
+        - max(rho.get(tier, 0.0) - routed.get(tier, 0.0) / settings.capacity.get(tier, 1.0), 0.0)
+        for tier in set(rho) | set(routed)
+    }
+    left = 1.0
+    weights: dict[str, float] = {}
+    for entry in ranked:
+        if left <= 1e-9:
+            break
+        demand = {
+            tier: offered * seconds / settings.capacity.get(tier, 1.0)
+            for tier, seconds in tier_work_s(entry, metrics.tiers).items()
+        }
+        room = min(
+            (
+                max(headroom.get(t, settings.max_utilisation), 0.0) / d
+                for t, d in demand.items()
+                if d
+            ),
+            default=left,
+        )
+        share = min(left, room)
+        if share <= 1e-3:
+            continue
+        weights[entry.id] = share
+        left -= share
+        for tier, d in demand.items():
+            headroom[tier] = headroom.get(tier, settings.max_utilisation) - share * d
+    if left > 1e-9:
+        weights[ranked[0].id] = weights.get(ranked[0].id, 0.0) + left
+    return normalise(weights)
+
+
+def normalise(weights: Mapping[str, float]) -> tuple[WeightedPath, ...]:
+    """Weights rounded to ``WEIGHT_DECIMALS`` that sum to exactly 1, largest first."""
+    items = sorted(((w, i) for i, w in weights.items() if w > 0), key=lambda t: (-t[0], t[1]))
+    total = sum(w for w, _ in items)
+    rounded = [(round(w / total, WEIGHT_DECIMALS), i) for w, i in items]
+    rounded = [(w, i) for w, i in rounded if w > 0] or [(1.0, items[0][1])]
+    first = round(1.0 - sum(w for w, _ in rounded[1:]), WEIGHT_DECIMALS)
+    return (WeightedPath(rounded[0][1], first), *tuple(WeightedPath(i, w) for w, i in rounded[1:]))
+
+
+def _moved(old: Sequence[WeightedPath], new: Sequence[WeightedPath]) -> bool:
+    a = {p.id: p.weight for p in old}
+    b = {p.id: p.weight for p in new}
+    return any(abs(a.get(k, 0.0) - b.get(k, 0.0)) > WEIGHT_TOLERANCE for k in set(a) | set(b))
+
+
+def choose_paths(
+    catalog: PathCatalog,
+    metrics: Metrics | None,
+    policy: OffloadPolicySpec,
+    state: PolicyState,
+    settings: ControlSettings | None = None,
+) -> Decision:
+    """One decision round; ``metrics=None`` means Prometheus could not be read."""
+    settings = settings or ControlSettings()
+    if metrics is None:
+        return _keep(state, catalog, (), degraded=True, reason="metrics unavailable", load={})
+    rho = utilisation(metrics, settings)
+    entries = candidate_entries(catalog, policy)
+    by_id = {e.id: e for e in entries}
+    measured = [e for e in entries if _measured(e, metrics)]
+
+    figures: list[PathFigures] = []
+    load = Load()
+    for entry in measured:
+        f, load = _figures(entry, metrics, rho)
+        figures.append(f)
+    coefficients = loaded_coefficients(policy.cost, load.local_factor, load.host_factor)
+    bound = float(policy.latency_bound_microseconds)
+    assessments = tuple(
+        PathAssessment(
+            id=f.path_id,
+            cost=sum(terms.values()),
+            feasible=f.latency_us <= bound,
+            latency_us=f.latency_us,
+            terms=terms,
+        )
+        for f in figures
+        for terms in [cost_terms(f, catalog.baseline_accuracy, coefficients)]
+    )
+    load_info = {"local": load.local, "host": load.host}
+
+    if "local" not in metrics.tiers or catalog.original_path not in {e.id for e in measured}:
+        return _keep(
+            state,
+            catalog,
+            assessments,
+            degraded=True,
+            reason="local tier unmeasured",
+            load=load_info,
+        )
+    unmeasured_active = [
+        p.id for p in state.active if p.id in by_id and p.id not in {e.id for e in measured}
+    ]
+    if unmeasured_active:
+        return _keep(
+            state,
+            catalog,
+            assessments,
+            degraded=True,
+            reason=f"active paths unmeasured: {', '.join(unmeasured_active)}",
+            load=load_info,
+        )
+    degraded = len(measured) < len(entries)
+
+    choice = choose_path(
+        figures, catalog.original_path, catalog.baseline_accuracy, coefficients, bound
+    )
+    if choice.within_bound:
+        pool: list[Candidate] = [
+            c
+            for c in choice.ranked
+            if c.within_bound
+            and (c.cheaper_than_original or c.figures.path_id == catalog.original_path)
+        ]
+        best = choice.path_id
+        ranked_entries = [by_id[best]] + [
+            by_id[c.figures.path_id] for c in pool if c.figures.path_id != best
+        ]
+        proposal = split_weights(ranked_entries, metrics, settings)
+        reason = f"cheapest within L_T: {best}"
+    else:
+        proposal = (WeightedPath(catalog.original_path, 1.0),)
+        reason = "no path meets L_T: original path"
+
+    cost_of = {a.id: a for a in assessments}
+    now = metrics.at
+    if not state.active:
+        new_state = PolicyState(proposal, now, state.generation + 1)
+        return Decision(proposal, assessments, True, degraded, reason, new_state, load_info)
+
+    current = state.primary
+    assert current is not None
+    new_primary = proposal[0].id
+    dwell = policy.hysteresis.min_dwell_seconds
+    dwelt = state.since is None or now - state.since >= dwell
+    if new_primary != current:
+        current_cost = cost_of.get(current)
+        margin_ok = (
+            current_cost is None
+            or not current_cost.feasible
+            or cost_of[new_primary].cost
+            <= (1.0 - policy.hysteresis.cost_margin) * current_cost.cost
+        )
+        if not margin_ok:
+            return _keep(
+                state,
+                catalog,
+                assessments,
+                degraded=degraded,
+                reason=f"{new_primary} within the cost margin of {current}",
+                load=load_info,
+            )
+        if not dwelt:
+            return _keep(
+                state,
+                catalog,
+                assessments,
+                degraded=degraded,
+                reason=f"dwelling on {current}",
+                load=load_info,
+            )
+    elif not _moved(state.active, proposal) or not dwelt:
+        return _keep(
+            state,
+            catalog,
+            assessments,
+            degraded=degraded,
+            reason=f"holding {current}: {reason}",
+            load=load_info,
+        )
+    new_state = PolicyState(proposal, now, state.generation + 1)
+    return Decision(proposal, assessments, True, degraded, reason, new_state, load_info)

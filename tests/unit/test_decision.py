@@ -1,0 +1,191 @@
+"""The path controller's pure decision: hysteresis, dwell, L_T, missing metrics, splits."""
+
+from __future__ import annotations
+
+import pytest
+
+from braid.api.catalog import PathCatalog
+from braid.api.common import ObjectRef
+from braid.api.v1alpha1.offloadpolicy import CostCoefficients, Hysteresis, OffloadPolicySpec
+from braid.policy.decision import (
+    ControlSettings,
+    Metrics,
+    PolicyState,
+    TierMetrics,
+    WeightedPath,
+    choose_paths,
+    normalise,
+)
+from braid.tooling import synthetic as syn
+
+NOW = 1_000_000.0
+
+
+@pytest.fixture(scope="module")
+def catalog() -> PathCatalog:
+    """The synthetic pair with accuracies that make the trade-off real.
+
+    Skip loses a point, the exit ten; cross keeps the original's accuracy but pays host time
+    and two crossings. Idle, the original is cheapest; with the local tier loaded, cross is.
+    """
+    modules, shapes = syn._modules()
+    base = syn.build_catalog(modules, shapes)
+    accuracy = {syn.ORIGINAL: 0.9, syn.SKIP: 0.89, syn.CROSS: 0.9, syn.EXIT: 0.8}
+    paths = [
+        p.model_copy(update={"metrics": p.metrics.model_copy(update={"accuracy": accuracy[p.id]})})
+        for p in base.paths
+    ]
+    return base.model_copy(update={"paths": paths, "baseline_accuracy": 0.9})
+
+
+def policy(
+    *, bound_us: int = 1_000_000, margin: float = 0.1, dwell: int = 30, c_local: float = 1e-3
+) -> OffloadPolicySpec:
+    return OffloadPolicySpec(
+        model_ref=ObjectRef(name="toy"),
+        cost=CostCoefficients(c_local=c_local, c_host=1e-3),
+        latency_bound_microseconds=bound_us,
+        all_paths=True,
+        hysteresis=Hysteresis(cost_margin=margin, min_dwell_seconds=dwell),
+    )
+
+
+def metrics(
+    local: float | None = 0.05,
+    host: float | None = 0.05,
+    *,
+    at: float = NOW,
+    rps: dict[str, float] | None = None,
+) -> Metrics:
+    tiers = {}
+    if local is not None:
+        tiers["local"] = TierMetrics(busy=local)
+    if host is not None:
+        tiers["host"] = TierMetrics(busy=host)
+    return Metrics(at=at, tiers=tiers, path_rps=rps or {})
+
+
+def on(path: str, since: float = NOW - 3600) -> PolicyState:
+    return PolicyState(active=(WeightedPath(path, 1.0),), since=since, generation=1)
+
+
+def test_first_decision_idle_takes_the_original(catalog: PathCatalog) -> None:
+    d = choose_paths(catalog, metrics(), policy(), PolicyState())
+    assert d.primary == syn.ORIGINAL
+    assert d.changed
+    assert not d.degraded
+    assert d.state.generation == 1
+    assert d.state.since == NOW
+    assert {a.id for a in d.assessments} == {p.id for p in catalog.paths}
+
+
+def test_a_loaded_local_tier_moves_traffic_to_the_host(catalog: PathCatalog) -> None:
+    d = choose_paths(catalog, metrics(local=0.9), policy(), on(syn.ORIGINAL))
+    assert d.primary == syn.CROSS
+    assert d.changed
+    assert d.load["local"] == pytest.approx(0.9)
+
+
+def test_hysteresis_holds_a_path_that_is_only_a_little_dearer(catalog: PathCatalog) -> None:
+    loaded = metrics(local=0.9)
+    assert choose_paths(catalog, loaded, policy(margin=0.1), on(syn.ORIGINAL)).primary == syn.CROSS
+    held = choose_paths(catalog, loaded, policy(margin=0.9), on(syn.ORIGINAL))
+    assert held.primary == syn.ORIGINAL
+    assert not held.changed
+    assert "margin" in held.reason
+
+
+def test_dwell_holds_a_fresh_decision(catalog: PathCatalog) -> None:
+    loaded = metrics(local=0.9)
+    young = choose_paths(catalog, loaded, policy(dwell=30), on(syn.ORIGINAL, since=NOW - 10))
+    assert young.primary == syn.ORIGINAL
+    assert not young.changed
+    assert young.state.since == NOW - 10
+    old = choose_paths(catalog, loaded, policy(dwell=30), on(syn.ORIGINAL, since=NOW - 31))
+    assert old.primary == syn.CROSS
+    assert old.state.since == NOW
+
+
+def test_no_flap_at_steady_load(catalog: PathCatalog) -> None:
+    state = PolicyState()
+    changes = 0
+    for i in range(100):
+        d = choose_paths(catalog, metrics(local=0.9, at=NOW + i), policy(dwell=0), state)
+        changes += d.changed
+        state = d.state
+    assert changes == 1
+
+
+def test_an_infeasible_bound_falls_back_to_the_original(catalog: PathCatalog) -> None:
+    d = choose_paths(catalog, metrics(local=0.9), policy(bound_us=1), on(syn.CROSS))
+    assert [p.id for p in d.active] == [syn.ORIGINAL]
+    assert "L_T" in d.reason
+    assert not any(a.feasible for a in d.assessments)
+
+
+def test_prometheus_unreachable_keeps_the_last_decision(catalog: PathCatalog) -> None:
+    state = on(syn.CROSS)
+    d = choose_paths(catalog, None, policy(), state)
+    assert d.active == state.active
+    assert d.degraded
+    assert not d.changed
+    assert d.state == state
+    status = d.to_status()
+    degraded = next(c for c in status.conditions if c.type == "Degraded")
+    assert degraded.status == "True"
+
+
+def test_a_missing_local_tier_keeps_the_last_decision(catalog: PathCatalog) -> None:
+    d = choose_paths(catalog, metrics(local=None), policy(), on(syn.CROSS))
+    assert d.primary == syn.CROSS
+    assert d.degraded
+
+
+def test_an_unmeasured_host_is_never_jumped_to(catalog: PathCatalog) -> None:
+    d = choose_paths(catalog, metrics(local=0.9, host=None), policy(), on(syn.ORIGINAL))
+    assert syn.CROSS not in {p.id for p in d.active}
+    assert syn.CROSS not in {a.id for a in d.assessments}
+    assert d.degraded
+
+
+def test_an_active_path_losing_its_host_metrics_is_kept(catalog: PathCatalog) -> None:
+    d = choose_paths(catalog, metrics(host=None), policy(), on(syn.CROSS))
+    assert d.primary == syn.CROSS
+    assert d.degraded
+    assert not d.changed
+
+
+def test_a_path_that_would_saturate_its_tier_is_split(catalog: PathCatalog) -> None:
+    # 2,000 req/s routed to the original: the local tier is busy with them; cross would put
+    # 0.3 ms x 2,000 = 0.6 s/s on a host tier of capacity 0.5: more than it can take.
+    settings = ControlSettings(capacity={"local": 1.0, "host": 0.5}, max_utilisation=0.8)
+    m = Metrics(
+        at=NOW,
+        tiers={"local": TierMetrics(busy=0.9), "host": TierMetrics(busy=0.05)},
+        path_rps={syn.ORIGINAL: 2000.0},
+    )
+    d = choose_paths(catalog, m, policy(), on(syn.ORIGINAL), settings)
+    assert len(d.active) >= 2
+    assert d.active[0].id == syn.CROSS
+    assert sum(p.weight for p in d.active) == pytest.approx(1.0, abs=1e-9)
+    assert all(0 < p.weight < 1 for p in d.active)
+
+
+@pytest.mark.parametrize(
+    "weights", [{"a": 1.0, "b": 1.0, "c": 1.0}, {"a": 0.2, "b": 0.0001}, {"a": 5.0}]
+)
+def test_weights_sum_to_one(weights: dict[str, float]) -> None:
+    split = normalise(weights)
+    assert sum(p.weight for p in split) == pytest.approx(1.0, abs=1e-9)
+    assert split[0].weight == max(p.weight for p in split)
+
+
+def test_status_explains_every_candidate(catalog: PathCatalog) -> None:
+    d = choose_paths(catalog, metrics(local=0.9), policy(), on(syn.ORIGINAL))
+    status = d.to_status()
+    assert status.active_path == syn.CROSS
+    assert status.active_paths[0].weight == 1.0
+    assert {c.id for c in status.costs} == {p.id for p in catalog.paths}
+    assert all("accuracy" in c.terms for c in status.costs)
+    assert status.last_decision_time is not None
+    assert status.last_decision_time.endswith("Z")
