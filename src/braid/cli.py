@@ -155,6 +155,11 @@ from braid.serve_cli import gateway_command, serve_command  # noqa: E402
 app.command("gateway")(gateway_command)
 app.command("serve")(serve_command)
 
+# The path controller (Prometheus in, routing table / OffloadPolicy status out).
+from braid.controller_cli import controller_app  # noqa: E402
+
+app.add_typer(controller_app, name="controller")
+
 
 @app.command()
 def version() -> None:

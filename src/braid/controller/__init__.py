@@ -1,0 +1,1 @@
+"""The path controller: Prometheus metrics in, path decisions out (``braid controller run``)."""
