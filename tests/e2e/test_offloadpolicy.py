@@ -8,16 +8,23 @@ catalog is published in a ConfigMap as a provider would.
 from __future__ import annotations
 
 import json
+import threading
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+import tritonclient.grpc as grpcclient
 import yaml
+from kubernetes import config as kube_config
 
 from braid.api.catalog import PathCatalog
 from braid.devstack.processes import ManagedProcess
+from braid.kube.client import Kube
+from braid.kube.kwok_runtime import KwokTritonRuntime
 from braid.tooling import synthetic
 from tests.e2e.conftest import E2ECluster
 from tests.e2e.helpers import wait_for
@@ -94,15 +101,18 @@ def _link(
     }
 
 
+@dataclass(frozen=True)
+class Providers:
+    local: str
+    host: str
+    catalog: PathCatalog
+    models: synthetic.SyntheticModels
+
+
 @pytest.fixture
-def providers(
-    cluster: E2ECluster, operator: ManagedProcess, tmp_path: Path
-) -> Iterator[tuple[str, str, PathCatalog]]:
+def providers(cluster: E2ECluster, operator: ManagedProcess, tmp_path: Path) -> Iterator[Providers]:
     models = synthetic.build_synthetic_repository(tmp_path / "repo")
-    catalog = PathCatalog.model_validate_json(
-        (tmp_path / "repo" / synthetic.CATALOG_FILE).read_text()
-    )
-    del models
+    catalog = models.catalog
     suffix = uuid.uuid4().hex[:6]
     local, host = f"e2e-toy-local-{suffix}", f"e2e-toy-host-{suffix}"
     for ns in (local, host):
@@ -119,7 +129,7 @@ def providers(
         _model(synthetic.LOCAL, local, catalog, with_catalog=True),
         _model(synthetic.HOST, host, catalog, with_catalog=False),
         _block("toy-all", local, synthetic.LOCAL, 0, 3),
-        _block("toyhost-all", host, synthetic.HOST, 0, 2),
+        _block("toyhost-all", host, synthetic.HOST, 1, 1),
         _link(
             synthetic.SKIP_LINK,
             local,
@@ -147,7 +157,7 @@ def providers(
     ]
     cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(objs))
     try:
-        yield local, host, catalog
+        yield Providers(local, host, catalog, models)
     finally:
         cluster.kubectl(
             "delete",
@@ -195,9 +205,9 @@ def _configmap(cluster: E2ECluster, ns: str) -> dict[str, Any] | None:
 
 
 def test_policy_renders_routing_and_endpoints_for_every_path(
-    cluster: E2ECluster, providers: tuple[str, str, PathCatalog]
+    cluster: E2ECluster, providers: Providers
 ) -> None:
-    local, host, catalog = providers
+    local, host, catalog = providers.local, providers.host, providers.catalog
     cluster.kubectl("apply", "-f", "-", input=_policy(local, host, allPaths=True))
 
     def complete() -> dict[str, Any] | None:
@@ -241,10 +251,8 @@ def test_policy_renders_routing_and_endpoints_for_every_path(
     assert f"--load-model={synthetic.EXIT_HEAD}" in args
 
 
-def test_unknown_candidate_path_is_reported(
-    cluster: E2ECluster, providers: tuple[str, str, PathCatalog]
-) -> None:
-    local, host, catalog = providers
+def test_unknown_candidate_path_is_reported(cluster: E2ECluster, providers: Providers) -> None:
+    local, host, catalog = providers.local, providers.host, providers.catalog
     cluster.kubectl(
         "apply",
         "-f",
@@ -263,3 +271,46 @@ def test_unknown_candidate_path_is_reported(
     ready = wait_for(reported, "Ready=False UnknownPaths")
     assert ready["status"] == "False"
     assert "toy/nope" in ready["message"]
+
+
+def test_kwok_runtime_serves_each_block_and_paths_run_end_to_end(
+    cluster: E2ECluster, providers: Providers, tmp_path: Path
+) -> None:
+    """Real tritonservers stand in for the kwok pods; every path chained over the addresses
+    the operator published gives the in-process result."""
+    local, host, catalog = providers.local, providers.host, providers.catalog
+    cluster.kubectl("apply", "-f", "-", input=_policy(local, host, allPaths=True))
+    kube = Kube(kube_config.new_client_from_config(config_file=str(cluster.access.kubeconfig)))
+    runtime = KwokTritonRuntime(kube, providers.models.repository, tmp_path / "runtime")
+    stop = threading.Event()
+    thread = threading.Thread(target=runtime.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+
+        def loopback_endpoints() -> dict[str, str] | None:
+            assert not runtime.failures, runtime.failures
+            cm = _configmap(cluster, local)
+            models = json.loads(cm["data"]["endpoints.json"])["models"] if cm else {}
+            needed = {h.triton_model for p in catalog.paths for h in p.hops}
+            ok = needed <= set(models) and all(models[m].startswith("127.0.0.1:") for m in needed)
+            return models if ok else None
+
+        endpoints = wait_for(
+            loopback_endpoints, "endpoints served by local tritonservers", timeout=180
+        )
+        assert not runtime.failures
+        x = np.random.default_rng(0).standard_normal((4, *synthetic.INPUT_SHAPE)).astype(np.float32)
+        for path in catalog.paths:
+            t = x
+            for hop in path.hops:
+                with grpcclient.InferenceServerClient(endpoints[hop.triton_model]) as client:
+                    inp = grpcclient.InferInput(hop.input.name, list(t.shape), hop.input.datatype)
+                    inp.set_data_from_numpy(t)
+                    result = client.infer(hop.triton_model, [inp])
+                    t = result.as_numpy(hop.output.name)
+            expected = providers.models.run_hops([h.triton_model for h in path.hops], x)
+            np.testing.assert_allclose(t, expected, rtol=1e-4, atol=1e-5, err_msg=path.id)
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+    assert not runtime.servers, "the runtime stops every server it started"

@@ -146,7 +146,7 @@ def reconcile_block(kube: Kube, body: dict[str, Any], lookup: Lookup | None = No
             name
             for i in range(spec.partitions.first, spec.partitions.last + 1)
             for name in (
-                [block_model_name(spec.model_ref.name, i)]
+                [block_model_name(spec.model_ref.name, model_spec.partition.blocks[i].name)]
                 + (
                     [exit_head_model_name(spec.model_ref.name, i)]
                     if model_spec.partition.blocks[i].exit_head

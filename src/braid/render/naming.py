@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 
-def block_model_name(model: str, index: int) -> str:
-    """Triton model name of block ``index`` of ``model`` (e.g. ``fmnist-cnn.b3``)."""
-    return f"{model}.b{index}"
+def block_model_name(model: str, block: str) -> str:
+    """Triton model name of the partition block named ``block`` of ``model`` (``fmnist-cnn.b3``).
+
+    The exporter, the operator (which loads a Block's models into its Triton) and the
+    gateway must agree on it, so it is derived from the Model's partition, never guessed.
+    """
+    return f"{model}.{block}"
 
 
 def link_model_name(link: str) -> str:

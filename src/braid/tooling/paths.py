@@ -21,13 +21,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from braid.render.naming import block_model_name
 from braid.tooling.split import Block, Shape
 
 Server = Literal["local", "host"]
 
 
 def block_model(block: Block) -> str:
-    return f"{block.model}.{block.name}"
+    return block_model_name(block.model, block.name)
 
 
 def skip_link_name(local: str, lout: int, lin: int, size: str) -> str:

@@ -104,7 +104,7 @@ class SyntheticModels:
         if threshold is None:
             return logits
         rest = self.run_hops(
-            [block_model_name(LOCAL, i) for i in range(EXIT_BLOCK + 1, 4)], features
+            [block_model_name(LOCAL, f"b{i}") for i in range(EXIT_BLOCK + 1, 4)], features
         )
         confident = exit_confidence(logits) >= threshold
         return np.where(confident[:, None], logits, rest)
@@ -129,14 +129,14 @@ def _modules() -> tuple[dict[str, nn.Module], dict[str, tuple[tuple[int, ...], t
     modules: dict[str, nn.Module] = {}
     shapes: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {}
     for i, module in enumerate(local):
-        name = block_model_name(LOCAL, i)
+        name = block_model_name(LOCAL, f"b{i}")
         modules[name] = module.eval()
         shapes[name] = (shapes_local[i], shapes_local[i + 1])
     modules[SKIP_LINK] = _conv(4, 8, stride=2).eval()
     shapes[SKIP_LINK] = ((4, 8, 8), (8, 4, 4))
     modules[EXIT_HEAD] = nn.Sequential(nn.Flatten(), nn.Linear(128, CLASSES, bias=False)).eval()
     shapes[EXIT_HEAD] = ((8, 4, 4), (CLASSES,))
-    host_b1 = block_model_name(HOST, 1)
+    host_b1 = block_model_name(HOST, "b1")
     modules[XIN] = _conv(4, 4, kernel=1).eval()
     shapes[XIN] = ((4, 8, 8), (4, 8, 8))
     modules[host_b1] = _conv(4, 8, stride=2).eval()
@@ -169,7 +169,7 @@ def build_catalog(
             compute_us=100.0,
         )
 
-    b = [hop(block_model_name(LOCAL, i), "block", "local", LOCAL) for i in range(4)]
+    b = [hop(block_model_name(LOCAL, f"b{i}"), "block", "local", LOCAL) for i in range(4)]
     paths_hops = {
         ORIGINAL: ("original", b),
         SKIP: ("skip", [b[0], hop(SKIP_LINK, "link", "local", LOCAL), b[2], b[3]]),
@@ -178,7 +178,7 @@ def build_catalog(
             [
                 b[0],
                 hop(XIN, "link", "host", HOST),
-                hop(block_model_name(HOST, 1), "block", "host", HOST),
+                hop(block_model_name(HOST, "b1"), "block", "host", HOST),
                 hop(XOUT, "link", "host", HOST),
                 b[2],
                 b[3],
@@ -228,7 +228,9 @@ def build_catalog(
             )
         )
 
-    def provider(name: str, role: str, blocks: list[Hop]) -> ProviderModel:
+    def provider(name: str, role: str, blocks: list[Hop], first: int = 0) -> ProviderModel:
+        """``first``: index of the first exported block; the host exports only its block 1,
+        but its partition still starts at layer 0 as every partition must."""
         return ProviderModel(
             name=name,
             role=role,  # type: ignore[arg-type]
@@ -239,7 +241,7 @@ def build_catalog(
             partition=Partition(
                 blocks=[
                     PartitionBlock(name=f"b{i}", first_layer=i, last_layer=i)
-                    for i in range(len(blocks))
+                    for i in range(first + len(blocks))
                 ]
             ),
             blocks=[
@@ -252,17 +254,17 @@ def build_catalog(
                     macs=0,
                     compute_us=h.compute_us,
                 )
-                for i, h in enumerate(blocks)
+                for i, h in enumerate(blocks, start=first)
             ],
         )
 
-    host_block = hop(block_model_name(HOST, 1), "block", "host", HOST)
+    host_block = hop(block_model_name(HOST, "b1"), "block", "host", HOST)
     return PathCatalog(
         build_hash="synthetic-v1",
         local_model=LOCAL,
         baseline_accuracy=0.5,
         original_path=ORIGINAL,
-        models=[provider(LOCAL, "local", b), provider(HOST, "host", [host_block])],
+        models=[provider(LOCAL, "local", b), provider(HOST, "host", [host_block], first=1)],
         measurement=Measurement(repeats=0),
         paths=entries,
     )
