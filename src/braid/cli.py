@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
 app = typer.Typer(
@@ -159,6 +161,25 @@ app.command("serve")(serve_command)
 from braid.controller_cli import controller_app  # noqa: E402
 
 app.add_typer(controller_app, name="controller")
+
+
+@app.command("demo")
+def demo(
+    full: bool = typer.Option(
+        False, "--full", help="The full model profile (~15 min cold) instead of --quick."
+    ),
+    quick: bool = typer.Option(True, "--quick", help="The quick model profile (the default)."),
+    duration: float = typer.Option(60.0, help="Seconds of traffic: light, heavy, light thirds."),
+    keep: bool = typer.Option(False, "--keep", help="Leave the stack serving until Ctrl-C."),
+    workdir: Path | None = typer.Option(None, help="Logs, repository, files (<state>/demo)."),
+    png: Path = typer.Option(Path("docs/img/demo-timeline.png"), help="Timeline PNG to write."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log each event."),
+) -> None:
+    """The whole system end to end: models, cluster, operator, Triton, gateway, traffic."""
+    from braid.demo_cli import run_demo_cli
+
+    del quick  # the default; --full overrides it
+    run_demo_cli(full, duration, keep, workdir, png, verbose)
 
 
 @app.command()

@@ -1,0 +1,793 @@
+"""``braid demo``: the whole system end to end on this machine, in one command.
+
+The demo builds (or reuses) the models, starts the local control plane, installs the CRDs and
+the operator (as its least-privilege ServiceAccount), applies the samples adapted to the build
+(see ``demo_manifests``), lets the kwok runtime start a real tritonserver per Triton pod,
+starts Prometheus and the gateway on the operator's routing ConfigMap, and sends labelled
+Fashion-MNIST test images through the gateway while the load goes light -> heavy -> light.
+
+Until the path controller (issue 7) lands, a stand-in controller here closes the loop the way
+the real one is specified to: it reads the local service's utilisation from Prometheus (Triton
+compute time per second), prices local time by it, chooses a path with CoDE's eq. 1/2
+(``braid.policy.cost``) with hysteresis, and writes ``OffloadPolicy.status.activePaths``. The
+operator re-renders the routing ConfigMap from that status, the demo copies the ConfigMap to
+the gateway's routing file, and the gateway reloads it: every hop of the real data path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import numpy.typing as npt
+import yaml
+from kubernetes import config as kube_config
+
+from braid.api.catalog import PathCatalog
+from braid.api.v1alpha1.offloadpolicy import CostCoefficients, OffloadPolicySpec
+from braid.dataplane.promql import PrometheusClient
+from braid.demo_manifests import (
+    CATALOG_CONFIGMAP,
+    LOCAL_NAMESPACE,
+    POLICY_NAME,
+    demo_manifests,
+)
+from braid.devstack import cluster
+from braid.devstack.operator_process import (
+    REPO_ROOT,
+    install_operator_prerequisites,
+    start_operator,
+)
+from braid.devstack.ports import free_port
+from braid.devstack.processes import ManagedProcess, start_process, wait_until
+from braid.devstack.prometheus import PrometheusServer, start_prometheus
+from braid.kube.client import Kube
+from braid.kube.kwok_runtime import KwokTritonRuntime
+from braid.logs import log_event
+from braid.policy.cost import (
+    Load,
+    Network,
+    choose_path,
+    figures_from_entry,
+    loaded_coefficients,
+    under_load,
+)
+from braid.render.prometheus_config import ScrapeTarget
+from braid.render.routing import ENDPOINTS_FILE, routing_configmap_name
+from braid.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+CONFIGMAP_LIMIT = 1_000_000
+"""A ConfigMap's data must stay under 1 MiB; leave room for the object's metadata."""
+PRICE_SLOPE = 1000.0
+"""c_l multiplier = 1 + PRICE_SLOPE * rho / (1 - rho): idle prices at rho=0, the experiments'
+heavy-load price (x1000) at rho=0.5, and steeper beyond."""
+RHO_MAX = 0.95
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    full: bool = False
+    duration_s: float = 60.0
+    keep: bool = False
+    workdir: Path = Path("demo")
+    png: Path = Path("docs/img/demo-timeline.png")
+    light_rps: float = 5.0
+    heavy_workers: int = 12
+
+
+@dataclass(frozen=True)
+class Sample:
+    t: float
+    phase: str
+    path: str
+    latency_ms: float
+    correct: bool
+
+
+@dataclass
+class Decision:
+    t: float
+    rho: float
+    path: str
+    cost: float
+    original_cost: float
+
+
+@dataclass
+class DemoState:
+    """What the threads share; the live view and the summary read it."""
+
+    started: float = field(default_factory=time.monotonic)
+    phase: str = "starting"
+    samples: list[Sample] = field(default_factory=list)
+    errors: int = 0
+    decisions: list[Decision] = field(default_factory=list)
+    stages: dict[str, float] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, sample: Sample) -> None:
+        with self.lock:
+            self.samples.append(sample)
+
+    def window(self, seconds: float) -> list[Sample]:
+        now = time.monotonic() - self.started
+        with self.lock:
+            return [s for s in self.samples if s.t >= now - seconds]
+
+
+Progress = Callable[[str], None]
+
+
+@contextlib.contextmanager
+def _stage(state: DemoState, name: str, progress: Progress) -> Iterator[None]:
+    progress(name)
+    started = time.monotonic()
+    yield
+    state.stages[name] = round(time.monotonic() - started, 1)
+    log_event(logger, "demo.stage", stage=name, seconds=state.stages[name])
+
+
+# -- models -----------------------------------------------------------------------------------
+
+
+def build_models(options: DemoOptions) -> tuple[Path, PathCatalog, bool]:
+    """The Triton repository and catalog of the chosen profile (cached by config hash)."""
+    from braid.tooling.pipeline import run_pipeline
+
+    out = options.workdir / "model-repo"
+    output = run_pipeline("full" if options.full else "quick", out)
+    catalog = PathCatalog.model_validate_json((out / "catalog.json").read_text())
+    return out.resolve(), catalog, output.cached
+
+
+# -- cluster ----------------------------------------------------------------------------------
+
+
+def load_samples() -> list[dict[str, Any]]:
+    """Every object of ``crds/samples/*.yaml``."""
+    out: list[dict[str, Any]] = []
+    for path in sorted((REPO_ROOT / "crds" / "samples").glob("*.yaml")):
+        out += [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+    return out
+
+
+def _kubectl_apply(access: cluster.ClusterAccess, objs: list[dict[str, Any]]) -> None:
+    access.kubectl(
+        "apply", "--server-side", "--force-conflicts", "-f", "-", input=yaml.safe_dump_all(objs)
+    )
+
+
+def install_samples(access: cluster.ClusterAccess, repository: Path, catalog: PathCatalog) -> str:
+    """Namespaces, the catalog (ConfigMap or file), Models, Links, Blocks and the policy."""
+    catalog_file = repository / "catalog.json"
+    size = catalog_file.stat().st_size
+    in_configmap = size < CONFIGMAP_LIMIT
+    objs = demo_manifests(
+        catalog,
+        repository,
+        load_samples(),
+        catalog_uri=None if in_configmap else f"file://{catalog_file}",
+    )
+    namespaces = [o for o in objs if o["kind"] == "Namespace"]
+    for ns in namespaces:
+        # A previous demo on a reused cluster deletes its namespaces without waiting.
+        access.kubectl(
+            "wait", "--for=delete", f"namespace/{ns['metadata']['name']}", "--timeout=180s"
+        )
+    _kubectl_apply(access, namespaces)
+    for ns in namespaces:
+        name = ns["metadata"]["name"]
+        wait_until(
+            lambda n=name: (  # type: ignore[misc]
+                access.kubectl("get", "serviceaccount", "default", "-n", n, check=False).stdout
+                != ""
+            ),
+            f"the default ServiceAccount in {name}",
+            timeout=60,
+        )
+    if in_configmap:
+        manifest = access.kubectl(
+            "create",
+            "configmap",
+            CATALOG_CONFIGMAP,
+            "-n",
+            LOCAL_NAMESPACE,
+            f"--from-file=catalog.json={catalog_file}",
+            "--dry-run=client",
+            "-o",
+            "yaml",
+        ).stdout
+        access.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=manifest)
+    order = ("Model", "Link", "Block", "OffloadPolicy")
+    for kind in order:
+        _kubectl_apply(access, [o for o in objs if o["kind"] == kind])
+    where = f"ConfigMap {CATALOG_CONFIGMAP}" if in_configmap else f"file://{catalog_file}"
+    log_event(logger, "demo.catalog", bytes=size, where=where)
+    return f"{where} ({size / 1024:.0f} KiB)"
+
+
+def wait_for_routing(
+    kube: Kube, catalog: PathCatalog, runtime: KwokTritonRuntime, timeout: float
+) -> tuple[dict[str, Any], list[str]]:
+    """The routing ConfigMap once every hop of its routable paths has a loopback address."""
+    name = routing_configmap_name(POLICY_NAME)
+    deadline = time.monotonic() + timeout
+    last = "no routing ConfigMap yet"
+    while time.monotonic() < deadline:
+        if runtime.failures:
+            raise RuntimeError(f"the kwok runtime could not start Triton: {runtime.failures}")
+        cm = kube.get("v1", "ConfigMap", name, LOCAL_NAMESPACE)
+        policy = kube.get("braid.dev/v1alpha1", "OffloadPolicy", POLICY_NAME, LOCAL_NAMESPACE)
+        if cm is not None and policy is not None:
+            models = json.loads(cm["data"][ENDPOINTS_FILE])["models"]
+            servable = [
+                p.id
+                for p in catalog.paths
+                if all(str(models.get(h.triton_model, "")).startswith("127.0.0.1:") for h in p.hops)
+            ]
+            count = int((policy.get("status") or {}).get("candidatePaths") or 0)
+            if servable and len(servable) >= count:
+                return cm, servable
+            last = f"{len(servable)}/{count} candidate paths served on loopback"
+        time.sleep(1.0)
+    raise TimeoutError(f"routing not ready after {timeout:.0f} s: {last}")
+
+
+# -- the stand-in controller ------------------------------------------------------------------
+
+
+class StandInController:
+    """CoDE eq. 1/2 on measured local utilisation, written to OffloadPolicy.status."""
+
+    def __init__(
+        self,
+        access: cluster.ClusterAccess,
+        prometheus: PrometheusClient,
+        catalog: PathCatalog,
+        servable: list[str],
+        spec: OffloadPolicySpec,
+        state: DemoState,
+        dwell_s: float,
+    ) -> None:
+        self.access = access
+        self.prometheus = prometheus
+        self.catalog = catalog
+        self.spec = spec
+        self.state = state
+        self.dwell_s = dwell_s
+        entries = [p for p in catalog.paths if p.id in set(servable)]
+        self.figures = [figures_from_entry(p, Network()) for p in entries]
+        self.current = catalog.original_path
+        self.since = -math.inf
+
+    def utilisation(self) -> float:
+        """Seconds of Triton compute per second on the local provider's servers."""
+        value = self.prometheus.query_value(
+            'sum(rate(nv_inference_compute_infer_duration_us{provider="provider-a"}[4s])) / 1e6'
+        )
+        return min(RHO_MAX, max(0.0, value or 0.0))
+
+    def step(self) -> Decision:
+        rho = self.utilisation()
+        base: CostCoefficients = self.spec.cost
+        coefficients = loaded_coefficients(base, 1.0 + PRICE_SLOPE * rho / (1.0 - rho))
+        loaded = [under_load(f, Load(local=rho)) for f in self.figures]
+        choice = choose_path(
+            loaded,
+            self.catalog.original_path,
+            self.catalog.baseline_accuracy,
+            coefficients,
+            float(self.spec.latency_bound_microseconds or 1e12),
+        )
+        costs = {c.figures.path_id: c.cost for c in choice.ranked}
+        now = time.monotonic() - self.state.started
+        margin = self.spec.hysteresis.cost_margin if self.spec.hysteresis else 0.0
+        better = costs[choice.path_id] < costs.get(self.current, math.inf) * (1.0 - margin)
+        if choice.path_id != self.current and better and now - self.since >= self.dwell_s:
+            self.current, self.since = choice.path_id, now
+            self.write_status(costs)
+            log_event(logger, "demo.path_switched", path=self.current, rho=round(rho, 3))
+        decision = Decision(now, rho, self.current, costs[self.current], choice.original.cost)
+        with self.state.lock:
+            self.state.decisions.append(decision)
+        return decision
+
+    def write_status(self, costs: dict[str, float]) -> None:
+        status = {
+            "activePath": self.current,
+            "activePaths": [{"id": self.current, "weight": 1.0}],
+            "cost": round(costs[self.current], 6),
+            "lastDecisionTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        self.access.kubectl(
+            "patch",
+            "offloadpolicy",
+            POLICY_NAME,
+            "-n",
+            LOCAL_NAMESPACE,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            json.dumps({"status": status}),
+        )
+
+    def run(self, stop: threading.Event, interval: float = 1.0) -> None:
+        while not stop.is_set():
+            try:
+                self.step()
+            except Exception as exc:  # one failed poll must not end the loop
+                log_event(logger, "demo.controller_failed", level=logging.WARNING, error=exc)
+            stop.wait(interval)
+
+
+def sync_routing(kube: Kube, routing_file: Path, stop: threading.Event) -> None:
+    """Copy ``routing.json`` from the operator's ConfigMap to the gateway's file on change."""
+    name = routing_configmap_name(POLICY_NAME)
+    while not stop.is_set():
+        with contextlib.suppress(Exception):
+            cm = kube.get("v1", "ConfigMap", name, LOCAL_NAMESPACE)
+            text = ((cm or {}).get("data") or {}).get("routing.json")
+            if text and (not routing_file.exists() or routing_file.read_text() != text):
+                tmp = routing_file.with_suffix(".tmp")
+                tmp.write_text(text)
+                tmp.replace(routing_file)
+                log_event(logger, "demo.routing_synced", file=routing_file)
+        stop.wait(0.5)
+
+
+# -- gateway and load -------------------------------------------------------------------------
+
+
+def start_gateway(
+    workdir: Path, catalog_file: Path, endpoints: Path, routing: Path
+) -> tuple[ManagedProcess, str, str]:
+    http_port, grpc_port = free_port(), free_port()
+    process = start_process(
+        "braid-gateway",
+        [
+            sys.executable,
+            "-m",
+            "braid.cli",
+            "gateway",
+            f"--catalog={catalog_file}",
+            f"--endpoints={endpoints}",
+            f"--routing={routing}",
+            f"--http-port={http_port}",
+            f"--grpc-port={grpc_port}",
+        ],
+        log_path=workdir / "gateway.log",
+        pid_path=workdir / "gateway.pid",
+    )
+    url = f"http://127.0.0.1:{http_port}"
+    wait_until(
+        lambda: httpx.get(f"{url}/v2/health/ready", timeout=1.0).status_code == 200,
+        "the gateway",
+        timeout=90,
+        process=process,
+    )
+    return process, url, f"127.0.0.1:{grpc_port}"
+
+
+def fashion_mnist_test(n: int = 2000) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+    from braid.tooling.data import load_fashion_mnist
+
+    test = load_fashion_mnist().test.head(n)
+    return test.images.numpy(), test.labels.numpy()
+
+
+class LoadGenerator:
+    """Workers sending labelled test images to the gateway over gRPC (tritonclient)."""
+
+    def __init__(self, address: str, model: str, state: DemoState) -> None:
+        self.address = address
+        self.model = model
+        self.state = state
+        self.images, self.labels = fashion_mnist_test()
+        self.counter = 0
+        self.lock = threading.Lock()
+
+    def _next(self) -> int:
+        with self.lock:
+            self.counter += 1
+            return self.counter % len(self.labels)
+
+    def worker(self, stop: threading.Event, rate: float | None) -> None:
+        import tritonclient.grpc as grpcclient
+
+        client = grpcclient.InferenceServerClient(self.address)
+        try:
+            while not stop.is_set():
+                i = self._next()
+                start = time.monotonic()
+                tensor = grpcclient.InferInput("INPUT__0", [1, 1, 28, 28], "FP32")
+                tensor.set_data_from_numpy(self.images[i : i + 1])
+                try:
+                    result = client.infer(self.model, [tensor], client_timeout=10.0)
+                except Exception:
+                    with self.state.lock:
+                        self.state.errors += 1
+                    stop.wait(0.2)
+                    continue
+                latency = time.monotonic() - start
+                params = result.get_response().parameters
+                path = params["braid_path"].string_param if "braid_path" in params else "?"
+                logits = result.as_numpy("OUTPUT__0")
+                self.state.add(
+                    Sample(
+                        t=time.monotonic() - self.state.started,
+                        phase=self.state.phase,
+                        path=path,
+                        latency_ms=latency * 1e3,
+                        correct=int(np.argmax(logits)) == int(self.labels[i]),
+                    )
+                )
+                if rate is not None:
+                    stop.wait(max(0.0, 1.0 / rate - latency))
+        finally:
+            client.close()
+
+    def phase(self, name: str, seconds: float, workers: int, rate: float | None) -> None:
+        self.state.phase = name
+        stop = threading.Event()
+        threads = [
+            threading.Thread(target=self.worker, args=(stop, rate), daemon=True)
+            for _ in range(workers)
+        ]
+        for t in threads:
+            t.start()
+        try:
+            stop.wait(seconds)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(timeout=15)
+
+
+# -- views ------------------------------------------------------------------------------------
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return math.nan
+    return float(np.percentile(np.asarray(values), q))
+
+
+@dataclass(frozen=True)
+class PathRow:
+    path: str
+    requests: int
+    share: float
+    p50_ms: float
+    p99_ms: float
+    accuracy: float
+
+
+def path_rows(samples: list[Sample]) -> list[PathRow]:
+    """Per path served: requests, share, latency p50 / p99 and accuracy."""
+    by_path: dict[str, list[Sample]] = {}
+    for s in samples:
+        by_path.setdefault(s.path, []).append(s)
+    total = max(1, len(samples))
+    rows = [
+        PathRow(
+            path,
+            len(group),
+            len(group) / total,
+            percentile([s.latency_ms for s in group], 50),
+            percentile([s.latency_ms for s in group], 99),
+            sum(s.correct for s in group) / len(group),
+        )
+        for path, group in by_path.items()
+    ]
+    return sorted(rows, key=lambda r: -r.requests)
+
+
+def live_table(state: DemoState, window_s: float = 5.0) -> Any:
+    from rich.table import Table
+
+    samples = state.window(window_s)
+    decision = state.decisions[-1] if state.decisions else None
+    title = (
+        f"phase [bold]{state.phase}[/bold] · {len(samples) / window_s:.0f} req/s · "
+        f"errors {state.errors}"
+    )
+    if decision is not None:
+        title += (
+            f" · local utilisation {decision.rho:.2f} · active {decision.path} "
+            f"F={decision.cost:.2f} (original {decision.original_cost:.2f})"
+        )
+    table = Table(title=title, caption=f"last {window_s:.0f} s at the gateway")
+    for column in ("path", "req/s", "share", "p50 ms", "p99 ms", "accuracy"):
+        table.add_column(column, justify="left" if column == "path" else "right")
+    for row in path_rows(samples):
+        table.add_row(
+            row.path,
+            f"{row.requests / window_s:.1f}",
+            f"{100 * row.share:.0f} %",
+            f"{row.p50_ms:.1f}",
+            f"{row.p99_ms:.1f}",
+            f"{100 * row.accuracy:.1f} %",
+        )
+    return table
+
+
+def plot_timeline(state: DemoState, png: Path) -> Path:
+    """Requests per path, latency and accuracy over time, with the phases shaded."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    samples = state.samples
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig, axes = plt.subplots(3, 1, figsize=(10, 8), sharex=True)
+    if samples:
+        end = int(max(s.t for s in samples)) + 1
+        start = int(min(s.t for s in samples))
+        bins = list(range(start, end + 1))
+        paths = sorted({s.path for s in samples})
+        counts = {p: [0] * (len(bins) - 1) for p in paths}
+        lat: list[list[float]] = [[] for _ in range(len(bins) - 1)]
+        correct: list[list[bool]] = [[] for _ in range(len(bins) - 1)]
+        for s in samples:
+            k = min(int(s.t) - start, len(bins) - 2)
+            counts[s.path][k] += 1
+            lat[k].append(s.latency_ms)
+            correct[k].append(s.correct)
+        x = bins[:-1]
+        axes[0].stackplot(x, [counts[p] for p in paths], labels=paths, step="post")
+        axes[0].set_ylabel("requests / s")
+        axes[0].legend(loc="upper left", fontsize=7)
+        axes[1].plot(x, [percentile(v, 50) for v in lat], label="p50")
+        axes[1].plot(x, [percentile(v, 99) for v in lat], label="p99")
+        axes[1].set_ylabel("latency ms")
+        axes[1].set_yscale("log")
+        axes[1].legend(loc="upper left", fontsize=7)
+        axes[2].plot(x, [100 * sum(v) / len(v) if v else math.nan for v in correct])
+        axes[2].set_ylabel("accuracy % (per s)")
+        if state.decisions:
+            ax = axes[2].twinx()
+            ax.plot([d.t for d in state.decisions], [d.rho for d in state.decisions], "k:")
+            ax.set_ylabel("local utilisation")
+        for i, (lo, hi) in enumerate(phase_spans(samples)):
+            for ax in axes:
+                ax.axvspan(lo, hi, alpha=0.08, color="red" if i % 2 else "green")
+    axes[2].set_xlabel("seconds since traffic started")
+    fig.suptitle("braid demo: paths served as load goes light → heavy → light")
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+    return png
+
+
+def phase_spans(samples: list[Sample]) -> list[tuple[float, float]]:
+    """Consecutive (start, end) spans of the phases, in order."""
+    spans: list[tuple[float, float]] = []
+    last = None
+    for s in sorted(samples, key=lambda s: s.t):
+        if s.phase != last:
+            spans.append((s.t, s.t))
+            last = s.phase
+        else:
+            spans[-1] = (spans[-1][0], s.t)
+    return spans
+
+
+def summary_rows(state: DemoState) -> list[dict[str, Any]]:
+    """Per phase (in order): requests, rate, latency, accuracy and the path that served most."""
+    out: list[dict[str, Any]] = []
+    samples = sorted(state.samples, key=lambda s: s.t)
+    groups: list[list[Sample]] = []
+    for s in samples:
+        if not groups or groups[-1][0].phase != s.phase:
+            groups.append([])
+        groups[-1].append(s)
+    for group in groups:
+        span = max(1e-9, group[-1].t - group[0].t)
+        rows = path_rows(group)
+        out.append(
+            {
+                "phase": group[0].phase,
+                "requests": len(group),
+                "rps": len(group) / span,
+                "p50_ms": percentile([s.latency_ms for s in group], 50),
+                "p99_ms": percentile([s.latency_ms for s in group], 99),
+                "accuracy": sum(s.correct for s in group) / len(group),
+                "paths": {r.path: round(r.share, 3) for r in rows},
+            }
+        )
+    return out
+
+
+# -- the whole run ----------------------------------------------------------------------------
+
+
+@dataclass
+class DemoResult:
+    state: DemoState
+    profile: str
+    models_cached: bool
+    catalog_where: str
+    servable: list[str]
+    png: Path | None
+    summary: list[dict[str, Any]]
+    switches: list[tuple[float, str]]
+    total_s: float
+
+
+def run_demo(
+    options: DemoOptions,
+    settings: Settings,
+    progress: Progress,
+    live: Callable[[DemoState, Callable[[], None]], None],
+    wait_forever: Callable[[dict[str, str]], None] | None = None,
+) -> DemoResult:
+    """Run every step; ``live(state, traffic)`` runs ``traffic`` while showing the state.
+
+    Everything started here is stopped on the way out, also on Ctrl-C and errors; a cluster
+    that was already running is left running (only the demo's namespaces are deleted).
+    """
+    state = DemoState()
+    workdir = options.workdir.resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+    with contextlib.ExitStack() as stack:
+        with _stage(state, "models", progress):
+            repository, catalog, cached = build_models(options)
+        with _stage(state, "cluster", progress):
+            up = cluster.up(settings)
+            access = cluster.access(settings)
+        if up.already_running:
+            stack.callback(_delete_namespaces, access)
+        else:
+            stack.callback(cluster.down, settings)
+        with _stage(state, "operator", progress):
+            install_operator_prerequisites(access)
+            operator = start_operator(
+                access, workdir / "operator", namespaces=["provider-a", "provider-b"]
+            )
+            stack.callback(operator.stop)
+        with _stage(state, "samples", progress):
+            where = install_samples(access, repository, catalog)
+        # The admin kubeconfig of this cluster (the operator has its own, least-privileged).
+        kube = Kube(kube_config.new_client_from_config(config_file=str(access.kubeconfig)))  # type: ignore[no-untyped-call]
+        runtime = KwokTritonRuntime(kube, repository, workdir / "runtime")
+        runtime_stop = threading.Event()
+        runtime_thread = threading.Thread(target=runtime.run, args=(runtime_stop,), daemon=True)
+        runtime_thread.start()
+
+        def stop_runtime() -> None:
+            runtime_stop.set()
+            runtime_thread.join(timeout=120)
+
+        stack.callback(stop_runtime)
+        with _stage(state, "triton", progress):
+            cm, servable = wait_for_routing(kube, catalog, runtime, timeout=300)
+        with _stage(state, "gateway", progress):
+            endpoints = workdir / "endpoints.json"
+            endpoints.write_text(cm["data"][ENDPOINTS_FILE])
+            routing = workdir / "routing.json"
+            routing.write_text(cm["data"]["routing.json"])
+            sync_stop = threading.Event()
+            sync = threading.Thread(
+                target=sync_routing, args=(kube, routing, sync_stop), daemon=True
+            )
+            sync.start()
+            stack.callback(sync_stop.set)
+            gateway, gateway_url, gateway_grpc = start_gateway(
+                workdir, repository / "catalog.json", endpoints, routing
+            )
+            stack.callback(gateway.stop)
+            targets = [
+                ScrapeTarget(
+                    server.metrics_address,
+                    "triton",
+                    {"provider": ns, "block": block},
+                )
+                for (ns, block), (_, server) in runtime.servers.items()
+            ]
+            targets.append(ScrapeTarget(gateway_url.removeprefix("http://"), "gateway"))
+            prometheus: PrometheusServer = start_prometheus(
+                targets, workdir=workdir / "prometheus", scrape_interval="1s"
+            )
+            stack.callback(prometheus.stop)
+        policy = kube.get("braid.dev/v1alpha1", "OffloadPolicy", POLICY_NAME, LOCAL_NAMESPACE)
+        assert policy is not None
+        spec = OffloadPolicySpec.model_validate(policy["spec"])
+        phase_s = options.duration_s / 3
+        promql = PrometheusClient(prometheus.url)
+        stack.callback(promql.close)
+        controller = StandInController(
+            access,
+            promql,
+            catalog,
+            servable,
+            spec,
+            state,
+            dwell_s=min(
+                float(spec.hysteresis.min_dwell_seconds if spec.hysteresis else 0), phase_s / 3
+            ),
+        )
+        controller_stop = threading.Event()
+        controller_thread = threading.Thread(
+            target=controller.run, args=(controller_stop,), daemon=True
+        )
+        controller_thread.start()
+        stack.callback(controller_stop.set)
+        generator = LoadGenerator(gateway_grpc, catalog.local_model, state)
+        state.stages["ready_total"] = round(time.monotonic() - t0, 1)
+
+        def traffic() -> None:
+            with state.lock:
+                state.started = time.monotonic()
+                state.decisions.clear()
+            controller.since = -math.inf
+            generator.phase("light", phase_s, 1, options.light_rps)
+            generator.phase("heavy", phase_s, options.heavy_workers, None)
+            generator.phase("light again", phase_s, 1, options.light_rps)
+            state.phase = "done"
+            controller_stop.set()
+
+        progress("traffic")
+        live(state, traffic)
+        png = plot_timeline(state, options.png)
+        switches: list[tuple[float, str]] = []
+        for d in state.decisions:
+            if not switches or switches[-1][1] != d.path:
+                switches.append((round(d.t, 1), d.path))
+        result = DemoResult(
+            state=state,
+            profile="full" if options.full else "quick",
+            models_cached=cached,
+            catalog_where=where,
+            servable=servable,
+            png=png,
+            summary=summary_rows(state),
+            switches=switches,
+            total_s=round(time.monotonic() - t0, 1),
+        )
+        (workdir / "summary.json").write_text(
+            json.dumps(
+                {
+                    "profile": result.profile,
+                    "stages_s": state.stages,
+                    "phases": result.summary,
+                    "switches": switches,
+                    "errors": state.errors,
+                    "servable_paths": servable,
+                },
+                indent=2,
+                default=str,
+            )
+        )
+        if options.keep and wait_forever is not None:
+            wait_forever(
+                {
+                    "gateway REST": gateway_url,
+                    "gateway gRPC": gateway_grpc,
+                    "Prometheus": prometheus.url,
+                    "KUBECONFIG": str(access.kubeconfig),
+                }
+            )
+        progress("teardown")
+    result.total_s = round(time.monotonic() - t0, 1)
+    return result
+
+
+def _delete_namespaces(access: cluster.ClusterAccess) -> None:
+    access.kubectl(
+        "delete", "namespace", "provider-a", "provider-b", "--wait=false", "--ignore-not-found"
+    )

@@ -1,0 +1,84 @@
+"""``braid demo`` end to end, short: models (quick), a control plane of its own, the operator,
+the kwok runtime's tritonservers, the gateway, Prometheus, traffic light -> heavy -> light,
+the summary and the timeline PNG; and afterwards nothing of it is left running.
+
+The demo runs with a state directory of its own, so it starts (and stops) its own cluster and
+operator instead of sharing the session's, whose operator watches every namespace.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from braid.devstack.processes import pid_alive
+
+pytestmark = pytest.mark.e2e
+
+
+def _pids_mentioning(text: str) -> list[int]:
+    out: list[int] = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if text in cmdline and pid_alive(int(proc.name)):
+            out.append(int(proc.name))
+    return out
+
+
+@pytest.mark.timeout(900)
+def test_demo_runs_end_to_end_and_leaves_nothing_running(tmp_path: Path) -> None:
+    state, workdir, png = tmp_path / "state", tmp_path / "demo", tmp_path / "timeline.png"
+    env = {**os.environ, "BRAID_STATE_DIR": str(state)}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "braid.cli",
+            "demo",
+            "--quick",
+            "--duration=24",
+            f"--workdir={workdir}",
+            f"--png={png}",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=840,
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert "summary per phase" in proc.stdout
+    summary = json.loads((workdir / "summary.json").read_text())
+    assert summary["profile"] == "quick"
+    assert [p["phase"] for p in summary["phases"]] == ["light", "heavy", "light again"]
+    servable = set(summary["servable_paths"])
+    assert "fmnist-cnn/original" in servable
+    assert len(servable) > 1, "the operator routes more than the original path"
+    for phase in summary["phases"]:
+        assert phase["requests"] > 0, phase
+        assert set(phase["paths"]) <= servable, phase
+        # Real Fashion-MNIST labels through real blocks: far above chance (10 %).
+        assert phase["accuracy"] > 0.5, phase
+    assert summary["phases"][1]["requests"] > summary["phases"][0]["requests"]
+    assert summary["switches"], "the stand-in controller made decisions"
+    assert png.is_file()
+    assert png.stat().st_size > 10_000
+    # Teardown: no tritonserver, gateway, operator, Prometheus or cluster process is left.
+    assert _pids_mentioning(str(tmp_path)) == []
+    status = subprocess.run(
+        [sys.executable, "-m", "braid.cli", "dev", "cluster", "status"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "not running" in status.stdout
