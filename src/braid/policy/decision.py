@@ -10,9 +10,9 @@ How measured load becomes CoDE's terms (units of ``braid.policy.cost``):
 - a tier's utilisation ``ρ`` is its Triton servers' busy time per second
   (``rate(nv_inference_compute_infer_duration_us)``) over its ``capacity`` (concurrent
   executions it sustains, e.g. cores), clipped below 1;
-- a path's expected ``T_cp`` on a tier is the sum of its hops' service times there (measured
-  mean compute per inference where the hop saw traffic, the catalog's otherwise) stretched by
-  the M/M/1 factor ``1 / (1 - ρ)``;
+- a path's expected ``T_cp`` on a tier is the sum of its hops' catalog service times there,
+  scaled by the tier's calibration (measured / catalog compute of the models that saw
+  traffic, see ``calibration``), stretched by the M/M/1 factor ``1 / (1 - ρ)``;
 - prices follow the load too: ``c_l`` and ``c_h`` are multiplied by the same factors, so an
   idle tier's time is nearly free and a saturated tier's time dominates F(p).
 
@@ -64,7 +64,8 @@ class TierMetrics:
     busy: float
     """Busy executions per second of wall time: Σ compute µs per second / 1e6."""
     compute_us: Mapping[str, float] = field(default_factory=dict)
-    """Measured mean compute time per inference by Triton model (models with traffic)."""
+    """Measured mean compute time per inference by Triton model (models with traffic);
+    used to calibrate the catalog's times, never as a path's time on its own."""
 
 
 @dataclass(frozen=True)
@@ -188,13 +189,34 @@ def candidate_entries(catalog: PathCatalog, policy: OffloadPolicySpec) -> list[P
     ]
 
 
-def tier_work_s(entry: PathEntry, tiers: Mapping[str, TierMetrics]) -> dict[str, float]:
-    """Seconds of service one request of ``entry`` needs on each tier."""
+def calibration(catalog: PathCatalog, tiers: Mapping[str, TierMetrics]) -> dict[str, float]:
+    """Per tier: measured over catalog compute time of the models that saw traffic.
+
+    Served times differ from the build's bare-model medians (the server's overhead, CPU
+    contention), but by a factor common to a tier's models. Scaling every hop's catalog time
+    by it keeps paths comparable: using measured times only for the hops that carry traffic
+    would make every path the gateway does not use look cheap, and the controller would
+    chase them back and forth.
+    """
+    catalog_us: dict[str, float] = {}
+    for entry in catalog.paths:
+        for hop in entry.hops:
+            catalog_us[hop.triton_model] = hop.compute_us
+    out: dict[str, float] = {}
+    for tier, m in tiers.items():
+        pairs = [(us, catalog_us[name]) for name, us in m.compute_us.items() if name in catalog_us]
+        measured = sum(us for us, _ in pairs)
+        expected = sum(c for _, c in pairs)
+        out[tier] = measured / expected if measured > 0 and expected > 0 else 1.0
+    return out
+
+
+def tier_work_s(entry: PathEntry, scale: Mapping[str, float] | None = None) -> dict[str, float]:
+    """Seconds of service one request of ``entry`` needs on each tier (catalog x calibration)."""
     work: dict[str, float] = {}
     for hop in entry.hops:
-        measured = tiers.get(hop.server)
-        us = measured.compute_us.get(hop.triton_model) if measured else None
-        work[hop.server] = work.get(hop.server, 0.0) + (us if us else hop.compute_us) / 1e6
+        factor = scale.get(hop.server, 1.0) if scale else 1.0
+        work[hop.server] = work.get(hop.server, 0.0) + hop.compute_us * factor / 1e6
     return work
 
 
@@ -206,10 +228,10 @@ def utilisation(metrics: Metrics, settings: ControlSettings) -> dict[str, float]
 
 
 def _figures(
-    entry: PathEntry, metrics: Metrics, rho: Mapping[str, float]
+    entry: PathEntry, metrics: Metrics, rho: Mapping[str, float], scale: Mapping[str, float]
 ) -> tuple[PathFigures, Load]:
     base = figures_from_entry(entry, metrics.network)
-    work = tier_work_s(entry, metrics.tiers)
+    work = tier_work_s(entry, scale)
     measured = base.__class__(
         path_id=base.path_id,
         accuracy=base.accuracy,
@@ -248,6 +270,7 @@ def split_weights(
     ranked: Sequence[PathEntry],
     metrics: Metrics,
     settings: ControlSettings,
+    scale: Mapping[str, float] | None = None,
 ) -> tuple[WeightedPath, ...]:
     """Weights for ``ranked`` (best first): each takes what its tiers' headroom allows.
 
@@ -266,7 +289,7 @@ def split_weights(
         entry = next((e for e in ranked if e.id == path_id), None)
         if entry is None:
             continue
-        for tier, seconds in tier_work_s(entry, metrics.tiers).items():
+        for tier, seconds in tier_work_s(entry, scale).items():
             routed[tier] = routed.get(tier, 0.0) + rps * seconds
     headroom = {
         tier: settings.max_utilisation
@@ -280,7 +303,7 @@ def split_weights(
             break
         demand = {
             tier: offered * seconds / settings.capacity.get(tier, 1.0)
-            for tier, seconds in tier_work_s(entry, metrics.tiers).items()
+            for tier, seconds in tier_work_s(entry, scale).items()
         }
         room = min(
             (
@@ -334,10 +357,11 @@ def choose_paths(
     by_id = {e.id: e for e in entries}
     measured = [e for e in entries if _measured(e, metrics)]
 
+    scale = calibration(catalog, metrics.tiers)
     figures: list[PathFigures] = []
     load = Load()
     for entry in measured:
-        f, load = _figures(entry, metrics, rho)
+        f, load = _figures(entry, metrics, rho, scale)
         figures.append(f)
     coefficients = loaded_coefficients(policy.cost, load.local_factor, load.host_factor)
     bound = float(policy.latency_bound_microseconds)
@@ -391,7 +415,7 @@ def choose_paths(
         ranked_entries = [by_id[best]] + [
             by_id[c.figures.path_id] for c in pool if c.figures.path_id != best
         ]
-        proposal = split_weights(ranked_entries, metrics, settings)
+        proposal = split_weights(ranked_entries, metrics, settings, scale)
         reason = f"cheapest within L_T: {best}"
     else:
         proposal = (WeightedPath(catalog.original_path, 1.0),)
