@@ -15,10 +15,30 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
+from typing import Self
 
 from braid.logs import log_event
 
 logger = logging.getLogger(__name__)
+
+
+class StopsOnExit:
+    """``with server:`` stops the server on the way out, whatever happened inside."""
+
+    def stop(self, timeout: float = 15.0) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
 
 
 class StartupError(RuntimeError):

@@ -17,12 +17,18 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 
 import httpx
 
 from braid.devstack.ports import free_port, pid_listens_on
-from braid.devstack.processes import ManagedProcess, StartupError, start_process, tail, wait_until
+from braid.devstack.processes import (
+    ManagedProcess,
+    StartupError,
+    StopsOnExit,
+    start_process,
+    tail,
+    wait_until,
+)
 from braid.logs import log_event
 from braid.render.prometheus_config import ScrapeTarget, render_prometheus_config
 from braid.settings import get_settings
@@ -42,7 +48,7 @@ def prometheus_binary() -> Path:
 
 
 @dataclass
-class PrometheusServer:
+class PrometheusServer(StopsOnExit):
     """A ``prometheus`` process started by ``start_prometheus``; stop it with ``stop()``."""
 
     process: ManagedProcess
@@ -76,17 +82,6 @@ class PrometheusServer:
         """SIGTERM (Prometheus flushes its head block), SIGKILL after ``timeout``."""
         self.process.stop(timeout=timeout)
         log_event(logger, "prometheus.stopped", port=self.port, pid=self.process.pid)
-
-    def __enter__(self) -> PrometheusServer:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def _ours_and_ready(server: PrometheusServer) -> bool:

@@ -26,13 +26,19 @@ import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import httpx
 
 from braid.devstack.ports import free_ports, pid_listens_on
-from braid.devstack.processes import ManagedProcess, StartupError, start_process, tail, wait_until
+from braid.devstack.processes import (
+    ManagedProcess,
+    StartupError,
+    StopsOnExit,
+    start_process,
+    tail,
+    wait_until,
+)
 from braid.logs import log_event
 from braid.settings import get_settings
 
@@ -194,7 +200,7 @@ def ready_models(client: httpx.Client) -> list[str]:
 
 
 @dataclass
-class TritonServer:
+class TritonServer(StopsOnExit):
     """A ``tritonserver`` process started by ``start_triton``; stop it with ``stop()``."""
 
     process: ManagedProcess
@@ -261,17 +267,6 @@ class TritonServer:
         # have outlived it.
         self.process.stop(timeout=timeout)
         log_event(logger, "triton.stopped", id=self.server_id, pid=self.process.pid)
-
-    def __enter__(self) -> TritonServer:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def _check_identity(client: httpx.Client, server_id: str) -> None:
