@@ -6,10 +6,12 @@ BRAID_CACHE ?= $(HOME)/.cache/braid
 export BRAID_CACHE
 VENV ?= $(BRAID_CACHE)/venv
 PY := $(VENV)/bin/python
-# The install stamp is keyed by the dependency pins and this checkout's path: changing
-# pyproject.toml reinstalls, and so does another clone (braid is installed editable).
-STAMP := $(VENV)/.braid-$(shell { cat pyproject.toml; echo $(CURDIR); } | sha256sum | cut -c1-16)
+# The install stamp is keyed by the dependency pins, so changing pyproject.toml reinstalls.
+STAMP := $(VENV)/.braid-$(shell sha256sum pyproject.toml | cut -c1-16)
 export PATH := $(VENV)/bin:$(BRAID_CACHE)/bin:$(PATH)
+# The venv is shared by every checkout on the machine; this checkout's sources come first,
+# whichever checkout the venv's editable install points at.
+export PYTHONPATH := $(CURDIR)/src$(if $(PYTHONPATH),:$(PYTHONPATH))
 
 .PHONY: help manifests install install-python install-system install-binaries lint fmt test test-unit test-integration test-e2e demo bench cluster-up cluster-down cluster-status clean
 
