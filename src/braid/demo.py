@@ -86,6 +86,9 @@ class DemoOptions:
     png: Path = Path("docs/img/demo-timeline.png")
     light_rps: float = 5.0
     heavy_workers: int = 12
+    controller: str = "braid"
+    """``braid``: the path controller (``braid controller run``, cluster mode) as a process;
+    ``stand-in``: the demo's own eq. 1/2 loop (kept for when the controller is unavailable)."""
 
 
 @dataclass(frozen=True)
@@ -331,6 +334,76 @@ class StandInController:
             except Exception as exc:  # one failed poll must not end the loop
                 log_event(logger, "demo.controller_failed", level=logging.WARNING, error=exc)
             stop.wait(interval)
+
+
+class PolicyObserver:
+    """Reads what the real controller decided (OffloadPolicy.status) for the live view."""
+
+    def __init__(
+        self, kube: Kube, prometheus: PrometheusClient, catalog: PathCatalog, state: DemoState
+    ) -> None:
+        self.kube = kube
+        self.prometheus = prometheus
+        self.catalog = catalog
+        self.state = state
+
+    def step(self) -> None:
+        busy = self.prometheus.query_value(
+            'sum(rate(nv_inference_compute_infer_duration_us{tier="local"}[4s])) / 1e6'
+        )
+        policy = self.kube.get("braid.dev/v1alpha1", "OffloadPolicy", POLICY_NAME, LOCAL_NAMESPACE)
+        status = (policy or {}).get("status") or {}
+        active = status.get("activePaths") or []
+        path = (
+            " + ".join(
+                f"{a['id']} {100 * float(a['weight']):.0f}%" if len(active) > 1 else str(a["id"])
+                for a in active
+            )
+            or self.catalog.original_path
+        )
+        costs = {c["id"]: float(c["cost"]) for c in status.get("costs") or []}
+        decision = Decision(
+            time.monotonic() - self.state.started,
+            min(RHO_MAX, busy or 0.0),
+            path,
+            float(status.get("cost") or math.nan),
+            costs.get(self.catalog.original_path, math.nan),
+        )
+        with self.state.lock:
+            self.state.decisions.append(decision)
+
+    def run(self, stop: threading.Event, interval: float = 1.0) -> None:
+        while not stop.is_set():
+            try:
+                self.step()
+            except Exception as exc:  # one failed poll must not end the loop
+                log_event(logger, "demo.observer_failed", level=logging.WARNING, error=exc)
+            stop.wait(interval)
+
+
+def start_controller(
+    workdir: Path, prometheus_url: str, catalog_file: Path, kubeconfig: Path
+) -> ManagedProcess:
+    """``braid controller run`` in cluster mode: it writes OffloadPolicy.status."""
+    return start_process(
+        "braid-controller",
+        [
+            sys.executable,
+            "-m",
+            "braid.cli",
+            "controller",
+            "run",
+            f"--prometheus={prometheus_url}",
+            f"--catalog={catalog_file}",
+            f"--policy-name={POLICY_NAME}",
+            f"--namespace={LOCAL_NAMESPACE}",
+            "--interval=1",
+            "--verbose",
+        ],
+        log_path=workdir / "controller.log",
+        env={"KUBECONFIG": str(kubeconfig), "PYTHONUNBUFFERED": "1"},
+        pid_path=workdir / "controller.pid",
+    )
 
 
 def sync_routing(kube: Kube, routing_file: Path, stop: threading.Event) -> None:
@@ -626,6 +699,7 @@ class DemoResult:
     summary: list[dict[str, Any]]
     switches: list[tuple[float, str]]
     total_s: float
+    controller: str
 
 
 def run_demo(
@@ -695,7 +769,11 @@ def run_demo(
                 ScrapeTarget(
                     server.metrics_address,
                     "triton",
-                    {"provider": ns, "block": block},
+                    {
+                        "provider": ns,
+                        "block": block,
+                        "tier": "local" if ns == LOCAL_NAMESPACE else "host",
+                    },
                 )
                 for (ns, block), (_, server) in runtime.servers.items()
             ]
@@ -710,21 +788,27 @@ def run_demo(
         phase_s = options.duration_s / 3
         promql = PrometheusClient(prometheus.url)
         stack.callback(promql.close)
-        controller = StandInController(
-            access,
-            promql,
-            catalog,
-            servable,
-            spec,
-            state,
-            dwell_s=min(
-                float(spec.hysteresis.min_dwell_seconds if spec.hysteresis else 0), phase_s / 3
-            ),
-        )
+        loop: StandInController | PolicyObserver
+        if options.controller == "stand-in":
+            loop = StandInController(
+                access,
+                promql,
+                catalog,
+                servable,
+                spec,
+                state,
+                dwell_s=min(
+                    float(spec.hysteresis.min_dwell_seconds if spec.hysteresis else 0), phase_s / 3
+                ),
+            )
+        else:
+            controller_process = start_controller(
+                workdir, prometheus.url, repository / "catalog.json", access.kubeconfig
+            )
+            stack.callback(controller_process.stop)
+            loop = PolicyObserver(kube, promql, catalog, state)
         controller_stop = threading.Event()
-        controller_thread = threading.Thread(
-            target=controller.run, args=(controller_stop,), daemon=True
-        )
+        controller_thread = threading.Thread(target=loop.run, args=(controller_stop,), daemon=True)
         controller_thread.start()
         stack.callback(controller_stop.set)
         generator = LoadGenerator(gateway_grpc, catalog.local_model, state)
@@ -734,7 +818,8 @@ def run_demo(
             with state.lock:
                 state.started = time.monotonic()
                 state.decisions.clear()
-            controller.since = -math.inf
+            if isinstance(loop, StandInController):
+                loop.since = -math.inf
             generator.phase("light", phase_s, 1, options.light_rps)
             generator.phase("heavy", phase_s, options.heavy_workers, None)
             generator.phase("light again", phase_s, 1, options.light_rps)
@@ -758,6 +843,7 @@ def run_demo(
             summary=summary_rows(state),
             switches=switches,
             total_s=round(time.monotonic() - t0, 1),
+            controller=options.controller,
         )
         (workdir / "summary.json").write_text(
             json.dumps(
@@ -766,6 +852,7 @@ def run_demo(
                     "stages_s": state.stages,
                     "phases": result.summary,
                     "switches": switches,
+                    "controller": options.controller,
                     "errors": state.errors,
                     "servable_paths": servable,
                 },

@@ -59,7 +59,7 @@ def _summary(console: Console, result: DemoResult) -> None:
         paths = ", ".join(f"{p} {100 * s:.0f} %" for p, s in row["paths"].items())
         console.print(f"  {row['phase']:<12} served by {paths}", highlight=False)
     console.print(
-        "path decisions (stand-in controller, CoDE eq. 1/2 on measured local utilisation): "
+        f"active paths ({result.controller} controller): "
         + " → ".join(f"{p} @ {t:.0f}s" for t, p in result.switches),
         highlight=False,
     )
@@ -69,7 +69,13 @@ def _summary(console: Console, result: DemoResult) -> None:
 
 
 def run_demo_cli(
-    full: bool, duration: float, keep: bool, workdir: Path | None, png: Path, verbose: bool
+    full: bool,
+    duration: float,
+    keep: bool,
+    workdir: Path | None,
+    png: Path,
+    verbose: bool,
+    controller: str = "braid",
 ) -> None:
     from braid.logs import setup_logging
     from braid.settings import get_settings
@@ -84,6 +90,7 @@ def run_demo_cli(
         keep=keep,
         workdir=workdir if workdir is not None else settings.state / "demo",
         png=png,
+        controller=controller,
     )
     profile = "full" if full else "quick"
     messages = {

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -59,7 +60,20 @@ def install_operator_prerequisites(access: ClusterAccess) -> None:
     """CRDs and the operator's RBAC, applied server-side (idempotent)."""
     access.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO_ROOT / "crds"))
     crds = [f"crd/{info.plural}.{GROUP}" for info in KINDS]
-    access.kubectl("wait", "--for=condition=Established", "--timeout=60s", *crds)
+    # A CRD created a moment ago may have no status.conditions yet, which kubectl wait
+    # reports as an error ("<nil> is of the type <nil>") instead of waiting: retry briefly.
+    for attempt in range(10):
+        result = access.kubectl(
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            *crds,
+            check=attempt == 9,
+            timeout=90.0,
+        )
+        if result.returncode == 0:
+            break
+        time.sleep(0.5)
     access.kubectl("apply", "--server-side", "-f", str(REPO_ROOT / "operator" / "rbac.yaml"))
 
 
