@@ -27,7 +27,7 @@ paths in turn take as much as their tiers' headroom allows.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from braid.api.catalog import PathCatalog, PathEntry
@@ -91,6 +91,13 @@ class ControlSettings:
     capacity: Mapping[str, float] = field(default_factory=lambda: {"local": 1.0, "host": 1.0})
     """Concurrent executions each tier sustains (its ρ is busy / capacity)."""
     max_utilisation: float = 0.8
+    smoothing: float = 0.5
+    """Weight of the newest busy-time measurement in its running mean (1: no smoothing).
+
+    The M/M/1 stretch and the load-following prices both grow like ``1 / (1 - ρ)``, so
+    scrape-to-scrape noise in ``ρ`` near saturation swings F(p) by more than any sensible
+    cost margin; averaging ``ρ`` over a few rounds is what keeps a steady load steady.
+    """
     """A tier the chosen path would push past this gets a split."""
 
 
@@ -107,6 +114,8 @@ class PolicyState:
     active: tuple[WeightedPath, ...] = ()
     since: float | None = None
     generation: int = 0
+    busy: tuple[tuple[str, float], ...] = ()
+    """Smoothed busy time per tier (see ``ControlSettings.smoothing``)."""
 
     @property
     def primary(self) -> str | None:
@@ -350,6 +359,27 @@ def choose_paths(
 ) -> Decision:
     """One decision round; ``metrics=None`` means Prometheus could not be read."""
     settings = settings or ControlSettings()
+    busy = state.busy
+    if metrics is not None:
+        previous = dict(state.busy)
+        alpha = settings.smoothing
+        tiers = {
+            t: replace(m, busy=alpha * m.busy + (1 - alpha) * previous.get(t, m.busy))
+            for t, m in metrics.tiers.items()
+        }
+        metrics = replace(metrics, tiers=tiers)
+        busy = tuple(sorted((t, m.busy) for t, m in tiers.items()))
+    decision = _decide(catalog, metrics, policy, state, settings)
+    return replace(decision, state=replace(decision.state, busy=busy))
+
+
+def _decide(
+    catalog: PathCatalog,
+    metrics: Metrics | None,
+    policy: OffloadPolicySpec,
+    state: PolicyState,
+    settings: ControlSettings,
+) -> Decision:
     if metrics is None:
         return _keep(state, catalog, (), degraded=True, reason="metrics unavailable", load={})
     rho = utilisation(metrics, settings)
