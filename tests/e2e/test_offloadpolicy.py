@@ -314,3 +314,44 @@ def test_kwok_runtime_serves_each_block_and_paths_run_end_to_end(
         stop.set()
         thread.join(timeout=60)
     assert not runtime.servers, "the runtime stops every server it started"
+
+
+def test_model_reports_its_paths_and_partition_mismatches(
+    cluster: E2ECluster, providers: Providers
+) -> None:
+    local, catalog = providers.local, providers.catalog
+
+    def model_status() -> dict[str, Any]:
+        model = json.loads(
+            cluster.kubectl("get", "model", synthetic.LOCAL, "-n", local, "-o", "json")
+        )
+        return model.get("status") or {}
+
+    status = wait_for(lambda: (s := model_status()).get("paths") and s, "Model status.paths")
+    assert status["paths"] == len(catalog.paths)
+    # A partition that is not the one the catalog was built from: named block, layers, shapes.
+    patch = {
+        "spec": {
+            "partition": {
+                "blocks": [
+                    {"name": "b0", "firstLayer": 0, "lastLayer": 1},
+                    {"name": "b1", "firstLayer": 2, "lastLayer": 2},
+                    {"name": "b2", "firstLayer": 3, "lastLayer": 3},
+                ]
+            }
+        }
+    }
+    cluster.kubectl(
+        "patch", "model", synthetic.LOCAL, "-n", local, "--type=merge", "-p", json.dumps(patch)
+    )
+
+    def mismatch() -> dict[str, Any] | None:
+        ready = next(
+            (c for c in model_status().get("conditions") or [] if c["type"] == "Ready"), None
+        )
+        return ready if ready and ready["status"] == "False" else None
+
+    ready = wait_for(mismatch, "Ready=False for a partition the catalog was not built with")
+    assert ready["reason"] == "InvalidPartition"
+    assert "spec.partition.blocks" in ready["message"]
+    assert "4" in ready["message"]  # the catalog's block count

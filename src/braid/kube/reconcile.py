@@ -243,11 +243,51 @@ def links_referencing_model(kube: Kube, namespace: str, name: str) -> list[tuple
     return found
 
 
+def catalog_problems(name: str, spec: ModelSpec, catalog: PathCatalog) -> list[str]:
+    """Where the Model's partition disagrees with the catalog's (the blocks that were built)."""
+    provider = next((m for m in catalog.models if m.name == name), None)
+    if provider is None:
+        return [f"spec.catalog: the catalog has no model {name!r}"]
+    built = provider.partition.blocks
+    if len(built) != len(spec.partition.blocks):
+        return [
+            f"spec.partition.blocks: {len(spec.partition.blocks)} blocks, but the catalog's "
+            f"{name} was built with {len(built)}"
+        ]
+    infos = {b.index: b for b in provider.blocks}
+    out = []
+    for i, (mine, theirs) in enumerate(zip(spec.partition.blocks, built, strict=True)):
+        if (mine.name, mine.first_layer, mine.last_layer) != (
+            theirs.name,
+            theirs.first_layer,
+            theirs.last_layer,
+        ):
+            shapes = ""
+            if i in infos:
+                shapes = f" (built block: input {infos[i].input.shape} -> output {infos[i].output.shape})"
+            out.append(
+                f"spec.partition.blocks[{i}]: {mine.name} layers {mine.first_layer}-{mine.last_layer}, "
+                f"but the catalog built {theirs.name} from layers {theirs.first_layer}-{theirs.last_layer}{shapes}"
+            )
+    return out
+
+
 def model_status(body: dict[str, Any], kube: Kube) -> dict[str, Any]:
-    """Model status: partition checks the API server cannot do, blocks and ready blocks."""
+    """Model status: partition checks the API server cannot do, blocks, paths, ready blocks."""
     spec = ModelSpec.model_validate(body["spec"])
     meta = body["metadata"]
     problems = spec.partition.problems()
+    paths: int | None = None
+    catalog_note = ""
+    if spec.catalog is not None:
+        try:
+            catalog = load_catalog(kube, spec.catalog.uri, meta["namespace"])
+        except (DependencyMissingError, SpecError, ValueError) as exc:
+            catalog_note = f"; catalog not read: {exc}"
+        else:
+            problems += catalog_problems(meta["name"], spec, catalog)
+            if catalog.local_model == meta["name"]:
+                paths = len(catalog.paths)
     blocks = kube.list(API_VERSION, "Block", namespace=meta["namespace"])
     mine = [
         b for b in blocks if (b.get("spec") or {}).get("modelRef", {}).get("name") == meta["name"]
@@ -275,15 +315,19 @@ def model_status(body: dict[str, Any], kube: Kube) -> dict[str, Any]:
             "Ready",
             True,
             "PartitionValid",
-            f"{len(spec.partition.blocks)} blocks; {ready}/{len(mine)} Block segments ready",
+            f"{len(spec.partition.blocks)} blocks; {ready}/{len(mine)} Block segments ready"
+            + catalog_note,
             now(),
             meta.get("generation"),
         )
-    return {
+    status: dict[str, Any] = {
         "blocks": len(spec.partition.blocks),
         "readyBlocks": ready,
         "conditions": conditions,
     }
+    if paths is not None:
+        status["paths"] = paths
+    return status
 
 
 # -- OffloadPolicy ----------------------------------------------------------------------------
