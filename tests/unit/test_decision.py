@@ -189,3 +189,20 @@ def test_status_explains_every_candidate(catalog: PathCatalog) -> None:
     assert all("accuracy" in c.terms for c in status.costs)
     assert status.last_decision_time is not None
     assert status.last_decision_time.endswith("Z")
+
+
+def test_smoothing_damps_noisy_utilisation(catalog: PathCatalog) -> None:
+    """ρ jumping 0 <-> 0.9 each round: unsmoothed it would flap; smoothed it settles."""
+
+    def changes(smoothing: float) -> int:
+        state, count = PolicyState(), 0
+        settings = ControlSettings(smoothing=smoothing)
+        for i in range(40):
+            m = metrics(local=0.9 if i % 2 else 0.0, at=NOW + i)
+            d = choose_paths(catalog, m, policy(dwell=0, margin=0.05), state, settings)
+            count += d.changed
+            state = d.state
+        return count
+
+    assert changes(1.0) > 10
+    assert changes(0.3) <= 2
