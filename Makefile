@@ -40,8 +40,9 @@ lint: install-python ## ruff (lint + format check), mypy --strict on src/, impor
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
-manifests: install-python ## Regenerate crds/*.yaml from the API types in src/braid/api
+manifests: install-python ## Regenerate crds/*.yaml (and the chart's copy) from the API types in src/braid/api
 	$(PY) -m braid.tooling.manifests crds
+	$(PY) -m braid.tooling.manifests charts/braid/files/crds
 
 fmt: install-python ## Apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix src tests bench operator controllers
