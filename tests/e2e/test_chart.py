@@ -1,0 +1,394 @@
+"""The Helm chart (charts/braid) against Helm and the real API server.
+
+What a user would notice: the chart lints; everything it renders is accepted by the API
+server (admission, CRD schemas, RBAC object validation) in a server-side dry run; bad values
+are refused at install with a message naming the value; install, upgrade and uninstall work
+on the local control plane, with braid's pods scheduled on the CPU (local) pool; and each
+ServiceAccount can do what its component needs and nothing with Secrets.
+
+``helm test`` cannot pass here: kwok marks pods Running without running containers, so the
+test Pod would never reach the gateway. Its manifest is rendered and validated instead (the
+API server accepts it; its request body is a well-formed v2 request of the configured shape).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from braid.devstack.operator_process import install_operator_prerequisites
+from braid.tooling.manifests import crd_documents
+from tests.e2e.conftest import E2ECluster
+from tests.e2e.helpers import wait_for
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CHART = REPO_ROOT / "charts" / "braid"
+RELEASE = "braid"  # for rendering; installs are named after their namespace
+COMPONENTS = ("operator", "controller", "gateway")
+
+
+@pytest.fixture(scope="module")
+def helm_binary() -> Path:
+    from braid.settings import get_settings
+
+    path = get_settings().bin_dir / "helm"
+    if not path.exists():
+        pytest.fail(f"the chart tests need helm at {path} (make install-binaries)", pytrace=False)
+    return path
+
+
+def helm(
+    binary: Path, *args: str, kubeconfig: Path | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    argv = [str(binary), *args]
+    if kubeconfig is not None:
+        argv.append(f"--kubeconfig={kubeconfig}")
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
+    if check and result.returncode != 0:
+        pytest.fail(f"helm {' '.join(args)} failed: {result.stderr.strip()}", pytrace=False)
+    return result
+
+
+def render(binary: Path, namespace: str, *args: str) -> list[dict[str, Any]]:
+    out = helm(binary, "template", RELEASE, str(CHART), "--namespace", namespace, *args).stdout
+    return [doc for doc in yaml.safe_load_all(out) if doc]
+
+
+def by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+# --- no cluster needed ---------------------------------------------------------------------
+
+
+def test_chart_crds_are_the_generated_crds() -> None:
+    """One source: `make manifests` writes crds/ and the chart's copy from the API types."""
+    chart_copy = {p.name: p.read_text() for p in sorted((CHART / "files" / "crds").glob("*.yaml"))}
+    assert chart_copy == crd_documents(), "run `make manifests`"
+
+
+def test_rendered_crds_are_kept_on_uninstall_and_can_be_left_out(helm_binary: Path) -> None:
+    docs = render(helm_binary, "braid-system")
+    crds = by_kind(docs, "CustomResourceDefinition")
+    expected = {yaml.safe_load(t)["metadata"]["name"] for t in crd_documents().values()}
+    assert {c["metadata"]["name"] for c in crds} == expected
+    for crd in crds:
+        assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+        source = yaml.safe_load(crd_documents()[_crd_file(crd)])
+        assert crd["spec"] == source["spec"]
+    without = render(helm_binary, "braid-system", "--set", "crds.enabled=false")
+    assert not by_kind(without, "CustomResourceDefinition")
+
+
+def _crd_file(crd: dict[str, Any]) -> str:
+    plural, _, group = crd["metadata"]["name"].partition(".")
+    return f"{group}_{plural}.yaml"
+
+
+def test_operator_rules_are_operator_rbac_yaml(helm_binary: Path) -> None:
+    """operator/rbac.yaml (used by the local harness) and the chart grant the same rules."""
+    manifest = list(yaml.safe_load_all((REPO_ROOT / "operator" / "rbac.yaml").read_text()))
+    (harness_role,) = [d for d in manifest if d["kind"] == "ClusterRole"]
+    (chart_role,) = by_kind(render(helm_binary, "braid-system"), "ClusterRole")
+    assert chart_role["rules"] == harness_role["rules"]
+
+
+def test_pods_are_restricted_and_on_the_local_pool(helm_binary: Path) -> None:
+    docs = render(helm_binary, "braid-system", "--set", "serviceMonitor.enabled=true")
+    pods = [d["spec"]["template"]["spec"] for d in by_kind(docs, "Deployment")]
+    pods += [d["spec"] for d in by_kind(docs, "Pod")]
+    assert len(pods) == 4
+    for pod in pods:
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        assert pod["nodeSelector"] == {"braid.dev/tier": "local"}
+        for container in pod["containers"]:
+            sc = container["securityContext"]
+            assert sc["readOnlyRootFilesystem"] is True
+            assert sc["allowPrivilegeEscalation"] is False
+            assert sc["capabilities"] == {"drop": ["ALL"]}
+    (monitor,) = by_kind(docs, "ServiceMonitor")
+    assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+    (service,) = [s for s in by_kind(docs, "Service") if s["metadata"]["name"].endswith("gateway")]
+    assert {p["name"] for p in service["spec"]["ports"]} == {"http", "grpc", "metrics"}
+    assert not by_kind(render(helm_binary, "braid-system"), "ServiceMonitor")
+
+
+def test_gateway_mounts_the_policys_routing_configmap(helm_binary: Path) -> None:
+    docs = render(helm_binary, "ns", "--set", "policy.name=resnet", "--set", "catalog.configMap=c")
+    (gateway,) = [
+        d for d in by_kind(docs, "Deployment") if d["metadata"]["name"].endswith("gateway")
+    ]
+    volumes = {v["name"]: v for v in gateway["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["routing"]["configMap"]["name"] == "braid-routing-resnet"
+    assert volumes["catalog"]["configMap"]["name"] == "c"
+    args = gateway["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--routing=/etc/braid/routing/routing.json" in args
+    assert "--endpoints=/etc/braid/routing/endpoints.json" in args
+
+
+def test_dashboard_queries_the_gateways_metrics(helm_binary: Path) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from braid.dataplane.metrics import GatewayMetrics
+
+    (cm,) = [
+        c
+        for c in by_kind(render(helm_binary, "ns"), "ConfigMap")
+        if c["metadata"]["name"].endswith("dashboard")
+    ]
+    dashboard = json.loads(cm["data"]["braid.json"])
+    exprs = " ".join(t["expr"] for p in dashboard["panels"] for t in p["targets"])
+    registry = CollectorRegistry()
+    GatewayMetrics(registry)
+    names = {m.name for m in registry.collect()}
+    for needed in (
+        "braid_gateway_samples",
+        "braid_gateway_hop_duration_seconds",
+        "braid_gateway_exits",
+        "braid_gateway_path_weight",
+    ):
+        assert needed in names
+        assert needed in exprs
+    assert "braid_offloadpolicy_path_cost" in exprs
+
+
+def test_helm_lint(helm_binary: Path) -> None:
+    result = helm(helm_binary, "lint", "--strict", str(CHART))
+    assert "0 chart(s) failed" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--set", "gateway.httpPort=70000"], "/gateway/httpPort"),
+        (["--set", "image.pullPolicy=Sometimes"], "/image/pullPolicy"),
+        (["--set", "policy.name=Not_A_Name"], "/policy/name"),
+        (["--set-json", 'controller.capacity=["gpu=2"]'], "/controller/capacity/0"),
+        (["--set", "gateway.replicsa=2"], "replicsa"),
+    ],
+)
+def test_schema_refuses_bad_values(helm_binary: Path, args: list[str], message: str) -> None:
+    result = helm(helm_binary, "template", RELEASE, str(CHART), *args, check=False)
+    assert result.returncode != 0
+    assert message in result.stderr, result.stderr
+
+
+# --- against the real API server -----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def crds_installed(cluster: E2ECluster) -> E2ECluster:
+    """The CRDs, server-side applied as the rest of the suite does (they may already be there)."""
+    install_operator_prerequisites(cluster.access)
+    return cluster
+
+
+def test_rendered_chart_passes_server_side_dry_run(
+    crds_installed: E2ECluster, namespace: str, helm_binary: Path
+) -> None:
+    docs = render(helm_binary, namespace)
+    manifest = yaml.safe_dump_all(docs)
+    out = crds_installed.kubectl("apply", "--dry-run=server", "-f", "-", input=manifest)
+    for doc in docs:
+        assert f"{doc['metadata']['name']} " in out
+    assert "(server dry run)" in out
+
+
+def test_helm_test_pod_is_valid(
+    crds_installed: E2ECluster, namespace: str, helm_binary: Path
+) -> None:
+    """The `helm test` hook (run for real only on a cluster with containers)."""
+    docs = render(helm_binary, namespace, "--show-only", "templates/tests/test-inference.yaml")
+    (pod,) = by_kind(docs, "Pod")
+    (request_cm,) = by_kind(docs, "ConfigMap")
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    script = pod["spec"]["containers"][0]["args"][0]
+    gateway = f"http://{RELEASE}-gateway.{namespace}.svc:8000"
+    assert f"{gateway}/v2/health/ready" in script
+    assert f"{gateway}/v2/models/fmnist-cnn/infer" in script
+    request = json.loads(request_cm["data"]["request.json"])
+    (tensor,) = request["inputs"]
+    assert tensor["name"] == "image"
+    assert tensor["datatype"] == "FP32"
+    assert len(tensor["data"]) == math.prod(tensor["shape"]) == 784
+    crds_installed.kubectl("apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump_all(docs))
+
+
+def _pods_running_on_local_pool(cluster: E2ECluster, namespace: str, count: int) -> bool:
+    pods = cluster.kubectl_json(
+        "get", "pods", "-n", namespace, "-l", f"app.kubernetes.io/instance={namespace}"
+    )["items"]
+    if len(pods) != count:
+        return False
+    nodes = {
+        n["metadata"]["name"]: n["metadata"]["labels"]
+        for n in cluster.kubectl_json("get", "nodes")["items"]
+    }
+    return all(
+        p["status"].get("phase") == "Running"
+        and nodes.get(p["spec"].get("nodeName", ""), {}).get("braid.dev/tier") == "local"
+        for p in pods
+    )
+
+
+@pytest.fixture
+def release(crds_installed: E2ECluster, namespace: str, helm_binary: Path) -> Iterator[str]:
+    """braid installed by Helm into the test's namespace, as a release of the same name (the
+    operator's ClusterRole is cluster-wide: a release called braid would collide with the
+    harness's operator/rbac.yaml); uninstalled afterwards."""
+    # The CRDs belong to the whole suite (server-side applied): this release leaves them out.
+    helm(
+        helm_binary,
+        "install",
+        namespace,
+        str(CHART),
+        "--namespace",
+        namespace,
+        "--set",
+        "crds.enabled=false",
+        kubeconfig=crds_installed.access.kubeconfig,
+    )
+    try:
+        yield namespace
+    finally:
+        helm(
+            helm_binary,
+            "uninstall",
+            namespace,
+            "--namespace",
+            namespace,
+            "--wait",
+            kubeconfig=crds_installed.access.kubeconfig,
+            check=False,
+        )
+
+
+def test_install_upgrade_uninstall(
+    crds_installed: E2ECluster, release: str, helm_binary: Path
+) -> None:
+    cluster, namespace = crds_installed, release
+    kubeconfig = cluster.access.kubeconfig
+    deployments = {
+        d["metadata"]["name"]: d
+        for d in cluster.kubectl_json("get", "deployments", "-n", namespace)["items"]
+    }
+    assert set(deployments) == {f"{namespace}-braid-{c}" for c in COMPONENTS}
+    wait_for(
+        lambda: _pods_running_on_local_pool(cluster, namespace, 3),
+        "braid's three pods Running on the local pool",
+    )
+    status = helm(helm_binary, "status", namespace, "-n", namespace, kubeconfig=kubeconfig).stdout
+    assert "STATUS: deployed" in status
+    assert "helm test" in status  # NOTES tells the next commands
+
+    helm(
+        helm_binary,
+        "upgrade",
+        namespace,
+        str(CHART),
+        "--namespace",
+        namespace,
+        "--reuse-values",
+        "--set",
+        "gateway.replicas=2",
+        kubeconfig=kubeconfig,
+    )
+    gateway = cluster.kubectl_json(
+        "get", "deployment", f"{namespace}-braid-gateway", "-n", namespace
+    )
+    assert gateway["spec"]["replicas"] == 2
+    wait_for(
+        lambda: _pods_running_on_local_pool(cluster, namespace, 4),
+        "four pods Running after the upgrade",
+    )
+    history = helm(helm_binary, "history", namespace, "-n", namespace, kubeconfig=kubeconfig)
+    assert "upgrade complete" in history.stdout.lower()
+
+    # Bad values are refused at install, before anything is created.
+    refused = helm(
+        helm_binary,
+        "upgrade",
+        namespace,
+        str(CHART),
+        "-n",
+        namespace,
+        "--reuse-values",
+        "--set",
+        "gateway.service.type=Ingress",
+        kubeconfig=kubeconfig,
+        check=False,
+    )
+    assert refused.returncode != 0
+    assert "/gateway/service/type" in refused.stderr
+
+    helm(helm_binary, "uninstall", namespace, "-n", namespace, "--wait", kubeconfig=kubeconfig)
+    left = cluster.kubectl(
+        "get",
+        "deployments,services,serviceaccounts,roles",
+        "-n",
+        namespace,
+        "-l",
+        f"app.kubernetes.io/instance={namespace}",
+        "-o",
+        "name",
+    )
+    assert left.strip() == ""
+    assert cluster.kubectl("get", "clusterrole", f"{namespace}-braid-operator", check=False) == ""
+    # The CRDs (and users' resources) are still there.
+    cluster.kubectl("get", "crd", "offloadpolicies.braid.dev")
+
+
+CAN = {
+    "operator": [
+        ("watch", "models.braid.dev", True),
+        ("patch", "offloadpolicies.braid.dev/status", True),
+        ("create", "deployments.apps", True),
+        ("create", "configmaps", True),
+        ("delete", "deployments.apps", False),
+        ("create", "pods", False),
+    ],
+    "controller": [
+        ("watch", "offloadpolicies.braid.dev", True),
+        ("list", "models.braid.dev", True),
+        ("patch", "offloadpolicies.braid.dev/status", True),
+        ("get", "configmaps", True),
+        ("patch", "offloadpolicies.braid.dev", False),
+        ("create", "configmaps", False),
+        ("create", "deployments.apps", False),
+    ],
+    "gateway": [
+        ("get", "configmaps", False),
+        ("list", "offloadpolicies.braid.dev", False),
+    ],
+}
+
+
+def test_service_accounts_have_least_privilege(crds_installed: E2ECluster, release: str) -> None:
+    cluster, namespace = crds_installed, release
+
+    def can(component: str, verb: str, resource: str, ns: str = namespace) -> bool:
+        account = f"system:serviceaccount:{namespace}:{namespace}-braid-{component}"
+        kind, _, subresource = resource.partition("/")
+        extra = [f"--subresource={subresource}"] if subresource else []
+        answer = cluster.kubectl(
+            "auth", "can-i", verb, kind, *extra, "-n", ns, f"--as={account}", check=False
+        ).strip()
+        return answer == "yes"
+
+    # RBAC caches take a moment to see the new bindings.
+    wait_for(lambda: can("operator", "list", "models.braid.dev"), "the operator's binding")
+    for component, checks in CAN.items():
+        for verb, resource, allowed in checks:
+            assert can(component, verb, resource) is allowed, (component, verb, resource)
+        for verb in ("get", "list", "watch", "create"):
+            assert not can(component, verb, "secrets"), (component, verb, "secrets")
+    # The controller's Role is its namespace's only.
+    assert not can("controller", "get", "offloadpolicies.braid.dev", "default")
