@@ -134,6 +134,38 @@ def test_gateway_mounts_the_policys_routing_configmap(helm_binary: Path) -> None
     assert "--endpoints=/etc/braid/routing/endpoints.json" in args
 
 
+@pytest.mark.parametrize(
+    ("component", "command"), [("gateway", ["gateway"]), ("controller", ["controller", "run"])]
+)
+def test_container_args_parse_with_the_real_cli(
+    helm_binary: Path, component: str, command: list[str]
+) -> None:
+    """The images' entry points are `braid gateway` and `braid controller run`: the flags the
+    chart renders must be ones those commands accept (parsed, not run)."""
+    import typer.main
+
+    from braid.cli import app
+
+    docs = render(helm_binary, "ns", "--set-json", 'controller.capacity=["local=1","edge=2"]')
+    (deployment,) = [
+        d for d in by_kind(docs, "Deployment") if d["metadata"]["name"].endswith(component)
+    ]
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    # Typer's (vendored) click groups: walk down to the subcommand by name.
+    cli: Any = typer.main.get_command(app)
+    for name in command:
+        cli = cli.commands[name]
+    params = cli.make_context(" ".join(command), list(args)).params
+    assert str(params["catalog"]) == "/etc/braid/catalog/catalog.json"
+    if component == "controller":
+        assert params["policy_name"] == "fmnist-cnn"
+        assert params["namespace"] == "ns"
+        assert list(params["capacity"]) == ["local=1", "edge=2"]
+    else:
+        assert params["host"] == "0.0.0.0"
+        assert str(params["routing"]) == "/etc/braid/routing/routing.json"
+
+
 def test_dashboard_queries_the_gateways_metrics(helm_binary: Path) -> None:
     from prometheus_client import CollectorRegistry
 
