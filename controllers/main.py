@@ -1,4 +1,4 @@
-"""Entry point of the path controller (``python controllers/main.py run --prometheus ...``).
+"""Entry point of the path controller (``python controllers/main.py --prometheus ...``).
 
 A script, not a package: the container image and the local harness both start the same
 ``braid controller`` command through it.
