@@ -166,6 +166,22 @@ def test_container_args_parse_with_the_real_cli(
         assert str(params["routing"]) == "/etc/braid/routing/routing.json"
 
 
+def test_operator_env_parses_with_its_settings(
+    helm_binary: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from braid.kube.entrypoint import OperatorSettings
+
+    docs = render(helm_binary, "ns", "--set-json", 'operator.namespaces=["provider-*"]')
+    (deployment,) = [
+        d for d in by_kind(docs, "Deployment") if d["metadata"]["name"].endswith("operator")
+    ]
+    for var in deployment["spec"]["template"]["spec"]["containers"][0]["env"]:
+        monkeypatch.setenv(var["name"], var["value"])
+    settings = OperatorSettings()
+    assert settings.namespaces == ["provider-*"]
+    assert settings.liveness_endpoint.endswith(":8080/healthz")
+
+
 def test_dashboard_queries_the_gateways_metrics(helm_binary: Path) -> None:
     from prometheus_client import CollectorRegistry
 
@@ -286,6 +302,9 @@ def release(crds_installed: E2ECluster, namespace: str, helm_binary: Path) -> It
         namespace,
         "--set",
         "crds.enabled=false",
+        # Deployments available: kwok reports the pods Running and Ready on the local pool.
+        "--wait",
+        "--timeout=120s",
         kubeconfig=crds_installed.access.kubeconfig,
     )
     try:
