@@ -414,6 +414,7 @@ CAN = {
         ("patch", "offloadpolicies.braid.dev", False),
         ("create", "configmaps", False),
         ("create", "deployments.apps", False),
+        ("create", "events", False),
     ],
     "gateway": [
         ("get", "configmaps", False),
