@@ -1,0 +1,151 @@
+"""The path controller against real servers: Triton per tier, the gateway, real Prometheus.
+
+Load on the local tier's blocks must move the routing table to the cross path (it runs the
+middle of the model on the host); an unreachable Prometheus must keep the last decision.
+Waits are bounded polls; nothing asserts how long they took.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+
+from braid.api.common import ObjectRef
+from braid.api.routing import RoutingTable, single_path_table
+from braid.api.v1alpha1.offloadpolicy import CostCoefficients, Hysteresis, OffloadPolicySpec
+from braid.controller.loop import PathController, routing_file_sink
+from braid.controller.metrics import MetricQueries
+from braid.dataplane.local_runtime import LocalRuntime
+from braid.dataplane.promql import PrometheusClient
+from braid.devstack.prometheus import start_prometheus
+from braid.policy.decision import ControlSettings
+from braid.render.prometheus_config import ScrapeTarget
+from braid.tooling import synthetic as syn
+from braid.tooling.synthetic import SyntheticModels
+
+from .gateway_support import gateway_over
+
+POLL_TIMEOUT_S = 90.0
+
+
+def policy() -> OffloadPolicySpec:
+    """Idle, host time is dear and the original wins; a busy local tier makes cross cheaper."""
+    return OffloadPolicySpec(
+        model_ref=ObjectRef(name=syn.LOCAL),
+        cost=CostCoefficients(c_local=1e-3, c_host=1e-3),
+        latency_bound_microseconds=5_000_000,
+        candidate_paths=[syn.CROSS],
+        hysteresis=Hysteresis(cost_margin=0.1, min_dwell_seconds=0),
+    )
+
+
+def hammer(address: str, models: list[str], shape: tuple[int, ...], stop: threading.Event) -> None:
+    """The local provider's own traffic: full batches on its blocks, back to back."""
+    client = grpcclient.InferenceServerClient(address)
+    while not stop.is_set():
+        x = np.ones((16, *shape), dtype=np.float32)
+        for model in models:  # a chain: each block's output is the next one's input
+            tensor = grpcclient.InferInput("INPUT__0", list(x.shape), "FP32")
+            tensor.set_data_from_numpy(x)
+            x = client.infer(model, [tensor]).as_numpy("OUTPUT__0")
+
+
+@pytest.fixture
+def prometheus_url(local_runtime: LocalRuntime, tmp_path: Path) -> Iterator[str]:
+    targets = [
+        ScrapeTarget(s.metrics_address, "triton", {"tier": tier})
+        for tier, s in local_runtime.servers.items()
+    ]
+    server = start_prometheus(targets, workdir=tmp_path / "prometheus", scrape_interval="1s")
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+def test_local_load_moves_traffic_to_the_host(
+    synthetic_models: SyntheticModels,
+    local_runtime: LocalRuntime,
+    prometheus_url: str,
+    tmp_path: Path,
+) -> None:
+    catalog = synthetic_models.catalog
+    routing = tmp_path / "routing.json"
+    spec = policy()
+    with (
+        gateway_over(
+            catalog,
+            local_runtime.endpoints,
+            routing,
+            single_path_table(catalog.local_model, catalog.original_path),
+        ),
+        PrometheusClient(prometheus_url) as prom,
+    ):
+        controller = PathController(
+            catalog=catalog,
+            policy=spec,
+            prometheus=prom,
+            sinks=[routing_file_sink(catalog, spec, routing)],
+            queries=MetricQueries(model=catalog.local_model, window="3s"),
+            settings=ControlSettings(capacity={"local": 1.0, "host": 1.0}),
+        )
+        deadline = time.monotonic() + POLL_TIMEOUT_S
+        first = controller.step()
+        while first.degraded and time.monotonic() < deadline:  # until both tiers are scraped
+            time.sleep(0.5)
+            first = controller.step()
+        assert not first.degraded, first.reason
+        assert first.primary == syn.ORIGINAL
+
+        stop = threading.Event()
+        local = local_runtime.servers["local"].grpc_address
+        blocks = ["toy.b1", "toy.b2"]
+        shape = tuple(catalog.path(syn.ORIGINAL).hops[1].input.shape)
+        workers = [
+            threading.Thread(target=hammer, args=(local, blocks, shape, stop), daemon=True)
+            for _ in range(2)
+        ]
+        for w in workers:
+            w.start()
+        try:
+            decision = controller.step()
+            while decision.primary != syn.CROSS and time.monotonic() < deadline:
+                time.sleep(0.5)
+                decision = controller.step()
+        finally:
+            stop.set()
+            for w in workers:
+                w.join(30)
+        assert decision.primary == syn.CROSS, decision.reason
+        table = RoutingTable.model_validate_json(routing.read_text())
+        assert table.paths[0].id == syn.CROSS
+        assert table.fallback_path == catalog.original_path
+        status = controller.status
+        assert status is not None
+        assert {c.id for c in status.costs} == {syn.ORIGINAL, syn.CROSS}
+
+
+def test_unreachable_prometheus_keeps_the_last_decision(
+    synthetic_models: SyntheticModels, tmp_path: Path
+) -> None:
+    catalog = synthetic_models.catalog
+    routing = tmp_path / "routing.json"
+    with PrometheusClient("http://127.0.0.1:9", timeout=0.5) as prom:
+        controller = PathController(
+            catalog=catalog,
+            policy=policy(),
+            prometheus=prom,
+            sinks=[routing_file_sink(catalog, policy(), routing)],
+        )
+        decision = controller.step()
+    assert decision.degraded
+    assert [p.id for p in decision.active] == [catalog.original_path]
+    assert controller.status is not None
+    degraded = next(c for c in controller.status.conditions if c.type == "Degraded")
+    assert degraded.status == "True"
