@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from kubernetes import config as kube_config
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -105,7 +104,7 @@ def main(
 
         sampler = threading.Thread(target=sample_rss, daemon=True)
         sampler.start()
-        kube = Kube(kube_config.new_client_from_config(config_file=str(access.kubeconfig)))
+        kube = Kube.from_kubeconfig(access.kubeconfig)
         ns = "scale"
         access.kubectl("create", "namespace", ns)
         kube.apply(_model(ns), BENCH_FIELD_MANAGER)

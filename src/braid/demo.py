@@ -32,7 +32,6 @@ import httpx
 import numpy as np
 import numpy.typing as npt
 import yaml
-from kubernetes import config as kube_config
 
 from braid.api.catalog import PathCatalog
 from braid.api.v1alpha1.offloadpolicy import CostCoefficients, OffloadPolicySpec
@@ -737,7 +736,7 @@ def run_demo(
         with _stage(state, "samples", progress):
             where = install_samples(access, repository, catalog)
         # The admin kubeconfig of this cluster (the operator has its own, least-privileged).
-        kube = Kube(kube_config.new_client_from_config(config_file=str(access.kubeconfig)))  # type: ignore[no-untyped-call]
+        kube = Kube.from_kubeconfig(access.kubeconfig)
         runtime = KwokTritonRuntime(kube, repository, workdir / "runtime")
         runtime_stop = threading.Event()
         runtime_thread = threading.Thread(target=runtime.run, args=(runtime_stop,), daemon=True)

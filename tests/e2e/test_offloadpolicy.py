@@ -19,7 +19,6 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import yaml
-from kubernetes import config as kube_config
 
 from braid.api.catalog import PathCatalog
 from braid.devstack.processes import ManagedProcess
@@ -280,7 +279,7 @@ def test_kwok_runtime_serves_each_block_and_paths_run_end_to_end(
     the operator published gives the in-process result."""
     local, host, catalog = providers.local, providers.host, providers.catalog
     cluster.kubectl("apply", "-f", "-", input=_policy(local, host, allPaths=True))
-    kube = Kube(kube_config.new_client_from_config(config_file=str(cluster.access.kubeconfig)))
+    kube = Kube.from_kubeconfig(cluster.access.kubeconfig)
     runtime = KwokTritonRuntime(kube, providers.models.repository, tmp_path / "runtime")
     stop = threading.Event()
     thread = threading.Thread(target=runtime.run, args=(stop,), daemon=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 from kubernetes import client, config, dynamic
@@ -36,6 +37,11 @@ class Kube:
     def __init__(self, api_client: client.ApiClient | None = None) -> None:
         self.api_client = api_client or load_api_client()
         self.dyn = dynamic.DynamicClient(self.api_client)
+
+    @classmethod
+    def from_kubeconfig(cls, path: Path) -> Kube:
+        """A client for the cluster a kubeconfig file names (the local stack, tests, benches)."""
+        return cls(config.new_client_from_config(config_file=str(path)))
 
     def _resource(self, api_version: str, kind: str) -> Any:
         return self.dyn.resources.get(api_version=api_version, kind=kind)
