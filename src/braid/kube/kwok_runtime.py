@@ -13,6 +13,7 @@ import contextlib
 import logging
 import threading
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,7 @@ class KwokTritonRuntime:
     workdir: Path
     servers: dict[Key, tuple[tuple[str, ...], TritonServer]] = field(default_factory=dict)
     failures: dict[Key, str] = field(default_factory=dict)
+    parallel_starts: int = 4
 
     def sync(self) -> None:
         """One pass: start what is missing, restart what changed, stop what is gone."""
@@ -68,21 +70,38 @@ class KwokTritonRuntime:
         wanted = desired_servers(deployments)
         for key in [k for k in self.servers if k not in wanted]:
             self._stop(key)
+        to_start: dict[Key, tuple[str, ...]] = {}
         for key, models in wanted.items():
             current = self.servers.get(key)
             if current is not None and current[0] == models:
                 continue
             if current is not None:
                 self._stop(key)
-            self._start(key, models)
+            to_start[key] = models
+        # In parallel, as pods on different nodes would start: each server spends most of its
+        # start-up loading models one by one, waiting on its own Python backend stubs.
+        with ThreadPoolExecutor(max_workers=self.parallel_starts) as pool:
+            launched = list(pool.map(self._launch, to_start, to_start.values()))
+        for key, server in zip(to_start, launched, strict=True):
+            if server is None:
+                continue
+            self.servers[key] = (to_start[key], server)
+            self._publish(key, server.grpc_address)
+            log_event(
+                logger,
+                "kwok_runtime.started",
+                block=key[1],
+                namespace=key[0],
+                grpc=server.grpc_address,
+            )
 
-    def _start(self, key: Key, models: tuple[str, ...]) -> None:
+    def _launch(self, key: Key, models: tuple[str, ...]) -> TritonServer | None:
+        """Start one server; a failure is recorded, as a pod that never gets ready would be."""
         namespace, block = key
         missing = [m for m in models if not (self.repository / m).is_dir()]
         if missing:
-            # Same as a pod whose repository lacks a model: it never becomes ready.
             self.failures[key] = f"models not in {self.repository}: {missing}"
-            return
+            return None
         try:
             server = start_triton(
                 self.repository,
@@ -99,17 +118,9 @@ class KwokTritonRuntime:
             log_event(
                 logger, "kwok_runtime.start_failed", level=logging.WARNING, block=block, error=exc
             )
-            return
+            return None
         self.failures.pop(key, None)
-        self.servers[key] = (models, server)
-        self._publish(key, server.grpc_address)
-        log_event(
-            logger,
-            "kwok_runtime.started",
-            block=block,
-            namespace=namespace,
-            grpc=server.grpc_address,
-        )
+        return server
 
     def _stop(self, key: Key) -> None:
         _, server = self.servers.pop(key)
