@@ -40,9 +40,10 @@ lint: install-python ## ruff (lint + format check), mypy --strict on src/, impor
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
-manifests: install-python ## Regenerate crds/*.yaml (and the chart's copy) from the API types in src/braid/api
+manifests: install-python ## Regenerate crds/*.yaml, the chart's copy and docs/crds/*.md from src/braid/api
 	$(PY) -m braid.tooling.manifests crds
 	$(PY) -m braid.tooling.manifests charts/braid/files/crds
+	$(PY) -m braid.tooling.manifests --docs docs/crds
 
 fmt: install-python ## Apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix src tests bench operator controllers

@@ -9,7 +9,7 @@ import pytest
 
 from braid.api.v1alpha1 import KINDS
 from braid.render.crds import render_all_crds
-from braid.tooling.manifests import crd_documents
+from braid.tooling.manifests import crd_documents, reference_documents
 
 CRDS = Path(__file__).resolve().parents[2] / "crds"
 
@@ -64,3 +64,18 @@ def test_every_field_has_a_description() -> None:
         spec = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
         visit(spec, f"{name}:spec")
     assert missing == []
+
+
+@pytest.mark.parametrize("name", sorted(reference_documents()))
+def test_committed_reference_page_matches_generator(name: str) -> None:
+    page = CRDS.parent / "docs" / "crds" / name
+    assert page.read_text() == reference_documents()[name], (
+        f"docs/crds/{name} is stale: run `make manifests`"
+    )
+
+
+def test_reference_page_lists_fields_rules_and_columns() -> None:
+    page = reference_documents()["link.md"]
+    assert "| `spec.architecture.reduction` | integer |" in page
+    assert "lin > lout + 1" in page
+    assert "`Reduction`" in page

@@ -1,4 +1,8 @@
-"""Write the generated manifests (CRDs) into the repository: ``python -m braid.tooling.manifests``."""
+"""Write the generated manifests into the repository.
+
+``python -m braid.tooling.manifests DIR`` writes the CRDs; ``--docs DIR`` writes one
+reference page per kind.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,8 @@ from pathlib import Path
 
 import yaml
 
+from braid.api.v1alpha1 import KINDS
+from braid.render.crd_docs import render_kind_reference
 from braid.render.crds import render_all_crds
 
 HEADER = "# Generated from src/braid/api by `make manifests`; do not edit by hand.\n"
@@ -20,10 +26,15 @@ def crd_documents() -> dict[str, str]:
     }
 
 
-def write_crds(out_dir: Path) -> list[Path]:
+def reference_documents() -> dict[str, str]:
+    """File name (``<kind>.md``) to the Markdown reference page of every kind."""
+    return {f"{info.kind.lower()}.md": render_kind_reference(info) for info in KINDS}
+
+
+def write_documents(out_dir: Path, documents: dict[str, str]) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, text in crd_documents().items():
+    for name, text in documents.items():
         path = out_dir / name
         path.write_text(text)
         written.append(path)
@@ -31,6 +42,12 @@ def write_crds(out_dir: Path) -> list[Path]:
 
 
 if __name__ == "__main__":
-    target = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("crds")
-    for p in write_crds(target):
+    args = sys.argv[1:]
+    if args[:1] == ["--docs"]:
+        paths = write_documents(
+            Path(args[1] if len(args) > 1 else "docs/crds"), reference_documents()
+        )
+    else:
+        paths = write_documents(Path(args[0] if args else "crds"), crd_documents())
+    for p in paths:
         sys.stdout.write(f"wrote {p}\n")
