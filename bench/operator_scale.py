@@ -17,6 +17,7 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,10 @@ def _block(ns: str, i: int) -> dict[str, Any]:
             "resources": {"cpu": "1m", "memory": "1Mi", "gpu": 0},
         },
     }
+
+
+def _ts(stamp: str) -> float:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
 
 
 def _ready_count(kube: Kube, ns: str) -> int:
@@ -138,6 +143,25 @@ def main(
                     time.sleep(1.0)
         seconds = time.monotonic() - t0
         stop_sampling.set()
+        # Where the time went, by the API server's own clock: Blocks created, Deployments
+        # rendered by the operator, pods bound by the scheduler.
+        stamps = {
+            "blocks_created": [
+                b["metadata"]["creationTimestamp"]
+                for b in kube.list(API_VERSION, "Block", namespace=ns)
+            ],
+            "deployments_created": [
+                d["metadata"]["creationTimestamp"]
+                for d in kube.list("apps/v1", "Deployment", namespace=ns)
+            ],
+            "pods_created": [
+                p["metadata"]["creationTimestamp"] for p in kube.list("v1", "Pod", namespace=ns)
+            ],
+        }
+        first = min(_ts(t) for t in stamps["blocks_created"])
+        phases = {
+            f"last_{k}_s": round(max(_ts(t) for t in v) - first, 1) for k, v in stamps.items() if v
+        }
         result = {
             "blocks": blocks,
             "ready_blocks": ready,
@@ -145,6 +169,7 @@ def main(
             "seconds_to_all_ready": round(seconds, 2) if ready == blocks else None,
             "seconds_to_apply": round(applied_seconds, 2),
             "operator_rss_mb": round(peak_rss / 2**20, 1),
+            "phases_since_first_block": phases,
             "operator_rss_idle_mb": round(rss_idle / 2**20, 1),
             "apply_workers": workers,
             "targets": {"seconds_to_all_ready": 60, "operator_rss_mb": 200},
