@@ -386,12 +386,14 @@ def test_a_killed_host_server_loses_no_request(
             try:
                 deadline = time.monotonic() + 60
                 while sum(1 for r in results if r[1] == syn.CROSS) < 20:
-                    assert time.monotonic() < deadline, "the cross path never served"
+                    if time.monotonic() > deadline:  # a bounded wait, not a timing check
+                        pytest.fail("the cross path never served")
                     time.sleep(0.05)
                 os.killpg(host.process.pid, signal.SIGKILL)
                 killed_at = time.monotonic()
                 while sum(1 for r in results if r[0] > killed_at + 0.5) < 40:
-                    assert time.monotonic() < deadline + 60, "requests stopped after the kill"
+                    if time.monotonic() > deadline + 60:  # a bounded wait, not a timing check
+                        pytest.fail("requests stopped after the kill")
                     time.sleep(0.05)
             finally:
                 stop.set()
