@@ -30,10 +30,8 @@ import os
 import platform
 import re
 import shutil
-import signal
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -55,6 +53,7 @@ from braid.api.routing import single_path_table
 from braid.dataplane.local_runtime import make_tier_views
 from braid.dataplane.routing import write_routing_table
 from braid.dataplane.service import read_catalog
+from braid.devstack.gateway_process import GatewayProcess, start_gateway_process
 from braid.devstack.triton import TritonServer, start_triton
 from braid.render.triton_config import render_ensemble_config
 
@@ -68,64 +67,6 @@ class HopInfo:
     model: str
     input: str
     output: str
-
-
-@dataclass
-class Gateway:
-    process: subprocess.Popen[str]
-    http_address: str
-    grpc_address: str
-    log: list[str]
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-
-def start_gateway(
-    catalog_path: Path,
-    local: str,
-    routing: Path,
-    *,
-    extra: list[str] | None = None,
-) -> Gateway:
-    """``braid gateway`` in its own process; returns once it says it is ready."""
-    argv = [
-        sys.executable,
-        "-m",
-        "braid.cli",
-        "gateway",
-        "--catalog",
-        str(catalog_path),
-        "--endpoint",
-        f"local={local}",
-        "--routing",
-        str(routing),
-        "--http-port",
-        "0",
-        "--grpc-port",
-        "0",
-        *(extra or []),
-    ]
-    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    assert process.stdout is not None
-    log: list[str] = []
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if not line and process.poll() is not None:
-            break
-        log.append(line.rstrip())
-        match = re.search(r"REST http://(\S+)\s+gRPC (\S+)", line)
-        if match:
-            return Gateway(process, match.group(1), match.group(2), log)
-    process.kill()
-    raise RuntimeError("the gateway did not start:\n" + "\n".join(log))
 
 
 def ensemble_name(catalog: PathCatalog) -> str:
@@ -328,17 +269,17 @@ def main(
 
     console.print(f"starting tritonserver with {len(hops)} blocks and their ensemble")
     triton: TritonServer = start_triton(view, workdir=workdir / "triton", name="bench")
-    gateways: dict[str, Gateway] = {}
+    gateways: dict[str, GatewayProcess] = {}
     series: dict[str, dict[int, Series]] = {}
     breakdowns: dict[str, dict[Any, float]] = {}
     profile_summary: dict[str, Any] = {}
     try:
-        gateways["gateway"] = start_gateway(
-            catalog_path, triton.grpc_address, routing, extra=gateway_args.split()
+        gateways["gateway"] = start_gateway_process(
+            catalog_path, {"local": triton.grpc_address}, routing, extra=gateway_args.split()
         )
         if compare_no_coalesce:
-            gateways["no_coalesce"] = start_gateway(
-                catalog_path, triton.grpc_address, routing, extra=["--no-coalesce"]
+            gateways["no_coalesce"] = start_gateway_process(
+                catalog_path, {"local": triton.grpc_address}, routing, extra=["--no-coalesce"]
             )
         gw = gateways["gateway"]
 

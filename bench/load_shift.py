@@ -26,8 +26,6 @@ import json
 import multiprocessing as mp
 import os
 import platform
-import re
-import signal
 import statistics
 import subprocess
 import sys
@@ -60,6 +58,7 @@ from braid.dataplane.local_runtime import start_local_runtime
 from braid.dataplane.promql import PrometheusClient
 from braid.dataplane.routing import write_routing_table
 from braid.dataplane.service import read_catalog
+from braid.devstack.gateway_process import GatewayProcess, start_gateway_process
 from braid.devstack.prometheus import start_prometheus
 from braid.policy.decision import ControlSettings, Decision
 from braid.render.prometheus_config import ScrapeTarget
@@ -142,45 +141,6 @@ class BackgroundLoad:
 
 
 # --------------------------------------------------------------------------- the gateway
-
-
-@dataclass
-class GatewayProcess:
-    process: subprocess.Popen[str]
-    http: str
-    grpc: str
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-
-def start_gateway(catalog: Path, endpoints: dict[str, str], routing: Path) -> GatewayProcess:
-    argv = [sys.executable, "-m", "braid.cli", "gateway", "--catalog", str(catalog)]
-    for tier, address in endpoints.items():
-        argv += ["--endpoint", f"{tier}={address}"]
-    argv += ["--routing", str(routing), "--http-port", "0", "--grpc-port", "0"]
-    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    assert process.stdout is not None
-    log: list[str] = []
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if not line and process.poll() is not None:
-            break
-        log.append(line.rstrip())
-        match = re.search(r"REST http://(\S+)\s+gRPC (\S+)", line)
-        if match:
-            # Keep draining its output so a full pipe never blocks it.
-            threading.Thread(target=lambda: [None for _ in process.stdout], daemon=True).start()  # type: ignore[union-attr]
-            return GatewayProcess(process, match.group(1), match.group(2))
-    process.kill()
-    raise RuntimeError("the gateway did not start:\n" + "\n".join(log))
 
 
 # --------------------------------------------------------------------------- measurement
@@ -495,13 +455,13 @@ def main(
     stop_controller = threading.Event()
     controller_thread: threading.Thread | None = None
     try:
-        gateway = start_gateway(
+        gateway = start_gateway_process(
             catalog_file, {t: s.grpc_address for t, s in runtime.servers.items()}, routing
         )
         targets = [
             ScrapeTarget(s.metrics_address, "triton", {"tier": tier})
             for tier, s in runtime.servers.items()
-        ] + [ScrapeTarget(gateway.http, "gateway")]
+        ] + [ScrapeTarget(gateway.http_address, "gateway")]
         prometheus = start_prometheus(
             targets, workdir=workdir / "prometheus", scrape_interval=f"{SCRAPE_INTERVAL_S:g}s"
         )
@@ -556,7 +516,7 @@ def main(
         ) as progress:
             starts = asyncio.run(
                 drive(
-                    gateway.grpc,
+                    gateway.grpc_address,
                     catalog.local_model,
                     images,
                     labels,
