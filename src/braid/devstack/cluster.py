@@ -37,7 +37,13 @@ import yaml
 from braid.devstack import cluster_render as render
 from braid.devstack.pki import ensure_pki
 from braid.devstack.ports import free_port
-from braid.devstack.processes import ManagedProcess, StartupError, pid_alive, start_process, tail
+from braid.devstack.processes import (
+    ManagedProcess,
+    StartupError,
+    pid_alive,
+    start_process,
+    wait_until,
+)
 from braid.logs import log_event
 from braid.settings import Settings
 
@@ -635,7 +641,15 @@ def _start(
         return proc
 
     def wait(check: Callable[[], bool], what: str, proc: ManagedProcess | None = None) -> None:
-        _wait(check, what, remaining(), list(procs.values()) if proc is None else [proc])
+        wait_until(
+            check,
+            what,
+            remaining(),
+            list(procs.values()) if proc is None else [proc],
+            interval=0.25,
+            ignore=(httpx.HTTPError, OSError, ValueError, KeyError),
+            tail_lines=15,
+        )
 
     try:
         t = time.monotonic()
@@ -731,29 +745,6 @@ def _start(
         phases=phase_text,
     )
     return state
-
-
-def _wait(
-    check: Callable[[], bool], what: str, timeout: float, watch: Sequence[ManagedProcess]
-) -> None:
-    """Poll ``check``; fail at once (with its log) if any watched process exits."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if check():
-                return
-        except (httpx.HTTPError, OSError, ValueError, KeyError):
-            pass  # not up yet
-        for proc in watch:
-            if not proc.alive():
-                raise StartupError(
-                    f"{proc.name} exited with code {proc.popen.returncode} while waiting for "
-                    f"{what}; log {proc.log_path}:\n{tail(proc.log_path)}"
-                )
-        if time.monotonic() > deadline:
-            logs = "".join(f"\n--- {p.log_path}:\n{tail(p.log_path, 15)}" for p in watch)
-            raise StartupError(f"timed out after {timeout:.0f}s waiting for {what}{logs}")
-        time.sleep(0.25)
 
 
 # ---------------------------------------------------------------------------------------------

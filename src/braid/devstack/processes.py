@@ -152,23 +152,36 @@ def wait_until(
     check: Callable[[], bool],
     what: str,
     timeout: float,
-    process: ManagedProcess | None = None,
+    process: ManagedProcess | Sequence[ManagedProcess] | None = None,
     interval: float = 0.2,
+    ignore: tuple[type[BaseException], ...] = (Exception,),
+    tail_lines: int = 30,
 ) -> None:
-    """Poll ``check`` until it is true; fail early if ``process`` dies, with its log tail."""
+    """Poll ``check`` until it is true; fail early if a watched process dies, with its log.
+
+    ``ignore`` lists the errors that only mean "not up yet" when ``check`` raises them.
+    """
+    watch = (
+        []
+        if process is None
+        else [process]
+        if isinstance(process, ManagedProcess)
+        else list(process)
+    )
     deadline = time.monotonic() + timeout
     while True:
         try:
             if check():
                 return
-        except Exception:
+        except ignore:
             pass
-        if process is not None and not process.alive():
-            raise StartupError(
-                f"{process.name} exited with code {process.popen.returncode} before {what}; "
-                f"log {process.log_path}:\n{tail(process.log_path)}"
-            )
+        for proc in watch:
+            if not proc.alive():
+                raise StartupError(
+                    f"{proc.name} exited with code {proc.popen.returncode} before {what}; "
+                    f"log {proc.log_path}:\n{tail(proc.log_path)}"
+                )
         if time.monotonic() > deadline:
-            log_tail = f"\nlog {process.log_path}:\n{tail(process.log_path)}" if process else ""
-            raise StartupError(f"timed out after {timeout:.0f}s waiting for {what}{log_tail}")
+            logs = "".join(f"\nlog {p.log_path}:\n{tail(p.log_path, tail_lines)}" for p in watch)
+            raise StartupError(f"timed out after {timeout:.0f}s waiting for {what}{logs}")
         time.sleep(interval)
