@@ -1,0 +1,1 @@
+"""Reliability: fault scenarios under load, fuzzing, refused custom resources, and their report."""
