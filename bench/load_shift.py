@@ -160,12 +160,26 @@ class Recorder:
     samples: list[Sample] = field(default_factory=list)
     decisions: list[tuple[float, tuple[tuple[str, float], ...], bool]] = field(default_factory=list)
     loads: list[tuple[float, float]] = field(default_factory=list)
+    trace: list[dict[str, Any]] = field(default_factory=list)
+    """Every round's view: load, reason, and each candidate's modelled latency and cost."""
 
     def sink(self, decision: Decision, _status: OffloadPolicyStatus) -> None:
         self.decisions.append(
             (time.time(), tuple((p.id, p.weight) for p in decision.active), decision.degraded)
         )
         self.loads.append((time.time(), decision.load.get("local", float("nan"))))
+        self.trace.append(
+            {
+                "t": round(time.time(), 3),
+                "load": {k: round(v, 3) for k, v in decision.load.items()},
+                "reason": decision.reason,
+                "active": [[p.id, p.weight] for p in decision.active],
+                "paths": {
+                    a.id: [round(a.latency_us), round(a.cost, 4), a.feasible]
+                    for a in decision.assessments
+                },
+            }
+        )
 
 
 async def drive(
@@ -422,6 +436,9 @@ def main(
     max_drop: Annotated[float, typer.Option(help="Candidates within this accuracy drop.")] = 0.02,
     out: Annotated[Path, typer.Option(help="Results file.")] = ROOT / "results/controller.json",
     figure: Annotated[Path, typer.Option(help="Timeline plot.")] = ROOT / "docs/img/load-shift.png",
+    trace: Annotated[
+        Path | None, typer.Option(help="Write every decision round here (JSON lines).")
+    ] = None,
 ) -> None:
     repository = ensure_repository(repository)
     full = read_catalog(repository / "catalog.json")
@@ -547,6 +564,9 @@ def main(
             }
         )
         plot(recorder, starts, ends, figure)
+        if trace is not None:
+            rows = [{**r, "t": round(r["t"] - starts["light"], 2)} for r in recorder.trace]
+            trace.write_text("".join(json.dumps(r) + "\n" for r in rows))
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=2) + "\n")
         console.print_json(json.dumps({k: v for k, v in result.items() if k != "policy"}))

@@ -39,6 +39,23 @@ def test_samples_become_tier_busy_time_and_per_model_compute() -> None:
     assert m.path_rps == {syn.ORIGINAL: 50}
 
 
+def test_executions_give_each_model_its_utilisation_and_execution_time() -> None:
+    """40 batched executions per second of 10 ms each: the model is 40 % busy, S = 10 ms."""
+    m = metrics_from_samples(
+        10.0,
+        up=[sample(1, tier="local")],
+        compute=[sample(400_000, tier="local", model="toy.b0")],
+        count=[sample(2560, tier="local", model="toy.b0")],
+        paths=[],
+        network=Network(),
+        executions=[sample(40, tier="local", model="toy.b0")],
+    )
+    local = m.tiers["local"]
+    assert local.model_busy == {"toy.b0": 0.4}
+    assert local.exec_us == {"toy.b0": 10_000.0}
+    assert local.compute_us == {"toy.b0": 156.25}
+
+
 def test_queries_select_the_model_and_window() -> None:
     q = MetricQueries(model="toy", window="2s")
     assert 'model="toy"' in q.path_rps

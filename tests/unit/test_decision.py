@@ -206,3 +206,35 @@ def test_smoothing_damps_noisy_utilisation(catalog: PathCatalog) -> None:
 
     assert changes(1.0) > 10
     assert changes(0.3) <= 2
+
+
+def test_a_load_step_is_believed_at_once_and_a_drop_slowly(catalog: PathCatalog) -> None:
+    """Attack 1, release 0.5: the first loaded round already sees the full ρ."""
+    settings = ControlSettings(smoothing=0.5)
+    state = choose_paths(catalog, metrics(local=0.05), policy(), PolicyState(), settings).state
+    up = choose_paths(catalog, metrics(local=0.95, at=NOW + 1), policy(), state, settings)
+    assert dict(up.state.busy)["local"] == pytest.approx(0.95)
+    down = choose_paths(catalog, metrics(local=0.05, at=NOW + 2), policy(), up.state, settings)
+    assert dict(down.state.busy)["local"] == pytest.approx(0.5)
+
+
+def test_per_model_queueing_prefers_a_path_around_a_busy_model(catalog: PathCatalog) -> None:
+    """Another tenant keeps ``toy.b1`` 90 % busy with long executions; the skip link avoids it.
+
+    The tier as a whole is only half busy, so the tier-wide stretch barely separates the
+    paths; the per-hop wait does, and the skip path's modelled latency shows why.
+    """
+    busy_b1 = TierMetrics(
+        busy=0.95,
+        model_busy={"toy.b0": 0.02, "toy.b1": 0.9, "toy.b2": 0.02, "toy.b3": 0.01},
+        exec_us={"toy.b0": 100.0, "toy.b1": 5_000.0, "toy.b2": 100.0, "toy.b3": 100.0},
+    )
+    m = Metrics(
+        at=NOW, tiers={"local": busy_b1, "host": TierMetrics(busy=0.05, model_busy={"x": 0.0})}
+    )
+    settings = ControlSettings(capacity={"local": 2.0, "host": 2.0})
+    d = choose_paths(catalog, m, policy(dwell=0), on(syn.ORIGINAL), settings)
+    latency = {a.id: a.latency_us for a in d.assessments}
+    assert latency[syn.ORIGINAL] - latency[syn.SKIP] > 20_000  # 0.9 * 5 ms / (2 * 0.1)
+    assert d.primary in (syn.SKIP, syn.CROSS)
+    assert d.primary != syn.ORIGINAL

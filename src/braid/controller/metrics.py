@@ -48,6 +48,10 @@ class MetricQueries:
         return self._rate("nv_inference_count", "tier, model")
 
     @property
+    def executions_per_s(self) -> str:
+        return self._rate("nv_inference_exec_count", "tier, model")
+
+    @property
     def queue_us_per_s(self) -> str:
         return self._rate("nv_inference_queue_duration_us", "tier")
 
@@ -70,15 +74,23 @@ def metrics_from_samples(
     count: list[PromSample],
     paths: list[PromSample],
     network: Network,
+    executions: list[PromSample] | None = None,
 ) -> Metrics:
     """The decision's view of the samples: pure, so tests feed samples without Prometheus.
 
     A tier is measured when its servers are up; its busy time is the sum over its models.
+    With ``executions`` (batched executions per second), each model's own utilisation and
+    mean execution time are reported too, for the per-hop queueing model.
     """
     tiers_up = {s.labels.get("tier", "") for s in up if s.value >= 1} - {""}
     busy: dict[str, float] = {t: 0.0 for t in tiers_up}
     per_model: dict[str, dict[str, float]] = {t: {} for t in tiers_up}
+    model_busy: dict[str, dict[str, float]] = {t: {} for t in tiers_up}
+    exec_us: dict[str, dict[str, float]] = {t: {} for t in tiers_up}
     counts = {(s.labels.get("tier"), s.labels.get("model")): s.value for s in _finite(count)}
+    execs = {
+        (s.labels.get("tier"), s.labels.get("model")): s.value for s in _finite(executions or [])
+    }
     for s in _finite(compute):
         tier, model = s.labels.get("tier", ""), s.labels.get("model", "")
         if tier not in tiers_up:
@@ -87,9 +99,22 @@ def metrics_from_samples(
         n = counts.get((tier, model), 0.0)
         if n > 0:
             per_model[tier][model] = s.value / n
+        if executions is not None:
+            model_busy[tier][model] = s.value / 1e6
+            e = execs.get((tier, model), 0.0)
+            if e > 0:
+                exec_us[tier][model] = s.value / e
     return Metrics(
         at=at,
-        tiers={t: TierMetrics(busy=busy[t], compute_us=per_model[t]) for t in tiers_up},
+        tiers={
+            t: TierMetrics(
+                busy=busy[t],
+                compute_us=per_model[t],
+                model_busy=model_busy[t],
+                exec_us=exec_us[t],
+            )
+            for t in tiers_up
+        },
         path_rps={s.labels.get("path", ""): s.value for s in _finite(paths) if s.value > 0},
         network=network,
     )
@@ -107,10 +132,13 @@ def gather_metrics(
         compute = prometheus.query(queries.compute_us_per_s)
         count = prometheus.query(queries.inferences_per_s)
         paths = prometheus.query(queries.path_rps)
+        executions = prometheus.query(queries.executions_per_s)
     except (httpx.HTTPError, PrometheusQueryError) as exc:
         log_event(logger, "controller.metrics_unavailable", logging.WARNING, error=str(exc))
         return None
-    return metrics_from_samples(at, up, compute, count, paths, network or Network())
+    return metrics_from_samples(
+        at, up, compute, count, paths, network or Network(), executions=executions
+    )
 
 
 def describe(metrics: Metrics) -> Mapping[str, float]:

@@ -12,7 +12,9 @@ How measured load becomes CoDE's terms (units of ``braid.policy.cost``):
   executions it sustains, e.g. cores), clipped below 1;
 - a path's expected ``T_cp`` on a tier is the sum of its hops' catalog service times there,
   scaled by the tier's calibration (measured / catalog compute of the models that saw
-  traffic, see ``calibration``), stretched by the M/M/1 factor ``1 / (1 - ρ)``;
+  traffic, see ``calibration``), plus the time it queues: each hop's own M/D/1 wait from its
+  model's measured utilisation and execution time (``hop_wait_us``), or, when the servers
+  report no per-model figures, CoDE's tier-wide M/M/1 stretch ``1 / (1 - ρ)``;
 - prices follow the load too: ``c_l`` and ``c_h`` are multiplied by the same factors, so an
   idle tier's time is nearly free and a saturated tier's time dominates F(p).
 
@@ -66,6 +68,11 @@ class TierMetrics:
     compute_us: Mapping[str, float] = field(default_factory=dict)
     """Measured mean compute time per inference by Triton model (models with traffic);
     used to calibrate the catalog's times, never as a path's time on its own."""
+    model_busy: Mapping[str, float] = field(default_factory=dict)
+    """Busy executions per second of wall time by Triton model (its instance's utilisation)."""
+    exec_us: Mapping[str, float] = field(default_factory=dict)
+    """Mean compute time per execution by Triton model: a batch of 64 from another tenant
+    is one execution, and it is what a request arriving behind it waits for."""
 
 
 @dataclass(frozen=True)
@@ -91,14 +98,21 @@ class ControlSettings:
     capacity: Mapping[str, float] = field(default_factory=lambda: {"local": 1.0, "host": 1.0})
     """Concurrent executions each tier sustains (its ρ is busy / capacity)."""
     max_utilisation: float = 0.8
+    """A tier the chosen path would push past this gets a split."""
     smoothing: float = 0.5
-    """Weight of the newest busy-time measurement in its running mean (1: no smoothing).
+    """Weight of a *falling* busy-time measurement in its running mean (1: no smoothing).
 
-    The M/M/1 stretch and the load-following prices both grow like ``1 / (1 - ρ)``, so
+    The queueing stretch and the load-following prices both grow like ``1 / (1 - ρ)``, so
     scrape-to-scrape noise in ``ρ`` near saturation swings F(p) by more than any sensible
     cost margin; averaging ``ρ`` over a few rounds is what keeps a steady load steady.
     """
-    """A tier the chosen path would push past this gets a split."""
+    attack: float = 1.0
+    """Weight of a *rising* measurement. Like the HPA's scale-up / scale-down asymmetry: a
+    load step is believed at once (a saturated tier hurts every request until the switch),
+    a drop only after a few rounds, so the smoothed ``ρ`` follows the peaks of a noisy
+    steady load rather than its troughs and the decision holds still."""
+    model_instances: float = 1.0
+    """Instances per Triton model: a model's utilisation is its busy time over this."""
 
 
 @dataclass(frozen=True)
@@ -116,6 +130,8 @@ class PolicyState:
     generation: int = 0
     busy: tuple[tuple[str, float], ...] = ()
     """Smoothed busy time per tier (see ``ControlSettings.smoothing``)."""
+    model_busy: tuple[tuple[str, float], ...] = ()
+    """Smoothed busy time per ``tier/model``, the same way."""
 
     @property
     def primary(self) -> str | None:
@@ -220,6 +236,34 @@ def calibration(catalog: PathCatalog, tiers: Mapping[str, TierMetrics]) -> dict[
     return out
 
 
+def hop_wait_us(tier: TierMetrics | None, model: str, settings: ControlSettings) -> float:
+    """Expected wait in ``model``'s queue: M/D/1, ``ρ S / (2 (1 - ρ))``.
+
+    ``S`` is the model's mean execution time and ``ρ`` its instance's utilisation, both
+    measured. A request queues behind whatever the model is executing for anyone (another
+    tenant's batch included), so a path through models nobody else uses (a skip or a link
+    model) waits for nothing even on a busy tier: the tier-wide M/M/1 stretch misses that.
+    """
+    if tier is None:
+        return 0.0
+    exec_us = tier.exec_us.get(model, 0.0)
+    rho = min(max(tier.model_busy.get(model, 0.0) / settings.model_instances, 0.0), RHO_CLIP)
+    return rho * exec_us / (2.0 * (1.0 - rho)) if exec_us > 0 else 0.0
+
+
+def queueing_s(
+    entry: PathEntry, metrics: Metrics, settings: ControlSettings
+) -> dict[str, float] | None:
+    """Seconds ``entry`` waits in queues on each tier, or ``None`` without per-model metrics."""
+    if not any(m.model_busy for m in metrics.tiers.values()):
+        return None
+    waits: dict[str, float] = {}
+    for hop in entry.hops:
+        wait = hop_wait_us(metrics.tiers.get(hop.server), hop.triton_model, settings)
+        waits[hop.server] = waits.get(hop.server, 0.0) + wait / 1e6
+    return waits
+
+
 def tier_work_s(entry: PathEntry, scale: Mapping[str, float] | None = None) -> dict[str, float]:
     """Seconds of service one request of ``entry`` needs on each tier (catalog x calibration)."""
     work: dict[str, float] = {}
@@ -237,24 +281,36 @@ def utilisation(metrics: Metrics, settings: ControlSettings) -> dict[str, float]
 
 
 def _figures(
-    entry: PathEntry, metrics: Metrics, rho: Mapping[str, float], scale: Mapping[str, float]
+    entry: PathEntry,
+    metrics: Metrics,
+    rho: Mapping[str, float],
+    scale: Mapping[str, float],
+    settings: ControlSettings,
 ) -> tuple[PathFigures, Load]:
+    """The path's loaded figures: calibrated service time plus the time spent queueing.
+
+    With per-model metrics the queueing is each hop's own M/D/1 wait (``hop_wait_us``);
+    without them, the tier-wide M/M/1 stretch of CoDE's model (``under_load``).
+    """
     base = figures_from_entry(entry, metrics.network)
     work = tier_work_s(entry, scale)
-    measured = base.__class__(
-        path_id=base.path_id,
-        accuracy=base.accuracy,
+    waits = queueing_s(entry, metrics, settings)
+    measured = replace(
+        base,
         t_local_us=work.get("local", 0.0) * 1e6,
         t_host_us=work.get("host", 0.0) * 1e6,
-        t_comm_us=base.t_comm_us,
-        params_local_m=base.params_local_m,
-        params_host_m=base.params_host_m,
     )
     load = Load(
         local=min(max(rho.get("local", 0.0), 0.0), RHO_CLIP),
         host=min(max(rho.get("host", 0.0), 0.0), RHO_CLIP),
     )
-    return under_load(measured, load), load
+    if waits is None:
+        return under_load(measured, load), load
+    return replace(
+        measured,
+        t_local_us=measured.t_local_us + waits.get("local", 0.0) * 1e6,
+        t_host_us=measured.t_host_us + waits.get("host", 0.0) * 1e6,
+    ), load
 
 
 def _measured(entry: PathEntry, metrics: Metrics) -> bool:
@@ -359,18 +415,33 @@ def choose_paths(
 ) -> Decision:
     """One decision round; ``metrics=None`` means Prometheus could not be read."""
     settings = settings or ControlSettings()
-    busy = state.busy
+    busy, model_busy = state.busy, state.model_busy
     if metrics is not None:
-        previous = dict(state.busy)
-        alpha = settings.smoothing
-        tiers = {
-            t: replace(m, busy=alpha * m.busy + (1 - alpha) * previous.get(t, m.busy))
-            for t, m in metrics.tiers.items()
-        }
+        tier_prev, model_prev = dict(state.busy), dict(state.model_busy)
+        tiers = {}
+        for t, m in metrics.tiers.items():
+            models = {
+                name: smooth(value, model_prev.get(f"{t}/{name}"), settings)
+                for name, value in m.model_busy.items()
+            }
+            tiers[t] = replace(
+                m, busy=smooth(m.busy, tier_prev.get(t), settings), model_busy=models
+            )
         metrics = replace(metrics, tiers=tiers)
         busy = tuple(sorted((t, m.busy) for t, m in tiers.items()))
+        model_busy = tuple(
+            sorted((f"{t}/{name}", v) for t, m in tiers.items() for name, v in m.model_busy.items())
+        )
     decision = _decide(catalog, metrics, policy, state, settings)
-    return replace(decision, state=replace(decision.state, busy=busy))
+    return replace(decision, state=replace(decision.state, busy=busy, model_busy=model_busy))
+
+
+def smooth(new: float, previous: float | None, settings: ControlSettings) -> float:
+    """The running mean of a busy time: ``attack`` weighs a rise, ``smoothing`` a fall."""
+    if previous is None:
+        return new
+    alpha = settings.attack if new > previous else settings.smoothing
+    return alpha * new + (1 - alpha) * previous
 
 
 def _decide(
@@ -391,7 +462,7 @@ def _decide(
     figures: list[PathFigures] = []
     load = Load()
     for entry in measured:
-        f, load = _figures(entry, metrics, rho, scale)
+        f, load = _figures(entry, metrics, rho, scale, settings)
         figures.append(f)
     coefficients = loaded_coefficients(policy.cost, load.local_factor, load.host_factor)
     bound = float(policy.latency_bound_microseconds)
