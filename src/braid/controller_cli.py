@@ -99,7 +99,12 @@ def run_command(
         spec = OffloadPolicySpec.model_validate(read_policy_spec(policy_name, namespace))
 
         def to_cluster(_decision: object, status: Any) -> None:
-            write_policy_status(policy_name, namespace, status)
+            stored = write_policy_status(policy_name, namespace, status)
+            fresh = OffloadPolicySpec.model_validate(stored) if stored else None
+            if fresh is not None and fresh != controller.policy:
+                # kubectl edit of the policy: cost, L_T, candidates take effect next round.
+                controller.policy = fresh
+                typer.echo(f"policy {namespace}/{policy_name} changed: following its new spec")
 
         sinks.append(to_cluster)
     elif policy_file is not None:

@@ -28,13 +28,19 @@ def status_patch(status: OffloadPolicyStatus, current: dict[str, Any] | None) ->
 
 def write_policy_status(
     name: str, namespace: str, status: OffloadPolicyStatus, kube: Kube | None = None
-) -> None:
-    """Patch the controller's fields of the OffloadPolicy ``namespace/name``."""
+) -> dict[str, Any]:
+    """Patch the controller's fields of the OffloadPolicy ``namespace/name``.
+
+    Returns the spec it read on the way (the GET is needed for the conditions merge anyway),
+    so the controller follows spec edits without a watch of its own.
+    """
     kube = kube or default_kube()
     obj = kube.get(API_VERSION, "OffloadPolicy", name, namespace) or {}
     kube.patch_status(
         API_VERSION, "OffloadPolicy", name, namespace, status_patch(status, obj.get("status"))
     )
+    spec: dict[str, Any] = obj.get("spec") or {}
+    return spec
 
 
 def read_policy_spec(name: str, namespace: str, kube: Kube | None = None) -> dict[str, Any]:
