@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from prometheus_client import CollectorRegistry
 
@@ -10,6 +12,7 @@ from braid.api.routing import Endpoints, PathWeight, RoutingTable
 from braid.dataplane.executor import (
     CatalogError,
     PathExecutor,
+    _Run,
     check_path,
     fall_back_for_time,
     shared_prefix,
@@ -108,3 +111,38 @@ def test_shared_prefix_counts_leading_common_hops() -> None:
     assert shared_prefix(["b0", "x", "b2"], ["b0", "b1", "b2"]) == 1
     assert shared_prefix(["b0", "b1"], ["b0", "b1", "b2"]) == 2
     assert shared_prefix(["x"], ["b0"]) == 0
+
+
+def _slow_host_run(ex: PathExecutor) -> _Run:
+    """A request with L_T = 10 ms and a roomy client deadline, on a host expected to be slow."""
+    for hop in ex.paths[syn.CROSS].hops:
+        if hop.server == "host":
+            ex._expected[hop.model] = 0.5
+    now = time.perf_counter()
+    return _Run(ex.table, now, now + 30, client_deadline=True, bound_deadline=now + 0.010)
+
+
+def test_a_path_left_for_time_is_tried_again_after_the_retry_interval(
+    catalog: PathCatalog,
+) -> None:
+    cross = 1  # the cross path's first host hop: where the time check is made
+    waiting = executor(catalog, retry_after_s=3600)
+    assert waiting._fallback_reason(waiting.paths[syn.CROSS], cross, _slow_host_run(waiting)) == (
+        "latency_bound"
+    )
+    assert waiting._fallback_reason(waiting.paths[syn.CROSS], cross, _slow_host_run(waiting)) == (
+        "latency_bound"
+    )
+    due = executor(catalog, retry_after_s=0)
+    path = due.paths[syn.CROSS]
+    assert due._fallback_reason(path, cross, _slow_host_run(due)) == "latency_bound"
+    assert due._fallback_reason(path, cross, _slow_host_run(due)) is None  # one request retries
+
+
+def test_a_retry_never_risks_the_clients_deadline(catalog: PathCatalog) -> None:
+    ex = executor(catalog, retry_after_s=0)
+    path = ex.paths[syn.CROSS]
+    run = _slow_host_run(ex)
+    run.deadline = time.perf_counter() + 0.1  # the stale 1.5 s expectation would miss it
+    assert ex._fallback_reason(path, 1, run) == "latency_bound"
+    assert ex._fallback_reason(path, 1, run) == "latency_bound"

@@ -21,6 +21,10 @@ Behaviour, in the order a request meets it:
   the latency bound L_T (or the client's deadline) while the fallback would not, sends the
   request back to the fallback path (the catalog's original path by default), resuming from
   the last hop both paths share, so work already done is not repeated.
+- **Retry after time.** A path left for time is only left on the gateway's *expectation* of its
+  hops, which only calls update; so every ``retry_after_s`` one request (whose own deadline
+  allows it) takes the path anyway, and its measurements replace the stale estimates. A host
+  that was slow and is fast again gets its traffic back instead of being avoided forever.
 - **Deadlines.** The client's budget (gRPC deadline, REST header or ``timeout`` parameter;
   a default otherwise, so nothing waits forever) becomes each hop's timeout: the time left.
   Host hops are also capped by ``host_timeout_s`` so a hung host leaves time to fall back.
@@ -158,6 +162,8 @@ class _Run:
     deadline: float
     client_deadline: bool
     bound_deadline: float | None
+    retrying: bool = False
+    """This request retries a path left for time: its measurements replace the estimates."""
 
 
 @dataclass(slots=True)
@@ -257,6 +263,7 @@ class PathExecutor:
         max_batch_size: int = 64,
         rpc_overhead_s: float = 0.0005,
         probe_interval_s: float = 1.0,
+        retry_after_s: float = 5.0,
         coalesce: bool = True,
         max_in_flight_per_hop: int = 2,
     ) -> None:
@@ -270,6 +277,7 @@ class PathExecutor:
         self.default_timeout_s = default_timeout_s
         self.host_timeout_s = host_timeout_s
         self.probe_interval_s = probe_interval_s
+        self.retry_after_s = retry_after_s
         original = catalog.path(catalog.original_path)
         self.input_spec = original.hops[0].input
         self.output_spec = original.hops[-1].output
@@ -280,6 +288,11 @@ class PathExecutor:
         # Expected time per hop (EWMA of what the gateway observed, seeded from the catalog's
         # compute time plus one RPC): the basis of the "would miss the latency bound" check.
         self._expected: dict[str, float] = {}
+        self._observed_at: dict[str, float] = {}
+        """When each hop's expectation was last measured: one older than ``retry_after_s`` is
+        stale, and a new measurement replaces it instead of moving it by a fifth."""
+        self._retry_at: dict[str, float] = {}
+        """Per path left for time: when one request may try it again."""
         self.paths: dict[str, CompiledPath] = {}
         self.skipped: dict[str, str] = {}
         for entry in catalog.paths:
@@ -682,7 +695,13 @@ class PathExecutor:
                 out = await hop.batcher.send(data, shape, now + timeout)
         except grpc.aio.AioRpcError as exc:
             code = exc.code()
-            if code == grpc.StatusCode.DEADLINE_EXCEEDED and time.perf_counter() >= run.deadline:
+            # When the call's deadline was the request's own, its passing says nothing about
+            # the server: it must not mark the endpoint down for everyone (gRPC's timer may
+            # fire a little before perf_counter reaches the deadline, so compare bounds, not
+            # clocks).
+            if code == grpc.StatusCode.DEADLINE_EXCEEDED and (
+                timeout >= remaining or time.perf_counter() >= run.deadline
+            ):
                 raise self._deadline(run, hop) from None
             failure = HopError(hop, code, exc.details() or "")
             if failure.transport:
@@ -694,10 +713,16 @@ class PathExecutor:
             raise HopError(hop, grpc.StatusCode.DEADLINE_EXCEEDED, "no answer in time") from None
         except ValueError as exc:
             raise HopError(hop, grpc.StatusCode.INTERNAL, str(exc)) from None
-        elapsed = time.perf_counter() - now
+        done = time.perf_counter()
+        elapsed = done - now
         hop.duration.observe(elapsed)
         expected = self._expected[hop.model]
-        self._expected[hop.model] = expected + 0.2 * (elapsed - expected)
+        last = self._observed_at.get(hop.model)
+        if run.retrying or last is None or done - last > self.retry_after_s:
+            self._expected[hop.model] = elapsed
+        else:
+            self._expected[hop.model] = expected + 0.2 * (elapsed - expected)
+        self._observed_at[hop.model] = done
         return out
 
     def _deadline(self, run: _Run, hop: CompiledHop) -> InferenceError:
@@ -734,13 +759,31 @@ class PathExecutor:
         resume = min(index, self._shared_with(path, fallback))
         remaining = min(limits) - time.perf_counter()
         end = path.exit_index if path.exit_index is not None else len(path.hops)
-        if fall_back_for_time(
-            self._expected_s(path.hops[index : end + 1]),
-            self._expected_s(fallback.hops[resume:]),
-            remaining,
-        ):
-            return "latency_bound"
+        expected = self._expected_s(path.hops[index : end + 1])
+        if fall_back_for_time(expected, self._expected_s(fallback.hops[resume:]), remaining):
+            return None if self._retry_now(path, expected, run) else "latency_bound"
+        self._retry_at.pop(path.id, None)
         return None
+
+    def _retry_now(self, path: CompiledPath, expected_s: float, run: _Run) -> bool:
+        """Whether this request should try a path left for time, to measure it again.
+
+        The first time a path is left for time starts its clock; after ``retry_after_s`` one
+        request goes through (and starts the clock again), unless even the stale expectation
+        would make it miss its client's deadline: the retry may miss L_T, never the deadline.
+        """
+        now = time.perf_counter()
+        due = self._retry_at.get(path.id)
+        if due is None:
+            self._retry_at[path.id] = now + self.retry_after_s
+            return False
+        if now < due:
+            return False
+        if run.client_deadline and expected_s > run.deadline - now:
+            return False
+        self._retry_at[path.id] = now + self.retry_after_s
+        run.retrying = True
+        return True
 
     async def _run_path(
         self, path: CompiledPath, data: bytes, shape: tuple[int, ...], batch: int, run: _Run
