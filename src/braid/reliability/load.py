@@ -1,0 +1,277 @@
+"""A bounded load generator over the gateway that sorts every answer into a ``RequestTally``.
+
+The fault scenarios run it on a thread of its own (its own event loop, gRPC aio clients) while
+the calling thread breaks things, so the load never stops because the fault injection blocks.
+Every request has a deadline (the gRPC deadline the gateway turns into each hop's time left),
+and every outcome is recorded with when it finished, so a scenario can ask what happened
+before, during and after its fault.
+
+What counts as what, decided here once:
+
+- **served**: outputs came back (and, when a checker is given, they are the right ones for
+  the path the gateway says served them); ``braid_fallback`` in the response parameters
+  marks a fallback.
+- **refused**: the gateway answered with an error that names its reason (every
+  ``braid.dataplane.errors.Reason`` value starts the message) and is not an internal error:
+  a 4xx-like status, UNAVAILABLE (503) or the gateway's own DEADLINE_EXCEEDED (504).
+- **lost**: everything else: the client's deadline passed without an answer, the connection
+  was reset or refused, an INTERNAL error, an answer with wrong outputs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import tritonclient.grpc.aio as grpcaio
+from tritonclient.utils import InferenceServerException
+
+from braid.dataplane.errors import Reason
+from braid.reliability.report import RequestTally
+
+SERVED = "served"
+REFUSED = "refused"
+LOST = "lost"
+
+_REASONS = tuple(r.value for r in Reason)
+_LOST_REASONS = (Reason.INTERNAL.value, Reason.UPSTREAM_ERROR.value)
+_REFUSING_CODES = {
+    "StatusCode.INVALID_ARGUMENT",
+    "StatusCode.NOT_FOUND",
+    "StatusCode.RESOURCE_EXHAUSTED",
+    "StatusCode.UNIMPLEMENTED",
+    "StatusCode.UNAVAILABLE",
+    "StatusCode.DEADLINE_EXCEEDED",
+    "StatusCode.CANCELLED",
+}
+
+Checker = Callable[[str, npt.NDArray[Any]], bool]
+"""``(path that served it, outputs) -> whether they are right``."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One request: when it finished, how, and what served or refused it."""
+
+    sent_at: float
+    done_at: float
+    kind: str
+    path: str | None = None
+    fallback: str | None = None
+    detail: str = ""
+    """The refusal's reason, or why the request counts as lost."""
+
+
+def classify_error(status: str | None, message: str) -> tuple[str, str]:
+    """``(kind, detail)`` for a gRPC error the client received."""
+    text = (message or "").strip()
+    reason = next((r for r in _REASONS if text.startswith(f"{r}:")), None)
+    if reason is None:
+        # No reason: the client's own deadline, a reset, a refused connection.
+        return LOST, f"{status or 'no status'}: {text[:120]}"
+    if reason in _LOST_REASONS or status not in _REFUSING_CODES:
+        return LOST, f"{status}: {reason}"
+    return REFUSED, reason
+
+
+@dataclass
+class GatewayLoad:
+    """``concurrency`` clients sending ``inputs`` to ``model`` at ``address`` until stopped.
+
+    ``max_requests`` bounds the run (the load stops by itself there); ``stop()`` ends it
+    sooner. Use as a context manager or ``start()``/``stop()``.
+    """
+
+    address: str
+    model: str
+    input_name: str
+    output_name: str
+    inputs: npt.NDArray[np.float32]
+    concurrency: int = 4
+    deadline_s: float = 10.0
+    max_requests: int = 100_000
+    checker: Checker | None = None
+    pause_s: float = 0.0
+    """Between one client's requests: keeps a contended machine responsive."""
+    outcomes: list[Outcome] = field(default_factory=list)
+    _thread: threading.Thread | None = None
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _sent: int = 0
+    _error: BaseException | None = None
+
+    # -- control, from any thread ----------------------------------------------------------
+
+    def start(self) -> GatewayLoad:
+        self._thread = threading.Thread(target=self._main, name="braid-load", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(self.deadline_s + 30)
+        if self._error is not None:
+            raise RuntimeError(f"the load generator failed: {self._error!r}") from self._error
+
+    def __enter__(self) -> GatewayLoad:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def done(self) -> bool:
+        return self._thread is not None and not self._thread.is_alive()
+
+    def snapshot(self) -> list[Outcome]:
+        with self._lock:
+            return list(self.outcomes)
+
+    def count(
+        self,
+        kind: str | None = None,
+        *,
+        since: float | None = None,
+        path: str | None = None,
+        fallback: bool | None = None,
+    ) -> int:
+        """Outcomes of ``kind`` finished after ``since`` (monotonic), served by ``path``."""
+        n = 0
+        for o in self.snapshot():
+            if kind is not None and o.kind != kind:
+                continue
+            if since is not None and o.done_at < since:
+                continue
+            if path is not None and o.path != path:
+                continue
+            if fallback is not None and (o.fallback is not None) != fallback:
+                continue
+            n += 1
+        return n
+
+    def wait_for(
+        self,
+        n: int,
+        what: str,
+        timeout_s: float,
+        *,
+        kind: str | None = SERVED,
+        since: float | None = None,
+        path: str | None = None,
+        fallback: bool | None = None,
+    ) -> None:
+        """Block until ``n`` such outcomes exist; ``TimeoutError`` naming ``what`` otherwise."""
+        deadline = time.monotonic() + timeout_s
+        while self.count(kind, since=since, path=path, fallback=fallback) < n:
+            if self._error is not None:
+                raise RuntimeError(f"the load generator failed: {self._error!r}")
+            if self.done:
+                raise TimeoutError(f"the load ended (max_requests) before {what}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no {what} within {timeout_s:.0f} s")
+            time.sleep(0.05)
+
+    def tally(
+        self, scenario: str, description: str = "", **notes: float | int | str
+    ) -> RequestTally:
+        """The run so far as a ``RequestTally`` (call after ``stop()`` for the final one)."""
+        outcomes = self.snapshot()
+        with self._lock:
+            sent = self._sent
+        details = Counter(f"{o.kind}_{o.detail}" for o in outcomes if o.kind != SERVED and o.detail)
+        fallbacks = Counter(f"fallback_{o.fallback}" for o in outcomes if o.fallback)
+        served_by = Counter(f"served_by_{o.path}" for o in outcomes if o.kind == SERVED)
+        return RequestTally(
+            scenario=scenario,
+            description=description,
+            sent=sent,
+            served=sum(1 for o in outcomes if o.kind == SERVED),
+            served_by_fallback=sum(1 for o in outcomes if o.kind == SERVED and o.fallback),
+            refused=sum(1 for o in outcomes if o.kind == REFUSED),
+            notes={**dict(details), **dict(fallbacks), **dict(served_by), **notes},
+        )
+
+    # -- the load, on its own loop ---------------------------------------------------------
+
+    def _main(self) -> None:
+        try:
+            asyncio.run(self._run())
+        except BaseException as exc:  # reported by stop()
+            self._error = exc
+
+    def _take(self) -> bool:
+        with self._lock:
+            if self._stop.is_set() or self._sent >= self.max_requests:
+                return False
+            self._sent += 1
+            return True
+
+    def _record(self, outcome: Outcome) -> None:
+        with self._lock:
+            self.outcomes.append(outcome)
+
+    async def _client(self) -> None:
+        client = grpcaio.InferenceServerClient(self.address)
+        tensor = grpcaio.InferInput(self.input_name, list(self.inputs.shape), "FP32")
+        tensor.set_data_from_numpy(self.inputs)
+        wanted = [grpcaio.InferRequestedOutput(self.output_name)]
+        try:
+            while self._take():
+                await self._one(client, tensor, wanted)
+                if self.pause_s:
+                    await asyncio.sleep(self.pause_s)
+        finally:
+            with contextlib.suppress(Exception):
+                await client.close()
+
+    async def _one(
+        self,
+        client: grpcaio.InferenceServerClient,
+        tensor: grpcaio.InferInput,
+        wanted: Sequence[grpcaio.InferRequestedOutput],
+    ) -> None:
+        sent_at = time.monotonic()
+        try:
+            result = await client.infer(
+                self.model, [tensor], outputs=list(wanted), client_timeout=self.deadline_s
+            )
+        except InferenceServerException as exc:
+            kind, detail = classify_error(exc.status(), exc.message())
+            self._record(Outcome(sent_at, time.monotonic(), kind, detail=detail))
+            return
+        except Exception as exc:  # a reset or anything else the client raised: no answer
+            self._record(Outcome(sent_at, time.monotonic(), LOST, detail=type(exc).__name__))
+            return
+        params = {
+            k: getattr(v, v.WhichOneof("parameter_choice"))
+            for k, v in result.get_response().parameters.items()
+        }
+        path = str(params.get("braid_path", ""))
+        fallback = params.get("braid_fallback")
+        outputs = result.as_numpy(self.output_name)
+        if outputs is None or (self.checker is not None and not self.checker(path, outputs)):
+            self._record(Outcome(sent_at, time.monotonic(), LOST, path, detail="wrong_outputs"))
+            return
+        self._record(
+            Outcome(
+                sent_at,
+                time.monotonic(),
+                SERVED,
+                path,
+                str(fallback) if fallback is not None else None,
+            )
+        )
+
+    async def _run(self) -> None:
+        async with asyncio.TaskGroup() as tasks:
+            for _ in range(self.concurrency):
+                tasks.create_task(self._client())

@@ -1,0 +1,68 @@
+"""Faults of the data plane under load (issue 10): every request answered, the system recovers.
+
+Each test runs a scenario of ``braid.reliability.faults`` small, over real tritonservers, the
+real gateway and (for the controller) a real Prometheus, and asserts on its tally: no request
+lost, the fallback (or a clear refusal) took over during the fault, and the system converged
+afterwards. Waits are bounded; nothing asserts how long anything took.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from braid.dataplane.local_runtime import LocalRuntime
+from braid.reliability.faults import LoadSize, kill_host_triton, slow_host, stop_prometheus
+from braid.reliability.report import RequestTally
+from braid.tooling.synthetic import SyntheticModels
+
+pytestmark = pytest.mark.integration
+
+SMALL = LoadSize(concurrency=3, before=10, during=20, after=10)
+
+
+def _no_request_lost(tally: RequestTally) -> None:
+    assert tally.sent > 0
+    assert tally.lost == 0, tally.notes
+    assert tally.served + tally.refused == tally.sent
+
+
+def test_killed_host_triton_serves_by_fallback_then_returns_to_the_host(
+    synthetic_models: SyntheticModels, local_runtime: LocalRuntime, tmp_path: Path
+) -> None:
+    tally = kill_host_triton(
+        synthetic_models, local_runtime.servers["local"].grpc_address, tmp_path, SMALL
+    )
+    _no_request_lost(tally)
+    assert tally.refused == 0, tally.notes  # the fallback always fits: nothing is refused
+    assert tally.notes["served_by_fallback_while_down"] >= 1
+    assert tally.served_by_fallback >= 1
+    assert tally.converged, tally.notes
+
+
+def test_slow_host_is_avoided_within_the_bound_and_used_again_when_fast(
+    synthetic_models: SyntheticModels, local_runtime: LocalRuntime, tmp_path: Path
+) -> None:
+    tally = slow_host(
+        synthetic_models,
+        local_runtime.servers["local"].grpc_address,
+        local_runtime.servers["host"].grpc_address,
+        tmp_path,
+        SMALL,
+    )
+    _no_request_lost(tally)
+    assert tally.refused == 0, tally.notes
+    assert tally.notes.get("fallback_latency_bound", 0) >= SMALL.during
+    assert tally.converged, tally.notes
+
+
+def test_stopped_prometheus_keeps_the_routing_and_the_gateway_serving(
+    synthetic_models: SyntheticModels, local_runtime: LocalRuntime, tmp_path: Path
+) -> None:
+    tally = stop_prometheus(synthetic_models, local_runtime.servers, tmp_path, SMALL)
+    _no_request_lost(tally)
+    assert tally.refused == 0, tally.notes
+    assert tally.notes["routing_unchanged_while_down"] == 1
+    assert tally.notes["kept_path"] == synthetic_models.catalog.original_path
+    assert tally.converged, tally.notes
