@@ -63,6 +63,9 @@ def _json_header(body: bytes, header_length: int | None) -> tuple[dict[str, Any]
         header = json.loads(header_bytes)
     except (ValueError, UnicodeDecodeError) as exc:
         raise bad_request(f"the request header is not valid JSON: {exc}") from None
+    except RecursionError:
+        # json's decoder recurses per nesting level: ~1,000 '[' were a 500 (found by fuzzing).
+        raise bad_request("the request header is nested too deeply") from None
     if not isinstance(header, dict):
         raise bad_request("the request header must be a JSON object")
     return header, binary
