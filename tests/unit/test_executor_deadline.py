@@ -1,0 +1,63 @@
+"""A request's own deadline passing at a hop is the request's failure, not the server's."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import grpc
+import pytest
+from prometheus_client import CollectorRegistry
+
+from braid.api.catalog import PathCatalog
+from braid.api.routing import Endpoints
+from braid.dataplane.errors import InferenceError, Reason
+from braid.dataplane.executor import PathExecutor, _Run
+from braid.dataplane.metrics import GatewayMetrics
+from braid.dataplane.pool import TritonPool
+from braid.tooling import synthetic as syn
+
+
+@pytest.fixture(scope="module")
+def catalog() -> PathCatalog:
+    modules, shapes = syn._modules()
+    return syn.build_catalog(modules, shapes)
+
+
+def test_an_early_grpc_deadline_within_the_clients_budget_does_not_mark_the_server_down(
+    catalog: PathCatalog,
+) -> None:
+    """Found by fuzzing the timeout header: gRPC's timer fired a hair before perf_counter
+    reached the client's deadline, the hop failure was taken for a dead server and the
+    endpoint went into cool-down, so other clients got 503 for two seconds."""
+
+    async def call_the_hop() -> PathExecutor:
+        ex = PathExecutor(
+            catalog,
+            Endpoints(servers={"local": "127.0.0.1:1", "host": "127.0.0.1:2"}),
+            TritonPool(),
+            metrics=GatewayMetrics(CollectorRegistry()),
+        )
+        hop = ex.paths[syn.ORIGINAL].hops[0]
+        hop.batcher.call = deadline_exceeded  # type: ignore[method-assign]
+        hop.batcher.send = deadline_exceeded  # type: ignore[method-assign]
+        now = time.perf_counter()
+        run = _Run(ex.table, now, now + 30, client_deadline=True, bound_deadline=None)
+        try:
+            await ex._call(hop, bytes(256), (1, 1, 8, 8), run)
+        finally:
+            assert ex.pool.available(hop.address)  # not in cool-down
+        return ex
+
+    async def deadline_exceeded(*args: object) -> tuple[bytes, tuple[int, ...]]:
+        raise grpc.aio.AioRpcError(
+            grpc.StatusCode.DEADLINE_EXCEEDED,
+            grpc.aio.Metadata(),
+            grpc.aio.Metadata(),
+            details="Deadline Exceeded",
+        )
+
+    with pytest.raises(InferenceError) as caught:
+        asyncio.run(call_the_hop())
+    assert caught.value.reason == Reason.DEADLINE
+    assert "the client's deadline" in str(caught.value)
