@@ -187,6 +187,12 @@ class ModelSignature:
     max_batch_size: int
 
 
+MAX_CLIENT_BUDGET_S = 3600.0
+"""A client's time budget is honoured up to an hour. Larger ones (a fuzzer sent 10**30 µs)
+overflowed gRPC's deadline arithmetic into a deadline already passed: a 504 for a client who
+asked to wait longer than anyone."""
+
+
 def fall_back_for_time(
     expected_path_s: float, expected_fallback_s: float, remaining_s: float
 ) -> bool:
@@ -581,7 +587,11 @@ class PathExecutor:
                 request, (self.input_spec,), (self.output_spec,), self.max_batch_size
             )
             tensor = request.inputs[0]
-            budget = request.timeout_s if request.timeout_s is not None else self.default_timeout_s
+            budget = (
+                min(request.timeout_s, MAX_CLIENT_BUDGET_S)
+                if request.timeout_s is not None
+                else self.default_timeout_s
+            )
             run = _Run(
                 table=table,
                 start=start,
