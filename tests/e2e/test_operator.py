@@ -209,3 +209,26 @@ def test_deleting_a_model_removes_what_it_owns_across_namespaces(
         return bool(dep) and not any(XIN in a or XOUT in a for a in args)
 
     wait_for(unloaded, "host Deployment without the link models")
+
+
+def test_blocks_tell_their_story_in_events(cluster: E2ECluster, samples: None) -> None:
+    """`kubectl describe block` shows the operator's Applied Event, and only its own Events:
+    kopf's per-handler success lines are not posted (they doubled the writes per Block)."""
+
+    def events() -> list[dict[str, object]]:
+        items: list[dict[str, object]] = cluster.kubectl_json(
+            "get",
+            "events",
+            "-n",
+            "provider-a",
+            "--field-selector",
+            "involvedObject.kind=Block,involvedObject.name=fmnist-head",
+        )["items"]
+        return items
+
+    found = wait_for(
+        lambda: [e for e in events() if e.get("reason") == "Applied"] or None,
+        "an Applied Event on Block fmnist-head",
+    )
+    assert "triton-fmnist-head" in str(found[0]["message"])
+    assert not [e for e in events() if "succeeded" in str(e.get("message"))]

@@ -36,13 +36,18 @@ RETRY_SECONDS = 10
 
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-    """braid-prefixed annotations and finalizer; events at INFO so `describe` tells the story."""
+    """braid-prefixed annotations and finalizer; kopf's own log lines post Events at WARNING.
+
+    At INFO every "Handler ... succeeded" and "Creation is processed" line becomes an Event:
+    two API writes per object that repeat what the handlers' own Events (``kopf.event``,
+    which no level filters, and ``kopf.warn``) already say.
+    """
     settings.persistence.finalizer = f"{GROUP}/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=GROUP, key="last-handled-configuration"
     )
-    settings.posting.level = logging.INFO
+    settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
     # Handlers block on API calls; 8 threads keep 2 cores busy without a thread per object.
     settings.execution.max_workers = 8
@@ -122,14 +127,18 @@ class IndexLookup:
 def block_changed(body: kopf.Body, patch: kopf.Patch, **kwargs: Any) -> None:
     lookup = IndexLookup(kwargs["models_index"], kwargs["links_index"])
     try:
-        outcome = reconcile_block(default_kube(), dict(body), lookup)
+        outcome = reconcile_block(default_kube(), dict(body), lookup, own=False)
     except (SpecError, DependencyMissingError) as exc:
         _fail("Block", body, exc)
         return
     meta = body["metadata"]
+    if outcome.owner_references is not None:
+        patch.metadata["ownerReferences"] = outcome.owner_references
     patch.status["observedGeneration"] = meta.get("generation")
     patch.status["endpoint"] = {"grpc": service_endpoint(meta["name"], meta["namespace"])}
-    kopf.info(body, reason="Applied", message=f"Deployment {outcome.deployment} applied")
+    kopf.event(
+        body, type="Normal", reason="Applied", message=f"Deployment {outcome.deployment} applied"
+    )
 
 
 def _summary(status: dict[str, Any]) -> tuple[Any, ...]:

@@ -60,6 +60,9 @@ def now() -> str:
 class BlockOutcome:
     deployment: str
     replicas: int
+    owner_references: list[dict[str, Any]] | None = None
+    """The Block's ownerReferences with its Model added, when the caller is to write them
+    (``reconcile_block(..., own=False)``); None when nothing needs writing."""
 
 
 class Lookup(Protocol):
@@ -94,8 +97,15 @@ def _owned_by(meta: dict[str, Any], uid: str) -> bool:
     return any(o.get("uid") == uid for o in meta.get("ownerReferences") or [])
 
 
-def reconcile_block(kube: Kube, body: dict[str, Any], lookup: Lookup | None = None) -> BlockOutcome:
-    """Render and apply a Block's Deployment and Service."""
+def reconcile_block(
+    kube: Kube, body: dict[str, Any], lookup: Lookup | None = None, *, own: bool = True
+) -> BlockOutcome:
+    """Render and apply a Block's Deployment and Service.
+
+    The Model owns its Blocks. With ``own`` the owner reference is applied here; without,
+    it is returned for the caller to write with its own patch (the kopf handler folds it
+    into the status patch kopf makes anyway: one write and one watch event less per Block).
+    """
     lookup = lookup or ApiLookup(kube)
     meta = body["metadata"]
     spec = BlockSpec.model_validate(body["spec"])
@@ -108,29 +118,32 @@ def reconcile_block(kube: Kube, body: dict[str, Any], lookup: Lookup | None = No
         )
     model_spec = ModelSpec.model_validate(model["spec"])
     model_uid = model["metadata"]["uid"]
+    owner_references = None
     if model_ns == namespace and not _owned_by(meta, model_uid):
         # The Model owns its Blocks, so deleting it takes its Deployments with it (GC).
-        # A field manager of its own: under the main one, this metadata-only apply would
-        # drop every field that manager applied before (the whole spec, if it made the Block).
-        kube.apply(
-            field_manager=OWNERSHIP_FIELD_MANAGER,
-            obj={
-                "apiVersion": API_VERSION,
-                "kind": "Block",
-                "metadata": {
-                    "name": meta["name"],
-                    "namespace": namespace,
-                    "ownerReferences": [
-                        {
-                            "apiVersion": API_VERSION,
-                            "kind": "Model",
-                            "name": model["metadata"]["name"],
-                            "uid": model_uid,
-                        }
-                    ],
+        owner = {
+            "apiVersion": API_VERSION,
+            "kind": "Model",
+            "name": model["metadata"]["name"],
+            "uid": model_uid,
+        }
+        if own:
+            # A field manager of its own: under the main one, this metadata-only apply would
+            # drop every field that manager applied before (the whole spec, if it made it).
+            kube.apply(
+                field_manager=OWNERSHIP_FIELD_MANAGER,
+                obj={
+                    "apiVersion": API_VERSION,
+                    "kind": "Block",
+                    "metadata": {
+                        "name": meta["name"],
+                        "namespace": namespace,
+                        "ownerReferences": [owner],
+                    },
                 },
-            },
-        )
+            )
+        else:
+            owner_references = [*(meta.get("ownerReferences") or []), owner]
     n_blocks = len(model_spec.partition.blocks)
     if spec.partitions.last >= n_blocks:
         raise SpecError(
@@ -159,7 +172,11 @@ def reconcile_block(kube: Kube, body: dict[str, Any], lookup: Lookup | None = No
     kube.apply(render_block_deployment(r))
     kube.apply(render_block_service(r))
     log_event(logger, "block.reconciled", block=meta["name"], namespace=namespace)
-    return BlockOutcome(deployment=workload_name(meta["name"]), replicas=spec.replicas)
+    return BlockOutcome(
+        deployment=workload_name(meta["name"]),
+        replicas=spec.replicas,
+        owner_references=owner_references,
+    )
 
 
 def block_status_from_deployment(
