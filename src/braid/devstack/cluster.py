@@ -747,6 +747,58 @@ def _start(
     return state
 
 
+def restart_apiserver(
+    settings: Settings, down_s: float = 0.0, timeout: float = 120.0
+) -> tuple[float, float]:
+    """Stop the running cluster's kube-apiserver and start it again in place (fault tests).
+
+    Same binary, flags, port, certificates and etcd, so every client's kubeconfig stays valid:
+    what clients see is an API server that went away for a while. ``down_s`` keeps it down
+    that long. Returns ``(stopped_at, ready_at)`` (``time.monotonic()``); the new pid is
+    recorded in the cluster's state, so ``status`` and ``down`` know it.
+    """
+    layout = layout_for(settings)
+    binaries = find_binaries(settings.bin_dir)
+    component = "kube-apiserver"
+    with _locked(layout):
+        state = read_state(layout)
+        if state is None:
+            raise ClusterError("the local cluster is not running; nothing to restart")
+        pid = state.pids.get(component)
+        if pid is not None and _is_ours(pid, layout, component):
+            _terminate(pid)
+        stopped_at = time.monotonic()
+        log_event(logger, "cluster.component_stopped", component=component, pid=pid)
+        if down_s > 0:
+            time.sleep(down_s)
+        argv = render.apiserver_argv(
+            binaries[component], layout, state.ports, state.advertise_address
+        )
+        proc = start_process(
+            component, argv, layout.log(component), pid_path=layout.pid_file(component)
+        )
+        with ApiClient(layout, state.ports) as api:
+            wait_until(
+                api.ready,
+                "kube-apiserver /readyz after a restart",
+                timeout,
+                [proc],
+                interval=0.25,
+                ignore=(httpx.HTTPError, OSError, ValueError, KeyError),
+                tail_lines=15,
+            )
+        ready_at = time.monotonic()
+        state.pids[component] = proc.pid
+        _write_atomic(layout.state_file, state.to_json())
+    log_event(
+        logger,
+        "cluster.apiserver_restarted",
+        pid=proc.pid,
+        down_seconds=round(ready_at - stopped_at, 3),
+    )
+    return stopped_at, ready_at
+
+
 # ---------------------------------------------------------------------------------------------
 # Access for tests and tools
 
