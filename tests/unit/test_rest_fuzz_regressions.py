@@ -15,3 +15,19 @@ def test_deeply_nested_json_is_a_bad_request(depth: int) -> None:
         parse_infer_request(body, None, "m")
     assert caught.value.reason == Reason.BAD_REQUEST
     assert "nested too deeply" in str(caught.value)
+
+
+@pytest.mark.parametrize("timeout", ["NaN", "-Infinity", "0", "-1"])
+def test_a_timeout_parameter_that_is_not_a_positive_number_is_a_bad_request(
+    timeout: str,
+) -> None:
+    """NaN passed the old ``<= 0`` check; as a budget it made every comparison false, and the
+    hop's instant DEADLINE_EXCEEDED put a healthy server in cool-down (503 for others)."""
+    body = (
+        '{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [0]}],'
+        f' "parameters": {{"timeout": {timeout}}}}}'
+    ).encode()
+    with pytest.raises(InferenceError) as caught:
+        parse_infer_request(body, None, "m")
+    assert caught.value.reason == Reason.BAD_REQUEST
+    assert "timeout" in str(caught.value)

@@ -168,7 +168,9 @@ def parse_infer_request(
         raise bad_request(f"parameter {PATH_PARAMETER} must be a string")
     timeout_us = parameters.get("timeout")
     if timeout_us is not None and (
-        not isinstance(timeout_us, int | float) or isinstance(timeout_us, bool) or timeout_us <= 0
+        not isinstance(timeout_us, int | float)
+        or isinstance(timeout_us, bool)
+        or not timeout_us > 0  # NaN (json reads it) too: a NaN budget marked servers down
     ):
         raise bad_request("parameter timeout must be a positive number of microseconds")
     request_id = header.get("id", "")
