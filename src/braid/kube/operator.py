@@ -51,6 +51,12 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.server_timeout = 300
     # Handlers block on API calls; 8 threads keep 2 cores busy without a thread per object.
     settings.execution.max_workers = 8
+    # kopf runs one worker per object with events, each holding its bodies and handler
+    # context, and keeps it 5 s after its last event. A burst of 1,000 new Blocks then means
+    # 1,000 live workers queued on 8 threads: memory grows with the burst, throughput does
+    # not. A bounded pool of short-lived workers keeps the threads fed and the heap flat.
+    settings.queueing.worker_limit = 64
+    settings.queueing.idle_timeout = 0.5
 
 
 def _fail(kind: str, body: kopf.Body, exc: SpecError | DependencyMissingError) -> None:
