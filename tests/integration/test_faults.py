@@ -8,12 +8,16 @@ afterwards. Waits are bounded; nothing asserts how long anything took.
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import threading
 from pathlib import Path
 
 import pytest
 
 from braid.dataplane.local_runtime import LocalRuntime
 from braid.reliability.faults import LoadSize, kill_host_triton, slow_host, stop_prometheus
+from braid.reliability.proxy import LatencyProxy
 from braid.reliability.report import RequestTally
 from braid.tooling.synthetic import SyntheticModels
 
@@ -66,3 +70,43 @@ def test_stopped_prometheus_keeps_the_routing_and_the_gateway_serving(
     assert tally.notes["routing_unchanged_while_down"] == 1
     assert tally.notes["kept_path"] == synthetic_models.catalog.original_path
     assert tally.converged, tally.notes
+
+
+def _echo_server() -> tuple[socket.socket, threading.Thread]:
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = server.accept()
+                with conn:
+                    while data := conn.recv(65536):
+                        conn.sendall(data)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return server, thread
+
+
+def test_latency_proxy_delays_requests_and_keeps_the_bytes() -> None:
+    server, _ = _echo_server()
+    payload = bytes(range(256)) * 1024
+    try:
+        with LatencyProxy(f"127.0.0.1:{server.getsockname()[1]}") as proxy:
+            host, port = proxy.address.rsplit(":", 1)
+            with socket.create_connection((host, int(port)), timeout=30) as conn:
+                conn.sendall(payload)
+                got = b""
+                while len(got) < len(payload):
+                    got += conn.recv(65536)
+                assert got == payload
+                proxy.delay_s = 2.0
+                conn.sendall(b"x")
+                conn.settimeout(0.2)  # the byte is held by the proxy: nothing comes back yet
+                with pytest.raises(TimeoutError):
+                    conn.recv(1)
+                conn.settimeout(30)
+                assert conn.recv(1) == b"x"
+            assert proxy.connections == 1
+    finally:
+        server.close()

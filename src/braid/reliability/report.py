@@ -56,6 +56,9 @@ class ReliabilityReport(BaseModel):
     scenarios: list[RequestTally] = Field(default_factory=list)
     fuzz: list[FuzzTally] = Field(default_factory=list)
     crs: CrTally | None = None
+    meta: dict[str, float | int | str] = Field(
+        default_factory=dict, description="When, where and at what size the figures were taken."
+    )
 
     @computed_field  # type: ignore[prop-decorator]
     @property

@@ -1,0 +1,260 @@
+"""Issue 10's reliability figures: every fault scenario at full size, plus the fuzz campaigns.
+
+What runs (all real processes on loopback):
+
+- the data-plane faults (``braid.reliability.faults``) over one tritonserver per tier of the
+  synthetic provider pair and the gateway: the host's tritonserver SIGKILLed and restarted, a
+  slow host behind a latency proxy, Prometheus stopped under the path controller;
+- the control-plane faults (``braid.reliability.control_plane``) on a local cluster of this
+  run's own (its own state directory, so nobody else's cluster is restarted): the operator
+  SIGKILLed mid-reconcile, the kube-apiserver restarted in place;
+- the fuzz campaigns (``braid.reliability.fuzz_rest`` / ``fuzz_grpc``) against a gateway
+  process, and the invalid-CR campaign when a module provides one (see ``_cr_campaign``).
+
+Each fault holds for a while under a heavier load than the tests use. The merged report
+goes to ``results/reliability.json`` (``braid.reliability.report.ReliabilityReport``); parts
+not run this time (``--skip-...``) keep their figures from the previous file.
+
+    python bench/reliability.py                 # ~10 minutes on 2 cores
+    python bench/reliability.py --quick         # the tests' sizes
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib
+import os
+import platform
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from braid.dataplane.local_runtime import LocalRuntime, start_local_runtime
+from braid.devstack import cluster as devcluster
+from braid.devstack.gateway_process import start_gateway_process
+from braid.reliability.control_plane import control_plane_rig, restart_apiserver, restart_operator
+from braid.reliability.faults import LoadSize, kill_host_triton, slow_host, stop_prometheus
+from braid.reliability.report import CrTally, FuzzTally, ReliabilityReport, RequestTally
+from braid.settings import Settings
+from braid.tooling import synthetic as syn
+from braid.tooling.synthetic import SyntheticModels, build_synthetic_repository
+
+ROOT = Path(__file__).resolve().parents[1]
+console = Console()
+
+FULL = LoadSize(
+    concurrency=6,
+    batch=2,
+    before=100,
+    during=300,
+    after=100,
+    hold_s=10.0,
+    deadline_s=10.0,
+    wait_s=240.0,
+)
+QUICK = LoadSize(concurrency=3, before=10, during=20, after=10, wait_s=150.0)
+
+
+def _data_plane(
+    models: SyntheticModels,
+    runtime: LocalRuntime,
+    workdir: Path,
+    size: LoadSize,
+    say: Callable[[str], None],
+) -> list[RequestTally]:
+    local = runtime.servers["local"].grpc_address
+    host = runtime.servers["host"].grpc_address
+    return [
+        kill_host_triton(models, local, workdir / "kill", size, progress=say),
+        slow_host(models, local, host, workdir / "slow", size, progress=say),
+        stop_prometheus(models, runtime.servers, workdir / "prometheus", size, progress=say),
+    ]
+
+
+def _control_plane(workdir: Path, size: LoadSize, say: Callable[[str], None]) -> list[RequestTally]:
+    settings = Settings(state_dir=workdir / "state")
+    say("control plane: starting a cluster of this run's own")
+    try:
+        devcluster.up(settings, progress=say)
+        with control_plane_rig(settings, workdir / "rig", progress=say) as rig:
+            return [
+                restart_operator(rig, size, progress=say),
+                restart_apiserver(rig, settings, size, progress=say),
+            ]
+    finally:
+        devcluster.down(settings)
+
+
+def _fuzz(
+    models: SyntheticModels,
+    runtime: LocalRuntime,
+    workdir: Path,
+    cases: int,
+    say: Callable[[str], None],
+) -> list[FuzzTally]:
+    """The other helper's campaigns, against a gateway process of their own (its pid for leaks)."""
+    try:
+        fuzz_rest = importlib.import_module("braid.reliability.fuzz_rest")
+        fuzz_grpc = importlib.import_module("braid.reliability.fuzz_grpc")
+    except ImportError as exc:
+        say(f"fuzz: campaigns not available ({exc})")
+        return []
+    catalog_file = models.catalog_path
+    gateway = start_gateway_process(
+        catalog_file,
+        {tier: s.grpc_address for tier, s in runtime.servers.items()},
+        workdir / "fuzz-routing.json",
+    )
+    tallies: list[FuzzTally] = []
+    try:
+        base = f"http://{gateway.http_address}"
+        pid = gateway.process.pid
+        say(f"fuzz: schemathesis, {cases} cases")
+        tallies.append(fuzz_rest.run_schemathesis(base, cases, pid=pid))
+        say(f"fuzz: malformed binary tensors, {cases // 2} cases")
+        tallies.append(fuzz_rest.run_binary_tensor_fuzz(base, syn.LOCAL, cases // 2, pid=pid))
+        say(f"fuzz: malformed gRPC messages, {cases // 2} cases")
+        tallies.append(
+            fuzz_grpc.run_grpc_fuzz(gateway.grpc_address, syn.LOCAL, cases // 2, pid=pid)
+        )
+    finally:
+        gateway.stop()
+    return tallies
+
+
+def _cr_campaign(say: Callable[[str], None]) -> CrTally | None:
+    """Hook for the invalid-CR campaign: a module of ``braid.reliability`` exposing
+    ``run_invalid_cr_campaign(settings) -> CrTally`` is run on a cluster of this run's own."""
+    for name in (
+        "braid.reliability.crs",
+        "braid.reliability.invalid_crs",
+        "braid.reliability.cr_campaign",
+    ):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        campaign = getattr(module, "run_invalid_cr_campaign", None)
+        if campaign is None:
+            continue
+        with tempfile.TemporaryDirectory(prefix="braid-crs-") as tmp:
+            settings = Settings(state_dir=Path(tmp) / "state")
+            try:
+                devcluster.up(settings, progress=say)
+                result: CrTally = campaign(settings)
+                return result
+            finally:
+                devcluster.down(settings)
+    say("crs: no invalid-CR campaign module yet; keeping the previous figures")
+    return None
+
+
+def _previous(out: Path) -> dict[str, Any]:
+    try:
+        return dict(ReliabilityReport.model_validate_json(out.read_text()).model_dump())
+    except (OSError, ValueError):
+        return {}
+
+
+def _summary(report: ReliabilityReport) -> Table:
+    table = Table(title="reliability")
+    for col in ("scenario", "sent", "served", "fallback", "refused", "lost", "converged"):
+        table.add_column(col, justify="right" if col not in ("scenario", "converged") else "left")
+    for s in report.scenarios:
+        table.add_row(
+            s.scenario,
+            str(s.sent),
+            str(s.served),
+            str(s.served_by_fallback),
+            str(s.refused),
+            str(s.lost),
+            "yes" if s.converged else "NO",
+        )
+    for f in report.fuzz:
+        table.add_row(f"fuzz:{f.campaign}", str(f.cases), "", "", "", f"5xx {f.status_5xx}", "")
+    return table
+
+
+def main(
+    out: Annotated[Path, typer.Option(help="Where the report goes.")] = ROOT
+    / "results"
+    / "reliability.json",
+    quick: Annotated[bool, typer.Option(help="The tests' sizes (a smoke run).")] = False,
+    skip_data_plane: Annotated[bool, typer.Option()] = False,
+    skip_control_plane: Annotated[bool, typer.Option()] = False,
+    skip_fuzz: Annotated[bool, typer.Option()] = False,
+    fuzz_cases: Annotated[
+        int, typer.Option(help="schemathesis cases (half as many of each other kind).")
+    ] = 10_000,
+) -> None:
+    size = QUICK if quick else FULL
+    previous = _previous(out)
+    scenarios: list[RequestTally] = []
+    fuzz: list[FuzzTally] = []
+    crs: CrTally | None = None
+    started = time.monotonic()
+    with (
+        tempfile.TemporaryDirectory(prefix="braid-reliability-") as tmp,
+        Progress(
+            SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console
+        ) as bar,
+    ):
+        workdir = Path(tmp)
+        task = bar.add_task("starting", total=None)
+
+        def say(text: str) -> None:
+            bar.update(task, description=text)
+            bar.console.log(text)
+
+        if not (skip_data_plane and skip_fuzz):
+            say("building the synthetic provider pair and its tritonservers")
+            models = build_synthetic_repository(workdir / "repo")
+            with start_local_runtime(
+                models.repository, models.catalog, workdir / "runtime"
+            ) as runtime:
+                if not skip_data_plane:
+                    scenarios += _data_plane(models, runtime, workdir, size, say)
+                if not skip_fuzz:
+                    fuzz = _fuzz(models, runtime, workdir, 200 if quick else fuzz_cases, say)
+        if not skip_control_plane:
+            scenarios += _control_plane(workdir / "control", size, say)
+        if not skip_fuzz:
+            crs = _cr_campaign(say)
+        say("done")
+
+    kept_scenarios = [
+        RequestTally.model_validate(s)
+        for s in previous.get("scenarios", [])
+        if s["scenario"] not in {t.scenario for t in scenarios}
+    ]
+    report = ReliabilityReport(
+        scenarios=[*scenarios, *kept_scenarios],
+        fuzz=fuzz or [FuzzTally.model_validate(f) for f in previous.get("fuzz", [])],
+        crs=crs or (CrTally.model_validate(previous["crs"]) if previous.get("crs") else None),
+        meta={
+            "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores (shared)",
+            "load": f"{size.concurrency} clients x batch {size.batch}, deadline {size.deadline_s:g} s, "
+            f"faults held >= {size.hold_s:g} s",
+            "seconds": round(time.monotonic() - started, 1),
+        },
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(report.model_dump_json(indent=2) + "\n")
+    console.print(_summary(report))
+    console.print(
+        f"requests_sent {report.requests_sent}  requests_lost {report.requests_lost}  "
+        f"fuzz_cases {report.fuzz_cases}  fuzz_5xx {report.fuzz_5xx}  "
+        f"invalid_crs {report.invalid_crs_tried}/{report.invalid_crs_admitted} admitted -> {out}"
+    )
+
+
+if __name__ == "__main__":
+    typer.run(main)
