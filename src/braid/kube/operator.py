@@ -140,6 +140,10 @@ def block_changed(body: kopf.Body, patch: kopf.Patch, **kwargs: Any) -> None:
     meta = body["metadata"]
     if outcome.owner_references is not None:
         patch.metadata["ownerReferences"] = outcome.owner_references
+    if not (body.get("status") or {}).get("conditions"):
+        # A new Block: its Deployment was just applied. Saying so in kopf's own patch spares
+        # deployment_event the write it would make for the Deployment's first, empty status.
+        patch.status.update(block_status_from_deployment(dict(body), {"status": {}}))
     patch.status["observedGeneration"] = meta.get("generation")
     patch.status["endpoint"] = {"grpc": service_endpoint(meta["name"], meta["namespace"])}
     kopf.event(
@@ -148,12 +152,13 @@ def block_changed(body: kopf.Body, patch: kopf.Patch, **kwargs: Any) -> None:
 
 
 def _summary(status: dict[str, Any]) -> tuple[Any, ...]:
+    """What a Block's status must show. ``replicas`` (pods that exist) is left out: it moves
+    on the way to readiness and is written with the next change of what is here."""
     ready: dict[str, Any] = next(
         (c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {}
     )
     return (
-        status.get("replicas"),
-        status.get("readyReplicas"),
+        status.get("readyReplicas") or 0,
         ready.get("status"),
         ready.get("message"),
     )
