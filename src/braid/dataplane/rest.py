@@ -21,21 +21,24 @@ from typing import Any
 
 import numpy as np
 from fastapi import FastAPI, Request, Response
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from braid.dataplane.errors import InferenceError, Reason, bad_request
 from braid.dataplane.executor import ModelSignature
+from braid.dataplane.openapi import (
+    HEADER_LENGTH,
+    PATH_PARAMETER,
+    TIMEOUT_HEADER,
+    add_infer_operations,
+)
 from braid.dataplane.service import InferenceService
 from braid.dataplane.tensors import NUMPY_DTYPE, InferRequest, InferResponse, Tensor
 from braid.logs import log_event
 
 logger = logging.getLogger(__name__)
 
-HEADER_LENGTH = "Inference-Header-Content-Length"
-TIMEOUT_HEADER = "braid-timeout-ms"
-"""Client time budget in ms (REST has no deadline of its own; gRPC uses its deadline)."""
-PATH_PARAMETER = "braid_path"
 DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
 
 
@@ -400,6 +403,16 @@ def create_rest_app(
     @app.get("/metrics")
     async def metrics() -> Response:
         return Response(generate_latest(metrics_registry), media_type=CONTENT_TYPE_LATEST)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = add_infer_operations(
+                get_openapi(title=app.title, version=app.version, routes=app.routes),
+                {name: executor.signature() for name, executor in service.executors.items()},
+            )
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
     log_event(logger, "rest.app_created", models=",".join(sorted(service.executors)))
     return app
