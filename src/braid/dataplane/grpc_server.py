@@ -11,15 +11,17 @@ UNIMPLEMENTED, the generated servicer's default.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
 import numpy as np
+from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
 from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
 
 from braid.dataplane.errors import InferenceError, bad_request
 from braid.dataplane.executor import ModelSignature
-from braid.dataplane.rest import PATH_PARAMETER
+from braid.dataplane.openapi import PATH_PARAMETER
 from braid.dataplane.service import InferenceService
 from braid.dataplane.tensors import NUMPY_DTYPE, InferRequest, InferResponse, Tensor
 
@@ -237,6 +239,73 @@ class GatewayServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: i
         return response_to_proto(result, decoded.requested_outputs)
 
 
+class _Undecodable:
+    """What a message that is not a valid protobuf of its method's type deserializes to."""
+
+    def __init__(self, error: str) -> None:
+        self.error = error
+
+
+Behavior = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
+
+
+def _decoding_checked(
+    handler: grpc.RpcMethodHandler,
+    abort: Callable[[grpc.aio.ServicerContext, str], Awaitable[None]],
+) -> grpc.RpcMethodHandler:
+    """``handler`` answering INVALID_ARGUMENT to bytes that do not decode.
+
+    grpc answers a request its deserializer cannot parse with UNKNOWN ("Unexpected
+    DecodeError"), a server-failure code for what is the client's mistake (found by fuzzing
+    ModelInfer with raw bytes).
+    """
+    if handler.unary_unary is None or handler.request_deserializer is None:
+        return handler
+    parse: Callable[[bytes], Any] = handler.request_deserializer
+    behavior: Behavior = handler.unary_unary
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return parse(data)
+        except DecodeError as exc:
+            return _Undecodable(str(exc))
+
+    async def checked(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        if isinstance(request, _Undecodable):
+            await abort(context, request.error)
+        return await behavior(request, context)
+
+    return handler._replace(request_deserializer=deserialize, unary_unary=checked)
+
+
+class _CheckedRegistration:
+    """Stands in for the server while the generated code registers the service's methods,
+    so every handler can be wrapped before the real server sees it."""
+
+    def __init__(self, server: grpc.aio.Server, servicer: GatewayServicer) -> None:
+        self.server = server
+        self.servicer = servicer
+        self.registered = False
+
+    async def _abort(self, context: grpc.aio.ServicerContext, error: str) -> None:
+        await self.servicer._abort(
+            context, "", bad_request(f"the message cannot be decoded: {error}")
+        )
+
+    def add_generic_rpc_handlers(self, handlers: Any) -> None:
+        """Ignored: the same methods arrive as a dict in add_registered_method_handlers."""
+
+    def add_registered_method_handlers(
+        self, service: str, handlers: dict[str, grpc.RpcMethodHandler]
+    ) -> None:
+        checked = {name: _decoding_checked(h, self._abort) for name, h in handlers.items()}
+        self.server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(service, checked),)
+        )
+        self.server.add_registered_method_handlers(service, checked)
+        self.registered = True
+
+
 def create_grpc_server(
     service: InferenceService, address: str, *, max_message_bytes: int
 ) -> tuple[grpc.aio.Server, int]:
@@ -252,7 +321,10 @@ def create_grpc_server(
             ("grpc.so_reuseport", 0),
         ]
     )
-    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(GatewayServicer(service), server)
+    registration = _CheckedRegistration(server, GatewayServicer(service))
+    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(registration.servicer, registration)
+    if not registration.registered:
+        raise RuntimeError("the generated gRPC code registered no method handlers")
     port = server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"cannot bind the gRPC port at {address}")
