@@ -151,6 +151,11 @@ from braid.models_cli import models_app  # noqa: E402
 
 app.add_typer(models_app, name="models")
 
+# DIMEE: the multi-exit MiniLM, its evaluation and its tiers (torch loads only when run).
+from braid.dimee_cli import dimee_app  # noqa: E402
+
+app.add_typer(dimee_app, name="dimee")
+
 # The data plane's commands: the gateway alone, and the local runtime (Triton per tier + gateway).
 from braid.serve_cli import gateway_command, serve_command  # noqa: E402
 

@@ -47,6 +47,18 @@ class ExitRule(RoutingModel):
     confidence: float = Field(gt=0, le=1, description="Threshold on max-softmax, in (0, 1].")
 
 
+class DimeeRouting(RoutingModel):
+    """Per-sample tier routing (DIMEE): the gateway sends each sample to its pool's tier."""
+
+    mode: Literal["fixed", "adaptive"] = Field(
+        default="fixed", description="fixed: Ours-F centroids; adaptive: Ours-D running means."
+    )
+    pools: str = Field(min_length=1, description="Path of the pools artifact (dimee-pools.json).")
+    prior_count: int = Field(
+        default=100, ge=1, description="adaptive: weight of a validation pool in the mean."
+    )
+
+
 class RoutingTable(RoutingModel):
     """What the gateway needs to route requests of one local model; immutable once parsed.
 
@@ -69,6 +81,10 @@ class RoutingTable(RoutingModel):
     fallback_path: str | None = Field(
         default=None,
         description="Where requests go when a host fails; default: the catalog's original path.",
+    )
+    dimee: DimeeRouting | None = Field(
+        default=None,
+        description="Per-sample tier routing; read when the gateway starts (not on reloads).",
     )
 
     @model_validator(mode="after")
@@ -139,11 +155,18 @@ def routing_table_from_policy(
     """The table for a policy and its current status: the pure step between controller and gateway.
 
     The controller's ``activePaths`` become the weights (the original path when it has
-    decided nothing yet); the spec's exit thresholds and ``L_T`` come along unchanged.
+    decided nothing yet); the spec's exit thresholds, ``L_T`` and DIMEE settings (when enabled)
+    come along unchanged.
     ``generation`` is the writer's own counter, so each reload can be told apart in the
     gateway's log and metrics.
     """
     active = [PathWeight(id=a.id, weight=a.weight) for a in (status.active_paths if status else [])]
+    dimee = spec.dimee
+    routing = (
+        DimeeRouting(mode=dimee.mode, pools=dimee.pools, prior_count=dimee.prior_count)
+        if dimee is not None and dimee.enabled and dimee.pools
+        else None
+    )
     if not active or sum(p.weight for p in active) <= 0:
         active = [PathWeight(id=original_path, weight=1)]
     return RoutingTable(
@@ -153,4 +176,5 @@ def routing_table_from_policy(
         exits=[ExitRule(block=e.block, confidence=e.confidence) for e in spec.early_exits],
         latency_bound_us=spec.latency_bound_microseconds,
         fallback_path=original_path,
+        dimee=routing,
     )

@@ -16,6 +16,7 @@ from typing import Any
 from braid import __version__
 from braid.api.catalog import PathCatalog
 from braid.api.routing import Endpoints, RoutingTable
+from braid.dataplane.dimee import load_tier_router
 from braid.dataplane.errors import InferenceError, Reason
 from braid.dataplane.executor import ModelSignature, PathExecutor, executors_by_model
 from braid.dataplane.metrics import GatewayMetrics, default_metrics
@@ -161,6 +162,8 @@ def build_service(
     """Executors over one shared pool, one per model; call inside the loop that will serve.
 
     ``executor_options`` go to every ``PathExecutor`` (timeouts, ``rng``, ``sample_router``).
+    A model whose starting table enables DIMEE (``dimee``) and that has no ``sample_router``
+    gets one loaded from the table's pools artifact.
     """
     pool = TritonPool(channels_per_endpoint=channels_per_endpoint)
     executors = []
@@ -169,6 +172,11 @@ def build_service(
         table = source.table
         if source.routing_file is not None and source.routing_file.exists():
             table = read_routing_table(source.routing_file)
+        options = dict(executor_options)
+        if options.get("sample_router") is None and table is not None and table.dimee is not None:
+            options["sample_router"] = load_tier_router(
+                Path(table.dimee.pools), table.dimee.mode, table.dimee.prior_count
+            )
         executors.append(
             PathExecutor(
                 source.catalog,
@@ -176,7 +184,7 @@ def build_service(
                 pool,
                 table,
                 metrics=metrics,
-                **executor_options,
+                **options,
             )
         )
         if source.routing_file is not None:

@@ -39,7 +39,13 @@ class ExitThreshold(ApiModel):
 
 
 class Dimee(ApiModel):
-    """Per-sample tier routing by difficulty pools (DIMEE)."""
+    """Per-sample tier routing by difficulty pools (DIMEE).
+
+    The model is served three ways: its first ``mobileLayers`` layers on the local tier, the
+    first ``edgeLayers`` on the edge, all of it on the cloud. ``braid dimee export`` picks
+    the exit threshold α and the pools' centroids from these costs and writes them to the
+    ``pools`` artifact; the gateway routes each sample to the tier of its nearest centroid.
+    """
 
     enabled: bool = Field(default=False, description="Route each sample to a tier by difficulty.")
     mode: Literal["fixed", "adaptive"] = Field(
@@ -50,6 +56,43 @@ class Dimee(ApiModel):
     offload_edge: float = Field(default=0.1, ge=0, description="Offload cost mobile -> edge.")
     offload_cloud: float = Field(default=0.3, ge=0, description="Offload cost mobile -> cloud.")
     cloud_charge: float = Field(default=0.1, ge=0, description="Per-sample cloud charge (gamma).")
+    mobile_layers: int = Field(
+        default=2, ge=1, le=1023, description="m: layers served on the mobile (local) tier."
+    )
+    edge_layers: int = Field(
+        default=4, ge=2, le=1023, description="n > m: layers served on the edge tier."
+    )
+    pools: str | None = Field(
+        default=None,
+        max_length=1024,
+        description=(
+            "The pools artifact (dimee-pools.json written by braid dimee export) as the "
+            "gateway sees it, e.g. a file in its model repository mount."
+        ),
+    )
+    prior_count: int = Field(
+        default=100,
+        ge=1,
+        le=1_000_000,
+        description="adaptive: how many samples a validation pool counts as in the running mean.",
+    )
+
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                cel(
+                    "self.edgeLayers > self.mobileLayers",
+                    "edgeLayers must be greater than mobileLayers",
+                    ".edgeLayers",
+                ),
+                cel(
+                    "!self.enabled || has(self.pools)",
+                    "an enabled DIMEE routing needs its pools artifact",
+                    ".pools",
+                ),
+            ]
+        }
+    }
 
 
 class Hysteresis(ApiModel):
