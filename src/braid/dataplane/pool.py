@@ -7,7 +7,8 @@ The gateway calls Triton through the service definitions ``tritonclient`` ships
 has to be handed to the next hop. Forwarding ``raw_output_contents`` as the next request's
 ``raw_input_contents`` keeps tensors as bytes end to end and saves that work on each hop. The
 channel options are tritonclient's own (no message size limit, keepalive), so a Triton
-server sees the same client it always does.
+server sees the same client it always does, plus a reconnect backoff capped at 2 s, so a
+restarted server gets its traffic back within seconds.
 
 The pool also remembers which endpoints just failed (a small circuit breaker), so that after
 a host dies requests stop paying a failed connection attempt before they fall back.
@@ -38,6 +39,11 @@ CHANNEL_OPTIONS: tuple[tuple[str, int | str], ...] = (
     ("grpc.http2.max_pings_without_data", 2),
     # Triton endpoints are direct addresses; an http_proxy in the environment must not apply.
     ("grpc.enable_http_proxy", 0),
+    # gRPC's default reconnect backoff grows to 120 s: a host back after a minute's outage
+    # would wait that long for its traffic. A loopback or in-cluster reconnect is cheap.
+    ("grpc.initial_reconnect_backoff_ms", 250),
+    ("grpc.min_reconnect_backoff_ms", 250),
+    ("grpc.max_reconnect_backoff_ms", 2000),
 )
 
 
