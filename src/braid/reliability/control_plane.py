@@ -221,6 +221,19 @@ class Rig:
             ),
         )
 
+    def deployments(self, blocks: list[str]) -> int:
+        """How many of ``blocks`` have their Triton Deployment."""
+        have = {d["metadata"]["name"] for d in self.kube.list("apps/v1", "Deployment", self.local)}
+        return sum(1 for b in blocks if f"triton-{b}" in have)
+
+    def blocks_ready(self, blocks: list[str]) -> bool:
+        for name in blocks:
+            block = self.kube.get(API, "Block", name, self.local) or {}
+            conditions = (block.get("status") or {}).get("conditions") or []
+            if not any(c["type"] == "Ready" and c["status"] == "True" for c in conditions):
+                return False
+        return True
+
     def restart_operator(self, kill_first: bool = True) -> None:
         """SIGKILL (no graceful shutdown) the operator, then start a new one."""
         if kill_first:
@@ -394,23 +407,33 @@ def _delete_namespaces(access: devcluster.ClusterAccess, local: str, host: str) 
 
 
 def restart_operator(
-    rig: Rig, size: LoadSize = DEFAULT_LOAD, progress: Progress = _quiet
+    rig: Rig,
+    size: LoadSize = DEFAULT_LOAD,
+    *,
+    new_blocks: int = 4,
+    progress: Progress = _quiet,
 ) -> RequestTally:
-    """Change the policy and SIGKILL the operator right after, mid-reconcile; start a new one.
+    """Change the policy, add ``new_blocks`` Blocks, SIGKILL the operator once it has rendered
+    the first of them (mid-reconcile); then start a new one.
 
     The gateway keeps serving on the routing it has while no operator runs; the new operator
-    must render the change, and the gateway run with it.
+    must render the policy change (and the gateway run with it) and every new Block.
     """
-    notes: dict[str, float | int | str] = {}
+    notes: dict[str, float | int | str] = {"new_blocks": new_blocks}
+    names = [f"toy-extra-{i}" for i in range(new_blocks)]
     converged = False
     with rig.load(size, seed=3) as load:
         progress("restart-operator: load on the cross path")
         load.wait_for(size.before, "requests served by the cross path", size.wait_s, path=syn.CROSS)
         before = rig.policy_generation()
-        progress("restart-operator: policy change, then SIGKILL the operator")
+        progress("restart-operator: policy change and new Blocks, SIGKILL the operator mid-way")
         rig.set_latency_bound(60_000)
+        rig.apply(*[_block(n, rig.local, syn.LOCAL, 0, 3) for n in names])
+        if names:
+            rig.wait(lambda: rig.deployments(names) >= 1, "the first new Deployment", size.wait_s)
         rig.operator.popen.kill()
         killed_at = time.monotonic()
+        notes["deployments_when_killed"] = rig.deployments(names)
         target = rig.policy_generation()
         notes["generation_before"], notes["generation_target"] = before, target
         load.wait_for(
@@ -436,11 +459,13 @@ def restart_operator(
                 since=converged_at,
                 path=syn.CROSS,
             )
+            rig.wait(lambda: rig.blocks_ready(names), "every new Block Ready", size.wait_s)
             doc = rig.routing_configmap()
             converged = (
                 doc is not None
                 and doc["generation"] == target
                 and doc["latency_bound_us"] == 60_000
+                and rig.deployments(names) == len(names)
                 and rig.operator.alive()
             )
         except TimeoutError as exc:
