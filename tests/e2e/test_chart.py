@@ -24,6 +24,7 @@ import pytest
 import yaml
 
 from braid.devstack.operator_process import install_operator_prerequisites
+from braid.reliability.security import ESCALATION_CHECKS
 from braid.tooling.manifests import crd_documents
 from tests.e2e.conftest import E2ECluster
 from tests.e2e.helpers import wait_for
@@ -442,5 +443,7 @@ def test_service_accounts_have_least_privilege(crds_installed: E2ECluster, relea
             assert can(component, verb, resource) is allowed, (component, verb, resource)
         for verb in ("get", "list", "watch", "create"):
             assert not can(component, verb, "secrets"), (component, verb, "secrets")
+        for verb, resource in ESCALATION_CHECKS:
+            assert not can(component, verb, resource), (component, verb, resource)
     # The controller's Role is its namespace's only.
     assert not can("controller", "get", "offloadpolicies.braid.dev", "default")
