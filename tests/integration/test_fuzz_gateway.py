@@ -152,6 +152,28 @@ def test_undecodable_grpc_bytes_are_invalid_argument_not_unknown(
         assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
+@pytest.mark.parametrize(
+    ("budget_ms", "status"),
+    [("1e30", 200), ("inf", 200), ("60000", 200), ("nan", 400), ("0", 400), ("-5", 400),
+     ("soon", 400)],
+)  # fmt: skip
+def test_the_timeout_header_is_bounded_and_checked(
+    gateway_process: GatewayProcess, budget_ms: str, status: int
+) -> None:
+    """A huge budget is capped (it overflowed gRPC's deadline: an instant 504), a meaningless
+    one is refused before any inference."""
+    example = httpx.get(f"{_url(gateway_process)}/openapi.json", timeout=30).json()["paths"][
+        "/v2/models/{model}/infer"
+    ]["post"]["requestBody"]["content"]["application/json"]["example"]
+    answer = httpx.post(
+        f"{_url(gateway_process)}/v2/models/{syn.LOCAL}/infer",
+        json=example,
+        headers={"braid-timeout-ms": budget_ms},
+        timeout=60,
+    )
+    assert answer.status_code == status, answer.text
+
+
 def test_fuzzers_refuse_targets_off_loopback() -> None:
     require_loopback("http://127.0.0.1:8000")
     require_loopback("[::1]:8001")
