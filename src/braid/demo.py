@@ -1,17 +1,20 @@
 """``braid demo``: the whole system end to end on this machine, in one command.
 
-The demo builds (or reuses) the models, starts the local control plane, installs the CRDs and
-the operator (as its least-privilege ServiceAccount), applies the samples adapted to the build
-(see ``demo_manifests``), lets the kwok runtime start a real tritonserver per Triton pod,
-starts Prometheus and the gateway on the operator's routing ConfigMap, and sends labelled
-Fashion-MNIST test images through the gateway while the load goes light -> heavy -> light.
+The demo builds (or reuses) the models, starts the local control plane, ``helm install``s
+braid from ``charts/braid`` (CRDs, RBAC, the components' Deployments on the local pool), runs
+the operator and the path controller as the chart's least-privilege ServiceAccounts (see
+``demo_chart``: on kwok the chart's Pods run nothing, so the processes run here), applies the
+samples adapted to the build (``demo_manifests``), lets the kwok runtime start a real
+tritonserver per Triton pod, starts the gateway on the operator's routing ConfigMap and
+Prometheus, runs ``helm test`` (the chart's test Pod's script, run here against the gateway),
+and sends labelled Fashion-MNIST test images through the gateway while the load goes
+light -> heavy -> light.
 
-Until the path controller (issue 7) lands, a stand-in controller here closes the loop the way
-the real one is specified to: it reads the local service's utilisation from Prometheus (Triton
-compute time per second), prices local time by it, chooses a path with CoDE's eq. 1/2
-(``braid.policy.cost``) with hysteresis, and writes ``OffloadPolicy.status.activePaths``. The
-operator re-renders the routing ConfigMap from that status, the demo copies the ConfigMap to
-the gateway's routing file, and the gateway reloads it: every hop of the real data path.
+The controller reads Triton's and the gateway's metrics from Prometheus, chooses paths with
+CoDE's eq. 1/2 and writes ``OffloadPolicy.status.activePaths``; the operator re-renders the
+routing ConfigMap from that status, the demo copies the ConfigMap to the gateway's routing
+file, and the gateway reloads it: every hop of the real data path. ``--controller stand-in``
+swaps in a small eq. 1/2 loop of the demo's own.
 """
 
 from __future__ import annotations
@@ -36,18 +39,22 @@ import yaml
 from braid.api.catalog import PathCatalog
 from braid.api.v1alpha1.offloadpolicy import CostCoefficients, OffloadPolicySpec
 from braid.dataplane.promql import PrometheusClient
+from braid.demo_chart import (
+    HelmTestResult,
+    account_kubeconfig,
+    install_release,
+    run_helm_test,
+    uninstall_release,
+)
 from braid.demo_manifests import (
     CATALOG_CONFIGMAP,
+    HOST_NAMESPACE,
     LOCAL_NAMESPACE,
     POLICY_NAME,
     demo_manifests,
 )
 from braid.devstack import cluster
-from braid.devstack.operator_process import (
-    REPO_ROOT,
-    install_operator_prerequisites,
-    start_operator,
-)
+from braid.devstack.operator_process import REPO_ROOT, start_operator
 from braid.devstack.ports import free_port
 from braid.devstack.processes import ManagedProcess, start_process, wait_until
 from braid.devstack.prometheus import PrometheusServer, start_prometheus
@@ -74,6 +81,8 @@ PRICE_SLOPE = 1000.0
 """c_l multiplier = 1 + PRICE_SLOPE * rho / (1 - rho): idle prices at rho=0, the experiments'
 heavy-load price (x1000) at rho=0.5, and steeper beyond."""
 RHO_MAX = 0.95
+CHART_GATEWAY_HTTP_PORT = 8000
+"""The chart's ``gateway.httpPort``: the port the helm test Pod dials on the Service."""
 
 
 @dataclass(frozen=True)
@@ -118,6 +127,7 @@ class DemoState:
     errors: int = 0
     decisions: list[Decision] = field(default_factory=list)
     stages: dict[str, float] = field(default_factory=dict)
+    helm_test: HelmTestResult | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add(self, sample: Sample) -> None:
@@ -172,6 +182,17 @@ def _kubectl_apply(access: cluster.ClusterAccess, objs: list[dict[str, Any]]) ->
     )
 
 
+def wait_for_terminating_namespaces(access: cluster.ClusterAccess) -> None:
+    """A previous demo on a reused cluster deletes its namespaces without waiting for them;
+    helm cannot install into a namespace that is still going away."""
+    for name in (LOCAL_NAMESPACE, HOST_NAMESPACE):
+        phase = access.kubectl(
+            "get", "namespace", name, "-o", "jsonpath={.status.phase}", check=False
+        ).stdout.strip()
+        if phase == "Terminating":
+            access.kubectl("wait", "--for=delete", f"namespace/{name}", "--timeout=180s")
+
+
 def install_samples(access: cluster.ClusterAccess, repository: Path, catalog: PathCatalog) -> str:
     """Namespaces, the catalog (ConfigMap or file), Models, Links, Blocks and the policy."""
     catalog_file = repository / "catalog.json"
@@ -184,11 +205,6 @@ def install_samples(access: cluster.ClusterAccess, repository: Path, catalog: Pa
         catalog_uri=None if in_configmap else f"file://{catalog_file}",
     )
     namespaces = [o for o in objs if o["kind"] == "Namespace"]
-    for ns in namespaces:
-        # A previous demo on a reused cluster deletes its namespaces without waiting.
-        access.kubectl(
-            "wait", "--for=delete", f"namespace/{ns['metadata']['name']}", "--timeout=180s"
-        )
     _kubectl_apply(access, namespaces)
     for ns in namespaces:
         name = ns["metadata"]["name"]
@@ -727,10 +743,24 @@ def run_demo(
             stack.callback(_delete_namespaces, access)
         else:
             stack.callback(cluster.down, settings)
+        with _stage(state, "helm install", progress):
+            wait_for_terminating_namespaces(access)
+            release = install_release(
+                settings.bin_dir,
+                access,
+                catalog,
+                LOCAL_NAMESPACE,
+                POLICY_NAME,
+                watched=[LOCAL_NAMESPACE, HOST_NAMESPACE],
+            )
+            if up.already_running:
+                stack.callback(uninstall_release, settings.bin_dir, access, release)
         with _stage(state, "operator", progress):
-            install_operator_prerequisites(access)
             operator = start_operator(
-                access, workdir / "operator", namespaces=["provider-a", "provider-b"]
+                access,
+                workdir / "operator",
+                namespaces=[LOCAL_NAMESPACE, HOST_NAMESPACE],
+                account=(release.namespace, release.account("operator")),
             )
             stack.callback(operator.stop)
         with _stage(state, "samples", progress):
@@ -781,6 +811,26 @@ def run_demo(
                 targets, workdir=workdir / "prometheus", scrape_interval="1s"
             )
             stack.callback(prometheus.stop)
+        with _stage(state, "helm test", progress):
+            helm_test = run_helm_test(
+                settings.bin_dir,
+                access,
+                release,
+                gateway_url,
+                CHART_GATEWAY_HTTP_PORT,
+                workdir / "test-pods",
+            )
+            state.helm_test = helm_test
+        with _stage(state, "helm test", progress):
+            helm_test = run_helm_test(
+                settings.bin_dir,
+                access,
+                release,
+                gateway_url,
+                CHART_GATEWAY_HTTP_PORT,
+                workdir / "test-pods",
+            )
+            state.helm_test = helm_test
         policy = kube.get("braid.dev/v1alpha1", "OffloadPolicy", POLICY_NAME, LOCAL_NAMESPACE)
         assert policy is not None
         spec = OffloadPolicySpec.model_validate(policy["spec"])
@@ -802,7 +852,10 @@ def run_demo(
             )
         else:
             controller_process = start_controller(
-                workdir, prometheus.url, repository / "catalog.json", access.kubeconfig
+                workdir,
+                prometheus.url,
+                repository / "catalog.json",
+                account_kubeconfig(access, release, "controller", workdir / "accounts"),
             )
             stack.callback(controller_process.stop)
             loop = PolicyObserver(kube, promql, catalog, state)
@@ -854,6 +907,10 @@ def run_demo(
                     "controller": options.controller,
                     "errors": state.errors,
                     "servable_paths": servable,
+                    "helm_test": {
+                        "passed": helm_test.passed,
+                        "exit_codes": helm_test.exit_codes,
+                    },
                 },
                 indent=2,
                 default=str,

@@ -63,6 +63,12 @@ def _summary(console: Console, result: DemoResult) -> None:
         + " → ".join(f"{p} @ {t:.0f}s" for t, p in result.switches),
         highlight=False,
     )
+    if (test := result.state.helm_test) is not None:
+        verdict = "[green]passed[/]" if test.passed else "[red]failed[/]"
+        console.print(
+            f"helm test {verdict}: the chart's test Pod sent an inference through the gateway"
+            f" (exit codes {test.exit_codes})"
+        )
     stages = ", ".join(f"{k} {v:.1f}s" for k, v in result.state.stages.items())
     console.print(f"stages: {stages}; total {result.total_s:.0f} s", highlight=False)
     console.print(f"errors: {result.state.errors}; timeline: {result.png}", highlight=False)

@@ -82,13 +82,17 @@ def start_operator(
     workdir: Path,
     name: str = "braid-operator",
     namespaces: list[str] | None = None,
+    account: tuple[str, str] = (OPERATOR_NAMESPACE, OPERATOR_ACCOUNT),
 ) -> ManagedProcess:
     """Start ``operator/main.py`` as the operator's ServiceAccount; wait for its liveness.
 
     ``namespaces`` takes kopf's patterns (``"*"``, ``"!excluded-*"``); None watches the
-    whole cluster.
+    whole cluster. ``account`` is the (namespace, name) of the ServiceAccount to run as:
+    ``operator/rbac.yaml``'s by default, or a Helm release's.
     """
-    kubeconfig = service_account_kubeconfig(access, workdir / "operator.kubeconfig")
+    kubeconfig = service_account_kubeconfig(
+        access, workdir / "operator.kubeconfig", namespace=account[0], account=account[1]
+    )
     port = free_port()
     process = start_process(
         name,
