@@ -3,8 +3,9 @@
 What runs (all real processes on loopback):
 
 - the data-plane faults (``braid.reliability.faults``) over one tritonserver per tier of the
-  synthetic provider pair and the gateway: the host's tritonserver SIGKILLed and restarted, a
-  slow host behind a latency proxy, Prometheus stopped under the path controller;
+  synthetic provider pair and the gateway: the host's tritonserver SIGKILLed and restarted
+  (fallback), the local one too (no path fits: refusals), a slow host behind a latency proxy,
+  Prometheus stopped under the path controller;
 - the control-plane faults (``braid.reliability.control_plane``) on a local cluster of this
   run's own (its own state directory, so nobody else's cluster is restarted): the operator
   SIGKILLed mid-reconcile, the kube-apiserver restarted in place;
@@ -40,7 +41,13 @@ from braid.dataplane.local_runtime import LocalRuntime, start_local_runtime
 from braid.devstack import cluster as devcluster
 from braid.devstack.gateway_process import start_gateway_process
 from braid.reliability.control_plane import control_plane_rig, restart_apiserver, restart_operator
-from braid.reliability.faults import LoadSize, kill_host_triton, slow_host, stop_prometheus
+from braid.reliability.faults import (
+    LoadSize,
+    kill_host_triton,
+    kill_local_triton,
+    slow_host,
+    stop_prometheus,
+)
 from braid.reliability.report import CrTally, FuzzTally, ReliabilityReport, RequestTally
 from braid.settings import Settings
 from braid.tooling import synthetic as syn
@@ -73,6 +80,7 @@ def _data_plane(
     host = runtime.servers["host"].grpc_address
     return [
         kill_host_triton(models, local, workdir / "kill", size, progress=say),
+        kill_local_triton(models, host, workdir / "kill-local", size, progress=say),
         slow_host(models, local, host, workdir / "slow", size, progress=say),
         stop_prometheus(models, runtime.servers, workdir / "prometheus", size, progress=say),
     ]

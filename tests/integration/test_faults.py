@@ -16,7 +16,13 @@ from pathlib import Path
 import pytest
 
 from braid.dataplane.local_runtime import LocalRuntime
-from braid.reliability.faults import LoadSize, kill_host_triton, slow_host, stop_prometheus
+from braid.reliability.faults import (
+    LoadSize,
+    kill_host_triton,
+    kill_local_triton,
+    slow_host,
+    stop_prometheus,
+)
 from braid.reliability.proxy import LatencyProxy
 from braid.reliability.report import RequestTally
 from braid.tooling.synthetic import SyntheticModels
@@ -42,6 +48,21 @@ def test_killed_host_triton_serves_by_fallback_then_returns_to_the_host(
     assert tally.refused == 0, tally.notes  # the fallback always fits: nothing is refused
     assert tally.notes["served_by_fallback_while_down"] >= 1
     assert tally.served_by_fallback >= 1
+    assert tally.converged, tally.notes
+
+
+def test_killed_local_triton_is_refused_with_a_reason_then_served_again(
+    synthetic_models: SyntheticModels, local_runtime: LocalRuntime, tmp_path: Path
+) -> None:
+    """The local server runs every path's first hop and the fallback: no path fits while it is
+    down, so every request must get a clear 503 naming why, and none may hang or be a 500."""
+    tally = kill_local_triton(
+        synthetic_models, local_runtime.servers["host"].grpc_address, tmp_path, SMALL
+    )
+    _no_request_lost(tally)
+    assert tally.refused >= SMALL.during
+    reasons = {k for k in tally.notes if k.startswith("refused_") and k != "refused_while_down"}
+    assert reasons <= {"refused_upstream_unavailable", "refused_not_ready"}, tally.notes
     assert tally.converged, tally.notes
 
 

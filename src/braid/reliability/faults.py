@@ -41,7 +41,7 @@ from braid.dataplane.service import InferenceService, ModelSource, build_service
 from braid.devstack.prometheus import PrometheusServer, start_prometheus
 from braid.devstack.triton import TritonServer, start_triton
 from braid.policy.decision import ControlSettings
-from braid.reliability.load import SERVED, GatewayLoad
+from braid.reliability.load import REFUSED, SERVED, GatewayLoad
 from braid.reliability.proxy import LatencyProxy
 from braid.reliability.report import RequestTally
 from braid.render.prometheus_config import ScrapeTarget
@@ -73,6 +73,9 @@ class LoadSize:
     """Each request's gRPC deadline."""
     wait_s: float = 120.0
     """Bound of each wait; generous, the machine is shared."""
+
+
+DEFAULT_LOAD = LoadSize()
 
 
 def output_checker(
@@ -133,9 +136,11 @@ def gateway_load(
     )
 
 
-def _host_server(models: SyntheticModels, workdir: Path, name: str) -> tuple[Path, TritonServer]:
+def _tier_server(
+    models: SyntheticModels, workdir: Path, name: str, tier: str = "host"
+) -> tuple[Path, TritonServer]:
     views = make_tier_views(models.repository, models.catalog, workdir / "views")
-    return views["host"], start_triton(views["host"], workdir=workdir / name, name=name)
+    return views[tier], start_triton(views[tier], workdir=workdir / name, name=name)
 
 
 # -- 1. the host tier's tritonserver is killed mid-load ---------------------------------------
@@ -145,7 +150,7 @@ def kill_host_triton(
     models: SyntheticModels,
     local_address: str,
     workdir: Path,
-    size: LoadSize = LoadSize(),
+    size: LoadSize = DEFAULT_LOAD,
     progress: Progress = _quiet,
 ) -> RequestTally:
     """All traffic on the cross path; SIGKILL the host's tritonserver, then restart it.
@@ -155,7 +160,7 @@ def kill_host_triton(
     ports the cross path must serve again.
     """
     catalog = models.catalog
-    view, host = _host_server(models, workdir, "host-a")
+    view, host = _tier_server(models, workdir, "host-a")
     hosts = [host]
     notes: dict[str, float | int | str] = {}
     converged = False
@@ -211,6 +216,81 @@ def kill_host_triton(
     return tally
 
 
+# -- 1b. the local tier's tritonserver is killed: no path fits ---------------------------------
+
+
+def kill_local_triton(
+    models: SyntheticModels,
+    host_address: str,
+    workdir: Path,
+    size: LoadSize = DEFAULT_LOAD,
+    progress: Progress = _quiet,
+) -> RequestTally:
+    """Traffic on the cross path; SIGKILL the *local* tritonserver, then restart it.
+
+    Every path starts on the local server and the fallback runs there, so while it is down no
+    path fits: each request must get a clear refusal naming why (503, ``upstream_unavailable``
+    or ``not_ready``), not a hang or a bare 500. Once the server is back, requests are served.
+    """
+    catalog = models.catalog
+    view, local = _tier_server(models, workdir, "local-a", tier="local")
+    servers = [local]
+    notes: dict[str, float | int | str] = {}
+    converged = False
+    try:
+        endpoints = Endpoints(servers={"local": local.grpc_address, "host": host_address})
+        table = single_path_table(catalog.local_model, syn.CROSS, generation=1)
+        with gateway_over(catalog, endpoints, workdir / "routing.json", table) as thread:
+            load = gateway_load(thread, models, size, seed=5)
+            with load:
+                progress("kill-local-triton: load on the cross path")
+                load.wait_for(
+                    size.before, "requests served by the cross path", size.wait_s, path=syn.CROSS
+                )
+                progress("kill-local-triton: SIGKILL the local tritonserver")
+                os.killpg(local.process.pid, signal.SIGKILL)
+                killed_at = time.monotonic()
+                load.wait_for(
+                    size.during,
+                    "requests refused with the local server down",
+                    size.wait_s,
+                    kind=REFUSED,
+                    since=killed_at,
+                )
+                _hold(killed_at, size.hold_s)
+                notes["refused_while_down"] = load.count(REFUSED, since=killed_at)
+                progress("kill-local-triton: restart the local server on its ports")
+                restarted = start_triton(
+                    view, workdir=workdir / "local-b", name="local-b", ports=local.ports
+                )
+                servers.append(restarted)
+                back_at = time.monotonic()
+                notes["local_down_s"] = round(back_at - killed_at, 2)
+                try:
+                    load.wait_for(
+                        size.after,
+                        "requests served again",
+                        size.wait_s,
+                        since=back_at,
+                        path=syn.CROSS,
+                        fallback=False,
+                    )
+                    converged = True
+                    notes["served_again_after_s"] = round(time.monotonic() - back_at, 2)
+                except TimeoutError as exc:
+                    notes["error"] = str(exc)
+    finally:
+        for server in servers:
+            server.stop()
+    tally = load.tally(
+        "kill-local-triton",
+        "local tier's tritonserver SIGKILLed under load (no path fits), restarted on its ports",
+        **notes,
+    )
+    tally.converged = converged
+    return tally
+
+
 # -- 2. the host is slow ------------------------------------------------------------------------
 
 
@@ -219,7 +299,7 @@ def slow_host(
     local_address: str,
     host_address: str,
     workdir: Path,
-    size: LoadSize = LoadSize(),
+    size: LoadSize = DEFAULT_LOAD,
     *,
     delay_s: float = 0.3,
     latency_bound_us: int = 150_000,
@@ -305,7 +385,7 @@ def stop_prometheus(
     models: SyntheticModels,
     servers: dict[str, TritonServer],
     workdir: Path,
-    size: LoadSize = LoadSize(),
+    size: LoadSize = DEFAULT_LOAD,
     progress: Progress = _quiet,
 ) -> RequestTally:
     """The path controller decides from Prometheus; stop Prometheus under load, then restart it.

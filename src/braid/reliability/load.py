@@ -101,6 +101,9 @@ class GatewayLoad:
     checker: Checker | None = None
     pause_s: float = 0.0
     """Between one client's requests: keeps a contended machine responsive."""
+    backoff_s: float = 0.05
+    """After an answer that was not served, as a client retrying would: refusals come back
+    in microseconds, and a loop of them would only burn the CPU the recovery needs."""
     outcomes: list[Outcome] = field(default_factory=list)
     _thread: threading.Thread | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -226,9 +229,10 @@ class GatewayLoad:
         wanted = [grpcaio.InferRequestedOutput(self.output_name)]
         try:
             while self._take():
-                await self._one(client, tensor, wanted)
-                if self.pause_s:
-                    await asyncio.sleep(self.pause_s)
+                served = await self._one(client, tensor, wanted)
+                pause = self.pause_s if served else max(self.pause_s, self.backoff_s)
+                if pause:
+                    await asyncio.sleep(pause)
         finally:
             with contextlib.suppress(Exception):
                 await client.close()
@@ -238,7 +242,8 @@ class GatewayLoad:
         client: grpcaio.InferenceServerClient,
         tensor: grpcaio.InferInput,
         wanted: Sequence[grpcaio.InferRequestedOutput],
-    ) -> None:
+    ) -> bool:
+        """One request, recorded; whether it was served."""
         sent_at = time.monotonic()
         try:
             result = await client.infer(
@@ -247,10 +252,10 @@ class GatewayLoad:
         except InferenceServerException as exc:
             kind, detail = classify_error(exc.status(), exc.message())
             self._record(Outcome(sent_at, time.monotonic(), kind, detail=detail))
-            return
+            return False
         except Exception as exc:  # a reset or anything else the client raised: no answer
             self._record(Outcome(sent_at, time.monotonic(), LOST, detail=type(exc).__name__))
-            return
+            return False
         params = {
             k: getattr(v, v.WhichOneof("parameter_choice"))
             for k, v in result.get_response().parameters.items()
@@ -260,7 +265,7 @@ class GatewayLoad:
         outputs = result.as_numpy(self.output_name)
         if outputs is None or (self.checker is not None and not self.checker(path, outputs)):
             self._record(Outcome(sent_at, time.monotonic(), LOST, path, detail="wrong_outputs"))
-            return
+            return False
         self._record(
             Outcome(
                 sent_at,
@@ -270,6 +275,7 @@ class GatewayLoad:
                 str(fallback) if fallback is not None else None,
             )
         )
+        return True
 
     async def _run(self) -> None:
         async with asyncio.TaskGroup() as tasks:
