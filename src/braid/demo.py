@@ -23,6 +23,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import sys
 import threading
 import time
@@ -412,6 +413,9 @@ def start_controller(
             f"--catalog={catalog_file}",
             f"--policy-name={POLICY_NAME}",
             f"--namespace={LOCAL_NAMESPACE}",
+            # Every server of the demo shares this machine's cores.
+            f"--capacity=local={os.cpu_count() or 1}",
+            f"--capacity=host={os.cpu_count() or 1}",
             "--interval=1",
             "--verbose",
         ],

@@ -157,5 +157,25 @@ def demo_manifests(
                 len(exit_.output.shape) == 1,
             )
     out += list(links.values())
-    out += by_kind.get("OffloadPolicy", [])
+    out += [demo_policy(p) for p in by_kind.get("OffloadPolicy", [])]
+    return out
+
+
+DEMO_LATENCY_BOUND_US = 200_000
+DEMO_C_LOCAL = 1e-4
+
+
+def demo_policy(policy: dict[str, Any]) -> dict[str, Any]:
+    """The sample policy with the two figures that describe the machine, not the model.
+
+    The sample is written for a GPU cluster: a 20 ms bound, and local time priced at 1e-6 per
+    µs (a point of accuracy is worth half a second of it). On the demo's two shared cores a
+    saturated local Triton answers in tens of ms, so under heavy load no path met 20 ms and
+    the controller kept the original path by design, and local time stayed too cheap to
+    trade any accuracy for. Here local time costs 1e-4 per µs (a point is worth ~5 ms idle,
+    ~0.25 ms at 95 % load) and the bound is 200 ms: heavy load makes offloading worth it.
+    """
+    out = copy.deepcopy(policy)
+    out["spec"]["latencyBoundMicroseconds"] = DEMO_LATENCY_BOUND_US
+    out["spec"].setdefault("cost", {})["cLocal"] = DEMO_C_LOCAL
     return out
