@@ -825,16 +825,6 @@ def run_demo(
                 workdir / "test-pods",
             )
             state.helm_test = helm_test
-        with _stage(state, "helm test", progress):
-            helm_test = run_helm_test(
-                settings.bin_dir,
-                access,
-                release,
-                gateway_url,
-                CHART_GATEWAY_HTTP_PORT,
-                workdir / "test-pods",
-            )
-            state.helm_test = helm_test
         policy = kube.get("braid.dev/v1alpha1", "OffloadPolicy", POLICY_NAME, LOCAL_NAMESPACE)
         assert policy is not None
         spec = OffloadPolicySpec.model_validate(policy["spec"])
