@@ -285,3 +285,23 @@ def policy_changed(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
         return
     patch.status.update(status)
     patch.status["observedGeneration"] = body["metadata"].get("generation")
+
+
+@kopf.on.event(GROUP, "offloadpolicies")
+def policy_decided(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """Re-render the routing ConfigMap as soon as the controller's split changes.
+
+    The controller writes ``status.activePaths``, which is not a spec change; waiting for
+    ``policy_changed``'s timer added up to its interval to every switch the gateway sees.
+    Conditions and the rest of the status are still written by the timer.
+    """
+    active = (body.get("status") or {}).get("activePaths")
+    key = f"active:{body['metadata']['uid']}"
+    if not active or memo.get(key) == active:
+        return
+    try:
+        reconcile_policy(default_kube(), dict(body))
+    except (SpecError, DependencyMissingError):
+        return  # the timer's round reports it as a condition
+    memo[key] = active
+    log_event(logger, "policy.routing_rendered", policy=body["metadata"]["name"])
