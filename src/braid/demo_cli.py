@@ -102,10 +102,12 @@ def run_demo_cli(
     messages = {
         "models": f"building or reusing the models ({profile} profile; cached by config hash)",
         "cluster": "starting the local control plane (etcd, kube-apiserver, scheduler, kwok)",
-        "operator": "installing the CRDs and starting the operator as its ServiceAccount",
+        "helm install": "helm install braid charts/braid (CRDs, RBAC, components) into provider-a",
+        "operator": "starting the operator as the release's ServiceAccount",
         "samples": "applying the samples (Models, Blocks, Links, OffloadPolicy) + catalog",
         "triton": "kwok runtime: a tritonserver per Triton pod; waiting for the routing ConfigMap",
         "gateway": "starting the gateway on the routing ConfigMap, and Prometheus",
+        "helm test": "helm test: the chart's test Pod sends an inference through the gateway",
         "traffic": f"traffic: light → heavy → light over {duration:.0f} s",
         "teardown": "stopping everything",
     }
