@@ -53,6 +53,7 @@ def test_every_reason_has_both_statuses_and_client_mistakes_are_4xx() -> None:
         Reason.BAD_REQUEST,
         Reason.TRUNCATED,
         Reason.TOO_LARGE,
+        Reason.SLOW_BODY,
         Reason.UNKNOWN_MODEL,
         Reason.UNKNOWN_PATH,
         Reason.UNSUPPORTED,

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+
 import pytest
 
 from braid.dataplane.errors import InferenceError, Reason
-from braid.dataplane.rest import parse_infer_request
+from braid.dataplane.rest import parse_infer_request, read_body
 
 
 @pytest.mark.parametrize("depth", [1_000, 100_000])
@@ -31,3 +34,22 @@ def test_a_timeout_parameter_that_is_not_a_positive_number_is_a_bad_request(
         parse_infer_request(body, None, "m")
     assert caught.value.reason == Reason.BAD_REQUEST
     assert "timeout" in str(caught.value)
+
+
+class _StalledUpload:
+    """A request whose client sent its headers and one chunk, then nothing."""
+
+    def __init__(self) -> None:
+        self.headers = {"content-length": "100"}
+
+    async def stream(self) -> AsyncIterator[bytes]:
+        yield b"{"
+        await asyncio.Event().wait()  # never set: the rest never comes
+
+
+def test_a_stalled_upload_is_refused_instead_of_held_forever() -> None:
+    with pytest.raises(InferenceError) as caught:
+        asyncio.run(read_body(_StalledUpload(), 1024, timeout_s=0.05))  # type: ignore[arg-type]
+    assert caught.value.reason == Reason.SLOW_BODY
+    assert caught.value.http_status == 408
+    assert "1 bytes did" in str(caught.value)

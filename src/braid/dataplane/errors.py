@@ -24,6 +24,8 @@ class Reason(enum.StrEnum):
     """Binary tensor data shorter (or longer) than the JSON header announces."""
     TOO_LARGE = "too_large"
     """Body over the configured limit."""
+    SLOW_BODY = "slow_body"
+    """The client did not finish sending its body in time (a stalled or trickled upload)."""
     UNKNOWN_MODEL = "unknown_model"
     UNKNOWN_PATH = "unknown_path"
     UNSUPPORTED = "unsupported"
@@ -52,6 +54,7 @@ _STATUS: dict[Reason, _Status] = {
     Reason.BAD_REQUEST: _Status(400, grpc.StatusCode.INVALID_ARGUMENT),
     Reason.TRUNCATED: _Status(400, grpc.StatusCode.INVALID_ARGUMENT),
     Reason.TOO_LARGE: _Status(413, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    Reason.SLOW_BODY: _Status(408, grpc.StatusCode.DEADLINE_EXCEEDED),
     Reason.UNKNOWN_MODEL: _Status(404, grpc.StatusCode.NOT_FOUND),
     Reason.UNKNOWN_PATH: _Status(400, grpc.StatusCode.INVALID_ARGUMENT),
     Reason.UNSUPPORTED: _Status(415, grpc.StatusCode.UNIMPLEMENTED),

@@ -138,6 +138,7 @@ _ERRORS = {
     "400": "Malformed body or header, wrong input name, datatype, shape or byte size, "
     "truncated binary data, unknown path.",
     "404": "Unknown model or version.",
+    "408": "The body did not fully arrive in time (a stalled or trickled upload).",
     "413": "The body (or what it inflates to) is over the gateway's limit.",
     "415": "A Content-Encoding the gateway cannot read.",
     "502": "A Triton server behind the gateway answered with an error.",

@@ -12,6 +12,7 @@ and copy tensors as JSON, the very thing the binary extension exists to avoid.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import zlib
@@ -40,6 +41,7 @@ from braid.logs import log_event
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
+DEFAULT_BODY_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -265,8 +267,12 @@ def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
     return out
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refusing more than ``limit`` bytes before reading them."""
+async def read_body(
+    request: Request, limit: int, timeout_s: float = DEFAULT_BODY_TIMEOUT_S
+) -> bytes:
+    """The request body, refusing more than ``limit`` bytes before reading them, and a body
+    that has not fully arrived after ``timeout_s`` (a stalled upload held its connection and
+    request task for good: enough of them exhaust the gateway's descriptors)."""
     declared = request.headers.get("content-length")
     if declared is not None:
         try:
@@ -280,11 +286,19 @@ async def read_body(request: Request, limit: int) -> bytes:
     chunks: list[bytes] = []
     total = 0
     stream: AsyncIterator[bytes] = request.stream()
-    async for chunk in stream:
-        total += len(chunk)
-        if total > limit:
-            raise InferenceError(Reason.TOO_LARGE, f"the body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for chunk in stream:
+                total += len(chunk)
+                if total > limit:
+                    raise InferenceError(
+                        Reason.TOO_LARGE, f"the body exceeds the limit of {limit} bytes"
+                    )
+                chunks.append(chunk)
+    except TimeoutError:
+        raise InferenceError(
+            Reason.SLOW_BODY, f"the body did not arrive within {timeout_s:g} s ({total} bytes did)"
+        ) from None
     body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
     if declared is not None and len(body) != int(declared):
         raise InferenceError(
@@ -320,6 +334,7 @@ def create_rest_app(
     service: InferenceService,
     *,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
     registry: CollectorRegistry | None = None,
 ) -> FastAPI:
     """The FastAPI app: KServe v2 routes over ``service`` plus ``/metrics``."""
@@ -375,7 +390,7 @@ def create_rest_app(
         model = request.path_params["model"]
         version = request.path_params.get("version", "")
         service.executor(model, version)  # 404 before reading a body for nobody
-        body = await read_body(request, max_body_bytes)
+        body = await read_body(request, max_body_bytes, body_timeout_s)
         body = _decompress(
             body, request.headers.get("content-encoding", "").lower(), max_body_bytes
         )
