@@ -453,7 +453,7 @@ def main(
         cost=CostCoefficients(a=100.0, c_local=1e-4),
         latency_bound_microseconds=200_000,
         all_paths=True,
-        hysteresis=Hysteresis(cost_margin=0.2, min_dwell_seconds=5),
+        hysteresis=Hysteresis(cost_margin=0.2, min_dwell_seconds=30),
     )
     data = load_fashion_mnist().test
     images = data.images.numpy().astype(np.float32)

@@ -238,3 +238,26 @@ def test_per_model_queueing_prefers_a_path_around_a_busy_model(catalog: PathCata
     assert latency[syn.ORIGINAL] - latency[syn.SKIP] > 20_000  # 0.9 * 5 ms / (2 * 0.1)
     assert d.primary in (syn.SKIP, syn.CROSS)
     assert d.primary != syn.ORIGINAL
+
+
+def test_a_load_step_re_decides_at_once_and_steady_noise_does_not(
+    catalog: PathCatalog,
+) -> None:
+    """Dwell 30 s and a 10 % margin hold a steady load still; a step overrides both once."""
+    settings = ControlSettings(step_threshold=0.25)
+    p = policy(dwell=30, margin=0.1, c_local=3e-3)
+    idle = choose_paths(catalog, metrics(local=0.05), p, PolicyState(), settings)
+    assert idle.primary == syn.ORIGINAL
+    # One second later the local tier is saturated: within the dwell, yet the path changes.
+    step = choose_paths(catalog, metrics(local=0.9, at=NOW + 1), p, idle.state, settings)
+    assert step.changed
+    assert step.primary != syn.ORIGINAL
+    assert "load step" in step.reason
+    # Steady heavy load with noise below the threshold: nothing moves within the dwell.
+    state, changes = step.state, 0
+    for i in range(20):
+        m = metrics(local=0.8 if i % 2 else 0.95, at=NOW + 2 + i)
+        d = choose_paths(catalog, m, p, state, settings)
+        changes += d.changed
+        state = d.state
+    assert changes == 0

@@ -113,6 +113,10 @@ class ControlSettings:
     steady load rather than its troughs and the decision holds still."""
     model_instances: float = 1.0
     """Instances per Triton model: a model's utilisation is its busy time over this."""
+    step_threshold: float = 0.25
+    """A load step: some tier's utilisation moved this much since the active split was
+    decided. The split was chosen for another load, so the round re-decides at once, without
+    the cost margin or the dwell; those hold the decision still while the load is steady."""
 
 
 @dataclass(frozen=True)
@@ -132,6 +136,8 @@ class PolicyState:
     """Smoothed busy time per tier (see ``ControlSettings.smoothing``)."""
     model_busy: tuple[tuple[str, float], ...] = ()
     """Smoothed busy time per ``tier/model``, the same way."""
+    rho_at: tuple[tuple[str, float], ...] = ()
+    """Each tier's utilisation when the active split was decided (see ``step_threshold``)."""
 
     @property
     def primary(self) -> str | None:
@@ -327,7 +333,9 @@ def _keep(
     load: Mapping[str, float],
 ) -> Decision:
     active = state.active or (WeightedPath(catalog.original_path, 1.0),)
-    kept = PolicyState(active=active, since=state.since, generation=state.generation)
+    kept = PolicyState(
+        active=active, since=state.since, generation=state.generation, rho_at=state.rho_at
+    )
     return Decision(active, assessments, False, degraded, reason, kept, load)
 
 
@@ -524,8 +532,9 @@ def _decide(
 
     cost_of = {a.id: a for a in assessments}
     now = metrics.at
+    rho_now = tuple(sorted((t, min(max(r, 0.0), 1.0)) for t, r in rho.items()))
     if not state.active:
-        new_state = PolicyState(proposal, now, state.generation + 1)
+        new_state = PolicyState(proposal, now, state.generation + 1, rho_at=rho_now)
         return Decision(proposal, assessments, True, degraded, reason, new_state, load_info)
 
     current = state.primary
@@ -533,6 +542,23 @@ def _decide(
     new_primary = proposal[0].id
     dwell = policy.hysteresis.min_dwell_seconds
     dwelt = state.since is None or now - state.since >= dwell
+    before = dict(state.rho_at)
+    stepped = any(abs(r - before[t]) >= settings.step_threshold for t, r in rho_now if t in before)
+    if stepped:
+        if new_primary == current and not _moved(state.active, proposal):
+            # Re-decided for the new load and kept: the step is spent, hysteresis again.
+            kept = _keep(
+                state,
+                catalog,
+                assessments,
+                degraded=degraded,
+                reason=f"holding {current} after a load step: {reason}",
+                load=load_info,
+            )
+            return replace(kept, state=replace(kept.state, rho_at=rho_now))
+        new_state = PolicyState(proposal, now, state.generation + 1, rho_at=rho_now)
+        reason = f"{reason} (load step)"
+        return Decision(proposal, assessments, True, degraded, reason, new_state, load_info)
     if new_primary != current:
         current_cost = cost_of.get(current)
         margin_ok = (
@@ -568,5 +594,5 @@ def _decide(
             reason=f"holding {current}: {reason}",
             load=load_info,
         )
-    new_state = PolicyState(proposal, now, state.generation + 1)
+    new_state = PolicyState(proposal, now, state.generation + 1, rho_at=rho_now)
     return Decision(proposal, assessments, True, degraded, reason, new_state, load_info)
