@@ -222,6 +222,8 @@ class BinaryCase:
     kind: str
     headers: dict[str, str]
     body: bytes
+    chunked: bool = False
+    """Sent with Transfer-Encoding: chunked (no Content-Length for the limit to check first)."""
 
 
 @dataclass(frozen=True)
@@ -493,7 +495,12 @@ def _mutations(target: InferTarget) -> list[Callable[[random.Random], BinaryCase
         case = valid(rng)
         return BinaryCase("oversized", case.headers, case.body + bytes(rng.choice([2**20, 2**22])))
 
+    def chunked(rng: random.Random) -> BinaryCase:
+        case = rng.choice([valid, content_length, compressed])(rng)
+        return BinaryCase(f"chunked_{case.kind}", case.headers, case.body, chunked=True)
+
     return [
+        chunked,
         valid,
         truncated,
         surplus,
@@ -522,9 +529,13 @@ def binary_cases(target: InferTarget, cases: int, seed: int = 0) -> Iterator[Bin
     for i in range(cases):
         mutate = mutations[i % len(mutations)]
         case = mutate(rng)
-        yield BinaryCase(
-            mutate.__name__ if case.kind == "valid" else case.kind, case.headers, case.body
-        )
+        kind = mutate.__name__ if case.kind == "valid" else case.kind
+        yield BinaryCase(kind, case.headers, case.body, case.chunked)
+
+
+def _chunks(body: bytes, size: int = 64 * 1024) -> Iterator[bytes]:
+    for start in range(0, len(body), size):
+        yield body[start : start + size]
 
 
 def run_binary_tensor_fuzz(
@@ -549,7 +560,7 @@ def run_binary_tensor_fuzz(
             try:
                 response = client.post(
                     f"/v2/models/{model}/infer",
-                    content=case.body,
+                    content=_chunks(case.body) if case.chunked else case.body,
                     headers={k.encode(): v.encode() for k, v in case.headers.items()},
                 )
             except httpx.LocalProtocolError:
