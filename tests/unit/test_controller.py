@@ -56,6 +56,20 @@ def test_executions_give_each_model_its_utilisation_and_execution_time() -> None
     assert local.compute_us == {"toy.b0": 156.25}
 
 
+def test_the_gateways_hop_timings_become_mean_call_times() -> None:
+    m = metrics_from_samples(
+        10.0,
+        up=[sample(1, tier="local")],
+        compute=[],
+        count=[],
+        paths=[],
+        network=Network(),
+        hop_seconds=[sample(0.5, hop="toy.b0"), sample(0.1, hop="idle")],
+        hop_calls=[sample(50, hop="toy.b0"), sample(0, hop="idle")],
+    )
+    assert m.hop_us == {"toy.b0": 10_000.0}
+
+
 def test_queries_select_the_model_and_window() -> None:
     q = MetricQueries(model="toy", window="2s")
     assert 'model="toy"' in q.path_rps

@@ -261,3 +261,26 @@ def test_a_load_step_re_decides_at_once_and_steady_noise_does_not(
         changes += d.changed
         state = d.state
     assert changes == 0
+
+
+def test_observed_hop_times_price_every_hop_and_unseen_ones_pay_the_tiers_overhead(
+    catalog: PathCatalog,
+) -> None:
+    """The gateway saw each original hop take 10 ms (a busy machine); the skip link was not
+    called yet. It is priced at its modelled time plus the ~9.9 ms the called hops took
+    beyond theirs, so the skip path is not taken for free, and a path of fewer called hops
+    is cheaper by what those calls took."""
+    original = catalog.path(syn.ORIGINAL)
+    hop_us = {h.triton_model: 10_000.0 for h in original.hops}
+    m = Metrics(
+        at=NOW,
+        tiers={"local": TierMetrics(busy=0.5), "host": TierMetrics(busy=0.0)},
+        hop_us=hop_us,
+    )
+    d = choose_paths(catalog, m, policy(dwell=0), on(syn.ORIGINAL))
+    latency = {a.id: a.latency_us for a in d.assessments}
+    assert latency[syn.ORIGINAL] == pytest.approx(40_000.0, rel=1e-6)
+    # The skip path replaces b1 by the unseen link: modelled (~100 µs) + overhead (~9,900).
+    assert latency[syn.SKIP] == pytest.approx(40_000.0, rel=0.01)
+    # The exit path has three hops, two of them seen, the head unseen.
+    assert latency[syn.EXIT] == pytest.approx(30_000.0, rel=0.01)

@@ -51,6 +51,20 @@ class MetricQueries:
     def executions_per_s(self) -> str:
         return self._rate("nv_inference_exec_count", "tier, model")
 
+    def _hop_rate(self, suffix: str) -> str:
+        return (
+            f"sum by (hop) (irate(braid_gateway_hop_duration_seconds_{suffix}"
+            f'{{model="{self.model}"}}[{self.window}]))'
+        )
+
+    @property
+    def hop_seconds_per_s(self) -> str:
+        return self._hop_rate("sum")
+
+    @property
+    def hop_calls_per_s(self) -> str:
+        return self._hop_rate("count")
+
     @property
     def queue_us_per_s(self) -> str:
         return self._rate("nv_inference_queue_duration_us", "tier")
@@ -75,13 +89,22 @@ def metrics_from_samples(
     paths: list[PromSample],
     network: Network,
     executions: list[PromSample] | None = None,
+    hop_seconds: list[PromSample] | None = None,
+    hop_calls: list[PromSample] | None = None,
 ) -> Metrics:
     """The decision's view of the samples: pure, so tests feed samples without Prometheus.
 
     A tier is measured when its servers are up; its busy time is the sum over its models.
     With ``executions`` (batched executions per second), each model's own utilisation and
-    mean execution time are reported too, for the per-hop queueing model.
+    mean execution time are reported too, for the per-hop queueing model; with the gateway's
+    ``hop_seconds`` and ``hop_calls`` rates, the mean time of its calls to each model.
     """
+    calls = {s.labels.get("hop", ""): s.value for s in _finite(hop_calls or [])}
+    hop_us = {
+        s.labels.get("hop", ""): 1e6 * s.value / calls[s.labels.get("hop", "")]
+        for s in _finite(hop_seconds or [])
+        if calls.get(s.labels.get("hop", ""), 0.0) > 0
+    }
     tiers_up = {s.labels.get("tier", "") for s in up if s.value >= 1} - {""}
     busy: dict[str, float] = {t: 0.0 for t in tiers_up}
     per_model: dict[str, dict[str, float]] = {t: {} for t in tiers_up}
@@ -117,6 +140,7 @@ def metrics_from_samples(
         },
         path_rps={s.labels.get("path", ""): s.value for s in _finite(paths) if s.value > 0},
         network=network,
+        hop_us=hop_us,
     )
 
 
@@ -133,11 +157,21 @@ def gather_metrics(
         count = prometheus.query(queries.inferences_per_s)
         paths = prometheus.query(queries.path_rps)
         executions = prometheus.query(queries.executions_per_s)
+        hop_seconds = prometheus.query(queries.hop_seconds_per_s)
+        hop_calls = prometheus.query(queries.hop_calls_per_s)
     except (httpx.HTTPError, PrometheusQueryError) as exc:
         log_event(logger, "controller.metrics_unavailable", logging.WARNING, error=str(exc))
         return None
     return metrics_from_samples(
-        at, up, compute, count, paths, network or Network(), executions=executions
+        at,
+        up,
+        compute,
+        count,
+        paths,
+        network or Network(),
+        executions=executions,
+        hop_seconds=hop_seconds,
+        hop_calls=hop_calls,
     )
 
 

@@ -32,7 +32,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
-from braid.api.catalog import PathCatalog, PathEntry
+from braid.api.catalog import Hop, PathCatalog, PathEntry
 from braid.api.common import Condition
 from braid.api.v1alpha1.offloadpolicy import (
     ActivePath,
@@ -85,6 +85,9 @@ class Metrics:
     path_rps: Mapping[str, float] = field(default_factory=dict)
     """Requests per second the gateway routed to each path of the model."""
     network: Network = field(default_factory=Network)
+    hop_us: Mapping[str, float] = field(default_factory=dict)
+    """Mean time of one call to each Triton model as the gateway saw it (models it called
+    in the window): queueing, compute, the server's scheduling and the transport, measured."""
 
     @property
     def offered_rps(self) -> float:
@@ -136,6 +139,8 @@ class PolicyState:
     """Smoothed busy time per tier (see ``ControlSettings.smoothing``)."""
     model_busy: tuple[tuple[str, float], ...] = ()
     """Smoothed busy time per ``tier/model``, the same way."""
+    hop_us: tuple[tuple[str, float], ...] = ()
+    """Smoothed observed call time per Triton model, the same way."""
     rho_at: tuple[tuple[str, float], ...] = ()
     """Each tier's utilisation when the active split was decided (see ``step_threshold``)."""
 
@@ -286,29 +291,73 @@ def utilisation(metrics: Metrics, settings: ControlSettings) -> dict[str, float]
     }
 
 
+def modelled_hop_us(
+    hop: Hop, metrics: Metrics, scale: Mapping[str, float], settings: ControlSettings
+) -> float:
+    """A call's time from the model alone: calibrated compute plus the M/D/1 wait."""
+    compute = hop.compute_us * scale.get(hop.server, 1.0)
+    return compute + hop_wait_us(metrics.tiers.get(hop.server), hop.triton_model, settings)
+
+
+def hop_overhead_us(
+    catalog: PathCatalog, metrics: Metrics, scale: Mapping[str, float], settings: ControlSettings
+) -> dict[str, float]:
+    """Per tier: what an observed call took beyond its modelled time, averaged over the
+    models the gateway called. It is what every call pays and the model does not see: the
+    gRPC round trip, and on a busy machine the wait for a CPU to run the model's process.
+    A hop nobody calls yet is priced at its modelled time plus its tier's overhead."""
+    seen: dict[str, list[float]] = {}
+    done: set[str] = set()
+    for entry in catalog.paths:
+        for hop in entry.hops:
+            observed = metrics.hop_us.get(hop.triton_model)
+            if observed is None or hop.triton_model in done:
+                continue
+            done.add(hop.triton_model)
+            extra = observed - modelled_hop_us(hop, metrics, scale, settings)
+            seen.setdefault(hop.server, []).append(max(extra, 0.0))
+    return {tier: sum(v) / len(v) for tier, v in seen.items()}
+
+
 def _figures(
     entry: PathEntry,
     metrics: Metrics,
     rho: Mapping[str, float],
     scale: Mapping[str, float],
     settings: ControlSettings,
+    overhead: Mapping[str, float],
 ) -> tuple[PathFigures, Load]:
     """The path's loaded figures: calibrated service time plus the time spent queueing.
 
-    With per-model metrics the queueing is each hop's own M/D/1 wait (``hop_wait_us``);
-    without them, the tier-wide M/M/1 stretch of CoDE's model (``under_load``).
+    When the gateway reports its calls, each hop costs what its calls took (a hop not called
+    yet: its modelled time plus its tier's ``overhead``); else, with per-model Triton
+    metrics, calibrated compute plus each hop's own M/D/1 wait (``hop_wait_us``); with
+    neither, the tier-wide M/M/1 stretch of CoDE's model (``under_load``).
     """
     base = figures_from_entry(entry, metrics.network)
+    load = Load(
+        local=min(max(rho.get("local", 0.0), 0.0), RHO_CLIP),
+        host=min(max(rho.get("host", 0.0), 0.0), RHO_CLIP),
+    )
+    if metrics.hop_us:
+        times: dict[str, float] = {}
+        for hop in entry.hops:
+            observed = metrics.hop_us.get(hop.triton_model)
+            t = (
+                observed
+                if observed is not None
+                else modelled_hop_us(hop, metrics, scale, settings) + overhead.get(hop.server, 0.0)
+            )
+            times[hop.server] = times.get(hop.server, 0.0) + t
+        return replace(
+            base, t_local_us=times.get("local", 0.0), t_host_us=times.get("host", 0.0)
+        ), load
     work = tier_work_s(entry, scale)
     waits = queueing_s(entry, metrics, settings)
     measured = replace(
         base,
         t_local_us=work.get("local", 0.0) * 1e6,
         t_host_us=work.get("host", 0.0) * 1e6,
-    )
-    load = Load(
-        local=min(max(rho.get("local", 0.0), 0.0), RHO_CLIP),
-        host=min(max(rho.get("host", 0.0), 0.0), RHO_CLIP),
     )
     if waits is None:
         return under_load(measured, load), load
@@ -423,9 +472,12 @@ def choose_paths(
 ) -> Decision:
     """One decision round; ``metrics=None`` means Prometheus could not be read."""
     settings = settings or ControlSettings()
-    busy, model_busy = state.busy, state.model_busy
+    busy, model_busy, hop_us = state.busy, state.model_busy, state.hop_us
     if metrics is not None:
         tier_prev, model_prev = dict(state.busy), dict(state.model_busy)
+        hop_prev = dict(state.hop_us)
+        hops = {h: smooth(v, hop_prev.get(h), settings) for h, v in metrics.hop_us.items()}
+        hop_us = tuple(sorted(hops.items()))
         tiers = {}
         for t, m in metrics.tiers.items():
             models = {
@@ -435,13 +487,16 @@ def choose_paths(
             tiers[t] = replace(
                 m, busy=smooth(m.busy, tier_prev.get(t), settings), model_busy=models
             )
-        metrics = replace(metrics, tiers=tiers)
+        metrics = replace(metrics, tiers=tiers, hop_us=hops)
         busy = tuple(sorted((t, m.busy) for t, m in tiers.items()))
         model_busy = tuple(
             sorted((f"{t}/{name}", v) for t, m in tiers.items() for name, v in m.model_busy.items())
         )
     decision = _decide(catalog, metrics, policy, state, settings)
-    return replace(decision, state=replace(decision.state, busy=busy, model_busy=model_busy))
+    return replace(
+        decision,
+        state=replace(decision.state, busy=busy, model_busy=model_busy, hop_us=hop_us),
+    )
 
 
 def smooth(new: float, previous: float | None, settings: ControlSettings) -> float:
@@ -469,8 +524,9 @@ def _decide(
     scale = calibration(catalog, metrics.tiers)
     figures: list[PathFigures] = []
     load = Load()
+    overhead = hop_overhead_us(catalog, metrics, scale, settings) if metrics.hop_us else {}
     for entry in measured:
-        f, load = _figures(entry, metrics, rho, scale, settings)
+        f, load = _figures(entry, metrics, rho, scale, settings, overhead)
         figures.append(f)
     coefficients = loaded_coefficients(policy.cost, load.local_factor, load.host_factor)
     bound = float(policy.latency_bound_microseconds)
@@ -533,6 +589,9 @@ def _decide(
     cost_of = {a.id: a for a in assessments}
     now = metrics.at
     rho_now = tuple(sorted((t, min(max(r, 0.0), 1.0)) for t, r in rho.items()))
+    if not state.rho_at:
+        # A split kept since before the first measurement: the load it holds for is this one.
+        state = replace(state, rho_at=rho_now)
     if not state.active:
         new_state = PolicyState(proposal, now, state.generation + 1, rho_at=rho_now)
         return Decision(proposal, assessments, True, degraded, reason, new_state, load_info)
