@@ -36,12 +36,12 @@ from braid.tooling.synthetic import SyntheticModels
 pytestmark = pytest.mark.integration
 
 MAX_BODY_MIB = 1.0
-SCHEMATHESIS_CASES = 200
-BINARY_CASES = 1500
-GRPC_CASES = 1500
+SCHEMATHESIS_CASES = 150
+BINARY_CASES = 1000
+GRPC_CASES = 1000
 RSS_GROWTH_LIMIT = 64 * 2**20
-"""Allocator arenas and caches settle after warm-up; a per-request leak over 1,500 cases of
-up to a few hundred KiB each would pass this many times over."""
+"""Allocator arenas and caches settle after warm-up; a per-request leak over 1,000 cases of
+up to a few hundred KiB each would pass it many times over."""
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,8 @@
 """Fuzz the gateway's gRPC front end: raw bytes and malformed ``ModelInferRequest`` messages.
 
 Messages go through a channel with no serializer, so the fuzzer sends exactly the bytes it
-means to: random bytes, truncated and bit-flipped encodings of a valid request, and
+means to: random bytes (to ModelInfer and the metadata methods), truncated and bit-flipped
+encodings of a valid request, and
 well-formed protobufs whose contents are wrong (datatypes, shapes, ``raw_input_contents``
 that do not match the inputs, typed contents, parameters, outputs, unknown models).
 
@@ -52,6 +53,7 @@ Tensor = service_pb2.ModelInferRequest.InferInputTensor
 class GrpcCase:
     kind: str
     message: bytes
+    method: str = MODEL_INFER
 
 
 @dataclass(frozen=True)
@@ -221,7 +223,27 @@ def _mutations(target: GrpcTarget) -> list[Callable[[random.Random], GrpcCase]]:
         request.raw_input_contents[0] = bytes(rng.choice([2**20 + 1, 2**22]))
         return encoded("oversized", request)
 
+    def other_method(rng: random.Random) -> GrpcCase:
+        """The metadata methods take names and versions straight from the client too."""
+        method, request = rng.choice(
+            [
+                ("ServerLive", service_pb2.ServerLiveRequest()),
+                ("ServerMetadata", service_pb2.ServerMetadataRequest()),
+                ("ModelReady", service_pb2.ModelReadyRequest(name=target.model)),
+                ("ModelMetadata", service_pb2.ModelMetadataRequest(name=target.model)),
+                ("ModelConfig", service_pb2.ModelConfigRequest(name=target.model)),
+            ]
+        )
+        if hasattr(request, "name"):
+            request.name = rng.choice([target.model, "", "nope", "Ω" * 100, target.model + "\x00"])
+            request.version = rng.choice(["", "1", "2", "-1"])
+        data = request.SerializeToString()
+        if rng.random() < 0.5:
+            data = rng.randbytes(rng.randrange(1, 64))
+        return GrpcCase(f"other_method_{method}", data, f"/inference.GRPCInferenceService/{method}")
+
     return [
+        other_method,
         valid,
         random_bytes,
         truncated,
@@ -256,10 +278,12 @@ def run_grpc_fuzz(
     ) as channel:
         target = _target(channel, model)
         before = ProcessUsage.of(pid) if pid is not None else None
-        infer = channel.unary_unary(MODEL_INFER)  # bytes in, bytes out
+        methods: dict[str, grpc.UnaryUnaryMultiCallable] = {}
         for case in grpc_cases(target, cases, seed):
+            if case.method not in methods:
+                methods[case.method] = channel.unary_unary(case.method)  # bytes in, bytes out
             try:
-                infer(case.message, timeout=_CALL_TIMEOUT_S)
+                methods[case.method](case.message, timeout=_CALL_TIMEOUT_S)
                 code = grpc.StatusCode.OK
                 details = ""
             except grpc.RpcError as exc:
