@@ -213,8 +213,10 @@ def features_key(config: TrainConfig, split: str) -> str:
         "dev": config.dev_samples,
         "drift": config.drift_samples,
     }.get(split)
-    dtype = np.dtype(feature_dtype(split)).name
-    return _hash({"v": CACHE_VERSION, "split": split, "n": n, "seed": config.seed, "dtype": dtype})
+    key: dict[str, Any] = {"v": CACHE_VERSION, "split": split, "n": n, "seed": config.seed}
+    if split != "train":  # these were float16 at first; train still is (and keeps its key)
+        key["dtype"] = np.dtype(feature_dtype(split)).name
+    return _hash(key)
 
 
 def split_features(
