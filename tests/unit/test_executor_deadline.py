@@ -65,6 +65,14 @@ def test_an_early_grpc_deadline_within_the_clients_budget_does_not_mark_the_serv
     assert caught.value.reason == Reason.DEADLINE
     assert "the client's deadline" in str(caught.value)
 
+    async def wait_ran_out(*args: object) -> tuple[bytes, tuple[int, ...]]:
+        raise TimeoutError  # a coalesced member's wait_for, on asyncio's clock
+
+    deadline_exceeded = wait_ran_out  # noqa: F811 (the same hop, the other way to time out)
+    with pytest.raises(InferenceError) as caught:
+        asyncio.run(call_the_hop())
+    assert caught.value.reason == Reason.DEADLINE  # was a 503 upstream_unavailable
+
 
 @pytest.mark.parametrize("budget_s", [1e24, float("inf")])
 def test_a_huge_client_budget_is_capped_not_overflowed(

@@ -718,7 +718,9 @@ class PathExecutor:
                 self.pool.mark_down(hop.address, f"{code.name}: {exc.details()}")
             raise failure from None
         except TimeoutError:
-            if time.perf_counter() >= run.deadline:
+            # A coalesced member's own wait ran out: the same bound test as above (asyncio's
+            # clock is not perf_counter either).
+            if timeout >= remaining or time.perf_counter() >= run.deadline:
                 raise self._deadline(run, hop) from None
             raise HopError(hop, grpc.StatusCode.DEADLINE_EXCEEDED, "no answer in time") from None
         except ValueError as exc:
