@@ -130,6 +130,9 @@ class BackgroundLoad:
         return time.time()
 
     def stop(self) -> float:
+        """Stop the load; returns when it was told to stop (the load ends there, not when
+        the process has finished joining)."""
+        stopped = time.time()
         if self.process is not None:
             self.stop_event.set()
             self.process.join(15)
@@ -137,7 +140,7 @@ class BackgroundLoad:
                 self.process.kill()
                 self.process.join()
             self.process = None
-        return time.time()
+        return stopped
 
 
 # --------------------------------------------------------------------------- the gateway

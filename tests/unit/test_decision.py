@@ -243,7 +243,7 @@ def test_per_model_queueing_prefers_a_path_around_a_busy_model(catalog: PathCata
 def test_a_load_step_re_decides_at_once_and_steady_noise_does_not(
     catalog: PathCatalog,
 ) -> None:
-    """Dwell 30 s and a 10 % margin hold a steady load still; a step overrides both once."""
+    """Dwell 30 s and a 10 % margin hold a steady load still; a step waives the dwell."""
     settings = ControlSettings(step_threshold=0.25)
     p = policy(dwell=30, margin=0.1, c_local=3e-3)
     idle = choose_paths(catalog, metrics(local=0.05), p, PolicyState(), settings)

@@ -118,8 +118,8 @@ class ControlSettings:
     """Instances per Triton model: a model's utilisation is its busy time over this."""
     step_threshold: float = 0.25
     """A load step: some tier's utilisation moved this much since the active split was
-    decided. The split was chosen for another load, so the round re-decides at once, without
-    the cost margin or the dwell; those hold the decision still while the load is steady."""
+    decided. The split was chosen for another load, so the dwell is waived until a round
+    re-decides (the cost margin still applies); the dwell holds a steady load still."""
 
 
 @dataclass(frozen=True)
@@ -604,20 +604,21 @@ def _decide(
     before = dict(state.rho_at)
     stepped = any(abs(r - before[t]) >= settings.step_threshold for t, r in rho_now if t in before)
     if stepped:
+        # The split was decided for another load: no dwell. The margin still applies, so
+        # near-equal paths do not trade places while the load ramps.
+        dwelt = True
+        reason = f"{reason} (load step)"
         if new_primary == current and not _moved(state.active, proposal):
-            # Re-decided for the new load and kept: the step is spent, hysteresis again.
+            # Re-decided for the new load and kept: the step is spent.
             kept = _keep(
                 state,
                 catalog,
                 assessments,
                 degraded=degraded,
-                reason=f"holding {current} after a load step: {reason}",
+                reason=f"holding {current}: {reason}",
                 load=load_info,
             )
             return replace(kept, state=replace(kept.state, rho_at=rho_now))
-        new_state = PolicyState(proposal, now, state.generation + 1, rho_at=rho_now)
-        reason = f"{reason} (load step)"
-        return Decision(proposal, assessments, True, degraded, reason, new_state, load_info)
     if new_primary != current:
         current_cost = cost_of.get(current)
         margin_ok = (
