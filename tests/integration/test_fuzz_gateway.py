@@ -39,6 +39,8 @@ MAX_BODY_MIB = 1.0
 SCHEMATHESIS_CASES = 150
 BINARY_CASES = 1000
 GRPC_CASES = 1000
+CONCURRENCY = 4
+"""Requests in flight at once: bad ones meet good ones at the same (coalesced) hops."""
 RSS_GROWTH_LIMIT = 64 * 2**20
 """Allocator arenas and caches settle after warm-up; a per-request leak over 1,000 cases of
 up to a few hundred KiB each would pass it many times over."""
@@ -114,7 +116,11 @@ def test_schemathesis_finds_no_5xx_crash_or_leak(gateway_process: GatewayProcess
 def test_malformed_binary_tensors_get_4xx_not_5xx(gateway_process: GatewayProcess) -> None:
     _warm_up(gateway_process)
     tally = run_binary_tensor_fuzz(
-        _url(gateway_process), syn.LOCAL, BINARY_CASES, pid=gateway_process.process.pid
+        _url(gateway_process),
+        syn.LOCAL,
+        BINARY_CASES,
+        pid=gateway_process.process.pid,
+        concurrency=CONCURRENCY,
     )
     _assert_clean(tally, BINARY_CASES)
     assert tally.notes["status_400"] > 0
@@ -127,7 +133,11 @@ def test_malformed_grpc_messages_get_status_codes_not_internal(
 ) -> None:
     _warm_up(gateway_process)
     tally = run_grpc_fuzz(
-        gateway_process.grpc_address, syn.LOCAL, GRPC_CASES, pid=gateway_process.process.pid
+        gateway_process.grpc_address,
+        syn.LOCAL,
+        GRPC_CASES,
+        pid=gateway_process.process.pid,
+        concurrency=CONCURRENCY,
     )
     _assert_clean(tally, GRPC_CASES)
     assert tally.notes["INVALID_ARGUMENT"] > 0

@@ -14,6 +14,7 @@ are healthy, so neither of the last two has an excuse), except DEADLINE_EXCEEDED
 
 from __future__ import annotations
 
+import itertools
 import logging
 import random
 from collections import Counter
@@ -267,9 +268,16 @@ def grpc_cases(target: GrpcTarget, cases: int, seed: int = 0) -> Iterator[GrpcCa
 
 
 def run_grpc_fuzz(
-    address: str, model: str, cases: int, *, pid: int | None = None, seed: int = 0
+    address: str,
+    model: str,
+    cases: int,
+    *,
+    pid: int | None = None,
+    seed: int = 0,
+    concurrency: int = 1,
 ) -> FuzzTally:
-    """``cases`` raw and malformed ModelInfer messages to the gateway's gRPC ``address``."""
+    """``cases`` raw and malformed ModelInfer messages to the gateway's gRPC ``address``,
+    ``concurrency`` of them in flight at once."""
     require_loopback(address)
     codes: Counter[str] = Counter()
     examples: list[str] = []
@@ -279,22 +287,29 @@ def run_grpc_fuzz(
         target = _target(channel, model)
         before = ProcessUsage.of(pid) if pid is not None else None
         methods: dict[str, grpc.UnaryUnaryMultiCallable] = {}
-        for case in grpc_cases(target, cases, seed):
-            if case.method not in methods:
-                methods[case.method] = channel.unary_unary(case.method)  # bytes in, bytes out
-            try:
-                methods[case.method](case.message, timeout=_CALL_TIMEOUT_S)
-                code = grpc.StatusCode.OK
-                details = ""
-            except grpc.RpcError as exc:
-                code = exc.code()
-                details = str(exc.details())
-            if code == grpc.StatusCode.DEADLINE_EXCEEDED and CLIENT_DEADLINE in details:
-                codes["DEADLINE_SET_BY_THE_REQUEST"] += 1
-                continue
-            codes[code.name] += 1
-            if code in SERVER_FAILURES and len(examples) < _EXAMPLES:
-                examples.append(f"{code.name} {case.kind}: {details[:300]}")
+        pending = grpc_cases(target, cases, seed)
+        while window := list(itertools.islice(pending, max(1, concurrency))):
+            calls = []
+            for case in window:
+                if case.method not in methods:
+                    methods[case.method] = channel.unary_unary(case.method)  # bytes in and out
+                calls.append(
+                    (case, methods[case.method].future(case.message, timeout=_CALL_TIMEOUT_S))
+                )
+            for case, call in calls:
+                try:
+                    call.result()
+                    code = grpc.StatusCode.OK
+                    details = ""
+                except grpc.RpcError as exc:
+                    code = exc.code()
+                    details = str(exc.details())
+                if code == grpc.StatusCode.DEADLINE_EXCEEDED and CLIENT_DEADLINE in details:
+                    codes["DEADLINE_SET_BY_THE_REQUEST"] += 1
+                    continue
+                codes[code.name] += 1
+                if code in SERVER_FAILURES and len(examples) < _EXAMPLES:
+                    examples.append(f"{code.name} {case.kind}: {details[:300]}")
         live = channel.unary_unary(
             "/inference.GRPCInferenceService/ServerLive",
             request_serializer=service_pb2.ServerLiveRequest.SerializeToString,
@@ -310,6 +325,7 @@ def run_grpc_fuzz(
         notes[f"example_5xx_{i}"] = example
     if before is not None and pid is not None and not crashed:
         notes |= before.notes("before") | ProcessUsage.of(pid).notes("after")
+    notes["concurrency"] = concurrency
     tally = FuzzTally(
         campaign="grpc-model-infer",
         cases=sum(codes.values()),

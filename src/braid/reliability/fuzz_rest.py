@@ -21,12 +21,15 @@ for any path, which fuzzers do all the time. Those are counted apart
 from __future__ import annotations
 
 import gzip
+import itertools
 import json
 import logging
 import random
+import threading
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -545,32 +548,57 @@ def run_binary_tensor_fuzz(
     *,
     pid: int | None = None,
     seed: int = 0,
+    concurrency: int = 1,
 ) -> FuzzTally:
-    """``cases`` malformed KServe v2 binary requests to ``model``'s infer route."""
+    """``cases`` malformed KServe v2 binary requests to ``model``'s infer route.
+
+    With ``concurrency`` > 1 that many are in flight at once, so bad requests meet good ones
+    at the same hops (the gateway coalesces concurrent calls of a hop into one).
+    """
     require_loopback(base_url)
-    with httpx.Client(base_url=base_url, timeout=30) as client:
-        target = InferTarget.from_metadata(client.get(f"/v2/models/{model}").json())
-        before = ProcessUsage.of(pid) if pid is not None else None
-        outcomes = _Outcomes()
-        kinds: Counter[str] = Counter()
-        # A few cases cannot be sent (httpx refuses the header); draw more to answer ``cases``.
-        for case in binary_cases(target, 2 * cases, seed):
-            if outcomes.cases >= cases:
-                break
-            try:
-                response = client.post(
-                    f"/v2/models/{model}/infer",
-                    content=_chunks(case.body) if case.chunked else case.body,
-                    headers={k.encode(): v.encode() for k, v in case.headers.items()},
-                )
-            except httpx.LocalProtocolError:
-                outcomes.client_errors += 1  # httpx will not send it (e.g. " 12" as a header)
-                continue
-            except httpx.TransportError as exc:
-                outcomes.record(599, case.kind, repr(exc))  # reset, timeout: the server's doing
-                continue
-            kinds[case.kind] += 1
-            outcomes.record(response.status_code, case.kind, response.content)
+    local = threading.local()
+    clients: list[httpx.Client] = []
+
+    def post(case: BinaryCase) -> tuple[int | None, bytes | str]:
+        client: httpx.Client | None = getattr(local, "client", None)
+        if client is None:
+            client = local.client = httpx.Client(base_url=base_url, timeout=30)
+            clients.append(client)
+        try:
+            response = client.post(
+                f"/v2/models/{model}/infer",
+                content=_chunks(case.body) if case.chunked else case.body,
+                headers={k.encode(): v.encode() for k, v in case.headers.items()},
+            )
+        except httpx.LocalProtocolError:
+            return None, ""  # httpx will not send it (e.g. " 12" as a header)
+        except httpx.TransportError as exc:
+            return 599, repr(exc)  # reset, timeout: the server's doing
+        return response.status_code, response.content
+
+    metadata = httpx.get(f"{base_url}/v2/models/{model}", timeout=30).json()
+    target = InferTarget.from_metadata(metadata)
+    before = ProcessUsage.of(pid) if pid is not None else None
+    outcomes = _Outcomes()
+    kinds: Counter[str] = Counter()
+    # A few cases cannot be sent (httpx refuses the header); draw more to answer ``cases``.
+    pending = binary_cases(target, 2 * cases, seed)
+    try:
+        with ThreadPoolExecutor(max(1, concurrency)) as pool:
+            while outcomes.cases < cases:
+                window = list(itertools.islice(pending, min(concurrency, cases - outcomes.cases)))
+                if not window:
+                    break
+                for case, (status, body) in zip(window, pool.map(post, window), strict=True):
+                    if status is None:
+                        outcomes.client_errors += 1
+                        continue
+                    kinds[case.kind] += 1
+                    outcomes.record(status, case.kind, body)
+    finally:
+        for client in clients:
+            client.close()
     tally = _tally("binary-tensors", outcomes, base_url, pid, before)
     tally.notes["kinds"] = len(kinds)
+    tally.notes["concurrency"] = concurrency
     return tally
