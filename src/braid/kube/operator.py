@@ -5,6 +5,7 @@ Importing this module registers the handlers; ``operator/main.py`` runs them.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -81,16 +82,19 @@ def _fail(kind: str, body: kopf.Body, exc: SpecError | DependencyMissingError) -
 
 
 # -- Indices: what reconciles look up, kept in memory from the watch streams ----------------
+#
+# Indexers and the Deployment watcher are coroutines: kopf runs a sync handler on its thread
+# pool, where these cheap calls would queue behind reconciles blocked on the API server.
 
 
 @kopf.index(GROUP, "models")
-def models_index(body: kopf.Body, **_: Any) -> dict[Any, Any]:
+async def models_index(body: kopf.Body, **_: Any) -> dict[Any, Any]:
     meta = body["metadata"]
     return {(meta["namespace"], meta["name"]): {"metadata": dict(meta), "spec": dict(body["spec"])}}
 
 
 @kopf.index(GROUP, "links")
-def links_index(body: kopf.Body, **_: Any) -> Any:
+async def links_index(body: kopf.Body, **_: Any) -> Any:
     meta = body["metadata"]
     served = (body["spec"].get("servedBy") or {}).get("name")
     if not served or meta.get("deletionTimestamp"):
@@ -99,7 +103,7 @@ def links_index(body: kopf.Body, **_: Any) -> Any:
 
 
 @kopf.index(GROUP, "blocks")
-def blocks_index(body: kopf.Body, **_: Any) -> dict[Any, Any]:
+async def blocks_index(body: kopf.Body, **_: Any) -> dict[Any, Any]:
     """The part of each Block its status mirroring needs (saves a GET per Deployment event)."""
     meta = body["metadata"]
     return {
@@ -165,7 +169,7 @@ def _summary(status: dict[str, Any]) -> tuple[Any, ...]:
 
 
 @kopf.on.event("apps", "v1", "deployments", labels={"app.kubernetes.io/managed-by": MANAGED_BY})
-def deployment_event(body: kopf.Body, **kwargs: Any) -> None:
+async def deployment_event(body: kopf.Body, **kwargs: Any) -> None:
     """Mirror a Triton Deployment's readiness into its Block's status.
 
     Only a change is written: a Deployment emits several events per rollout, and at 1,000
@@ -184,7 +188,9 @@ def deployment_event(body: kopf.Body, **kwargs: Any) -> None:
     status = block_status_from_deployment(block, deployment)
     if _summary(status) == _summary(block["status"]):
         return
-    default_kube().patch_status(API_VERSION, "Block", block_name, namespace, status)
+    await asyncio.to_thread(
+        default_kube().patch_status, API_VERSION, "Block", block_name, namespace, status
+    )
 
 
 # -- Link ---------------------------------------------------------------------------------
