@@ -10,14 +10,15 @@ What runs (all real processes on loopback):
   run's own (its own state directory, so nobody else's cluster is restarted): the operator
   SIGKILLed mid-reconcile, the kube-apiserver restarted in place;
 - the fuzz campaigns (``braid.reliability.fuzz_rest`` / ``fuzz_grpc``) against a gateway
-  process, and the invalid-CR campaign when a module provides one (see ``_cr_campaign``).
+  process, and the invalid-CR campaign (``braid.reliability.invalid_crs``) on the cluster.
 
 Each fault holds for a while under a heavier load than the tests use. The merged report
 goes to ``results/reliability.json`` (``braid.reliability.report.ReliabilityReport``); parts
 not run this time (``--skip-...``) keep their figures from the previous file.
 
-    python bench/reliability.py                 # ~10 minutes on 2 cores
+    python bench/reliability.py                 # ~45 minutes on 2 shared cores (schemathesis ~30)
     python bench/reliability.py --quick         # the tests' sizes
+    python bench/reliability.py --skip-fuzz     # faults and CRs only; fuzz figures kept
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ import importlib
 import os
 import platform
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -54,6 +54,7 @@ from braid.tooling import synthetic as syn
 from braid.tooling.synthetic import SyntheticModels, build_synthetic_repository
 
 ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "results" / "reliability.json"
 console = Console()
 
 FULL = LoadSize(
@@ -86,16 +87,20 @@ def _data_plane(
     ]
 
 
-def _control_plane(workdir: Path, size: LoadSize, say: Callable[[str], None]) -> list[RequestTally]:
+def _control_plane(
+    workdir: Path, size: LoadSize, say: Callable[[str], None], crs: bool
+) -> tuple[list[RequestTally], CrTally | None]:
+    """The control-plane faults, then (``crs``) the invalid-CR campaign on the same cluster."""
     settings = Settings(state_dir=workdir / "state")
     say("control plane: starting a cluster of this run's own")
     try:
         devcluster.up(settings, progress=say)
         with control_plane_rig(settings, workdir / "rig", progress=say) as rig:
-            return [
+            tallies = [
                 restart_operator(rig, size, progress=say),
                 restart_apiserver(rig, settings, size, progress=say),
             ]
+        return tallies, _cr_campaign(settings, say) if crs else None
     finally:
         devcluster.down(settings)
 
@@ -137,31 +142,26 @@ def _fuzz(
     return tallies
 
 
-def _cr_campaign(say: Callable[[str], None]) -> CrTally | None:
-    """Hook for the invalid-CR campaign: a module of ``braid.reliability`` exposing
-    ``run_invalid_cr_campaign(settings) -> CrTally`` is run on a cluster of this run's own."""
-    for name in (
-        "braid.reliability.crs",
-        "braid.reliability.invalid_crs",
-        "braid.reliability.cr_campaign",
-    ):
-        try:
-            module = importlib.import_module(name)
-        except ImportError:
-            continue
-        campaign = getattr(module, "run_invalid_cr_campaign", None)
-        if campaign is None:
-            continue
-        with tempfile.TemporaryDirectory(prefix="braid-crs-") as tmp:
-            settings = Settings(state_dir=Path(tmp) / "state")
-            try:
-                devcluster.up(settings, progress=say)
-                result: CrTally = campaign(settings)
-                return result
-            finally:
-                devcluster.down(settings)
-    say("crs: no invalid-CR campaign module yet; keeping the previous figures")
-    return None
+def _cr_campaign(settings: Settings, say: Callable[[str], None]) -> CrTally | None:
+    """``braid.reliability.invalid_crs.run_invalid_cr_campaign`` on the running cluster."""
+    try:
+        module = importlib.import_module("braid.reliability.invalid_crs")
+    except ImportError as exc:
+        say(f"crs: campaign not available ({exc}); keeping the previous figures")
+        return None
+    say("crs: invalid custom resources, as strict server-side dry-runs")
+    result: CrTally = module.run_invalid_cr_campaign(settings)
+    return result
+
+
+def _cr_campaign_alone(workdir: Path, say: Callable[[str], None]) -> CrTally | None:
+    """The CR campaign on a cluster of its own (when the control-plane faults are skipped)."""
+    settings = Settings(state_dir=workdir / "state")
+    try:
+        devcluster.up(settings, progress=say)
+        return _cr_campaign(settings, say)
+    finally:
+        devcluster.down(settings)
 
 
 def _previous(out: Path) -> dict[str, Any]:
@@ -190,14 +190,33 @@ def _summary(report: ReliabilityReport) -> Table:
     return table
 
 
+def _meta(
+    previous: dict[str, Any], size: LoadSize, faults: bool, fuzz: bool, crs: bool
+) -> dict[str, float | int | str]:
+    """What this run measured, and when; parts not run keep the previous run's entries."""
+    now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    meta = {k: v for k, v in previous.items() if k.split("_")[0] in ("faults", "fuzz", "crs")}
+    meta["machine"] = f"{platform.machine()}, {os.cpu_count()} cores (shared with other work)"
+    if faults:
+        meta["faults_at"] = now
+        meta["faults_load"] = (
+            f"{size.concurrency} clients x batch {size.batch}, deadline {size.deadline_s:g} s, "
+            f"each fault held >= {size.hold_s:g} s"
+        )
+    if fuzz:
+        meta["fuzz_at"] = now
+    if crs:
+        meta["crs_at"] = now
+    return meta
+
+
 def main(
-    out: Annotated[Path, typer.Option(help="Where the report goes.")] = ROOT
-    / "results"
-    / "reliability.json",
+    out: Annotated[Path, typer.Option(help="Where the report goes.")] = OUT,
     quick: Annotated[bool, typer.Option(help="The tests' sizes (a smoke run).")] = False,
     skip_data_plane: Annotated[bool, typer.Option()] = False,
     skip_control_plane: Annotated[bool, typer.Option()] = False,
     skip_fuzz: Annotated[bool, typer.Option()] = False,
+    skip_crs: Annotated[bool, typer.Option()] = False,
     fuzz_cases: Annotated[
         int, typer.Option(help="schemathesis cases (half as many of each other kind).")
     ] = 10_000,
@@ -207,7 +226,6 @@ def main(
     scenarios: list[RequestTally] = []
     fuzz: list[FuzzTally] = []
     crs: CrTally | None = None
-    started = time.monotonic()
     with (
         tempfile.TemporaryDirectory(prefix="braid-reliability-") as tmp,
         Progress(
@@ -232,9 +250,10 @@ def main(
                 if not skip_fuzz:
                     fuzz = _fuzz(models, runtime, workdir, 200 if quick else fuzz_cases, say)
         if not skip_control_plane:
-            scenarios += _control_plane(workdir / "control", size, say)
-        if not skip_fuzz:
-            crs = _cr_campaign(say)
+            faults, crs = _control_plane(workdir / "control", size, say, crs=not skip_crs)
+            scenarios += faults
+        elif not skip_crs:
+            crs = _cr_campaign_alone(workdir / "crs", say)
         say("done")
 
     kept_scenarios = [
@@ -246,13 +265,7 @@ def main(
         scenarios=[*scenarios, *kept_scenarios],
         fuzz=fuzz or [FuzzTally.model_validate(f) for f in previous.get("fuzz", [])],
         crs=crs or (CrTally.model_validate(previous["crs"]) if previous.get("crs") else None),
-        meta={
-            "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "machine": f"{platform.machine()}, {os.cpu_count()} cores (shared)",
-            "load": f"{size.concurrency} clients x batch {size.batch}, deadline {size.deadline_s:g} s, "
-            f"faults held >= {size.hold_s:g} s",
-            "seconds": round(time.monotonic() - started, 1),
-        },
+        meta=_meta(previous.get("meta") or {}, size, bool(scenarios), bool(fuzz), crs is not None),
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(report.model_dump_json(indent=2) + "\n")
