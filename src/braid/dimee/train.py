@@ -302,9 +302,8 @@ class Trained:
     logits: dict[str, np.ndarray[Any, Any]]
     seconds: float
     cached: bool
-
-    def word_embeddings(self) -> np.ndarray[Any, Any]:
-        return load_backbone().word_embeddings
+    train_size: int
+    """Sentences the heads were trained on (``splits`` lacks train when the heads were cached)."""
 
 
 def train(
@@ -317,13 +316,16 @@ def train(
     progress = progress or Progress()
     cache = cache_dir if cache_dir is not None else dimee_cache_dir()
     cache.mkdir(parents=True, exist_ok=True)
-    backbone: Backbone | None = None
-    splits: dict[str, SplitFeatures] = {}
-    for split in SPLITS:
-        splits[split], backbone = split_features(config, split, backbone, cache, progress)
     key = _hash({"v": CACHE_VERSION, "config": asdict(config)})
     heads_path = cache / f"heads-{key}.pt"
     cached = heads_path.is_file()
+    backbone: Backbone | None = None
+    splits: dict[str, SplitFeatures] = {}
+    for split in SPLITS:
+        if split == "train" and cached:
+            continue  # only the heads need it (400 MB for the full profile)
+        splits[split], backbone = split_features(config, split, backbone, cache, progress)
+    train_size = len(load_split_texts(config, "train")[1])
     if cached:
         heads = [ExitHead(width=config.head_width) for _ in range(LAYERS)]
         state = torch.load(heads_path, map_location="cpu", weights_only=True)
@@ -338,7 +340,7 @@ def train(
     logits = {s: head_logits(heads, f.features) for s, f in splits.items() if s != "train"}
     seconds = time.monotonic() - started
     log_event(logger, "dimee.trained", profile=profile, key=key, cached=cached, seconds=seconds)
-    return Trained(config, key, heads, splits, logits, seconds, cached)
+    return Trained(config, key, heads, splits, logits, seconds, cached, train_size)
 
 
 __all__ = ["CLASSES", "PROFILES", "TrainConfig", "Trained", "train"]
