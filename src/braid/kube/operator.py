@@ -145,9 +145,14 @@ def block_changed(body: kopf.Body, patch: kopf.Patch, **kwargs: Any) -> None:
     if outcome.owner_references is not None:
         patch.metadata["ownerReferences"] = outcome.owner_references
     if not (body.get("status") or {}).get("conditions"):
-        # A new Block: its Deployment was just applied. Saying so in kopf's own patch spares
-        # deployment_event the write it would make for the Deployment's first, empty status.
-        patch.status.update(block_status_from_deployment(dict(body), {"status": {}}))
+        # A Block without status: its Deployment was just applied. Saying so in kopf's own
+        # patch spares deployment_event the write it would make for the Deployment's first
+        # status. That status is the one the apply returned, not an assumed empty one: after
+        # an operator died mid-reconcile the Deployment may be Available already, and a
+        # stale "0/1 ready" written over deployment_event's would stay (no event follows).
+        patch.status.update(
+            block_status_from_deployment(dict(body), {"status": outcome.deployment_status})
+        )
     patch.status["observedGeneration"] = meta.get("generation")
     patch.status["endpoint"] = {"grpc": service_endpoint(meta["name"], meta["namespace"])}
     kopf.event(
