@@ -42,6 +42,9 @@ Progress = Callable[[str], None]
 API = "braid.dev/v1alpha1"
 POLICY = "toy"
 CATALOG_CONFIGMAP = "toy-catalog"
+LATENCY_BOUND_US = 500_000
+"""L_T of the rig's policy: loose, so the cross path stays within it on a busy machine (these
+scenarios are about the control plane; ``slow-host`` is the one about L_T)."""
 NAMESPACE_PREFIX = "isolated-faults-"
 """``isolated-*`` namespaces are left alone by the e2e session's operator: the rig runs its own."""
 
@@ -266,7 +269,9 @@ class Rig:
                     tmp.replace(self.routing_file)
             self._stop.wait(0.5)
 
-    def wait(self, probe: Callable[[], Any], what: str, timeout_s: float) -> Any:
+    def wait(
+        self, probe: Callable[[], Any], what: str, timeout_s: float, interval_s: float = 0.5
+    ) -> Any:
         deadline = time.monotonic() + timeout_s
         while True:
             with contextlib.suppress(Exception):
@@ -275,7 +280,7 @@ class Rig:
                     return value
             if time.monotonic() > deadline:
                 raise TimeoutError(f"no {what} within {timeout_s:.0f} s")
-            time.sleep(0.5)
+            time.sleep(interval_s)
 
     def load(self, size: LoadSize, seed: int = 0) -> GatewayLoad:
         return gateway_load(self.gateway, self.models, size, seed=seed)
@@ -314,7 +319,10 @@ def control_plane_rig(
         operator = start_operator(access, workdir / "operator-1", namespaces=[local, host])
         holder: dict[str, ManagedProcess] = {"operator": operator}
         stack.callback(lambda: holder["operator"].stop())
-        objs = [*provider_objects(models, local, host), policy_object(local, host, 50_000)]
+        objs = [
+            *provider_objects(models, local, host),
+            policy_object(local, host, LATENCY_BOUND_US),
+        ]
         access.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(objs))
         stack.callback(_delete_resources, access, local, host)  # runs before the operator stops
         routing_file = workdir / "routing.json"
@@ -410,14 +418,14 @@ def restart_operator(
     rig: Rig,
     size: LoadSize = DEFAULT_LOAD,
     *,
-    new_blocks: int = 4,
+    new_blocks: int = 8,
     progress: Progress = _quiet,
 ) -> RequestTally:
-    """Change the policy, add ``new_blocks`` Blocks, SIGKILL the operator once it has rendered
-    the first of them (mid-reconcile); then start a new one.
+    """Add ``new_blocks`` Blocks, SIGKILL the operator once it has rendered the first of them
+    (mid-reconcile), change the policy while no operator runs; then start a new one.
 
     The gateway keeps serving on the routing it has while no operator runs; the new operator
-    must render the policy change (and the gateway run with it) and every new Block.
+    must render every new Block and the policy change (and the gateway run with it).
     """
     notes: dict[str, float | int | str] = {"new_blocks": new_blocks}
     names = [f"toy-extra-{i}" for i in range(new_blocks)]
@@ -426,14 +434,19 @@ def restart_operator(
         progress("restart-operator: load on the cross path")
         load.wait_for(size.before, "requests served by the cross path", size.wait_s, path=syn.CROSS)
         before = rig.policy_generation()
-        progress("restart-operator: policy change and new Blocks, SIGKILL the operator mid-way")
-        rig.set_latency_bound(60_000)
+        progress("restart-operator: new Blocks, SIGKILL the operator mid-way, policy change")
         rig.apply(*[_block(n, rig.local, syn.LOCAL, 0, 3) for n in names])
         if names:
-            rig.wait(lambda: rig.deployments(names) >= 1, "the first new Deployment", size.wait_s)
+            rig.wait(
+                lambda: rig.deployments(names) >= 1,
+                "the first new Deployment",
+                size.wait_s,
+                interval_s=0.05,
+            )
         rig.operator.popen.kill()
         killed_at = time.monotonic()
         notes["deployments_when_killed"] = rig.deployments(names)
+        rig.set_latency_bound(LATENCY_BOUND_US + 100_000)
         target = rig.policy_generation()
         notes["generation_before"], notes["generation_target"] = before, target
         load.wait_for(
@@ -454,17 +467,16 @@ def restart_operator(
             notes["converged_after_s"] = round(converged_at - back_at, 2)
             load.wait_for(
                 size.after,
-                "requests served by the cross path after",
+                "requests served after",
                 size.wait_s,
                 since=converged_at,
-                path=syn.CROSS,
             )
             rig.wait(lambda: rig.blocks_ready(names), "every new Block Ready", size.wait_s)
             doc = rig.routing_configmap()
             converged = (
                 doc is not None
                 and doc["generation"] == target
-                and doc["latency_bound_us"] == 60_000
+                and doc["latency_bound_us"] == LATENCY_BOUND_US + 100_000
                 and rig.deployments(names) == len(names)
                 and rig.operator.alive()
             )
@@ -514,7 +526,7 @@ def restart_apiserver(
         progress("restart-apiserver: back; a policy change must reach the gateway")
 
         def change() -> bool:
-            rig.set_latency_bound(70_000)
+            rig.set_latency_bound(LATENCY_BOUND_US + 200_000)
             return True
 
         rig.wait(change, "the policy change applied", size.wait_s)
@@ -530,10 +542,9 @@ def restart_apiserver(
             notes["converged_after_s"] = round(converged_at - ready_at, 2)
             load.wait_for(
                 size.after,
-                "requests served by the cross path after",
+                "requests served after",
                 size.wait_s,
                 since=converged_at,
-                path=syn.CROSS,
             )
             converged = rig.operator.alive()
         except TimeoutError as exc:
