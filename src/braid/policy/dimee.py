@@ -225,6 +225,44 @@ class PoolRouter:
         return out
 
 
+def observed_pool(tier: int, true_pool: int) -> int:
+    """The pool a sample turns out to be in, as far as the tier it ran on can tell.
+
+    The edge and the cloud run every exit up to their depth, so they see where the sample
+    would have left (the cloud: exactly; the edge: easy, moderate, or not by ``n`` = hard).
+    Mobile only sees layers up to ``m``: a sample that did not leave there counts as
+    moderate, the next tier up. No labels: only the exits' confidences.
+    """
+    if tier == EASY and true_pool != EASY:
+        return MODERATE
+    return true_pool
+
+
+@dataclass
+class FeedbackPoolRouter(PoolRouter):
+    """Ours-D with feedback (an offline variant, not in the paper nor the gateway yet).
+
+    Routes like ``PoolRouter`` (fixed between samples), then moves the centroid of the pool
+    the sample *turned out* to be in (``observed_pool``) instead of the one it was sent to:
+    the centroids follow where each difficulty lies in the drifted inputs, not only where
+    the inputs are. Needs the served tier's exit, which the gateway's tier models do not
+    return yet, so it is evaluated offline only.
+    """
+
+    def assign_with_feedback(self, embeddings: Array, true_pools: Array) -> Array:
+        out = np.empty(len(embeddings), dtype=np.int64)
+        for i, e in enumerate(np.asarray(embeddings, dtype=np.float64)):
+            k = nearest(self.centroids, e)
+            out[i] = k
+            seen = observed_pool(k, int(true_pools[i]))
+            self._weights[seen] += 1.0
+            if np.isnan(self.centroids[seen]).any():
+                self.centroids[seen] = e
+            else:
+                self.centroids[seen] += (e - self.centroids[seen]) / self._weights[seen]
+        return out
+
+
 @dataclass
 class TierRouter:
     """The gateway's ``SampleRouter`` for DIMEE: token ids in, one tier path id per sample.
