@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
@@ -126,23 +127,27 @@ def test_a_path_left_for_time_is_tried_again_after_the_retry_interval(
     catalog: PathCatalog,
 ) -> None:
     cross = 1  # the cross path's first host hop: where the time check is made
-    waiting = executor(catalog, retry_after_s=3600)
-    assert waiting._fallback_reason(waiting.paths[syn.CROSS], cross, _slow_host_run(waiting)) == (
-        "latency_bound"
-    )
-    assert waiting._fallback_reason(waiting.paths[syn.CROSS], cross, _slow_host_run(waiting)) == (
-        "latency_bound"
-    )
-    due = executor(catalog, retry_after_s=0)
-    path = due.paths[syn.CROSS]
-    assert due._fallback_reason(path, cross, _slow_host_run(due)) == "latency_bound"
-    assert due._fallback_reason(path, cross, _slow_host_run(due)) is None  # one request retries
+
+    async def check() -> None:  # the pool opens its gRPC channels on an event loop
+        waiting = executor(catalog, retry_after_s=3600)
+        path = waiting.paths[syn.CROSS]
+        assert waiting._fallback_reason(path, cross, _slow_host_run(waiting)) == "latency_bound"
+        assert waiting._fallback_reason(path, cross, _slow_host_run(waiting)) == "latency_bound"
+        due = executor(catalog, retry_after_s=0)
+        path = due.paths[syn.CROSS]
+        assert due._fallback_reason(path, cross, _slow_host_run(due)) == "latency_bound"
+        assert due._fallback_reason(path, cross, _slow_host_run(due)) is None  # one retries
+
+    asyncio.run(check())
 
 
 def test_a_retry_never_risks_the_clients_deadline(catalog: PathCatalog) -> None:
-    ex = executor(catalog, retry_after_s=0)
-    path = ex.paths[syn.CROSS]
-    run = _slow_host_run(ex)
-    run.deadline = time.perf_counter() + 0.1  # the stale 1.5 s expectation would miss it
-    assert ex._fallback_reason(path, 1, run) == "latency_bound"
-    assert ex._fallback_reason(path, 1, run) == "latency_bound"
+    async def check() -> None:
+        ex = executor(catalog, retry_after_s=0)
+        path = ex.paths[syn.CROSS]
+        run = _slow_host_run(ex)
+        run.deadline = time.perf_counter() + 0.1  # the stale 1.5 s expectation would miss it
+        assert ex._fallback_reason(path, 1, run) == "latency_bound"
+        assert ex._fallback_reason(path, 1, run) == "latency_bound"
+
+    asyncio.run(check())
