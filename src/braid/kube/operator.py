@@ -52,11 +52,11 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.server_timeout = 300
     # Handlers block on API calls; 8 threads keep 2 cores busy without a thread per object.
     settings.execution.max_workers = 8
-    # kopf runs one worker per object with events, each holding its bodies and handler
-    # context, and keeps it 5 s after its last event. A burst of 1,000 new Blocks then means
-    # 1,000 live workers queued on 8 threads: memory grows with the burst, throughput does
-    # not. A bounded pool of short-lived workers keeps the threads fed and the heap flat.
-    settings.queueing.worker_limit = 64
+    # kopf runs one worker per object with events and keeps it 5 s after its last event;
+    # a burst of 1,000 new Blocks kept 1,000 workers (their bodies and handler contexts)
+    # alive at once. Idle ones now go after 0.5 s. No worker_limit: a worker waits for the
+    # whole operator to be indexed before its handlers run, so with more objects listed at
+    # start than the limit, the waiting workers hold every slot and indexing never ends.
     settings.queueing.idle_timeout = 0.5
 
 
@@ -144,15 +144,9 @@ def block_changed(body: kopf.Body, patch: kopf.Patch, **kwargs: Any) -> None:
     meta = body["metadata"]
     if outcome.owner_references is not None:
         patch.metadata["ownerReferences"] = outcome.owner_references
-    if not (body.get("status") or {}).get("conditions"):
-        # A Block without status: its Deployment was just applied. Saying so in kopf's own
-        # patch spares deployment_event the write it would make for the Deployment's first
-        # status. That status is the one the apply returned, not an assumed empty one: after
-        # an operator died mid-reconcile the Deployment may be Available already, and a
-        # stale "0/1 ready" written over deployment_event's would stay (no event follows).
-        patch.status.update(
-            block_status_from_deployment(dict(body), {"status": outcome.deployment_status})
-        )
+    # Readiness is deployment_event's alone to write: a status written here lands with
+    # kopf's patch after the handler returns, and could overwrite a Ready=True that the
+    # Deployment's own (quicker) event wrote meanwhile, with no later event to correct it.
     patch.status["observedGeneration"] = meta.get("generation")
     patch.status["endpoint"] = {"grpc": service_endpoint(meta["name"], meta["namespace"])}
     kopf.event(
