@@ -50,8 +50,9 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     )
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
-    # Handlers block on API calls; 8 threads keep 2 cores busy without a thread per object.
-    settings.execution.max_workers = 8
+    # Handlers block on API calls, which a busy API server answers in tens to hundreds of
+    # ms: 32 threads keep enough applies in flight (1,000 Blocks: 94 s with 32, 106 s with 8).
+    settings.execution.max_workers = 32
     # kopf runs one worker per object with events and keeps it 5 s after its last event;
     # a burst of 1,000 new Blocks kept 1,000 workers (their bodies and handler contexts)
     # alive at once. Idle ones now go after 0.5 s. No worker_limit: a worker waits for the
