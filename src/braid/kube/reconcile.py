@@ -7,7 +7,7 @@ events racing) converges to the same objects with no duplicates.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -63,9 +63,6 @@ class BlockOutcome:
     owner_references: list[dict[str, Any]] | None = None
     """The Block's ownerReferences with its Model added, when the caller is to write them
     (``reconcile_block(..., own=False)``); None when nothing needs writing."""
-    deployment_status: dict[str, Any] = field(default_factory=dict)
-    """The Deployment's status as the API server returned it from the apply: empty for a new
-    one, the live readiness for one that existed (an operator restarted mid-reconcile)."""
 
 
 class Lookup(Protocol):
@@ -172,14 +169,13 @@ def reconcile_block(
         ],
         link_models=lookup.links_served_by(namespace, meta["name"]),
     )
-    applied = kube.apply(render_block_deployment(r))
+    kube.apply(render_block_deployment(r))
     kube.apply(render_block_service(r))
     log_event(logger, "block.reconciled", block=meta["name"], namespace=namespace)
     return BlockOutcome(
         deployment=workload_name(meta["name"]),
         replicas=spec.replicas,
         owner_references=owner_references,
-        deployment_status=(applied or {}).get("status") or {},
     )
 
 
