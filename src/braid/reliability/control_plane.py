@@ -30,7 +30,7 @@ from braid.devstack import cluster as devcluster
 from braid.devstack.operator_process import install_operator_prerequisites, start_operator
 from braid.devstack.processes import ManagedProcess
 from braid.kube.client import Kube
-from braid.reliability.faults import DEFAULT_LOAD, LoadSize, gateway_load, gateway_over
+from braid.reliability.faults import DEFAULT_LOAD, LoadSize, gateway_load, gateway_over, hold
 from braid.reliability.load import SERVED, GatewayLoad
 from braid.reliability.report import RequestTally
 from braid.render.routing import routing_configmap_name
@@ -452,25 +452,13 @@ def restart_operator(
         load.wait_for(
             size.during, "requests served without an operator", size.wait_s, since=killed_at
         )
-        _hold(killed_at, size.hold_s)
+        hold(killed_at, size.hold_s)
         notes["served_without_operator"] = load.count(SERVED, since=killed_at)
         progress("restart-operator: a new operator")
         rig.restart_operator(kill_first=False)
         back_at = time.monotonic()
         try:
-            rig.wait(
-                lambda: rig.gateway_generation() == target,
-                "gateway on the changed policy",
-                size.wait_s,
-            )
-            converged_at = time.monotonic()
-            notes["converged_after_s"] = round(converged_at - back_at, 2)
-            load.wait_for(
-                size.after,
-                "requests served after",
-                size.wait_s,
-                since=converged_at,
-            )
+            _gateway_follows(rig, load, target, size, notes, since=back_at)
             rig.wait(lambda: rig.blocks_ready(names), "every new Block Ready", size.wait_s)
             doc = rig.routing_configmap()
             converged = (
@@ -533,19 +521,7 @@ def restart_apiserver(
         target = rig.policy_generation()
         notes["generation_target"] = target
         try:
-            rig.wait(
-                lambda: rig.gateway_generation() == target,
-                "gateway on the changed policy",
-                size.wait_s,
-            )
-            converged_at = time.monotonic()
-            notes["converged_after_s"] = round(converged_at - ready_at, 2)
-            load.wait_for(
-                size.after,
-                "requests served after",
-                size.wait_s,
-                since=converged_at,
-            )
+            _gateway_follows(rig, load, target, size, notes, since=ready_at)
             converged = rig.operator.alive()
         except TimeoutError as exc:
             notes["error"] = str(exc)
@@ -558,7 +534,19 @@ def restart_apiserver(
     return tally
 
 
-def _hold(since: float, hold_s: float) -> None:
-    left = since + hold_s - time.monotonic()
-    if left > 0:
-        time.sleep(left)
+def _gateway_follows(
+    rig: Rig,
+    load: GatewayLoad,
+    target: int,
+    size: LoadSize,
+    notes: dict[str, float | int | str],
+    since: float,
+) -> None:
+    """Wait until the gateway serves the policy's ``target`` generation (noting how long
+    after ``since``), then for ``size.after`` requests served on it."""
+    rig.wait(
+        lambda: rig.gateway_generation() == target, "gateway on the changed policy", size.wait_s
+    )
+    converged_at = time.monotonic()
+    notes["converged_after_s"] = round(converged_at - since, 2)
+    load.wait_for(size.after, "requests served after", size.wait_s, since=converged_at)

@@ -146,51 +146,81 @@ def _tier_server(
 # -- 1. the host tier's tritonserver is killed mid-load ---------------------------------------
 
 
-def kill_host_triton(
-    models: SyntheticModels,
-    local_address: str,
-    workdir: Path,
-    size: LoadSize = DEFAULT_LOAD,
-    progress: Progress = _quiet,
-) -> RequestTally:
-    """All traffic on the cross path; SIGKILL the host's tritonserver, then restart it.
+@dataclass(frozen=True)
+class _KillPlan:
+    """What one Triton-kill scenario breaks and what it expects meanwhile."""
 
-    While the host is down every request must be served by the fallback (the original path,
-    resumed after the hops it shares with the cross path); once the host is back on the same
-    ports the cross path must serve again.
-    """
+    scenario: str
+    description: str
+    tier: str
+    """The tier whose tritonserver is killed; the other one runs at ``other_address``."""
+    during: str
+    """``served`` (by the fallback) or ``refused`` (no path fits) while it is down."""
+    seed: int = 0
+
+
+def _kill_triton(
+    plan: _KillPlan,
+    models: SyntheticModels,
+    other_address: str,
+    workdir: Path,
+    size: LoadSize,
+    progress: Progress,
+) -> RequestTally:
+    """Traffic on the cross path; SIGKILL ``plan.tier``'s tritonserver, restart it on its
+    ports, and count every request until the cross path serves again."""
     catalog = models.catalog
-    view, host = _tier_server(models, workdir, "host-a")
-    hosts = [host]
+    view, victim = _tier_server(models, workdir, f"{plan.tier}-a", tier=plan.tier)
+    servers = [victim]
     notes: dict[str, float | int | str] = {}
     converged = False
     try:
-        endpoints = Endpoints(servers={"local": local_address, "host": host.grpc_address})
+        addresses = {plan.tier: victim.grpc_address}
+        addresses.update({t: other_address for t in ("local", "host") if t != plan.tier})
+        endpoints = Endpoints(servers=addresses)
         table = single_path_table(catalog.local_model, syn.CROSS, generation=1)
         with gateway_over(catalog, endpoints, workdir / "routing.json", table) as thread:
-            load = gateway_load(thread, models, size)
+            load = gateway_load(thread, models, size, seed=plan.seed)
             with load:
-                progress("kill-host-triton: load on the cross path")
+                progress(f"{plan.scenario}: load on the cross path")
                 load.wait_for(
                     size.before, "requests served by the cross path", size.wait_s, path=syn.CROSS
                 )
-                progress("kill-host-triton: SIGKILL the host's tritonserver")
-                os.killpg(host.process.pid, signal.SIGKILL)
+                progress(f"{plan.scenario}: SIGKILL the {plan.tier} tritonserver")
+                os.killpg(victim.process.pid, signal.SIGKILL)
                 killed_at = time.monotonic()
-                load.wait_for(
-                    size.during, "requests served with the host down", size.wait_s, since=killed_at
-                )
-                _hold(killed_at, size.hold_s)
-                notes["served_by_fallback_while_down"] = load.count(
-                    SERVED, since=killed_at, fallback=True
-                )
-                progress("kill-host-triton: restart the host on its ports")
+                if plan.during == "served":
+                    load.wait_for(
+                        size.during,
+                        f"requests served with the {plan.tier} server down",
+                        size.wait_s,
+                        since=killed_at,
+                    )
+                else:
+                    load.wait_for(
+                        size.during,
+                        f"requests refused with the {plan.tier} server down",
+                        size.wait_s,
+                        kind=REFUSED,
+                        since=killed_at,
+                    )
+                hold(killed_at, size.hold_s)
+                if plan.during == "served":
+                    notes["served_by_fallback_while_down"] = load.count(
+                        SERVED, since=killed_at, fallback=True
+                    )
+                else:
+                    notes["refused_while_down"] = load.count(REFUSED, since=killed_at)
+                progress(f"{plan.scenario}: restart the {plan.tier} server on its ports")
                 restarted = start_triton(
-                    view, workdir=workdir / "host-b", name="host-b", ports=host.ports
+                    view,
+                    workdir=workdir / f"{plan.tier}-b",
+                    name=f"{plan.tier}-b",
+                    ports=victim.ports,
                 )
-                hosts.append(restarted)
+                servers.append(restarted)
                 back_at = time.monotonic()
-                notes["host_down_s"] = round(back_at - killed_at, 2)
+                notes[f"{plan.tier}_down_s"] = round(back_at - killed_at, 2)
                 try:
                     load.wait_for(
                         size.after,
@@ -205,15 +235,33 @@ def kill_host_triton(
                 except TimeoutError as exc:
                     notes["error"] = str(exc)
     finally:
-        for server in hosts:
+        for server in servers:
             server.stop()
-    tally = load.tally(
-        "kill-host-triton",
-        "host tier's tritonserver SIGKILLed under load on the cross path, restarted on its ports",
-        **notes,
-    )
+    tally = load.tally(plan.scenario, plan.description, **notes)
     tally.converged = converged
     return tally
+
+
+def kill_host_triton(
+    models: SyntheticModels,
+    local_address: str,
+    workdir: Path,
+    size: LoadSize = DEFAULT_LOAD,
+    progress: Progress = _quiet,
+) -> RequestTally:
+    """All traffic on the cross path; SIGKILL the host's tritonserver, then restart it.
+
+    While the host is down every request must be served by the fallback (the original path,
+    resumed after the hops it shares with the cross path); once the host is back on the same
+    ports the cross path must serve again.
+    """
+    plan = _KillPlan(
+        "kill-host-triton",
+        "host tier's tritonserver SIGKILLed under load on the cross path, restarted on its ports",
+        tier="host",
+        during="served",
+    )
+    return _kill_triton(plan, models, local_address, workdir, size, progress)
 
 
 # -- 1b. the local tier's tritonserver is killed: no path fits ---------------------------------
@@ -232,63 +280,14 @@ def kill_local_triton(
     path fits: each request must get a clear refusal naming why (503, ``upstream_unavailable``
     or ``not_ready``), not a hang or a bare 500. Once the server is back, requests are served.
     """
-    catalog = models.catalog
-    view, local = _tier_server(models, workdir, "local-a", tier="local")
-    servers = [local]
-    notes: dict[str, float | int | str] = {}
-    converged = False
-    try:
-        endpoints = Endpoints(servers={"local": local.grpc_address, "host": host_address})
-        table = single_path_table(catalog.local_model, syn.CROSS, generation=1)
-        with gateway_over(catalog, endpoints, workdir / "routing.json", table) as thread:
-            load = gateway_load(thread, models, size, seed=5)
-            with load:
-                progress("kill-local-triton: load on the cross path")
-                load.wait_for(
-                    size.before, "requests served by the cross path", size.wait_s, path=syn.CROSS
-                )
-                progress("kill-local-triton: SIGKILL the local tritonserver")
-                os.killpg(local.process.pid, signal.SIGKILL)
-                killed_at = time.monotonic()
-                load.wait_for(
-                    size.during,
-                    "requests refused with the local server down",
-                    size.wait_s,
-                    kind=REFUSED,
-                    since=killed_at,
-                )
-                _hold(killed_at, size.hold_s)
-                notes["refused_while_down"] = load.count(REFUSED, since=killed_at)
-                progress("kill-local-triton: restart the local server on its ports")
-                restarted = start_triton(
-                    view, workdir=workdir / "local-b", name="local-b", ports=local.ports
-                )
-                servers.append(restarted)
-                back_at = time.monotonic()
-                notes["local_down_s"] = round(back_at - killed_at, 2)
-                try:
-                    load.wait_for(
-                        size.after,
-                        "requests served again",
-                        size.wait_s,
-                        since=back_at,
-                        path=syn.CROSS,
-                        fallback=False,
-                    )
-                    converged = True
-                    notes["served_again_after_s"] = round(time.monotonic() - back_at, 2)
-                except TimeoutError as exc:
-                    notes["error"] = str(exc)
-    finally:
-        for server in servers:
-            server.stop()
-    tally = load.tally(
+    plan = _KillPlan(
         "kill-local-triton",
         "local tier's tritonserver SIGKILLed under load (no path fits), restarted on its ports",
-        **notes,
+        tier="local",
+        during="refused",
+        seed=5,
     )
-    tally.converged = converged
-    return tally
+    return _kill_triton(plan, models, host_address, workdir, size, progress)
 
 
 # -- 2. the host is slow ------------------------------------------------------------------------
@@ -336,7 +335,7 @@ def slow_host(
                     since=slowed_at,
                     fallback=True,
                 )
-                _hold(slowed_at, size.hold_s)
+                hold(slowed_at, size.hold_s)
                 notes["served_while_slow"] = load.count(SERVED, since=slowed_at)
                 progress("slow-host: the host is fast again")
                 proxy.delay_s = 0.0
@@ -445,7 +444,7 @@ def stop_prometheus(
                 load.wait_for(
                     size.during, "requests served without Prometheus", size.wait_s, since=stopped_at
                 )
-                _hold(stopped_at, size.hold_s)
+                hold(stopped_at, size.hold_s)
                 notes["routing_unchanged_while_down"] = int(
                     read_routing_table(routing).generation == generation
                 )
@@ -478,7 +477,8 @@ def stop_prometheus(
     return tally
 
 
-def _hold(since: float, hold_s: float) -> None:
+def hold(since: float, hold_s: float) -> None:
+    """Keep a fault in place until ``hold_s`` after ``since`` (the load goes on meanwhile)."""
     left = since + hold_s - time.monotonic()
     if left > 0:
         time.sleep(left)
