@@ -470,13 +470,12 @@ def restart_operator(
             )
         except TimeoutError as exc:
             notes["error"] = str(exc)
-    tally = load.tally(
+    return load.tally(
         "restart-operator",
         "OffloadPolicy changed and the operator SIGKILLed mid-reconcile under load, restarted",
         **notes,
+        converged=converged,
     )
-    tally.converged = converged
-    return tally
 
 
 # -- 4. the API server restarts -----------------------------------------------------------------
@@ -525,13 +524,12 @@ def restart_apiserver(
             converged = rig.operator.alive()
         except TimeoutError as exc:
             notes["error"] = str(exc)
-    tally = load.tally(
+    return load.tally(
         "restart-apiserver",
         "kube-apiserver stopped under load and started again in place (same port, certs, etcd)",
         **notes,
+        converged=converged,
     )
-    tally.converged = converged
-    return tally
 
 
 def _gateway_follows(

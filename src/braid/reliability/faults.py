@@ -237,9 +237,7 @@ def _kill_triton(
     finally:
         for server in servers:
             server.stop()
-    tally = load.tally(plan.scenario, plan.description, **notes)
-    tally.converged = converged
-    return tally
+    return load.tally(plan.scenario, plan.description, **notes, converged=converged)
 
 
 def kill_host_triton(
@@ -353,14 +351,13 @@ def slow_host(
                     notes["cross_again_after_s"] = round(time.monotonic() - fast_at, 2)
                 except TimeoutError as exc:
                     notes["error"] = str(exc)
-    tally = load.tally(
+    return load.tally(
         "slow-host",
         f"a proxy adds {delay_s * 1e3:.0f} ms to each host call under load on the cross path "
         f"(L_T {latency_bound_us / 1e3:.0f} ms), then stops",
         **notes,
+        converged=converged,
     )
-    tally.converged = converged
-    return tally
 
 
 # -- 5. Prometheus stops --------------------------------------------------------------------------
@@ -468,13 +465,12 @@ def stop_prometheus(
     finally:
         if prometheus is not None:
             prometheus.stop()
-    tally = load.tally(
+    return load.tally(
         "stop-prometheus",
         "Prometheus stopped under load while the path controller decides from it, restarted",
         **notes,
+        converged=converged,
     )
-    tally.converged = converged
-    return tally
 
 
 def hold(since: float, hold_s: float) -> None:

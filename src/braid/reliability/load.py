@@ -184,7 +184,12 @@ class GatewayLoad:
             time.sleep(0.05)
 
     def tally(
-        self, scenario: str, description: str = "", **notes: float | int | str
+        self,
+        scenario: str,
+        description: str = "",
+        *,
+        converged: bool = False,
+        **notes: float | int | str,
     ) -> RequestTally:
         """The run so far as a ``RequestTally`` (call after ``stop()`` for the final one)."""
         outcomes = self.snapshot()
@@ -200,6 +205,7 @@ class GatewayLoad:
             served=sum(1 for o in outcomes if o.kind == SERVED),
             served_by_fallback=sum(1 for o in outcomes if o.kind == SERVED and o.fallback),
             refused=sum(1 for o in outcomes if o.kind == REFUSED),
+            converged=converged,
             notes={**dict(details), **dict(fallbacks), **dict(served_by), **notes},
         )
 
