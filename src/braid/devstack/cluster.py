@@ -635,7 +635,11 @@ def _start(
 
     def launch(component: str, argv: list[str]) -> ManagedProcess:
         proc = start_process(
-            component, argv, layout.log(component), pid_path=layout.pid_file(component)
+            component,
+            argv,
+            layout.log(component),
+            env=render.GO_RUNTIME_ENV,
+            pid_path=layout.pid_file(component),
         )
         procs[component] = proc
         return proc
@@ -775,7 +779,11 @@ def restart_apiserver(
             binaries[component], layout, state.ports, state.advertise_address
         )
         proc = start_process(
-            component, argv, layout.log(component), pid_path=layout.pid_file(component)
+            component,
+            argv,
+            layout.log(component),
+            env=render.GO_RUNTIME_ENV,
+            pid_path=layout.pid_file(component),
         )
         with ApiClient(layout, state.ports) as api:
             wait_until(

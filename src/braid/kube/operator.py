@@ -27,7 +27,7 @@ from braid.kube.reconcile import (
     validate_link,
 )
 from braid.logs import log_event
-from braid.render.block import MANAGED_BY, service_endpoint
+from braid.render.block import MANAGED_BY
 from braid.render.conditions import set_condition
 from braid.render.naming import link_model_name
 
@@ -105,12 +105,16 @@ async def links_index(body: kopf.Body, **_: Any) -> Any:
 
 @kopf.index(GROUP, "blocks")
 async def blocks_index(body: kopf.Body, **_: Any) -> dict[Any, Any]:
-    """The part of each Block its status mirroring needs (saves a GET per Deployment event)."""
+    """The part of each Block that status mirroring and the Models' ready counts need (saves a
+    GET per Deployment event and a list of every Block per Model refresh)."""
     meta = body["metadata"]
     return {
         (meta["namespace"], meta["name"]): {
             "metadata": {"generation": body["metadata"].get("generation")},
-            "spec": {"replicas": body["spec"].get("replicas", 1)},
+            "spec": {
+                "replicas": body["spec"].get("replicas", 1),
+                "modelRef": dict(body["spec"].get("modelRef") or {}),
+            },
             "status": dict(body.get("status") or {}),
         }
     }
@@ -142,14 +146,13 @@ def block_changed(body: kopf.Body, patch: kopf.Patch, **kwargs: Any) -> None:
     except (SpecError, DependencyMissingError) as exc:
         _fail("Block", body, exc)
         return
-    meta = body["metadata"]
     if outcome.owner_references is not None:
         patch.metadata["ownerReferences"] = outcome.owner_references
-    # Readiness is deployment_event's alone to write: a status written here lands with
-    # kopf's patch after the handler returns, and could overwrite a Ready=True that the
-    # Deployment's own (quicker) event wrote meanwhile, with no later event to correct it.
-    patch.status["observedGeneration"] = meta.get("generation")
-    patch.status["endpoint"] = {"grpc": service_endpoint(meta["name"], meta["namespace"])}
+    # The status (observedGeneration, endpoint, readiness) is deployment_event's alone to
+    # write, from the Deployment this rendered: a status written here lands with kopf's patch
+    # after the handler returns, and could overwrite a Ready=True that the Deployment's own
+    # (quicker) event wrote meanwhile. It also saves a status write per Block, the dearest
+    # kind of write for the API server (a custom resource's managed fields).
     kopf.event(
         body, type="Normal", reason="Applied", message=f"Deployment {outcome.deployment} applied"
     )
@@ -162,10 +165,17 @@ def _summary(status: dict[str, Any]) -> tuple[Any, ...]:
         (c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {}
     )
     return (
+        status.get("observedGeneration"),
         status.get("readyReplicas") or 0,
         ready.get("status"),
         ready.get("message"),
     )
+
+
+# What deployment_event last wrote per Block. The blocks index lags the writes (it follows the
+# Blocks' watch), so comparing with it alone re-wrote the same status for each Deployment
+# event that came before the index caught up: 4.4 status writes per Block at 1,000 Blocks.
+_written: dict[tuple[str, str], tuple[Any, ...]] = {}
 
 
 @kopf.on.event("apps", "v1", "deployments", labels={"app.kubernetes.io/managed-by": MANAGED_BY})
@@ -182,15 +192,26 @@ async def deployment_event(body: kopf.Body, **kwargs: Any) -> None:
     namespace, block_name = body["metadata"]["namespace"], owners[0]["name"]
     known = list(kwargs["blocks_index"].get((namespace, block_name), []))
     if not known:
+        _written.pop((namespace, block_name), None)
         return
-    block = {**known[0], "metadata": {**known[0]["metadata"], "name": block_name}}
+    block = {
+        **known[0],
+        "metadata": {**known[0]["metadata"], "name": block_name, "namespace": namespace},
+    }
     deployment = None if kwargs.get("type") == "DELETED" else dict(body)
     status = block_status_from_deployment(block, deployment)
-    if _summary(status) == _summary(block["status"]):
+    summary = _summary(status)
+    key = (namespace, block_name)
+    if summary in (_summary(block["status"]), _written.get(key)):
         return
-    await asyncio.to_thread(
-        default_kube().patch_status, API_VERSION, "Block", block_name, namespace, status
-    )
+    _written[key] = summary
+    try:
+        await asyncio.to_thread(
+            default_kube().patch_status, API_VERSION, "Block", block_name, namespace, status
+        )
+    except Exception:
+        _written.pop(key, None)
+        raise
 
 
 # -- Link ---------------------------------------------------------------------------------
@@ -235,8 +256,8 @@ def link_deleted(body: kopf.Body, **_: Any) -> None:
 @kopf.on.resume(GROUP, "models")
 @kopf.on.create(GROUP, "models")
 @kopf.on.update(GROUP, "models", field="spec")
-def model_changed(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-    status = model_status(dict(body), default_kube())
+def model_changed(body: kopf.Body, patch: kopf.Patch, **kwargs: Any) -> None:
+    status = model_status(dict(body), default_kube(), _blocks_in(kwargs["blocks_index"], body))
     patch.status.update(status)
     patch.status["observedGeneration"] = body["metadata"].get("generation")
     ready = next(c for c in status["conditions"] if c["type"] == "Ready")
@@ -245,7 +266,7 @@ def model_changed(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
 
 
 @kopf.timer(GROUP, "models", interval=10, initial_delay=5)
-def model_refresh(body: kopf.Body, **_: Any) -> None:
+def model_refresh(body: kopf.Body, **kwargs: Any) -> None:
     """Keep the Model's ready-block count and Ready condition current."""
     meta = body["metadata"]
     default_kube().patch_status(
@@ -253,8 +274,14 @@ def model_refresh(body: kopf.Body, **_: Any) -> None:
         "Model",
         meta["name"],
         meta["namespace"],
-        model_status(dict(body), default_kube()),
+        model_status(dict(body), default_kube(), _blocks_in(kwargs["blocks_index"], body)),
     )
+
+
+def _blocks_in(index: kopf.Index[Any, Any], body: kopf.Body) -> list[dict[str, Any]]:
+    """The indexed Blocks of the Model's namespace."""
+    namespace = body["metadata"]["namespace"]
+    return [block for (ns, _), found in index.items() if ns == namespace for block in found]
 
 
 @kopf.on.delete(GROUP, "models")

@@ -21,6 +21,7 @@ from braid.api.v1alpha1.offloadpolicy import OffloadPolicySpec, OffloadPolicySta
 from braid.kube.client import Kube
 from braid.logs import log_event
 from braid.render.block import (
+    GENERATION_ANNOTATION,
     BlockRender,
     ObjectMeta,
     render_block_deployment,
@@ -152,7 +153,12 @@ def reconcile_block(
             f"has {n_blocks} blocks (0..{n_blocks - 1})",
         )
     r = BlockRender(
-        owner=ObjectMeta(name=meta["name"], namespace=namespace, uid=meta["uid"]),
+        owner=ObjectMeta(
+            name=meta["name"],
+            namespace=namespace,
+            uid=meta["uid"],
+            generation=meta.get("generation"),
+        ),
         spec=spec,
         model_name=spec.model_ref.name,
         triton_models=[
@@ -182,8 +188,11 @@ def reconcile_block(
 def block_status_from_deployment(
     block_body: dict[str, Any], deployment: dict[str, Any] | None
 ) -> dict[str, Any]:
-    """Block status (replicas, readiness, Ready condition) from its Deployment's status."""
+    """Block status (replicas, readiness, Ready condition, observedGeneration, endpoint) from
+    its Deployment: the Deployment's annotation says which Block generation it was rendered
+    from, so this one write per change says both "applied" and "ready"."""
     status = block_body.get("status") or {}
+    meta = block_body["metadata"]
     spec = block_body.get("spec") or {}
     want = int(spec.get("replicas", 1))
     dep_status = (deployment or {}).get("status") or {}
@@ -195,7 +204,12 @@ def block_status_from_deployment(
         reason, message = "Available", f"{ready}/{want} Triton pods ready"
     else:
         reason, message = "Progressing", f"{ready}/{want} Triton pods ready"
-    return {
+    rendered = ((deployment or {}).get("metadata", {}).get("annotations") or {}).get(
+        GENERATION_ANNOTATION
+    )
+    observed = int(rendered) if rendered else status.get("observedGeneration")
+    out: dict[str, Any] = {
+        "endpoint": {"grpc": service_endpoint(meta["name"], meta["namespace"])},
         "replicas": int(dep_status.get("replicas") or 0),
         "readyReplicas": ready,
         "conditions": set_condition(
@@ -205,9 +219,12 @@ def block_status_from_deployment(
             reason,
             message,
             now(),
-            block_body["metadata"].get("generation"),
+            observed,
         ),
     }
+    if observed is not None:
+        out["observedGeneration"] = observed
+    return out
 
 
 def requeue_block(kube: Kube, namespace: str, name: str) -> None:
@@ -289,8 +306,13 @@ def catalog_problems(name: str, spec: ModelSpec, catalog: PathCatalog) -> list[s
     return out
 
 
-def model_status(body: dict[str, Any], kube: Kube) -> dict[str, Any]:
-    """Model status: partition checks the API server cannot do, blocks, paths, ready blocks."""
+def model_status(
+    body: dict[str, Any], kube: Kube, blocks: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """Model status: partition checks the API server cannot do, blocks, paths, ready blocks.
+
+    ``blocks`` are the namespace's Blocks when the caller has them in memory (the operator's
+    index); else they are listed, which at 1,000 Blocks is a megabyte per call."""
     spec = ModelSpec.model_validate(body["spec"])
     meta = body["metadata"]
     problems = spec.partition.problems()
@@ -305,7 +327,8 @@ def model_status(body: dict[str, Any], kube: Kube) -> dict[str, Any]:
             problems += catalog_problems(meta["name"], spec, catalog)
             if catalog.local_model == meta["name"]:
                 paths = len(catalog.paths)
-    blocks = kube.list(API_VERSION, "Block", namespace=meta["namespace"])
+    if blocks is None:
+        blocks = kube.list(API_VERSION, "Block", namespace=meta["namespace"])
     mine = [
         b for b in blocks if (b.get("spec") or {}).get("modelRef", {}).get("name") == meta["name"]
     ]

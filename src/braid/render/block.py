@@ -33,6 +33,7 @@ class ObjectMeta:
     namespace: str
     uid: str
     kind: str = "Block"
+    generation: int | None = None
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,11 @@ def triton_args(r: BlockRender, repository: str) -> list[str]:
     return args
 
 
+GENERATION_ANNOTATION = "braid.dev/block-generation"
+"""On the Deployment (not its pod template, so it rolls nothing): the Block generation it
+was rendered from, which the Deployment's watch events carry back as observedGeneration."""
+
+
 def render_block_deployment(r: BlockRender) -> dict[str, Any]:
     """The Triton Deployment of one Block, pinned to its tier's node pool."""
     spec = r.spec
@@ -190,6 +196,11 @@ def render_block_deployment(r: BlockRender) -> dict[str, Any]:
             "namespace": r.owner.namespace,
             "labels": block_labels(r),
             "ownerReferences": [owner_reference(r.owner)],
+            **(
+                {"annotations": {GENERATION_ANNOTATION: str(r.owner.generation)}}
+                if r.owner.generation is not None
+                else {}
+            ),
         },
         "spec": {
             "replicas": spec.replicas,
