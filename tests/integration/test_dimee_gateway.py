@@ -4,7 +4,9 @@ The quick profile's heads (trained once, then cached under the braid cache) are 
 three Triton models; the gateway reads the DIMEE settings from its routing table, loads the
 pools artifact and routes each sample by its nearest centroid. Each request must reach the
 tier the offline router picks, and the served predictions (hence accuracy) must equal the
-offline evaluation of the same samples.
+offline evaluation of the same samples, in every mode: in ``adaptive`` (Ours-D) the tiers'
+``EXIT`` outputs come back through the gateway and move its centroids exactly as the
+offline evaluation moves them.
 """
 
 from __future__ import annotations
@@ -26,12 +28,16 @@ from braid.dimee.evaluate import Calibration, calibrate
 from braid.dimee.export import INPUT, MODEL, OUTPUT, POOLS_FILE, export_repository, tier_path_id
 from braid.dimee.train import Trained, train
 from braid.policy.dimee import (
+    ROUTER_MODES,
     TIERS,
     CostModel,
     PoolRouter,
+    RouterMode,
+    TierRouter,
     Tiers,
     confidences,
     predictions_at,
+    reached_exits,
     tier_exits,
 )
 
@@ -64,23 +70,52 @@ def dimee(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DimeeDeployment]
         server.stop()
 
 
-def offline(dimee: DimeeDeployment, adaptive: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Tier and prediction of the first ``SAMPLES`` test samples, as ``evaluate`` computes them."""
+def offline(dimee: DimeeDeployment, mode: RouterMode) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Tier and prediction of the first ``SAMPLES`` test samples, and the final centroids, as
+    ``evaluate`` computes them for the method that ``mode`` serves (one sample at a time)."""
     cal = dimee.calibration
     test = dimee.trained.splits["test"]
     logits = dimee.trained.logits["test"][:SAMPLES]
-    router = PoolRouter(cal.centroids, cal.counts, adaptive=adaptive, prior_count=100)
-    tier_of = router.assign(test.embeddings[:SAMPLES])
-    exit_at = tier_exits(confidences(logits), tier_of, cal.alpha, cal.tiers)
-    return tier_of, predictions_at(logits, exit_at)
+    conf = confidences(logits)
+    router = PoolRouter(cal.centroids, cal.counts, mode=mode, prior_count=100)
+    emb = test.embeddings[:SAMPLES]
+    if router.feedback:
+        tier_of = router.assign_with_feedback(emb, conf, cal.alpha, cal.tiers)
+    else:
+        tier_of = router.assign(emb)
+    exit_at = tier_exits(conf, tier_of, cal.alpha, cal.tiers)
+    return tier_of, predictions_at(logits, exit_at), router.centroids
 
 
-@pytest.mark.parametrize("mode", ["fixed", "adaptive"])
-def test_each_sample_reaches_its_centroids_tier_and_answers_as_offline(
-    dimee: DimeeDeployment, mode: str, tmp_path: Path
-) -> None:
-    tier_of, want = offline(dimee, adaptive=mode == "adaptive")
-    assert len(set(tier_of.tolist())) >= 2  # the premise: the router splits the traffic
+def offline_in_batches(
+    dimee: DimeeDeployment, batch: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Ours-D when a request carries ``batch`` samples: all routed with the same centroids,
+    the feedback after the tiers answered (a running mean does not depend on the order)."""
+    cal = dimee.calibration
+    test = dimee.trained.splits["test"]
+    logits = dimee.trained.logits["test"][:SAMPLES]
+    conf = confidences(logits)
+    emb = test.embeddings[:SAMPLES]
+    router = PoolRouter(cal.centroids, cal.counts, mode="adaptive", prior_count=100)
+    tier_of = np.empty(SAMPLES, dtype=np.int64)
+    for start in range(0, SAMPLES, batch):
+        rows = slice(start, start + batch)
+        tier_of[rows] = router.assign(emb[rows])
+        for i in range(start, min(start + batch, SAMPLES)):
+            k = int(tier_of[i])
+            seen = reached_exits(conf[i : i + 1], cal.alpha, cal.tiers.depth(k))
+            router.observe(k, seen, emb[i : i + 1], cal.tiers)
+    exit_at = tier_exits(conf, tier_of, cal.alpha, cal.tiers)
+    return tier_of, predictions_at(logits, exit_at), router.centroids
+
+
+def serve(
+    dimee: DimeeDeployment, mode: str, tmp_path: Path, batch: int = 1
+) -> tuple[list[Any], np.ndarray, dict[str, float], np.ndarray]:
+    """Send the first ``SAMPLES`` test samples through the gateway in order, ``batch`` per
+    request, one request at a time; the paths it reports, its predictions, the calls each
+    tier model got, and the router's centroids afterwards."""
     table = RoutingTable(
         model=MODEL,
         paths=[PathWeight(id=tier_path_id("full"), weight=1)],
@@ -89,8 +124,7 @@ def test_each_sample_reaches_its_centroids_tier_and_answers_as_offline(
     endpoints = Endpoints(
         servers={"local": dimee.server.grpc_address, "host": dimee.server.grpc_address}
     )
-    test = dimee.trained.splits["test"]
-    ids = test.ids[:SAMPLES]
+    ids = dimee.trained.splits["test"].ids[:SAMPLES]
     with gateway_over(dimee.catalog, endpoints, tmp_path / "routing.json", table) as (
         thread,
         registry,
@@ -100,13 +134,14 @@ def test_each_sample_reaches_its_centroids_tier_and_answers_as_offline(
         served_paths: list[Any] = []
         served = np.empty(SAMPLES, dtype=np.int64)
         try:
-            # One sample per request, in order: Ours-D's centroids move after each sample.
-            for i in range(SAMPLES):
-                x = grpcclient.InferInput(INPUT.name, [1, *INPUT.shape], INPUT.datatype)
-                x.set_data_from_numpy(ids[i : i + 1])
+            # In order, one request at a time: Ours-D's centroids move after each answer.
+            for start in range(0, SAMPLES, batch):
+                rows = ids[start : start + batch]
+                x = grpcclient.InferInput(INPUT.name, list(rows.shape), INPUT.datatype)
+                x.set_data_from_numpy(rows)
                 result = client.infer(MODEL, [x], client_timeout=60)
                 served_paths.append(grpc_parameters(result)["braid_path"])
-                served[i] = int(result.as_numpy(OUTPUT.name)[0].argmax())
+                served[start : start + batch] = result.as_numpy(OUTPUT.name).argmax(axis=1)
         finally:
             client.close()
         hops = {
@@ -119,9 +154,42 @@ def test_each_sample_reaches_its_centroids_tier_and_answers_as_offline(
             )
             for tier in TIERS
         }
+        router = thread.gateway.service.executor(MODEL).sample_router
+        assert isinstance(router, TierRouter)
+        centroids = router.pools.centroids.copy()
+    return served_paths, served, hops, centroids
+
+
+@pytest.mark.parametrize("mode", ROUTER_MODES)
+def test_each_sample_reaches_its_centroids_tier_and_answers_as_offline(
+    dimee: DimeeDeployment, mode: RouterMode, tmp_path: Path
+) -> None:
+    tier_of, want, want_centroids = offline(dimee, mode)
+    assert len(set(tier_of.tolist())) >= 2  # the premise: the router splits the traffic
+    if mode == "adaptive":
+        # The premise of checking Ours-D: its feedback changes where samples go.
+        assert (tier_of != offline(dimee, "fixed")[0]).any()
+    served_paths, served, hops, centroids = serve(dimee, mode, tmp_path)
     assert served_paths == [tier_path_id(TIERS[k]) for k in tier_of]
     counts = Counter(tier_of.tolist())
     assert hops == {tier: float(counts.get(k, 0)) for k, tier in enumerate(TIERS)}
     np.testing.assert_array_equal(served, want)
-    labels = test.labels[:SAMPLES]
+    labels = dimee.trained.splits["test"].labels[:SAMPLES]
     assert float((served == labels).mean()) == float((want == labels).mean())
+    np.testing.assert_allclose(centroids, want_centroids, rtol=1e-9, atol=1e-9)
+
+
+def test_ours_d_learns_from_every_tier_of_a_batched_request(
+    dimee: DimeeDeployment, tmp_path: Path
+) -> None:
+    # Eight samples per request: a request spans tiers, each tier's EXIT comes back for
+    # its own rows, and the centroids move by all of them before the next request.
+    tier_of, want, want_centroids = offline_in_batches(dimee, 8)
+    served_paths, served, hops, centroids = serve(dimee, "adaptive", tmp_path, batch=8)
+    assert any("," in p for p in served_paths)  # some request was served by several tiers
+    # One call per tier a request spans: each tier got the rows the offline router sends it.
+    calls = Counter(k for start in range(0, SAMPLES, 8) for k in set(tier_of[start : start + 8]))
+    assert hops == {tier: float(calls.get(k, 0)) for k, tier in enumerate(TIERS)}
+    np.testing.assert_array_equal(served, want)
+    np.testing.assert_allclose(centroids, want_centroids, rtol=1e-9, atol=1e-9)
+    assert not np.allclose(centroids, dimee.calibration.centroids)

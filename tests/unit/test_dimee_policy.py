@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
 from braid.api.routing import routing_table_from_policy
 from braid.api.v1alpha1.offloadpolicy import Dimee, OffloadPolicySpec
@@ -11,8 +12,8 @@ from braid.policy.dimee import (
     EASY,
     HARD,
     MODERATE,
+    ROUTER_MODES,
     CostModel,
-    FeedbackPoolRouter,
     PoolRouter,
     TierRouter,
     Tiers,
@@ -25,6 +26,8 @@ from braid.policy.dimee import (
     nearest,
     observed_pool,
     pool_centroids,
+    pool_of_exit,
+    reached_exits,
     rewards,
     sample_costs,
     score,
@@ -91,14 +94,14 @@ def test_centroids_are_pool_means_and_an_empty_pool_is_never_nearest() -> None:
     assert nearest(centroids, np.array([9.0, 9.0])) == HARD
 
 
-def test_fixed_pools_do_not_move_and_adaptive_pools_follow_the_samples() -> None:
+def test_fixed_pools_do_not_move_and_routed_pools_follow_the_samples() -> None:
     centroids = np.array([[0.0, 0.0], [5.0, 0.0], [10.0, 0.0]])
     counts = np.array([1000, 1000, 1000])
     samples = np.array([[-4.0, 0.0]] * 50 + [[2.4, 0.0]])
     fixed = PoolRouter(centroids, counts)
     assert fixed.assign(samples).tolist() == [EASY] * 51
     assert fixed.centroids[EASY].tolist() == [0.0, 0.0]
-    adaptive = PoolRouter(centroids, counts, adaptive=True, prior_count=10)
+    adaptive = PoolRouter(centroids, counts, mode="adaptive-routed", prior_count=10)
     tiers = adaptive.assign(samples)
     # The easy centroid moved towards -4 (weight 10 + 50 samples): 2.4 is now moderate.
     assert adaptive.centroids[EASY][0] == pytest.approx(-4.0 * 50 / 60)
@@ -166,11 +169,82 @@ def test_feedback_moves_the_pool_a_sample_turned_out_to_be_in() -> None:
     assert observed_pool(EASY, HARD) == MODERATE
     assert observed_pool(EASY, EASY) == EASY
     assert observed_pool(HARD, EASY) == EASY  # the cloud runs every exit
-    router = FeedbackPoolRouter(
-        np.array([[0.0, 0.0], [5.0, 0.0], [10.0, 0.0]]), np.array([1, 1, 1]), prior_count=1
+    router = PoolRouter(
+        np.array([[0.0, 0.0], [5.0, 0.0], [10.0, 0.0]]), np.array([1, 1, 1]), "adaptive", 1
     )
-    # Sent to mobile (nearest centroid), but it turned out hard: the moderate centroid moves.
-    tiers = router.assign_with_feedback(np.array([[1.0, 0.0]]), np.array([HARD]))
-    assert tiers.tolist() == [EASY]
+    # Routing alone moves nothing in this mode.
+    assert router.assign(np.array([[1.0, 0.0]])).tolist() == [EASY]
+    assert router.centroids.tolist() == [[0.0, 0.0], [5.0, 0.0], [10.0, 0.0]]
+    # Sent to mobile, no exit reached alpha there (EXIT 0): the moderate centroid moves.
+    router.observe(EASY, np.array([[0]]), np.array([[1.0, 0.0]]), TIERS)
     assert router.centroids[EASY].tolist() == [0.0, 0.0]
     assert router.centroids[MODERATE].tolist() == [3.0, 0.0]
+    # The cloud saw it exit at layer 1: the easy centroid moves (weight 1 + 1).
+    router.observe(HARD, np.array([[1]]), np.array([[4.0, 0.0]]), TIERS)
+    assert router.centroids[EASY].tolist() == [2.0, 0.0]
+
+
+def test_the_exit_a_tier_returns_gives_the_pool_difficulty_pools_gives() -> None:
+    assert [pool_of_exit(e, TIERS) for e in range(7)] == [
+        HARD, EASY, EASY, MODERATE, MODERATE, HARD, HARD
+    ]  # fmt: skip
+    # What each tier's model returns as EXIT for CONF at alpha 0.9 (0: none within the tier).
+    assert reached_exits(CONF, 0.9, TIERS.mobile).tolist() == [1, 0, 0]
+    assert reached_exits(CONF, 0.9, TIERS.edge).tolist() == [1, 3, 0]
+    assert reached_exits(CONF, 0.9, TIERS.layers).tolist() == [1, 3, 0]
+    truth = difficulty_pools(CONF, 0.9, TIERS)
+    for tier in (EASY, MODERATE, HARD):
+        seen = reached_exits(CONF, 0.9, TIERS.depth(tier))
+        assert [observed_pool(tier, pool_of_exit(int(e), TIERS)) for e in seen] == [
+            observed_pool(tier, int(p)) for p in truth
+        ]
+
+
+def test_offline_feedback_equals_routing_then_observing_one_sample_at_a_time() -> None:
+    rng = np.random.default_rng(0)
+    centroids = np.array([[0.0, 0.0], [5.0, 0.0], [10.0, 0.0]])
+    emb = rng.normal(5.0, 4.0, size=(40, 2))
+    conf = rng.uniform(0.5, 1.0, size=(40, 6))
+    offline = PoolRouter(centroids, np.array([5, 5, 5]), "adaptive", 5)
+    tiers = offline.assign_with_feedback(emb, conf, 0.8, TIERS)
+    served = PoolRouter(centroids, np.array([5, 5, 5]), "adaptive", 5)
+    for i in range(40):
+        k = int(served.assign(emb[i : i + 1])[0])
+        assert k == tiers[i]
+        served.observe(
+            k, reached_exits(conf[i : i + 1], 0.8, TIERS.depth(k)), emb[i : i + 1], TIERS
+        )
+    np.testing.assert_array_equal(served.centroids, offline.centroids)
+    assert len(set(tiers.tolist())) == 3
+
+
+def test_the_tier_router_asks_for_exits_only_in_adaptive_mode_and_learns_from_them() -> None:
+    table = np.zeros((10, 2), dtype=np.float32)
+    table[5] = [4.0, 0.0]
+    paths = {"mobile": "m/mobile", "edge": "m/edge", "cloud": "m/cloud"}
+    centroids = np.array([[0.0, 0.0], [5.0, 0.0], [10.0, 0.0]])
+
+    def router(mode: str) -> TierRouter:
+        pools = PoolRouter(centroids, np.array([1, 1, 1]), mode, 1)  # type: ignore[arg-type]
+        return TierRouter(pools, table, [1, 2], paths, tiers=TIERS)
+
+    assert router("fixed").feedback_outputs == {}
+    assert router("adaptive-routed").feedback_outputs == {}
+    adaptive = router("adaptive")
+    assert adaptive.feedback_outputs == {p: "EXIT" for p in paths.values()}
+    ids = np.array([[1, 5, 2, 0]])  # embedding [4, 0]: nearest the moderate centroid
+    assert adaptive.route(ids, object()) == ["m/edge"]
+    # The edge answered EXIT = 1 (int64 bytes, as Triton sends them): it was easy.
+    adaptive.observe(ids, "m/edge", np.array([[1]], dtype=np.int64).tobytes())
+    assert adaptive.pools.centroids[EASY].tolist() == [2.0, 0.0]
+    with pytest.raises(ValueError, match="tiers"):
+        TierRouter(PoolRouter(centroids, np.array([1, 1, 1]), "adaptive"), table, [], paths)
+
+
+def test_the_policy_modes_are_the_routers_modes_and_nothing_else() -> None:
+    for mode in ROUTER_MODES:
+        Dimee(mode=mode)
+    with pytest.raises(ValidationError):
+        Dimee.model_validate({"mode": "dynamic"})
+    with pytest.raises(ValueError, match="unknown DIMEE mode"):
+        PoolRouter(np.zeros((3, 2)), np.ones(3), "dynamic")  # type: ignore[arg-type]

@@ -50,8 +50,13 @@ class ExitRule(RoutingModel):
 class DimeeRouting(RoutingModel):
     """Per-sample tier routing (DIMEE): the gateway sends each sample to its pool's tier."""
 
-    mode: Literal["fixed", "adaptive"] = Field(
-        default="fixed", description="fixed: Ours-F centroids; adaptive: Ours-D running means."
+    mode: Literal["fixed", "adaptive", "adaptive-routed"] = Field(
+        default="fixed",
+        description=(
+            "fixed: Ours-F, the dev centroids; adaptive: Ours-D, the centroid of the pool each "
+            "sample turned out to be in (from its tier's exits) moves towards it; "
+            "adaptive-routed: the centroid each sample is sent to moves towards it."
+        ),
     )
     pools: str = Field(min_length=1, description="Path of the pools artifact (dimee-pools.json).")
     prior_count: int = Field(

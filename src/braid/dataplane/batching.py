@@ -19,6 +19,7 @@ import asyncio
 import time
 from collections import deque
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from prometheus_client import Counter
 from tritonclient.grpc import service_pb2
@@ -30,17 +31,31 @@ _InferInputTensor = service_pb2.ModelInferRequest.InferInputTensor
 _RequestedOutput = service_pb2.ModelInferRequest.InferRequestedOutputTensor
 
 
+class HopAnswer(NamedTuple):
+    """A call's output for its samples, and the extra output asked for, if any."""
+
+    data: bytes
+    shape: tuple[int, ...]
+    side: bytes | None = None
+    """The hop's ``side_output`` for the same samples, in the same order (raw bytes)."""
+
+
 @dataclass(slots=True)
 class _Pending:
     data: bytes
     shape: tuple[int, ...]
     deadline: float
     """Absolute ``time.perf_counter()`` time after which the member no longer needs an answer."""
-    future: asyncio.Future[tuple[bytes, tuple[int, ...]]]
+    future: asyncio.Future[HopAnswer]
 
 
 class HopBatcher:
-    """Calls of one Triton model at one address, coalesced while the model is busy."""
+    """Calls of one Triton model at one address, coalesced while the model is busy.
+
+    ``side_output`` names a second output to bring back with the first (DIMEE's ``EXIT``,
+    what Ours-D feeds back to its centroids); it is split between coalesced members like the
+    first, and costs nothing when not set.
+    """
 
     def __init__(
         self,
@@ -54,6 +69,7 @@ class HopBatcher:
         max_batch_size: int,
         max_in_flight: int = 2,
         calls_counter: Counter | None = None,
+        side_output: str | None = None,
     ) -> None:
         self.pool = pool
         self.address = address
@@ -66,10 +82,9 @@ class HopBatcher:
         self._queue: deque[_Pending] = deque()
         self._in_flight = 0
         self.calls_counter = calls_counter
+        self.side_output = side_output
 
-    async def call(
-        self, data: bytes, shape: tuple[int, ...], deadline: float
-    ) -> tuple[bytes, tuple[int, ...]]:
+    async def call(self, data: bytes, shape: tuple[int, ...], deadline: float) -> HopAnswer:
         """This member's output.
 
         Raises the call's ``grpc.aio.AioRpcError`` when it fails, ``TimeoutError`` when the
@@ -84,9 +99,7 @@ class HopBatcher:
             finally:
                 self._in_flight -= 1
                 self._drain()
-        future: asyncio.Future[tuple[bytes, tuple[int, ...]]] = (
-            asyncio.get_running_loop().create_future()
-        )
+        future: asyncio.Future[HopAnswer] = asyncio.get_running_loop().create_future()
         self._queue.append(_Pending(data, shape, deadline, future))
         self._drain()
         # Batched with others, a member must still not outlive its own deadline.
@@ -125,20 +138,19 @@ class HopBatcher:
             inputs=[
                 _InferInputTensor(name=self.input_name, datatype=self.input_datatype, shape=shape)
             ],
-            outputs=[_RequestedOutput(name=self.output_name)],
+            outputs=[_RequestedOutput(name=self.output_name)]
+            + ([_RequestedOutput(name=self.side_output)] if self.side_output else []),
             raw_input_contents=[data],
         )
 
-    async def send(
-        self, data: bytes, shape: tuple[int, ...], deadline: float
-    ) -> tuple[bytes, tuple[int, ...]]:
+    async def send(self, data: bytes, shape: tuple[int, ...], deadline: float) -> HopAnswer:
         """One call of the model with exactly these samples (no coalescing)."""
         if self.calls_counter is not None:
             self.calls_counter.inc()
         response = await self.pool.infer(
             self.address, self._request(data, shape), deadline - time.perf_counter()
         )
-        return _output(response)
+        return _output(response, self.output_name, self.side_output)
 
     async def _send_group(self, group: list[_Pending]) -> None:
         try:
@@ -152,21 +164,34 @@ class HopBatcher:
             shape = (total, *group[0].shape[1:])
             # The call lives as long as its most patient member needs it.
             deadline = max(m.deadline for m in group)
-            data, out_shape = await self.send(b"".join(m.data for m in group), shape, deadline)
-            if out_shape[0] != total or len(data) % total:
+            data, out_shape, side = await self.send(
+                b"".join(m.data for m in group), shape, deadline
+            )
+            if (
+                out_shape[0] != total
+                or len(data) % total
+                or (side is not None and len(side) % total)
+            ):
                 raise ValueError(
                     f"{self.model} answered a batch of {total} with shape {list(out_shape)}"
                 )
             per_sample = len(data) // total
+            side_per_sample = len(side) // total if side is not None else 0
             view = memoryview(data)
+            side_view = memoryview(side) if side is not None else None
             offset = 0
             for member in group:
                 n = member.shape[0]
                 if not member.future.done():
                     member.future.set_result(
-                        (
+                        HopAnswer(
                             bytes(view[offset * per_sample : (offset + n) * per_sample]),
                             (n, *out_shape[1:]),
+                            None
+                            if side_view is None
+                            else bytes(
+                                side_view[offset * side_per_sample : (offset + n) * side_per_sample]
+                            ),
                         )
                     )
                 offset += n
@@ -181,7 +206,20 @@ class HopBatcher:
             self._drain()
 
 
-def _output(response: service_pb2.ModelInferResponse) -> tuple[bytes, tuple[int, ...]]:
+def _output(
+    response: service_pb2.ModelInferResponse, name: str, side_name: str | None
+) -> HopAnswer:
     if not response.raw_output_contents or not response.outputs:
         raise ValueError("the response carries no raw output")
-    return response.raw_output_contents[0], tuple(response.outputs[0].shape)
+    if side_name is None:
+        return HopAnswer(response.raw_output_contents[0], tuple(response.outputs[0].shape))
+    # With two outputs asked for, find each by name: Triton need not keep the request's order.
+    index = {o.name: i for i, o in enumerate(response.outputs)}
+    if name not in index or side_name not in index:
+        raise ValueError(f"the response lacks {name} or {side_name}")
+    main, side = index[name], index[side_name]
+    return HopAnswer(
+        response.raw_output_contents[main],
+        tuple(response.outputs[main].shape),
+        response.raw_output_contents[side],
+    )

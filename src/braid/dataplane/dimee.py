@@ -1,29 +1,30 @@
 """Load DIMEE's pools artifact into the gateway's per-sample router (``SampleRouter``).
 
-``braid dimee export`` writes ``dimee-pools.json`` (α, centroids, pool sizes, tier -> path
-id) and the word-embedding table beside the model repository's ``catalog.json``. The
-decisions themselves are pure (``braid.policy.dimee``); this module only reads files.
+``braid dimee export`` writes ``dimee-pools.json`` (α, tier depths, centroids, pool sizes,
+tier -> path id, the tier models' ``EXIT`` output) and the word-embedding table beside the
+model repository's ``catalog.json``. The decisions themselves are pure
+(``braid.policy.dimee``); this module only reads files.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 
-from braid.policy.dimee import PoolRouter, TierRouter
+from braid.policy.dimee import PoolRouter, RouterMode, TierRouter, Tiers
 
 POOLS_FILE = "dimee-pools.json"
 
 
 def load_tier_router(
     pools_file: Path,
-    mode: Literal["fixed", "adaptive"] = "fixed",
+    mode: RouterMode = "fixed",
     prior_count: int = 100,
 ) -> TierRouter:
-    """A router over the pools in ``pools_file``: Ours-F (``fixed``) or Ours-D (``adaptive``)."""
+    """A router over the pools in ``pools_file``: Ours-F (``fixed``), Ours-D (``adaptive``,
+    fed back by the tiers' ``EXIT``) or the variant without feedback (``adaptive-routed``)."""
     doc = json.loads(pools_file.read_text())
     dim = None
     rows = []
@@ -33,16 +34,30 @@ def load_tier_router(
             dim = len(row)
     if dim is None:
         raise ValueError(f"{pools_file}: every pool is empty")
+    if mode == "adaptive" and "exit_output" not in doc:
+        # An export from before the tier models returned EXIT: Triton would refuse the
+        # request for it on every call, so say so once, at load time.
+        raise ValueError(
+            f"{pools_file}: adaptive mode needs tier models that return their exit "
+            "(exit_output); export them again with braid dimee evaluate --export"
+        )
     centroids = np.array([r if r is not None else [np.nan] * dim for r in rows], dtype=np.float64)
     table = np.load(pools_file.parent / doc["word_embeddings"])
+    tiers = (
+        Tiers(mobile=doc["mobile_layers"], edge=doc["edge_layers"], layers=doc["layers"])
+        if "layers" in doc
+        else None
+    )
     return TierRouter(
         pools=PoolRouter(
             centroids,
             np.asarray(doc["pool_sizes"], dtype=np.int64),
-            adaptive=mode == "adaptive",
+            mode=mode,
             prior_count=prior_count,
         ),
         word_embeddings=table.astype(np.float32, copy=False),
         special_ids=[int(i) for i in doc["special_ids"]],
         paths=dict(doc["paths"]),
+        tiers=tiers,
+        exit_output=str(doc.get("exit_output", "EXIT")),
     )

@@ -55,7 +55,7 @@ from tritonclient.grpc import service_pb2
 from braid.api.catalog import Hop, PathCatalog, PathEntry
 from braid.api.common import TensorSpec
 from braid.api.routing import Endpoints, RoutingTable, single_path_table
-from braid.dataplane.batching import HopBatcher
+from braid.dataplane.batching import HopAnswer, HopBatcher
 from braid.dataplane.errors import InferenceError, Reason
 from braid.dataplane.metrics import GatewayMetrics, default_metrics
 from braid.dataplane.pool import TritonPool
@@ -89,6 +89,20 @@ class SampleRouter(Protocol):
     def route(self, inputs: np.ndarray[Any, Any], table: RoutingTable) -> Sequence[str] | None:
         """Path ids, one per sample, or ``None``."""
         ...
+
+
+class SampleFeedback(Protocol):
+    """A ``SampleRouter`` that learns from the answers (DIMEE's Ours-D): the gateway brings
+    back one extra output of each path in ``feedback_outputs`` (path id -> output name of
+    its last hop) and hands it to ``observe`` once the path answered, on the event loop,
+    with the samples that path served (batch-first, in request order). Paths that fell
+    back are not observed: the fallback's model is not the one the router chose.
+    """
+
+    @property
+    def feedback_outputs(self) -> Mapping[str, str]: ...
+
+    def observe(self, inputs: np.ndarray[Any, Any], path: str, side: bytes) -> None: ...
 
 
 class HopError(Exception):
@@ -173,6 +187,8 @@ class _Outcome:
     served_by: str
     exits: int = 0
     fallback: str | None = None
+    side: bytes | None = None
+    """The last hop's side output (``SampleFeedback``), when it was asked for."""
 
 
 @dataclass(frozen=True)
@@ -279,6 +295,20 @@ class PathExecutor:
         self.pool = pool
         self.metrics = metrics if metrics is not None else default_metrics()
         self.sample_router = sample_router
+        feedback = getattr(sample_router, "feedback_outputs", None)
+        self._feedback: SampleFeedback | None = (
+            sample_router if feedback else None  # type: ignore[assignment]
+        )
+        self._side_outputs: dict[str, str] = (
+            {
+                entry.hops[-1].triton_model: feedback[entry.id]
+                for entry in catalog.paths
+                if entry.id in feedback
+            }
+            if feedback
+            else {}
+        )
+        """Triton model -> the extra output its batcher asks for (the feedback's paths)."""
         self.rng = rng if rng is not None else random.Random()
         self.default_timeout_s = default_timeout_s
         self.host_timeout_s = host_timeout_s
@@ -370,6 +400,7 @@ class PathExecutor:
                     max_batch_size=self.max_batch_size,
                     max_in_flight=self.max_in_flight_per_hop,
                     calls_counter=self.metrics.triton_calls.labels(self.model, hop.triton_model),
+                    side_output=self._side_outputs.get(hop.triton_model),
                 )
                 self._batchers[(address, hop.triton_model)] = batcher
             out.append(
@@ -660,7 +691,9 @@ class PathExecutor:
             )
         if len(groups) == 1:
             path = self.paths[ids[0]]
-            return path.id, await self._run_path(path, tensor.data, tensor.shape, batch, run)
+            outcome = await self._run_path(path, tensor.data, tensor.shape, batch, run)
+            self._observe(tensor, path.id, None, outcome)
+            return path.id, outcome
         rows = {path_id: np.asarray(idx, dtype=np.intp) for path_id, idx in groups.items()}
         async with asyncio.TaskGroup() as tasks:
             pending = {
@@ -676,6 +709,8 @@ class PathExecutor:
                 for path_id, r in rows.items()
             }
         outcomes = {path_id: task.result() for path_id, task in pending.items()}
+        for path_id, outcome in outcomes.items():
+            self._observe(tensor, path_id, rows[path_id], outcome)
         merged = scatter_rows([(rows[p], o.data) for p, o in outcomes.items()], batch)
         first = next(iter(outcomes.values()))
         served = ",".join(sorted({o.served_by for o in outcomes.values()}))
@@ -688,9 +723,18 @@ class PathExecutor:
             fallback=",".join(fallbacks) or None,
         )
 
+    def _observe(
+        self, tensor: Tensor, path_id: str, rows: np.ndarray[Any, Any] | None, outcome: _Outcome
+    ) -> None:
+        """Hand a path's side output to the feedback router (synchronous: one atomic update)."""
+        if self._feedback is None or outcome.side is None or outcome.fallback is not None:
+            return
+        inputs = tensor.numpy()
+        self._feedback.observe(inputs if rows is None else inputs[rows], path_id, outcome.side)
+
     async def _call(
         self, hop: CompiledHop, data: bytes, shape: tuple[int, ...], run: _Run
-    ) -> tuple[bytes, tuple[int, ...]]:
+    ) -> HopAnswer:
         now = time.perf_counter()
         remaining = run.deadline - now
         if remaining <= 0:
@@ -803,6 +847,7 @@ class PathExecutor:
         path.samples.inc(batch)
         outputs: list[tuple[bytes, tuple[int, ...]]] = []
         current, current_shape = data, shape
+        side: bytes | None = None
         for index, hop in enumerate(path.hops):
             if index == path.exit_index:
                 return await self._exit(path, hop, current, current_shape, batch, run)
@@ -811,20 +856,24 @@ class PathExecutor:
                 if reason is not None:
                     return await self._fall_back(path, index, outputs, data, shape, run, reason)
                 try:
-                    current, current_shape = await self._call(hop, current, current_shape, run)
+                    current, current_shape, side = await self._call(
+                        hop, current, current_shape, run
+                    )
                 except HopError as failure:
                     reason = "host_unavailable" if failure.transport else "host_error"
                     log_event(logger, "executor.hop_failed", level=logging.DEBUG, error=failure)
                     return await self._fall_back(path, index, outputs, data, shape, run, reason)
             else:
                 try:
-                    current, current_shape = await self._call(hop, current, current_shape, run)
+                    current, current_shape, side = await self._call(
+                        hop, current, current_shape, run
+                    )
                 except HopError as failure:
                     raise failure.to_error() from None
             outputs.append((current, current_shape))
         if path.out_crossing is not None:
             path.out_crossing.inc(len(current))
-        return _Outcome(current, current_shape, served_by=path.id)
+        return _Outcome(current, current_shape, served_by=path.id, side=side)
 
     async def _exit(
         self,
@@ -839,7 +888,7 @@ class PathExecutor:
         assert path.exits is not None
         assert path.exit_block is not None
         try:
-            logits, logits_shape = await self._call(hop, features, features_shape, run)
+            logits, logits_shape, _ = await self._call(hop, features, features_shape, run)
         except HopError as failure:
             raise failure.to_error() from None
         threshold = run.table.threshold(path.exit_block)
@@ -874,7 +923,7 @@ class PathExecutor:
         """Unconfident samples: the original path's blocks after the exit block."""
         for hop in path.continuation:
             try:
-                data, shape = await self._call(hop, data, shape, run)
+                data, shape, _ = await self._call(hop, data, shape, run)
             except HopError as failure:
                 raise failure.to_error() from None
         return data, shape
@@ -900,7 +949,7 @@ class PathExecutor:
         current, current_shape = outputs[resume - 1] if resume > 0 else (data, shape)
         for hop in fallback.hops[resume:]:
             try:
-                current, current_shape = await self._call(hop, current, current_shape, run)
+                current, current_shape, _ = await self._call(hop, current, current_shape, run)
             except HopError as failure:
                 raise failure.to_error() from None
         return _Outcome(current, current_shape, served_by=fallback.id, fallback=reason)

@@ -117,9 +117,14 @@ class TierModel(nn.Module):
 
     A sample leaves at the first exit whose max-softmax confidence reaches ``alpha`` (and at
     the last exit otherwise), as in the offline evaluation. ``first_exit`` lets the cloud tier
-    answer from its last layer only (the reward's ``C_L``). The returned logits are those of
-    the exit taken. Every layer runs for the whole batch: Triton batches samples, and the
-    cost model charges a sample for the layers up to its exit, as a per-sample runtime would.
+    answer from its last layer only (the reward's ``C_L``). Returns two tensors: the logits
+    of the exit taken, and ``EXIT`` (INT64 ``[B, 1]``): the first layer up to ``depth`` whose
+    exit reaches ``alpha``, counting every exit even below ``first_exit``, or 0 if none does.
+    ``EXIT`` is what the gateway's Ours-D feeds back to its centroids (the pool the sample
+    turned out to be in, as far as this tier sees); the heads are two small layers, so
+    computing them all on the cloud costs nothing next to the encoder layers.
+    Every layer runs for the whole batch: Triton batches samples, and the cost model charges
+    a sample for the layers up to its exit, as a per-sample runtime would.
     """
 
     def __init__(
@@ -137,7 +142,7 @@ class TierModel(nn.Module):
         self.first_exit = first_exit
         self.alpha = float(alpha)  # a constant of the traced graph
 
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+    def forward(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mask = (ids != PAD_ID).long()
         extended = (1.0 - mask[:, None, None, :].float()) * torch.finfo(torch.float32).min
         hidden = self.embeddings(input_ids=ids)
@@ -146,12 +151,15 @@ class TierModel(nn.Module):
             hidden = layer(hidden, attention_mask=extended)
             if isinstance(hidden, tuple):
                 hidden = hidden[0]
-            if i + 1 >= self.first_exit:
-                logits.append(self.heads[i](masked_mean(hidden, mask)))
-        stacked = torch.stack(logits, dim=1)  # [B, exits, K]
-        conf = torch.softmax(stacked, dim=-1).max(dim=-1).values
-        confident = conf >= self.alpha
+            logits.append(self.heads[i](masked_mean(hidden, mask)))
+        every = torch.stack(logits, dim=1)  # [B, depth, K]
+        reached = torch.softmax(every, dim=-1).max(dim=-1).values >= self.alpha
+        anywhere = reached.any(dim=1, keepdim=True)
+        first = torch.argmax(reached.to(torch.int64), dim=1, keepdim=True) + 1
+        exit_layer = torch.where(anywhere, first, torch.zeros_like(first))
+        stacked = every[:, self.first_exit - 1 :]  # the exits this tier may answer from
+        confident = reached[:, self.first_exit - 1 :].clone()
         confident[:, -1] = True
         taken = torch.argmax(confident.to(torch.int64), dim=1)
         index = taken[:, None, None].expand(-1, 1, stacked.shape[-1])
-        return stacked.gather(1, index).squeeze(1)
+        return stacked.gather(1, index).squeeze(1), exit_layer

@@ -13,7 +13,10 @@ Written into one model repository (``model-repo/`` by default)::
     dimee-word-embeddings.npy   the router's cheap-embedding table (float32, 47 MB)
 
 Each tier is one Triton model taking INT64 token ids ``[B, 64]`` and returning the logits of
-the exit the sample took, so the gateway runs a path of one hop per sample. The operator
+the exit the sample took (``LOGITS``, what the client gets), so the gateway runs a path of
+one hop per sample. A second output, ``EXIT`` (INT64 ``[B, 1]``: the first layer within the
+tier whose exit reaches α, 0 if none), is what Ours-D's feedback reads; the catalog's hops
+name only ``LOGITS``, and the gateway asks for ``EXIT`` only in that mode. The operator
 deploys each model as a Block on the tier's node pool; the gateway's DIMEE router (built
 from ``dimee-pools.json``) sends each sample to one of the three paths.
 """
@@ -49,6 +52,7 @@ from braid.tooling.triton_repository import write_torchscript_model
 MODEL = "minilm-sst2"
 INPUT = TensorSpec(name="INPUT_IDS", datatype="INT64", shape=[MAX_TOKENS])
 OUTPUT = TensorSpec(name="LOGITS", datatype="FP32", shape=[CLASSES])
+EXIT_OUTPUT = TensorSpec(name="EXIT", datatype="INT64", shape=[1])
 POOLS_FILE = "dimee-pools.json"
 EMBEDDINGS_FILE = "dimee-word-embeddings.npy"
 CATALOG_FILE = "catalog.json"
@@ -183,6 +187,8 @@ def pools_document(cal: Calibration, special_ids: list[int]) -> dict[str, Any]:
         ],
         "pool_sizes": [int(c) for c in cal.counts],
         "paths": {tier: tier_path_id(tier) for tier in TIERS},
+        # Every tier model returns it (see TierModel): the feedback of Ours-D.
+        "exit_output": EXIT_OUTPUT.name,
         "special_ids": special_ids,
         "word_embeddings": EMBEDDINGS_FILE,
     }
@@ -202,7 +208,7 @@ def export_repository(
             tier_model_name(tier),
             module,
             inputs=[INPUT],
-            outputs=[OUTPUT],
+            outputs=[OUTPUT, EXIT_OUTPUT],
             max_batch_size=max_batch_size,
             example_inputs=(example,),
             torch_num_threads=1,
@@ -218,4 +224,4 @@ def export_repository(
     return catalog
 
 
-__all__ = ["EASY", "MODEL", "MODERATE", "export_repository", "tier_modules"]
+__all__ = ["EASY", "EXIT_OUTPUT", "MODEL", "MODERATE", "export_repository", "tier_modules"]

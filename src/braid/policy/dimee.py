@@ -25,7 +25,8 @@ full model on the mobile tier, ``λ_m·L`` (the paper's main baseline: the whole
 the device, processing cost only) = 1.00.
 
 Nothing here does I/O; arrays in, arrays out. The routers keep state (Ours-D's running
-means) but no files or sockets: the gateway loads the pools artifact and hands arrays in.
+means) but no files or sockets: the gateway loads the pools artifact and hands arrays in,
+and hands back each tier's ``EXIT`` output for Ours-D's feedback.
 """
 
 from __future__ import annotations
@@ -193,36 +194,18 @@ def nearest(centroids: Array, embedding: Array) -> int:
     return int(np.nanargmin(np.where(np.isnan(d), np.inf, d)))
 
 
-@dataclass
-class PoolRouter:
-    """Nearest-centroid tier choice: fixed pools (Ours-F) or running means (Ours-D).
+RouterMode = Literal["fixed", "adaptive", "adaptive-routed"]
+"""How the centroids move while serving (the OffloadPolicy's ``dimee.mode``):
 
-    Ours-D updates the centroid a sample is sent to with that sample's embedding, as a
-    running mean whose count starts at ``min(pool size, prior_count)``: the validation pool
-    counts as at most ``prior_count`` samples, so the centroids can follow a drifting input
-    distribution instead of being pinned by thousands of validation samples.
-    """
-
-    centroids: Array
-    counts: Array
-    adaptive: bool = False
-    prior_count: int = 100
-    _weights: Array = field(init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        self.centroids = np.array(self.centroids, dtype=np.float64, copy=True)
-        self._weights = np.minimum(np.asarray(self.counts, dtype=np.float64), self.prior_count)
-
-    def assign(self, embeddings: Array) -> Array:
-        """Pool (= tier index) of each sample, in order, updating the centroids if adaptive."""
-        out = np.empty(len(embeddings), dtype=np.int64)
-        for i, e in enumerate(np.asarray(embeddings, dtype=np.float64)):
-            k = nearest(self.centroids, e)
-            out[i] = k
-            if self.adaptive:
-                self._weights[k] += 1.0
-                self.centroids[k] += (e - self.centroids[k]) / self._weights[k]
-        return out
+- ``fixed`` (Ours-F): never;
+- ``adaptive`` (Ours-D, the paper's: "the average is recalculated based on the incoming
+  sample's complexity"): after the tier answered, the centroid of the pool the sample turned
+  out to be in (``observed_pool``, from the exits the tier ran) moves towards it;
+- ``adaptive-routed`` (a variant, no feedback needed): the centroid the sample was sent to
+  moves towards it when it is routed. Under drift it drags every centroid towards the new
+  inputs whatever their difficulty, which costs more and helps less (``results/dimee.json``).
+"""
+ROUTER_MODES: tuple[RouterMode, ...] = ("fixed", "adaptive", "adaptive-routed")
 
 
 def observed_pool(tier: int, true_pool: int) -> int:
@@ -238,28 +221,100 @@ def observed_pool(tier: int, true_pool: int) -> int:
     return true_pool
 
 
-@dataclass
-class FeedbackPoolRouter(PoolRouter):
-    """Ours-D with feedback (an offline variant, not in the paper nor the gateway yet).
+def pool_of_exit(exit_layer: int, tiers: Tiers) -> int:
+    """Pool of a sample whose first exit reaching α is ``exit_layer`` (1-based; 0: none),
+    as ``difficulty_pools`` decides it: easy by ``m``, moderate by ``n``, hard otherwise."""
+    if 1 <= exit_layer <= tiers.mobile:
+        return EASY
+    if tiers.mobile < exit_layer <= tiers.edge:
+        return MODERATE
+    return HARD
 
-    Routes like ``PoolRouter`` (fixed between samples), then moves the centroid of the pool
-    the sample *turned out* to be in (``observed_pool``) instead of the one it was sent to:
-    the centroids follow where each difficulty lies in the drifted inputs, not only where
-    the inputs are. Needs the served tier's exit, which the gateway's tier models do not
-    return yet, so it is evaluated offline only.
+
+def reached_exits(conf: Array, alpha: float, depth: int) -> Array:
+    """What a tier model of ``depth`` layers returns as ``EXIT``: the first layer up to
+    ``depth`` whose confidence reaches ``alpha``, or 0 when none does."""
+    window = conf[:, :depth] >= alpha
+    out: Array = np.where(window.any(axis=1), 1 + np.argmax(window, axis=1), 0)
+    return out
+
+
+@dataclass
+class PoolRouter:
+    """Nearest-centroid tier choice; the centroids move as ``mode`` says (``RouterMode``).
+
+    A moving centroid is a running mean whose count starts at ``min(pool size,
+    prior_count)``: the validation pool counts as at most ``prior_count`` samples, so the
+    centroids can follow a drifting input distribution instead of being pinned by thousands
+    of validation samples. An empty pool's centroid (NaN) is never nearest; feedback that a
+    sample belongs there makes that sample its centroid.
+
+    Every method is synchronous and the gateway calls them on its event loop, so each
+    update is atomic with respect to other requests; the order of updates is the order in
+    which the tiers answer (the order of the requests, when they are sent one at a time).
     """
 
-    def assign_with_feedback(self, embeddings: Array, true_pools: Array) -> Array:
+    centroids: Array
+    counts: Array
+    mode: RouterMode = "fixed"
+    prior_count: int = 100
+    _weights: Array = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.mode not in ROUTER_MODES:
+            raise ValueError(f"unknown DIMEE mode {self.mode!r}, expected one of {ROUTER_MODES}")
+        self.centroids = np.array(self.centroids, dtype=np.float64, copy=True)
+        self._weights = np.minimum(np.asarray(self.counts, dtype=np.float64), self.prior_count)
+
+    @property
+    def feedback(self) -> bool:
+        """Whether the router wants to hear where each sample turned out to exit."""
+        return self.mode == "adaptive"
+
+    def move(self, pool: int, embedding: Array) -> None:
+        """One more sample in ``pool``: its running mean moves towards ``embedding``."""
+        self._weights[pool] += 1.0
+        if np.isnan(self.centroids[pool]).any():
+            self.centroids[pool] = embedding
+        else:
+            self.centroids[pool] += (embedding - self.centroids[pool]) / self._weights[pool]
+
+    def assign(self, embeddings: Array) -> Array:
+        """Pool (= tier index) of each sample, in order (``adaptive-routed`` moves as it goes)."""
         out = np.empty(len(embeddings), dtype=np.int64)
         for i, e in enumerate(np.asarray(embeddings, dtype=np.float64)):
             k = nearest(self.centroids, e)
             out[i] = k
-            seen = observed_pool(k, int(true_pools[i]))
-            self._weights[seen] += 1.0
-            if np.isnan(self.centroids[seen]).any():
-                self.centroids[seen] = e
-            else:
-                self.centroids[seen] += (e - self.centroids[seen]) / self._weights[seen]
+            if self.mode == "adaptive-routed":
+                self.move(k, e)
+        return out
+
+    def observe(self, tier: int, exit_layers: Array, embeddings: Array, tiers: Tiers) -> None:
+        """Feedback (``adaptive`` only): samples served by ``tier`` whose first exit reaching
+        α was ``exit_layers`` (the tier model's ``EXIT``; 0: none within the tier)."""
+        if not self.feedback:
+            return
+        for layer, e in zip(
+            np.asarray(exit_layers).reshape(-1).tolist(),
+            np.asarray(embeddings, dtype=np.float64),
+            strict=True,
+        ):
+            self.move(observed_pool(tier, pool_of_exit(int(layer), tiers)), e)
+
+    def assign_with_feedback(
+        self, embeddings: Array, conf: Array, alpha: float, tiers: Tiers
+    ) -> Array:
+        """Offline Ours-D: route each sample, then feed back what its tier saw, in order.
+
+        ``conf`` holds every exit's confidence (``[N, L]``); the tier of depth ``d`` sees
+        ``reached_exits(conf, alpha, d)``, exactly what its Triton model returns as ``EXIT``.
+        """
+        out = np.empty(len(embeddings), dtype=np.int64)
+        seen = {k: reached_exits(conf, alpha, tiers.depth(k)) for k in range(3)}
+        for i, e in enumerate(np.asarray(embeddings, dtype=np.float64)):
+            k = self.assign(e[None, :])[0]
+            out[i] = k
+            self.observe(int(k), seen[int(k)][i : i + 1], e[None, :], tiers)
         return out
 
 
@@ -269,17 +324,48 @@ class TierRouter:
 
     ``paths`` maps each tier to its path id in the catalog. The embedding is the cheap one
     (a gather of word-embedding rows), so the work per sample is ``O(T·d)`` plus three
-    distances: cheap enough for the event loop.
+    distances: cheap enough for the event loop. In ``adaptive`` mode it also takes the
+    tiers' feedback: ``feedback_outputs`` names, per path, the extra output its Triton model
+    returns (``EXIT``), and ``observe`` moves the centroids by it once the tier answered
+    (the embedding is computed again there: cheaper than keeping it per request).
     """
 
     pools: PoolRouter
     word_embeddings: Array
     special_ids: Sequence[int]
     paths: Mapping[str, str]
+    tiers: Tiers | None = None
+    """The tier depths ``observe`` needs; ``adaptive`` mode cannot do without them."""
+    exit_output: str = "EXIT"
+    _tier_of_path: dict[str, int] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.pools.feedback and self.tiers is None:
+            raise ValueError("adaptive (feedback) mode needs the tiers' depths")
+        self._tier_of_path = {path: TIERS.index(tier) for tier, path in self.paths.items()}
+
+    @property
+    def feedback_outputs(self) -> Mapping[str, str]:
+        """Path id -> name of the extra output to bring back from it (none unless adaptive)."""
+        if not self.pools.feedback:
+            return {}
+        return {path: self.exit_output for path in self.paths.values()}
 
     def route(self, inputs: Array, table: object) -> list[str]:
         emb = cheap_embedding(inputs, self.word_embeddings, self.special_ids)
         return [self.paths[TIERS[k]] for k in self.pools.assign(emb)]
+
+    def observe(self, inputs: Array, path: str, side: bytes) -> None:
+        """``inputs`` (the samples ``path`` served, in request order) exited where ``side``
+        (the tier model's ``EXIT``, raw INT64 as Triton sends it) says."""
+        tier = self._tier_of_path.get(path)
+        if tier is None or self.tiers is None:
+            return
+        exits = np.frombuffer(side, dtype=np.int64)
+        if len(exits) != len(inputs):
+            raise ValueError(f"{path}: {len(exits)} exits for {len(inputs)} samples")
+        emb = cheap_embedding(inputs, self.word_embeddings, self.special_ids)
+        self.pools.observe(tier, exits, emb, self.tiers)
 
 
 # -- serving a sample on a tier, and what it costs ------------------------------------------------

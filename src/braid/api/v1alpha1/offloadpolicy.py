@@ -48,8 +48,13 @@ class Dimee(ApiModel):
     """
 
     enabled: bool = Field(default=False, description="Route each sample to a tier by difficulty.")
-    mode: Literal["fixed", "adaptive"] = Field(
-        default="fixed", description="fixed: Ours-F centroids; adaptive: Ours-D running means."
+    mode: Literal["fixed", "adaptive", "adaptive-routed"] = Field(
+        default="fixed",
+        description=(
+            "fixed: Ours-F, the dev centroids; adaptive: Ours-D, the centroid of the pool each "
+            "sample turned out to be in (from its tier's exits) moves towards it; "
+            "adaptive-routed: the centroid each sample is sent to moves towards it."
+        ),
     )
     lambda_mobile: float = Field(default=0.1, ge=0, description="Per-layer cost on mobile.")
     lambda_edge: float = Field(default=0.05, ge=0, description="Per-layer cost on the edge.")
