@@ -95,6 +95,8 @@ def test_model_repository_is_mounted_or_fetched(
 def test_service_exposes_three_ports_and_scrape_annotations() -> None:
     svc = render_block_service(_render())
     assert [p["name"] for p in svc["spec"]["ports"]] == ["http", "grpc", "metrics"]
+    # Headless, so the gateway's gRPC channel balances calls over the pods itself.
+    assert svc["spec"]["clusterIP"] == "None"
     assert svc["metadata"]["annotations"]["prometheus.io/scrape"] == "true"
     assert (
         svc["spec"]["selector"]

@@ -234,7 +234,14 @@ def render_block_deployment(r: BlockRender) -> dict[str, Any]:
 
 
 def render_block_service(r: BlockRender) -> dict[str, Any]:
-    """The Service in front of a Block's pods, annotated so Prometheus finds the metrics."""
+    """The Service in front of a Block's pods, annotated so Prometheus finds the metrics.
+
+    Headless: the gateway holds long-lived HTTP/2 channels, and a ClusterIP balances per
+    connection, so every call of one gateway would reach the same pod however many replicas
+    the Block has. With the pods' own addresses in DNS, the gateway's channel balances per
+    call (round robin, see ``braid.dataplane.pool``). It also spares the API server a
+    cluster IP allocation per Block.
+    """
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -250,6 +257,7 @@ def render_block_service(r: BlockRender) -> dict[str, Any]:
         },
         "spec": {
             "type": "ClusterIP",
+            "clusterIP": "None",
             "selector": selector_labels(r),
             "ports": [
                 {"name": "http", "port": HTTP_PORT, "targetPort": "http", "protocol": "TCP"},
