@@ -16,7 +16,15 @@ device busy with other work, as in CoDE. Phases:
 The last phase replays the same image sequence as the controlled heavy phase, so
 ``heavy_latency_ratio`` and ``accuracy_drop_pt`` compare like with like in one run.
 
-    python bench/load_shift.py          # ~3 minutes; results/controller.json, docs/img/load-shift.png
+Two ways to make the heavy phases heavy, run one after the other by default:
+
+- ``traffic``: the provider's own requests through the gateway step from ``--rps`` to
+  ``--heavy-rps``; the path the controller picks changes the load itself (fewer blocks per
+  request), which is the case CoDE's controller is for.
+- ``background``: the local device busy with other work, as above; the controller's choice
+  cannot lighten that load, only spend fewer hops in it.
+
+    python bench/load_shift.py   # ~8 minutes; results/controller.json, docs/img/load-shift*.png
 """
 
 from __future__ import annotations
@@ -67,6 +75,9 @@ from braid.tooling.data import load_fashion_mnist
 ROOT = Path(__file__).resolve().parent.parent
 console = Console()
 SCRAPE_INTERVAL_S = 1.0
+# The controller asks Prometheus twice per scrape: a decision then follows a scrape by half an
+# interval at most instead of a whole one (a round only costs a few PromQL queries).
+CONTROL_INTERVAL_S = SCRAPE_INTERVAL_S / 2
 
 
 # --------------------------------------------------------------------------- the local load
@@ -190,13 +201,14 @@ async def drive(
     model: str,
     images: np.ndarray,
     labels: np.ndarray,
-    rps: float,
+    rates: dict[str, float],
     phases: list[tuple[str, float]],
     on_phase: Any,
     recorder: Recorder,
     progress: Progress,
 ) -> dict[str, float]:
-    """Open-loop requests at ``rps`` through the phases; returns each phase's start time."""
+    """Open-loop requests at each phase's rate through the phases; returns each phase's start
+    time."""
     client = grpcaio.InferenceServerClient(grpc_address)
     starts: dict[str, float] = {}
     pending: set[asyncio.Task[None]] = set()
@@ -223,6 +235,7 @@ async def drive(
             progress.update(task, description=f"phase {phase}")
             t0 = time.monotonic()
             index = 0  # every phase replays the same image sequence
+            rps = rates[phase]
             while (elapsed := time.monotonic() - t0) < duration:
                 due = t0 + index / rps
                 await asyncio.sleep(max(0.0, due - time.monotonic()))
@@ -306,6 +319,10 @@ def analyse(
         "heavy_latency_ratio_after_switch": round(
             statistics.mean(steady) / statistics.mean(fixed), 3
         ),
+        # The fixed path's queue must be stable for the ratio to mean anything: the mean of
+        # the phase's last third over its first third (about 1 when it is; growing when the
+        # offered load is beyond what the original path can serve).
+        "heavy_fixed_growth": _growth(recorder, "heavy-fixed"),
         "accuracy_drop_pt": round(100 * (acc("heavy-fixed", n) - acc("heavy", n)), 2),
         "flaps_steady": flaps(starts["light"], heavy_start)
         + flaps(heavy_start, heavy_end)
@@ -337,7 +354,23 @@ def analyse(
     }
 
 
-def plot(recorder: Recorder, starts: dict[str, float], ends: dict[str, float], out: Path) -> None:
+def _growth(recorder: Recorder, phase: str) -> float | None:
+    got = sorted((s for s in recorder.samples if s.phase == phase and s.ok), key=lambda s: s.sent)
+    third = len(got) // 3
+    if third == 0:
+        return None
+    first = statistics.mean(s.latency_s for s in got[:third])
+    last = statistics.mean(s.latency_s for s in got[-third:])
+    return round(last / first, 2)
+
+
+def plot(
+    recorder: Recorder,
+    starts: dict[str, float],
+    ends: dict[str, float],
+    out: Path,
+    load: str = "background",
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -353,7 +386,10 @@ def plot(recorder: Recorder, starts: dict[str, float], ends: dict[str, float], o
     for phase in ("heavy", "heavy-fixed"):
         ax_load.axvspan(starts[phase] - t0, ends[phase] - t0, color="tab:red", alpha=0.15)
     ax_load.set_ylabel("req/s")
-    ax_load.set_title("offered load (shaded: local provider's heavy background load)")
+    ax_load.set_title(
+        "offered load (shaded: heavy phases, "
+        + ("the provider's own requests stepped up)" if load == "traffic" else "background load)")
+    )
     ax_load.legend(loc="upper right")
     # Active paths and weights.
     ids = sorted({p for _, a, _ in recorder.decisions for p, _ in a})
@@ -432,8 +468,25 @@ def main(
     rps: Annotated[
         float, typer.Option(help="Labelled requests per second via the gateway.")
     ] = 25.0,
+    load: Annotated[
+        str,
+        typer.Option(
+            help="What makes the heavy phases heavy: 'traffic' (the provider's own requests "
+            "through the gateway step up to --heavy-rps), 'background' (other work on the "
+            "local Triton, batched, from a separate process), or 'both', one after the other "
+            "(the results file's top level is the traffic run; both are under 'scenarios')."
+        ),
+    ] = "both",
+    heavy_rps: Annotated[
+        float,
+        typer.Option(
+            help="Gateway requests per second in the heavy phases (traffic). On 2 cores, 260 "
+            "loads the local tier to about 0.9 with the original path and its queue stays "
+            "stable (heavy_fixed_growth about 1); at 220 one run in two was barely heavy."
+        ),
+    ] = 260.0,
     light_s: Annotated[float, typer.Option(help="Each light phase, seconds.")] = 20.0,
-    heavy_s: Annotated[float, typer.Option(help="Each heavy phase, seconds.")] = 35.0,
+    heavy_s: Annotated[float, typer.Option(help="Each heavy phase, seconds.")] = 60.0,
     batch: Annotated[int, typer.Option(help="Background batch size.")] = 64,
     threads: Annotated[int, typer.Option(help="Background threads.")] = 3,
     max_drop: Annotated[float, typer.Option(help="Candidates within this accuracy drop.")] = 0.02,
@@ -443,6 +496,32 @@ def main(
         Path | None, typer.Option(help="Write every decision round here (JSON lines).")
     ] = None,
 ) -> None:
+    if load == "both":
+        scenarios: dict[str, Any] = {}
+        scratch = Path(tempfile.mkdtemp(prefix="braid-load-shift-results-"))
+        for kind in ("traffic", "background"):
+            main(
+                repository=repository,
+                rps=rps,
+                load=kind,
+                heavy_rps=heavy_rps,
+                light_s=light_s,
+                heavy_s=heavy_s,
+                batch=batch,
+                threads=threads,
+                max_drop=max_drop,
+                out=scratch / f"{kind}.json",
+                figure=figure if kind == "traffic" else figure.with_stem(f"{figure.stem}-{kind}"),
+                trace=None if trace is None else trace.with_stem(f"{trace.stem}-{kind}"),
+            )
+            scenarios[kind] = json.loads((scratch / f"{kind}.json").read_text())
+        out.parent.mkdir(parents=True, exist_ok=True)
+        summary = {**scenarios["traffic"], "scenarios": scenarios}
+        summary["command"] = "python bench/load_shift.py"
+        out.write_text(json.dumps(summary, indent=2) + "\n")
+        return
+    if load not in ("background", "traffic"):
+        raise typer.BadParameter("--load is 'traffic', 'background' or 'both'")
     repository = ensure_repository(repository)
     full = read_catalog(repository / "catalog.json")
     catalog = candidate_catalog(full, max_drop, with_cross=False)
@@ -495,7 +574,7 @@ def main(
             settings=ControlSettings(capacity={"local": 2.0, "host": 2.0}),
         )
         controller_thread = threading.Thread(
-            target=controller.run, args=(SCRAPE_INTERVAL_S, stop_controller), daemon=True
+            target=controller.run, args=(CONTROL_INTERVAL_S, stop_controller), daemon=True
         )
         ends: dict[str, float] = {}
 
@@ -513,7 +592,9 @@ def main(
                 fixed = single_path_table(catalog.local_model, catalog.original_path, 10_000)
                 write_routing_table(fixed, routing)
                 time.sleep(2)
-            if phase.startswith("heavy"):
+            if load == "traffic":
+                now = time.time()  # the rate itself steps, in drive()
+            elif phase.startswith("heavy"):
                 now = background.start()
             else:
                 now = background.stop() if background.process is not None else time.time()
@@ -540,14 +621,17 @@ def main(
                     catalog.local_model,
                     images,
                     labels,
-                    rps,
+                    {
+                        p: heavy_rps if load == "traffic" and p.startswith("heavy") else rps
+                        for p, _ in phases
+                    },
                     phases,
                     on_phase,
                     recorder,
                     progress,
                 )
             )
-        ends["heavy-fixed"] = background.stop()
+        ends["heavy-fixed"] = background.stop() if load == "background" else time.time()
         light_decisions = [
             a for t, a, _ in recorder.decisions if starts["light"] <= t < starts["heavy"]
         ]
@@ -556,17 +640,23 @@ def main(
         result.update(
             {
                 "light_path": light_path,
+                "load": load,
                 "rps": rps,
-                "background": {"batch": batch, "threads": threads, "chain": len(local_chain)},
+                **(
+                    {"background": {"batch": batch, "threads": threads, "chain": len(local_chain)}}
+                    if load == "background"
+                    else {"heavy_rps": heavy_rps}
+                ),
                 "phases_s": dict(phases),
                 "candidate_paths": len(catalog.paths),
                 "policy": policy.model_dump(by_alias=True, mode="json"),
-                "controller": {"interval_s": SCRAPE_INTERVAL_S, "irate_window": "3s"},
+                "controller": {"interval_s": CONTROL_INTERVAL_S, "irate_window": "3s"},
                 "host": {"cpu_count": os.cpu_count(), "python": platform.python_version()},
-                "command": "python bench/load_shift.py",
+                "command": "python bench/load_shift.py"
+                + (f" --load traffic --heavy-rps {heavy_rps:g}" if load == "traffic" else ""),
             }
         )
-        plot(recorder, starts, ends, figure)
+        plot(recorder, starts, ends, figure, load)
         if trace is not None:
             rows = [{**r, "t": round(r["t"] - starts["light"], 2)} for r in recorder.trace]
             trace.write_text("".join(json.dumps(r) + "\n" for r in rows))

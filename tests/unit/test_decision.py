@@ -284,3 +284,22 @@ def test_observed_hop_times_price_every_hop_and_unseen_ones_pay_the_tiers_overhe
     assert latency[syn.SKIP] == pytest.approx(40_000.0, rel=0.01)
     # The exit path has three hops, two of them seen, the head unseen.
     assert latency[syn.EXIT] == pytest.approx(30_000.0, rel=0.01)
+
+
+def test_a_load_drop_after_a_switch_does_not_waive_the_dwell(catalog: PathCatalog) -> None:
+    """The switch itself takes load off the tier (a path with fewer blocks): that fall must
+    not let the controller swing back within the dwell, or its own decisions make it flap."""
+    settings = ControlSettings(step_threshold=0.25, smoothing=1.0)
+    p = policy(dwell=30, margin=0.1, c_local=3e-3)
+    idle = choose_paths(catalog, metrics(local=0.05), p, PolicyState(), settings)
+    step = choose_paths(catalog, metrics(local=0.9, at=NOW + 1), p, idle.state, settings)
+    assert step.changed and step.primary != syn.ORIGINAL
+    # The new path leaves the tier half as busy; within the dwell nothing moves.
+    relieved = choose_paths(catalog, metrics(local=0.3, at=NOW + 2), p, step.state, settings)
+    assert not relieved.changed
+    assert relieved.primary == step.primary
+    assert "load step" not in relieved.reason
+    # The reference level followed the fall: a new rise from there is a step again.
+    again = choose_paths(catalog, metrics(local=0.95, at=NOW + 3), p, relieved.state, settings)
+    assert dict(relieved.state.rho_at)["local"] == pytest.approx(0.3)
+    assert "load step" in again.reason

@@ -117,9 +117,15 @@ class ControlSettings:
     model_instances: float = 1.0
     """Instances per Triton model: a model's utilisation is its busy time over this."""
     step_threshold: float = 0.25
-    """A load step: some tier's utilisation moved this much since the active split was
-    decided. The split was chosen for another load, so the dwell is waived until a round
-    re-decides (the cost margin still applies); the dwell holds a steady load still."""
+    """A load step: some tier's utilisation rose this much since the active split was
+    decided. The split was chosen for a lighter load, so the dwell is waived until a round
+    re-decides (the cost margin still applies); the dwell holds a steady load still.
+
+    Only a rise waives it. A fall is often the split's own doing (a path with fewer blocks
+    takes load off the tier it leaves): waiving the dwell then let the controller swing back
+    to a dearer path, whose load brought the step back, and so on (two flaps in 35 s when
+    the provider's own traffic was the load). A fall only moves the reference level, so
+    the next rise is measured from where the load now is."""
 
 
 @dataclass(frozen=True)
@@ -602,7 +608,11 @@ def _decide(
     dwell = policy.hysteresis.min_dwell_seconds
     dwelt = state.since is None or now - state.since >= dwell
     before = dict(state.rho_at)
-    stepped = any(abs(r - before[t]) >= settings.step_threshold for t, r in rho_now if t in before)
+    stepped = any(r - before[t] >= settings.step_threshold for t, r in rho_now if t in before)
+    if not stepped and any(
+        before[t] - r >= settings.step_threshold for t, r in rho_now if t in before
+    ):
+        state = replace(state, rho_at=rho_now)
     if stepped:
         # The split was decided for another load: no dwell. The margin still applies, so
         # near-equal paths do not trade places while the load ramps.
