@@ -17,7 +17,12 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from braid.api.v1alpha1.offloadpolicy import OffloadPolicySpec, OffloadPolicyStatus
+from braid.api.v1alpha1.offloadpolicy import (
+    DIMEE_MODE_DESCRIPTION,
+    DimeeMode,
+    OffloadPolicySpec,
+    OffloadPolicyStatus,
+)
 
 SCHEMA_VERSION: Literal[1] = 1
 ROUTING_FILE = "routing.json"
@@ -50,14 +55,7 @@ class ExitRule(RoutingModel):
 class DimeeRouting(RoutingModel):
     """Per-sample tier routing (DIMEE): the gateway sends each sample to its pool's tier."""
 
-    mode: Literal["fixed", "adaptive", "adaptive-routed"] = Field(
-        default="fixed",
-        description=(
-            "fixed: Ours-F, the dev centroids; adaptive: Ours-D, the centroid of the pool each "
-            "sample turned out to be in (from its tier's exits) moves towards it; "
-            "adaptive-routed: the centroid each sample is sent to moves towards it."
-        ),
-    )
+    mode: DimeeMode = Field(default="fixed", description=DIMEE_MODE_DESCRIPTION)
     pools: str = Field(min_length=1, description="Path of the pools artifact (dimee-pools.json).")
     prior_count: int = Field(
         default=100, ge=1, description="adaptive: weight of a validation pool in the mean."

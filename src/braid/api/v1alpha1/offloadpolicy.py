@@ -38,6 +38,14 @@ class ExitThreshold(ApiModel):
     )
 
 
+DimeeMode = Literal["fixed", "adaptive", "adaptive-routed"]
+DIMEE_MODE_DESCRIPTION = (
+    "fixed: Ours-F, the dev centroids; adaptive: Ours-D, the centroid of the pool each "
+    "sample turned out to be in (from its tier's exits) moves towards it; "
+    "adaptive-routed: the centroid each sample is sent to moves towards it."
+)
+
+
 class Dimee(ApiModel):
     """Per-sample tier routing by difficulty pools (DIMEE).
 
@@ -48,14 +56,7 @@ class Dimee(ApiModel):
     """
 
     enabled: bool = Field(default=False, description="Route each sample to a tier by difficulty.")
-    mode: Literal["fixed", "adaptive", "adaptive-routed"] = Field(
-        default="fixed",
-        description=(
-            "fixed: Ours-F, the dev centroids; adaptive: Ours-D, the centroid of the pool each "
-            "sample turned out to be in (from its tier's exits) moves towards it; "
-            "adaptive-routed: the centroid each sample is sent to moves towards it."
-        ),
-    )
+    mode: DimeeMode = Field(default="fixed", description=DIMEE_MODE_DESCRIPTION)
     lambda_mobile: float = Field(default=0.1, ge=0, description="Per-layer cost on mobile.")
     lambda_edge: float = Field(default=0.05, ge=0, description="Per-layer cost on the edge.")
     offload_edge: float = Field(default=0.1, ge=0, description="Offload cost mobile -> edge.")
