@@ -293,7 +293,8 @@ def test_a_load_drop_after_a_switch_does_not_waive_the_dwell(catalog: PathCatalo
     p = policy(dwell=30, margin=0.1, c_local=3e-3)
     idle = choose_paths(catalog, metrics(local=0.05), p, PolicyState(), settings)
     step = choose_paths(catalog, metrics(local=0.9, at=NOW + 1), p, idle.state, settings)
-    assert step.changed and step.primary != syn.ORIGINAL
+    assert step.changed
+    assert step.primary != syn.ORIGINAL
     # The new path leaves the tier half as busy; within the dwell nothing moves.
     relieved = choose_paths(catalog, metrics(local=0.3, at=NOW + 2), p, step.state, settings)
     assert not relieved.changed
