@@ -34,10 +34,11 @@ install-system: ## Debian packages the harness runs (Prometheus)
 install-binaries: ## Build kube-apiserver, controller-manager, scheduler, kubectl, etcd, kwok, helm (cached by version)
 	@bash hack/cluster/build-binaries.sh all
 
-lint: install-python ## ruff (lint + format check), mypy --strict on src/, import-linter layer contracts
+lint: install-python ## ruff (lint + format check), mypy --strict on src/ and bench/, import-linter layer contracts
 	$(VENV)/bin/ruff check src tests bench operator controllers
 	$(VENV)/bin/ruff format --check src tests bench operator controllers
 	$(VENV)/bin/mypy
+	$(VENV)/bin/mypy bench
 	$(VENV)/bin/lint-imports
 
 manifests: install-python ## Regenerate crds/*.yaml, the chart's copy and docs/crds/*.md from src/braid/api

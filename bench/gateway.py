@@ -41,6 +41,7 @@ from typing import Annotated, Any
 
 import httpx
 import numpy as np
+import numpy.typing as npt
 import tritonclient.grpc.aio as grpcaio
 import tritonclient.http.aio as httpaio
 import typer
@@ -293,7 +294,7 @@ def main(
                 else None
             )
 
-            async def call_direct() -> np.ndarray:
+            async def call_direct() -> npt.NDArray[np.float32]:
                 data = x
                 for hop in hops:
                     tensor = grpcaio.InferInput(hop.input, list(data.shape), "FP32")
@@ -302,19 +303,19 @@ def main(
                         hop.model, [tensor], outputs=[grpcaio.InferRequestedOutput(hop.output)]
                     )
                     data = result.as_numpy(hop.output)
-                return data
+                return np.asarray(data, dtype=np.float32)
 
             def grpc_call(
                 client: grpcaio.InferenceServerClient, name: str
-            ) -> Callable[[], Awaitable[np.ndarray]]:
-                async def call() -> np.ndarray:
+            ) -> Callable[[], Awaitable[object]]:
+                async def call() -> object:
                     tensor = grpcaio.InferInput(in_name, in_shape, "FP32")
                     tensor.set_data_from_numpy(x)
                     return (await client.infer(name, [tensor])).as_numpy(out_name)
 
                 return call
 
-            async def call_rest() -> np.ndarray:
+            async def call_rest() -> object:
                 tensor = httpaio.InferInput(in_name, in_shape, "FP32")
                 tensor.set_data_from_numpy(x, binary_data=True)
                 result = await via_rest.infer(

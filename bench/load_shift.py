@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
+import numpy.typing as npt
 import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as grpcaio
 import typer
@@ -199,8 +200,8 @@ class Recorder:
 async def drive(
     grpc_address: str,
     model: str,
-    images: np.ndarray,
-    labels: np.ndarray,
+    images: npt.NDArray[np.float32],
+    labels: npt.NDArray[np.int64],
     rates: dict[str, float],
     phases: list[tuple[str, float]],
     on_phase: Any,
@@ -408,9 +409,9 @@ def plot(
     by_bin: dict[int, list[float]] = {}
     for s in ok:
         by_bin.setdefault(int(s.sent - t0), []).append(s.latency_s * 1e3)
-    xs = sorted(by_bin)
-    ax_lat.plot(xs, [np.percentile(by_bin[x], 50) for x in xs], label="p50")
-    ax_lat.plot(xs, [np.percentile(by_bin[x], 99) for x in xs], label="p99")
+    seconds = sorted(by_bin)
+    ax_lat.plot(seconds, [np.percentile(by_bin[x], 50) for x in seconds], label="p50")
+    ax_lat.plot(seconds, [np.percentile(by_bin[x], 99) for x in seconds], label="p99")
     ax_lat.set_yscale("log")
     ax_lat.set_ylabel("latency (ms)")
     ax_lat.set_xlabel("seconds")
