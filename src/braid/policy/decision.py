@@ -608,11 +608,14 @@ def _decide(
     dwell = policy.hysteresis.min_dwell_seconds
     dwelt = state.since is None or now - state.since >= dwell
     before = dict(state.rho_at)
-    stepped = any(r - before[t] >= settings.step_threshold for t, r in rho_now if t in before)
-    if not stepped and any(
-        before[t] - r >= settings.step_threshold for t, r in rho_now if t in before
-    ):
+    moves = [r - before[t] for t, r in rho_now if t in before]
+    stepped = any(d >= settings.step_threshold for d in moves)
+    if not stepped and any(-d >= settings.step_threshold for d in moves):
         state = replace(state, rho_at=rho_now)
+
+    def keep(why: str) -> Decision:
+        return _keep(state, catalog, assessments, degraded=degraded, reason=why, load=load_info)
+
     if stepped:
         # The split was decided for another load: no dwell. The margin still applies, so
         # near-equal paths do not trade places while the load ramps.
@@ -620,14 +623,7 @@ def _decide(
         reason = f"{reason} (load step)"
         if new_primary == current and not _moved(state.active, proposal):
             # Re-decided for the new load and kept: the step is spent.
-            kept = _keep(
-                state,
-                catalog,
-                assessments,
-                degraded=degraded,
-                reason=f"holding {current}: {reason}",
-                load=load_info,
-            )
+            kept = keep(f"holding {current}: {reason}")
             return replace(kept, state=replace(kept.state, rho_at=rho_now))
     if new_primary != current:
         current_cost = cost_of.get(current)
@@ -638,31 +634,10 @@ def _decide(
             <= (1.0 - policy.hysteresis.cost_margin) * current_cost.cost
         )
         if not margin_ok:
-            return _keep(
-                state,
-                catalog,
-                assessments,
-                degraded=degraded,
-                reason=f"{new_primary} within the cost margin of {current}",
-                load=load_info,
-            )
+            return keep(f"{new_primary} within the cost margin of {current}")
         if not dwelt:
-            return _keep(
-                state,
-                catalog,
-                assessments,
-                degraded=degraded,
-                reason=f"dwelling on {current}",
-                load=load_info,
-            )
+            return keep(f"dwelling on {current}")
     elif not _moved(state.active, proposal) or not dwelt:
-        return _keep(
-            state,
-            catalog,
-            assessments,
-            degraded=degraded,
-            reason=f"holding {current}: {reason}",
-            load=load_info,
-        )
+        return keep(f"holding {current}: {reason}")
     new_state = PolicyState(proposal, now, state.generation + 1, rho_at=rho_now)
     return Decision(proposal, assessments, True, degraded, reason, new_state, load_info)
