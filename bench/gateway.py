@@ -7,14 +7,17 @@ run and at each concurrency (1, 8, 32 by default):
 - ``direct``: the client calls each hop itself with ``tritonclient.grpc.aio``, in sequence;
 - ``ensemble``: one call of a Triton ensemble that chains the same blocks inside Triton;
 - ``gateway_grpc`` / ``gateway_rest``: one call to the gateway (a separate process started
-  with ``braid gateway``), which runs the same hops; ``gateway_grpc_no_coalesce`` is a second
-  gateway with ``--no-coalesce`` (one Triton call per request and hop), to show what
-  coalescing buys.
+  with ``braid gateway``), which runs the same hops. Its repository view holds the segments
+  of ``braid.render.segments``, so it calls the four blocks as one ensemble;
+  ``gateway_grpc_per_hop`` is a second gateway with ``--no-fuse`` (one call per hop, the
+  gateway without segments) and ``gateway_grpc_no_coalesce`` a third with ``--no-coalesce``
+  (one Triton call per request and hop), to show what each buys.
 
 Modes are interleaved in rounds so that drift in the machine's background load (it is
 shared) hits all of them alike. Each point reports p50, p99, mean and throughput.
 ``overhead_p50_ms`` / ``overhead_p99_ms`` are gateway gRPC minus direct at concurrency 1;
-``throughput_ratio_vs_ensemble`` is gateway gRPC over ensemble at the highest concurrency.
+``throughput_ratio_vs_ensemble`` is gateway gRPC over ensemble at the highest concurrency;
+the same two figures for the hop-by-hop gateway are reported beside them.
 The gateway's own metrics split its time into hop calls and the rest; when ``py-spy`` is on
 PATH the gateway process is also sampled (native frames included) under load. Writes
 ``results/gateway.json``.
@@ -159,12 +162,11 @@ def breakdown(before: dict[Any, float], after: dict[Any, float]) -> dict[str, fl
     inside = delta("braid_gateway_request_duration_seconds_sum") / requests * 1e3
     hops = delta("braid_gateway_hop_duration_seconds_sum") / requests * 1e3
     calls = delta("braid_gateway_triton_calls_total")
-    members = delta("braid_gateway_hop_duration_seconds_count")
     return {
         "gateway_internal_ms": round(inside, 3),
         "hop_calls_ms": round(hops, 3),
         "executor_own_ms": round(inside - hops, 3),
-        "requests_per_triton_call": round(members / calls, 2) if calls else 0.0,
+        "triton_calls_per_request": round(calls / requests, 3),
     }
 
 
@@ -226,7 +228,7 @@ def main(
     repository: Annotated[
         Path | None, typer.Option(help="Repository with catalog.json (default: synthetic).")
     ] = None,
-    requests: Annotated[int, typer.Option(help="Measured requests per mode and level.")] = 400,
+    requests: Annotated[int, typer.Option(help="Measured requests per mode and level.")] = 1600,
     rounds: Annotated[
         int, typer.Option(help="Interleaved rounds the requests are split into (fair to drift).")
     ] = 4,
@@ -239,6 +241,9 @@ def main(
     ] = "",
     compare_no_coalesce: Annotated[
         bool, typer.Option(help="Also measure a gateway started with --no-coalesce.")
+    ] = True,
+    compare_per_hop: Annotated[
+        bool, typer.Option(help="Also measure a gateway started with --no-fuse.")
     ] = True,
     profile_seconds: Annotated[
         float, typer.Option(help="Sample the gateway with py-spy (if on PATH) this long; 0: no.")
@@ -282,6 +287,10 @@ def main(
             gateways["no_coalesce"] = start_gateway_process(
                 catalog_path, {"local": triton.grpc_address}, routing, extra=["--no-coalesce"]
             )
+        if compare_per_hop:
+            gateways["per_hop"] = start_gateway_process(
+                catalog_path, {"local": triton.grpc_address}, routing, extra=["--no-fuse"]
+            )
         gw = gateways["gateway"]
 
         async def measure() -> None:
@@ -291,6 +300,11 @@ def main(
             plain = (
                 grpcaio.InferenceServerClient(gateways["no_coalesce"].grpc_address)
                 if compare_no_coalesce
+                else None
+            )
+            per_hop = (
+                grpcaio.InferenceServerClient(gateways["per_hop"].grpc_address)
+                if compare_per_hop
                 else None
             )
 
@@ -332,6 +346,8 @@ def main(
                 "gateway_grpc": grpc_call(via_grpc, model),
                 "gateway_rest": call_rest,
             }
+            if per_hop is not None:
+                modes["gateway_grpc_per_hop"] = grpc_call(per_hop, model)
             if plain is not None:
                 modes["gateway_grpc_no_coalesce"] = grpc_call(plain, model)
             reference = await call_direct()
@@ -346,7 +362,11 @@ def main(
                 for _ in range(rounds):
                     for name, call in modes.items():
                         target = gateways.get(
-                            "no_coalesce" if name.endswith("no_coalesce") else "gateway"
+                            "no_coalesce"
+                            if name.endswith("no_coalesce")
+                            else "per_hop"
+                            if name.endswith("per_hop")
+                            else "gateway"
                         )
                         watch = name.startswith("gateway")
                         before = scrape(target.http_address) if watch and target else {}
@@ -359,7 +379,7 @@ def main(
                                 acc[key] = acc.get(key, 0.0) + value - before.get(key, 0.0)
                 for name in modes:
                     console.print(f"c={level:<3} {name:<25} {series[name][level].stats()}")
-            for client in (direct, via_grpc, plain):
+            for client in (direct, via_grpc, plain, per_hop):
                 if client is not None:
                     await client.close()
             await via_rest.close()
@@ -435,6 +455,25 @@ def main(
         "overhead_at_concurrency": int(low),
         "overhead_p50_ms": round(grpc_1["p50_ms"] - direct_1["p50_ms"], 3),
         "overhead_p99_ms": round(grpc_1["p99_ms"] - direct_1["p99_ms"], 3),
+        "per_hop_overhead_p50_ms": (
+            round(results["gateway_grpc_per_hop"][low]["p50_ms"] - direct_1["p50_ms"], 3)
+            if compare_per_hop
+            else None
+        ),
+        "per_hop_overhead_p99_ms": (
+            round(results["gateway_grpc_per_hop"][low]["p99_ms"] - direct_1["p99_ms"], 3)
+            if compare_per_hop
+            else None
+        ),
+        "per_hop_throughput_ratio_vs_ensemble": (
+            round(
+                results["gateway_grpc_per_hop"][top]["throughput_rps"]
+                / results["ensemble"][top]["throughput_rps"],
+                3,
+            )
+            if compare_per_hop
+            else None
+        ),
         "throughput_ratio_at_concurrency": int(top),
         "throughput_ratio_vs_ensemble": round(
             results["gateway_grpc"][top]["throughput_rps"]

@@ -78,7 +78,14 @@ def gateway_command(
     ] = True,
     max_in_flight_per_hop: Annotated[
         int, typer.Option(help="Calls of one hop outstanding at once before requests queue.")
-    ] = 2,
+    ] = 1,
+    fuse: Annotated[
+        bool,
+        typer.Option(
+            help="Call consecutive hops on one server as one ensemble (a segment) when the "
+            "server has it ready."
+        ),
+    ] = True,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log each event.")] = False,
 ) -> None:
     """Run the gateway (KServe v2 over REST and gRPC) in front of running Triton servers."""
@@ -100,7 +107,7 @@ def gateway_command(
 
     async def build() -> InferenceService:
         return build_service(
-            [source], coalesce=coalesce, max_in_flight_per_hop=max_in_flight_per_hop
+            [source], coalesce=coalesce, max_in_flight_per_hop=max_in_flight_per_hop, fuse=fuse
         )
 
     options = GatewayOptions(

@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry
 from braid.api.routing import ExitRule, PathWeight, RoutingTable, single_path_table
 from braid.dataplane.local_runtime import LocalRuntime
 from braid.dataplane.server import GatewayThread
+from braid.render.segments import segment_name
 from braid.tooling import synthetic as syn
 from braid.tooling.synthetic import SyntheticModels, exit_confidence
 
@@ -344,6 +345,7 @@ def test_concurrent_requests_share_triton_calls_and_keep_their_own_answers(
         workdir / "routing.json",
         table((syn.ORIGINAL, 1)),
         max_in_flight_per_hop=1,
+        fuse=False,  # hop by hop, so that toy.b0 is a call of its own
     ) as (thread, registry):
         assert thread.gateway is not None
         address = thread.gateway.grpc_address
@@ -378,6 +380,85 @@ def test_concurrent_requests_share_triton_calls_and_keep_their_own_answers(
         )
         assert passes == len(xs)
         assert 1 <= calls < passes
+
+
+@pytest.mark.parametrize("fuse", [True, False])
+def test_hops_in_a_row_on_one_server_are_one_ensemble_call(
+    synthetic_models: SyntheticModels,
+    local_runtime: LocalRuntime,
+    tmp_path_factory: pytest.TempPathFactory,
+    fuse: bool,
+) -> None:
+    """The original path's four local blocks run as one segment: one Triton call per request
+    with the same answers, and every hop is still reported (with its share of the time)."""
+    hops = [h.triton_model for h in synthetic_models.catalog.path(syn.ORIGINAL).hops]
+    segment = segment_name(hops)
+    workdir = tmp_path_factory.mktemp(f"fuse-{fuse}")
+    with gateway_over(
+        synthetic_models.catalog,
+        local_runtime.endpoints,
+        workdir / "routing.json",
+        table((syn.ORIGINAL, 1)),
+        fuse=fuse,
+    ) as (thread, registry):
+        assert thread.gateway is not None
+        client = grpcclient.InferenceServerClient(thread.gateway.grpc_address)
+        for seed in range(5):
+            x = inputs(batch=2, seed=seed)
+            got = client.infer(MODEL, [grpc_input(x)]).as_numpy(OUTPUT)
+            np.testing.assert_allclose(
+                got, synthetic_models.run_path(syn.ORIGINAL, x), rtol=1e-5, atol=ATOL
+            )
+        client.close()
+
+        def calls(hop: str) -> float:
+            return sample_value(registry, "braid_gateway_triton_calls_total", model=MODEL, hop=hop)
+
+        assert calls(segment) == (5 if fuse else 0)
+        for hop in hops:
+            assert calls(hop) == (0 if fuse else 5)
+            passes = sample_value(
+                registry,
+                "braid_gateway_hop_duration_seconds_count",
+                model=MODEL,
+                hop=hop,
+                server="local",
+            )
+            assert passes == 5
+
+
+def test_a_fallback_resumes_after_the_shared_hop_through_a_segment(
+    synthetic_models: SyntheticModels,
+    local_runtime: LocalRuntime,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """With the host's address pointing nowhere, a cross request falls back: it resumes on
+    nowhere, the request resumes on the original after b0 (shared), through b1-b3's segment."""
+    endpoints = local_runtime.endpoints
+    dead = endpoints.model_copy(update={"servers": {**endpoints.servers, "host": "127.0.0.1:9"}})
+    workdir = tmp_path_factory.mktemp("fuse-fallback")
+    with gateway_over(
+        synthetic_models.catalog, dead, workdir / "routing.json", table((syn.CROSS, 1))
+    ) as (thread, registry):
+        assert thread.gateway is not None
+        client = grpcclient.InferenceServerClient(thread.gateway.grpc_address)
+        x = inputs(batch=3, seed=7)
+        result = client.infer(MODEL, [grpc_input(x)])
+        client.close()
+        np.testing.assert_allclose(
+            result.as_numpy(OUTPUT),
+            synthetic_models.run_path(syn.ORIGINAL, x),
+            rtol=1e-5,
+            atol=ATOL,
+        )
+        tail = segment_name(["toy.b1", "toy.b2", "toy.b3"])
+        assert (
+            sample_value(registry, "braid_gateway_triton_calls_total", model=MODEL, hop=tail) == 1
+        )
+        assert (
+            sample_value(registry, "braid_gateway_triton_calls_total", model=MODEL, hop="toy.b0")
+            == 1
+        )
 
 
 class ByMagnitude:

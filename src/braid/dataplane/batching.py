@@ -11,6 +11,11 @@ No request waits for company: a call goes out at once when fewer than ``max_in_f
 of that hop are outstanding; only requests arriving while the hop is busy queue, and they go
 together as soon as a slot frees (so at concurrency 1 nothing changes, and under load the
 batch size grows with the load). Samples of one request are never split across calls.
+
+One call in flight per hop is the default: measured on the gateway benchmark's four-block
+segment at concurrency 32 (2 cores), it served 3,550 requests/s against 2,600 with two and
+2,000 with eight, because Triton's CPU per request fell from ~260 µs to ~140 µs with the
+larger batches; a path's hops still overlap with each other, and other requests' calls.
 """
 
 from __future__ import annotations
@@ -67,7 +72,7 @@ class HopBatcher:
         output_name: str,
         *,
         max_batch_size: int,
-        max_in_flight: int = 2,
+        max_in_flight: int = 1,
         calls_counter: Counter | None = None,
         side_output: str | None = None,
     ) -> None:

@@ -30,6 +30,11 @@ Behaviour, in the order a request meets it:
   Host hops are also capped by ``host_timeout_s`` so a hung host leaves time to fall back.
 - **Coalescing.** Requests that reach the same hop while it is busy share one Triton call
   (``braid.dataplane.batching``): the gateway's cost is per RPC, not per sample.
+- **Fusion.** Consecutive hops that the executor need not stop between (same server, no exit
+  head, all on the fallback path or all off it) are called as one Triton ensemble, a
+  *segment* (``braid.render.segments``), when their server has it ready; otherwise hop by
+  hop. A segment's time is shared among its hops in proportion to what each is expected to
+  take, so per-hop metrics and expectations keep their meaning.
 
 A new routing table is swapped in as one reference: each request reads it once at its start
 and keeps it to the end, so a reload never affects a request in flight.
@@ -70,6 +75,7 @@ from braid.dataplane.tensors import (
     validate_request,
 )
 from braid.logs import log_event
+from braid.render.segments import segment_name
 
 logger = logging.getLogger(__name__)
 
@@ -143,6 +149,8 @@ class CompiledHop:
     """Counts the input's bytes when it arrives from another tier's server."""
     batcher: HopBatcher
     """Shared by every path position that calls this model at this address."""
+    parts: tuple[CompiledHop, ...] = ()
+    """For a fused segment: the hops it runs (its own ``duration`` is not observed)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -287,7 +295,8 @@ class PathExecutor:
         probe_interval_s: float = 1.0,
         retry_after_s: float = 5.0,
         coalesce: bool = True,
-        max_in_flight_per_hop: int = 2,
+        max_in_flight_per_hop: int = 1,
+        fuse: bool = True,
     ) -> None:
         self.catalog = catalog
         self.model = catalog.local_model
@@ -320,7 +329,11 @@ class PathExecutor:
         self.max_batch_size = max_batch_size
         self.coalesce = coalesce
         self.max_in_flight_per_hop = max_in_flight_per_hop
+        self.fuse = fuse
         self._batchers: dict[tuple[str, str], HopBatcher] = {}
+        self._segments: dict[tuple[str, int], CompiledHop] = {}
+        self._plans: dict[tuple[str, str, int], tuple[tuple[int, CompiledHop], ...]] = {}
+        """(path, "hops" or "continuation", first index) -> its calls: (index, hop or segment)."""
         # Expected time per hop (EWMA of what the gateway observed, seeded from the catalog's
         # compute time plus one RPC): the basis of the "would miss the latency bound" check.
         self._expected: dict[str, float] = {}
@@ -388,21 +401,9 @@ class PathExecutor:
                 if hop.server != prev
                 else None
             )
-            batcher = self._batchers.get((address, hop.triton_model))
-            if batcher is None:
-                batcher = HopBatcher(
-                    self.pool,
-                    address,
-                    hop.triton_model,
-                    hop.input.name,
-                    hop.input.datatype,
-                    hop.output.name,
-                    max_batch_size=self.max_batch_size,
-                    max_in_flight=self.max_in_flight_per_hop,
-                    calls_counter=self.metrics.triton_calls.labels(self.model, hop.triton_model),
-                    side_output=self._side_outputs.get(hop.triton_model),
-                )
-                self._batchers[(address, hop.triton_model)] = batcher
+            batcher = self._batcher(
+                address, hop.triton_model, hop.input.name, hop.input.datatype, hop.output.name
+            )
             out.append(
                 CompiledHop(
                     model=hop.triton_model,
@@ -423,6 +424,26 @@ class PathExecutor:
             )
             prev = hop.server
         return tuple(out)
+
+    def _batcher(
+        self, address: str, model: str, input_name: str, input_datatype: str, output_name: str
+    ) -> HopBatcher:
+        batcher = self._batchers.get((address, model))
+        if batcher is None:
+            batcher = HopBatcher(
+                self.pool,
+                address,
+                model,
+                input_name,
+                input_datatype,
+                output_name,
+                max_batch_size=self.max_batch_size,
+                max_in_flight=self.max_in_flight_per_hop,
+                calls_counter=self.metrics.triton_calls.labels(self.model, model),
+                side_output=self._side_outputs.get(model),
+            )
+            self._batchers[(address, model)] = batcher
+        return batcher
 
     def _compile(self, entry: PathEntry, original_models: list[str]) -> CompiledPath:
         original = self.catalog.path(self.catalog.original_path)
@@ -463,6 +484,76 @@ class PathExecutor:
                 else None
             ),
         )
+
+    # -- fused segments ------------------------------------------------------------------
+
+    @staticmethod
+    def _fusable(a: CompiledHop, b: CompiledHop) -> bool:
+        """``braid.render.segments.can_fuse`` for compiled hops, plus: same address, and no
+        side output (the ensemble would not return it)."""
+        return (
+            a.address == b.address
+            and a.role != "exit"
+            and b.role != "exit"
+            and a.fallback_safe == b.fallback_safe
+            and a.batcher.side_output is None
+            and b.batcher.side_output is None
+        )
+
+    def _segment(self, parts: Sequence[CompiledHop]) -> CompiledHop | None:
+        """The segment that runs ``parts``, if their server has it ready."""
+        first, last = parts[0], parts[-1]
+        name = segment_name([p.model for p in parts])
+        if name not in self._ready_models.get(first.address, frozenset()):
+            return None
+        # Per path position (like the hops it runs, e.g. its bytes-crossed counter); the batcher
+        # is per model and address, shared.
+        key = (name, id(first))
+        segment = self._segments.get(key)
+        if segment is None:
+            segment = CompiledHop(
+                model=name,
+                role="segment",
+                server=first.server,
+                address=first.address,
+                input_name=first.input_name,
+                input_datatype=first.input_datatype,
+                output_name=last.output_name,
+                output_datatype=last.output_datatype,
+                fallback_safe=first.fallback_safe,
+                duration=first.duration,
+                in_crossing=first.in_crossing,
+                batcher=self._batcher(
+                    first.address, name, first.input_name, first.input_datatype, last.output_name
+                ),
+                parts=tuple(parts),
+            )
+            self._segments[key] = segment
+        return segment
+
+    def _plan(
+        self, path: CompiledPath, which: str, hops: tuple[CompiledHop, ...], start: int
+    ) -> tuple[tuple[int, CompiledHop], ...]:
+        """The calls that run ``hops[start:]``: the longest ready segment at each point, else
+        the hop alone. Cached until the servers' ready models change."""
+        key = (path.id, which, start)
+        plan = self._plans.get(key)
+        if plan is not None:
+            return plan
+        steps: list[tuple[int, CompiledHop]] = []
+        i = start
+        while i < len(hops):
+            end = i + 1
+            while self.fuse and end < len(hops) and self._fusable(hops[end - 1], hops[end]):
+                end += 1
+            step = next(
+                (s for n in range(end, i + 1, -1) if (s := self._segment(hops[i:n])) is not None),
+                hops[i],
+            )
+            steps.append((i, step))
+            i += len(step.parts) or 1
+        plan = self._plans[key] = tuple(steps)
+        return plan
 
     # -- routing table -------------------------------------------------------------------
 
@@ -548,10 +639,14 @@ class PathExecutor:
                     service_pb2.RepositoryIndexRequest(ready=True), timeout=1.0
                 )
             except grpc.aio.AioRpcError as exc:
+                if self._ready_models.get(address):
+                    self._plans.clear()
                 self._ready_models[address] = frozenset()
                 self.pool.mark_down(address, f"probe: {exc.code().name}")
                 return
             ready = frozenset(m.name for m in response.models if m.state == "READY")
+            if ready != self._ready_models.get(address):
+                self._plans.clear()  # a segment may have come or gone
             self._ready_models[address] = ready
             if models <= ready:
                 self.pool.mark_up(address)
@@ -771,15 +866,48 @@ class PathExecutor:
             raise HopError(hop, grpc.StatusCode.INTERNAL, str(exc)) from None
         done = time.perf_counter()
         elapsed = done - now
-        hop.duration.observe(elapsed)
-        expected = self._expected[hop.model]
-        last = self._observed_at.get(hop.model)
-        if run.retrying or last is None or done - last > self.retry_after_s:
-            self._expected[hop.model] = elapsed
+        if hop.parts:
+            total = sum(self._expected[p.model] for p in hop.parts)
+            for part in hop.parts:
+                share = elapsed * self._expected[part.model] / total if total > 0 else 0.0
+                part.duration.observe(share)
+                self._learn(part.model, share, done, run)
         else:
-            self._expected[hop.model] = expected + 0.2 * (elapsed - expected)
-        self._observed_at[hop.model] = done
+            hop.duration.observe(elapsed)
+            self._learn(hop.model, elapsed, done, run)
         return out
+
+    def _learn(self, model: str, elapsed: float, done: float, run: _Run) -> None:
+        """Move the expectation of ``model``'s calls towards one that took ``elapsed``."""
+        expected = self._expected[model]
+        last = self._observed_at.get(model)
+        if run.retrying or last is None or done - last > self.retry_after_s:
+            self._expected[model] = elapsed
+        else:
+            self._expected[model] = expected + 0.2 * (elapsed - expected)
+        self._observed_at[model] = done
+
+    async def _call_step(
+        self, step: CompiledHop, data: bytes, shape: tuple[int, ...], run: _Run
+    ) -> HopAnswer:
+        """Call a hop or a segment; a segment the server refuses (not a transport failure:
+        it may have been unloaded) is run hop by hop instead, and not used until the next
+        probe finds it ready."""
+        if not step.parts:
+            return await self._call(step, data, shape, run)
+        try:
+            return await self._call(step, data, shape, run)
+        except HopError as failure:
+            if failure.transport:
+                raise
+            log_event(logger, "executor.segment_refused", level=logging.WARNING, error=failure)
+            ready = self._ready_models.get(step.address, frozenset())
+            self._ready_models[step.address] = ready - {step.model}
+            self._plans.clear()
+        answer = HopAnswer(data, shape)
+        for part in step.parts:
+            answer = await self._call(part, answer.data, answer.shape, run)
+        return answer
 
     def _deadline(self, run: _Run, hop: CompiledHop) -> InferenceError:
         budget = run.deadline - run.start
@@ -845,10 +973,12 @@ class PathExecutor:
         self, path: CompiledPath, data: bytes, shape: tuple[int, ...], batch: int, run: _Run
     ) -> _Outcome:
         path.samples.inc(batch)
-        outputs: list[tuple[bytes, tuple[int, ...]]] = []
+        outputs: dict[int, tuple[bytes, tuple[int, ...]]] = {}
+        """Hop index -> its output, for the hops whose output the gateway saw (not the inner
+        hops of a segment)."""
         current, current_shape = data, shape
         side: bytes | None = None
-        for index, hop in enumerate(path.hops):
+        for index, hop in self._plan(path, "hops", path.hops, 0):
             if index == path.exit_index:
                 return await self._exit(path, hop, current, current_shape, batch, run)
             if hop.fallback_safe:
@@ -856,7 +986,7 @@ class PathExecutor:
                 if reason is not None:
                     return await self._fall_back(path, index, outputs, data, shape, run, reason)
                 try:
-                    current, current_shape, side = await self._call(
+                    current, current_shape, side = await self._call_step(
                         hop, current, current_shape, run
                     )
                 except HopError as failure:
@@ -865,12 +995,12 @@ class PathExecutor:
                     return await self._fall_back(path, index, outputs, data, shape, run, reason)
             else:
                 try:
-                    current, current_shape, side = await self._call(
+                    current, current_shape, side = await self._call_step(
                         hop, current, current_shape, run
                     )
                 except HopError as failure:
                     raise failure.to_error() from None
-            outputs.append((current, current_shape))
+            outputs[index + max(len(hop.parts), 1) - 1] = (current, current_shape)
         if path.out_crossing is not None:
             path.out_crossing.inc(len(current))
         return _Outcome(current, current_shape, served_by=path.id, side=side)
@@ -921,9 +1051,9 @@ class PathExecutor:
         self, path: CompiledPath, data: bytes, shape: tuple[int, ...], run: _Run
     ) -> tuple[bytes, tuple[int, ...]]:
         """Unconfident samples: the original path's blocks after the exit block."""
-        for hop in path.continuation:
+        for _, hop in self._plan(path, "continuation", path.continuation, 0):
             try:
-                data, shape, _ = await self._call(hop, data, shape, run)
+                data, shape, _ = await self._call_step(hop, data, shape, run)
             except HopError as failure:
                 raise failure.to_error() from None
         return data, shape
@@ -932,7 +1062,7 @@ class PathExecutor:
         self,
         path: CompiledPath,
         index: int,
-        outputs: Sequence[tuple[bytes, tuple[int, ...]]],
+        outputs: Mapping[int, tuple[bytes, tuple[int, ...]]],
         data: bytes,
         shape: tuple[int, ...],
         run: _Run,
@@ -945,11 +1075,14 @@ class PathExecutor:
             counter = self.metrics.fallbacks.labels(self.model, path.id, reason)
             path.fallbacks[reason] = counter
         counter.inc()
-        resume = min(index, self._shared_with(path, fallback))
+        # Any output of the hops both paths share is an input the fallback can resume from:
+        # the last one the gateway saw (a segment's inner outputs it did not).
+        shared = min(index, self._shared_with(path, fallback))
+        resume = max((i + 1 for i in outputs if i < shared), default=0)
         current, current_shape = outputs[resume - 1] if resume > 0 else (data, shape)
-        for hop in fallback.hops[resume:]:
+        for _, hop in self._plan(fallback, "hops", fallback.hops, resume):
             try:
-                current, current_shape, _ = await self._call(hop, current, current_shape, run)
+                current, current_shape, _ = await self._call_step(hop, current, current_shape, run)
             except HopError as failure:
                 raise failure.to_error() from None
         return _Outcome(current, current_shape, served_by=fallback.id, fallback=reason)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +22,7 @@ from braid.api.catalog import PathCatalog
 from braid.api.routing import Endpoints
 from braid.devstack.triton import TritonServer, start_triton
 from braid.logs import log_event
+from braid.render.segments import SEGMENT_MARK, catalog_segments, render_segment_config
 
 logger = logging.getLogger(__name__)
 
@@ -36,14 +39,29 @@ def tier_models(catalog: PathCatalog) -> dict[str, set[str]]:
     return tiers
 
 
-def make_tier_views(repository: Path, catalog: PathCatalog, dest: Path) -> dict[str, Path]:
+_MAX_BATCH_RE = re.compile(r"^max_batch_size:\s*(\d+)", re.MULTILINE)
+
+
+def max_batch_size_of(config: Path) -> int:
+    """A model's ``max_batch_size`` as its ``config.pbtxt`` states it (0 when it does not)."""
+    found = _MAX_BATCH_RE.search(config.read_text())
+    return int(found.group(1)) if found else 0
+
+
+def make_tier_views(
+    repository: Path, catalog: PathCatalog, dest: Path, *, segments: bool = True
+) -> dict[str, Path]:
     """One directory per tier under ``dest`` with a symlink per model; returns tier -> view.
 
+    With ``segments``, each view also gets the ensembles of its fusable runs of hops
+    (``braid.render.segments``), so the gateway can call such a run in one go; a run whose
+    blocks do not batch alike is left out (an ensemble batches as all its steps do).
     Rebuilt from scratch each time (stale links of an earlier catalog would make a server load
     models nobody calls). Raises ``FileNotFoundError`` naming models the repository lacks.
     """
     repository = repository.resolve()
     views: dict[str, Path] = {}
+    fused = catalog_segments(catalog) if segments else []
     for tier, models in sorted(tier_models(catalog).items()):
         missing = sorted(m for m in models if not (repository / m / "config.pbtxt").is_file())
         if missing:
@@ -53,8 +71,18 @@ def make_tier_views(repository: Path, catalog: PathCatalog, dest: Path) -> dict[
         for entry in view.iterdir():
             if entry.is_symlink():
                 entry.unlink()
+            elif SEGMENT_MARK in entry.name:
+                shutil.rmtree(entry)
         for model in sorted(models):
             os.symlink(repository / model, view / model, target_is_directory=True)
+        for segment in (s for s in fused if s.server == tier):
+            limits = {max_batch_size_of(repository / m / "config.pbtxt") for m in segment.models}
+            if len(limits) != 1 or 0 in limits:
+                continue
+            (view / segment.name / "1").mkdir(parents=True)
+            (view / segment.name / "config.pbtxt").write_text(
+                render_segment_config(segment, limits.pop())
+            )
         views[tier] = view
     return views
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import socket
@@ -134,6 +135,23 @@ class Gateway:
         log_event(logger, "gateway.stopped", http=self.http_address, grpc=self.grpc_address)
 
 
+def settle_garbage_collector() -> None:
+    """Keep the collector off the hot path of a long-running gateway.
+
+    Everything built at start (modules, the catalog, compiled paths, channels) lives as long
+    as the process: ``gc.freeze`` moves it out of the collector's sight, so a full collection
+    no longer walks it. A request allocates dozens of containers (coroutines, futures,
+    dataclasses), so the default young-generation threshold of 700 ran a collection every
+    few requests; 10 times that keeps the young generation small and collects 10 times less
+    often (a profile under load had the collector at ~2 % of the gateway's samples, and the
+    pauses in the p99).
+    """
+    gc.collect()
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(7000, middle, old)
+
+
 def _run(main: Callable[[], Coroutine[object, object, None]]) -> None:
     uvloop.run(main())
 
@@ -156,6 +174,7 @@ def serve_gateway(
             loop.add_signal_handler(sig, stop.set)
         gateway = Gateway(await build(), options)
         await gateway.start()
+        settle_garbage_collector()
         try:
             if on_ready is not None:
                 on_ready(gateway)
