@@ -89,7 +89,9 @@ def test_stopped_prometheus_keeps_the_routing_and_the_gateway_serving(
     _no_request_lost(tally)
     assert tally.refused == 0, tally.notes
     assert tally.notes["routing_unchanged_while_down"] == 1
-    assert tally.notes["kept_path"] == synthetic_models.catalog.original_path
+    # Kept: what was decided before Prometheus went away (the load decides which path that
+    # is; a run in CI chose the cross path).
+    assert tally.notes["kept_path"] == tally.notes["decided_path"]
     assert tally.converged, tally.notes
 
 

@@ -425,7 +425,11 @@ def stop_prometheus(
                     controller, lambda d: not d.degraded, size.wait_s, "a decision from Prometheus"
                 )
                 load.wait_for(size.before, "requests served", size.wait_s)
-                generation = read_routing_table(routing).generation
+                # What the routing holds when Prometheus goes away: whichever path the
+                # measured load made cheapest, the original or not, is what must be kept.
+                before = read_routing_table(routing)
+                generation = before.generation
+                notes["decided_path"] = ",".join(sorted(p.id for p in before.paths if p.weight > 0))
                 progress("stop-prometheus: stop Prometheus")
                 prometheus.stop()
                 prometheus = None
@@ -437,7 +441,7 @@ def stop_prometheus(
                     "a degraded decision without Prometheus",
                 )
                 notes["degraded_reason"] = degraded.reason[:160]
-                notes["kept_path"] = ",".join(p.id for p in degraded.active)
+                notes["kept_path"] = ",".join(sorted(p.id for p in degraded.active))
                 load.wait_for(
                     size.during, "requests served without Prometheus", size.wait_s, since=stopped_at
                 )
