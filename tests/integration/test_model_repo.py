@@ -113,6 +113,38 @@ def test_every_path_through_triton_matches_torch(
         client.close()
 
 
+ACCURACY_TOLERANCE = 0.005
+"""Served vs catalog accuracy: float32 sums in another order may flip a borderline sample
+or two of the 2,000; blocks served with other weights or statistics move it by points."""
+
+
+def test_served_paths_are_as_accurate_as_the_catalog_says(
+    quick_build: PipelineOutput, served: tuple[TritonServer, Path]
+) -> None:
+    """Every path, served hop by hop, classifies the build's test set as well as the catalog
+    claims: the catalog's figures are what the controller trades accuracy against, so they
+    must describe the exported models, not the in-process ones."""
+    server, repo = served
+    catalog = read_catalog(repo / CATALOG_FILE)
+    images = quick_build.result.test_images.numpy()
+    labels = quick_build.result.test_labels.numpy()
+    client = grpcclient.InferenceServerClient(server.grpc_address)
+    try:
+        for entry in catalog.paths:
+            logits = np.concatenate(
+                [
+                    _triton_path(client, catalog, entry.id, images[i : i + 64])
+                    for i in range(0, len(images), 64)
+                ]
+            )
+            served_accuracy = float((logits.argmax(1) == labels).mean())
+            assert served_accuracy == pytest.approx(
+                entry.metrics.accuracy, abs=ACCURACY_TOLERANCE
+            ), entry.id
+    finally:
+        client.close()
+
+
 def test_second_build_reuses_every_artifact(
     quick_build: PipelineOutput, tmp_path_factory: pytest.TempPathFactory
 ) -> None:

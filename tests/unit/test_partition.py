@@ -50,6 +50,28 @@ def test_blocks_compute_what_the_whole_model_computes() -> None:
     assert torch.equal(y, model(x))
 
 
+def test_splitting_a_frozen_model_keeps_its_layers_frozen() -> None:
+    import torch
+
+    model = fmnist_cnn().eval()
+    stats = {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
+    assert stats, "the model has BatchNorm layers"
+    blocks = split_model(model, FMNIST_PARTITION, INPUT_SHAPE, "fmnist-cnn")
+    assert not any(m.training for b in blocks for m in b.module.modules())
+    y = torch.rand(8, *INPUT_SHAPE)
+    for b in blocks:
+        y = b.module(y)
+    # Eval-mode BatchNorm reads its running statistics and never updates them.
+    after = model.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in stats.items())
+
+
+def test_a_model_in_training_stays_in_training() -> None:
+    model = fmnist_cnn().train()
+    blocks = split_model(model, FMNIST_PARTITION, INPUT_SHAPE, "fmnist-cnn")
+    assert all(m.training for b in blocks for m in b.module.modules())
+
+
 def test_a_block_that_cannot_take_its_input_names_block_and_shapes() -> None:
     # fc1 (layers 19..21: flatten + Linear(576, 128)) placed right after conv4 (64x7x7).
     bad = part((0, 4), (5, 8), (9, 11), (12, 14), (19, 21), (22, 22))

@@ -63,8 +63,11 @@ from braid.tooling.zoo import (
 
 logger = logging.getLogger(__name__)
 
-ARTIFACT_VERSION = "2"
-"""Bump when a change to the code changes what a cached link, head or measurement contains."""
+ARTIFACT_VERSION = "3"
+"""Bump when a change to the code changes what a cached link, head or measurement contains.
+
+3: blocks stay in eval mode after the split (links and heads were trained on features of
+blocks left in training mode, whose BatchNorm statistics drifted)."""
 LOCAL_MODEL_VERSION = "1"
 """Bump when a change to the code changes the trained local model."""
 
