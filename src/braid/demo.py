@@ -36,6 +36,7 @@ import httpx
 import numpy as np
 import numpy.typing as npt
 import yaml
+from kubernetes.client.exceptions import ApiException
 
 from braid.api.catalog import PathCatalog
 from braid.api.v1alpha1.offloadpolicy import CostCoefficients, OffloadPolicySpec
@@ -59,7 +60,7 @@ from braid.devstack.operator_process import REPO_ROOT, start_operator
 from braid.devstack.ports import free_port
 from braid.devstack.processes import ManagedProcess, start_process, wait_until
 from braid.devstack.prometheus import PrometheusServer, start_prometheus
-from braid.kube.client import Kube
+from braid.kube.client import Kube, transient
 from braid.kube.kwok_runtime import KwokTritonRuntime
 from braid.logs import log_event
 from braid.policy.cost import (
@@ -248,8 +249,16 @@ def wait_for_routing(
     while time.monotonic() < deadline:
         if runtime.failures:
             raise RuntimeError(f"the kwok runtime could not start Triton: {runtime.failures}")
-        cm = kube.get("v1", "ConfigMap", name, LOCAL_NAMESPACE)
-        policy = kube.get("braid.dev/v1alpha1", "OffloadPolicy", POLICY_NAME, LOCAL_NAMESPACE)
+        try:
+            cm = kube.get("v1", "ConfigMap", name, LOCAL_NAMESPACE)
+            policy = kube.get("braid.dev/v1alpha1", "OffloadPolicy", POLICY_NAME, LOCAL_NAMESPACE)
+        except ApiException as exc:
+            if not transient(exc):
+                raise
+            # A CI run met a 504 here while a dozen tritonservers started on 2 cores.
+            last = f"the API server answered {exc.status} ({exc.reason}); asking again"
+            time.sleep(1.0)
+            continue
         if cm is not None and policy is not None:
             models = json.loads(cm["data"][ENDPOINTS_FILE])["models"]
             servable = [

@@ -39,6 +39,15 @@ def load_api_client() -> client.ApiClient:
     return client.ApiClient(cfg)
 
 
+TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+def transient(exc: BaseException) -> bool:
+    """An answer worth asking again: the API server was overloaded or timed out (a 504 when
+    etcd is slow on a busy machine), which says nothing about the request itself."""
+    return isinstance(exc, ApiException) and exc.status in TRANSIENT_STATUSES
+
+
 class Kube:
     """Thin typed wrapper over the dynamic client: apply, get, list, patch status, delete."""
 
