@@ -200,6 +200,16 @@ class Recorder:
         )
 
 
+def request_input(
+    images: npt.NDArray[np.float32], index: int, k: int
+) -> tuple[npt.NDArray[np.intp], grpcaio.InferInput]:
+    """Request ``index``'s rows of the test set (``k`` consecutive images) and its input."""
+    rows = (index * k + np.arange(k)) % len(images)
+    tensor = grpcaio.InferInput("INPUT__0", [k, *images.shape[1:]], "FP32")
+    tensor.set_data_from_numpy(images[rows])
+    return rows, tensor
+
+
 async def drive(
     grpc_address: str,
     model: str,
@@ -221,10 +231,7 @@ async def drive(
     k = samples_per_request
 
     async def one(index: int, phase: str) -> None:
-        rows = (index * k + np.arange(k)) % len(images)
-        x = images[rows]
-        tensor = grpcaio.InferInput("INPUT__0", list(x.shape), "FP32")
-        tensor.set_data_from_numpy(x)
+        rows, tensor = request_input(images, index, k)
         sent = time.time()
         try:
             result = await client.infer(model, [tensor])
@@ -276,11 +283,7 @@ async def capacity(
     async def worker(w: int) -> None:
         i = w
         while time.monotonic() - start < seconds:
-            rows = (i * samples_per_request + np.arange(samples_per_request)) % len(images)
-            tensor = grpcaio.InferInput(
-                "INPUT__0", [samples_per_request, *images.shape[1:]], "FP32"
-            )
-            tensor.set_data_from_numpy(images[rows])
+            _, tensor = request_input(images, i, samples_per_request)
             await client.infer(model, [tensor])
             done.append(time.monotonic())
             i += concurrency
