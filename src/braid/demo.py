@@ -36,7 +36,6 @@ import httpx
 import numpy as np
 import numpy.typing as npt
 import yaml
-from kubernetes.client.exceptions import ApiException
 
 from braid.api.catalog import PathCatalog
 from braid.api.v1alpha1.offloadpolicy import CostCoefficients, OffloadPolicySpec
@@ -252,11 +251,11 @@ def wait_for_routing(
         try:
             cm = kube.get("v1", "ConfigMap", name, LOCAL_NAMESPACE)
             policy = kube.get("braid.dev/v1alpha1", "OffloadPolicy", POLICY_NAME, LOCAL_NAMESPACE)
-        except ApiException as exc:
+        except Exception as exc:
             if not transient(exc):
                 raise
             # A CI run met a 504 here while a dozen tritonservers started on 2 cores.
-            last = f"the API server answered {exc.status} ({exc.reason}); asking again"
+            last = f"the API server answered {getattr(exc, 'status', exc)}; asking again"
             time.sleep(1.0)
             continue
         if cm is not None and policy is not None:
