@@ -8,8 +8,10 @@ answered with a 4xx (or the gRPC equivalent) that names the problem.
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import queue
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -443,6 +445,29 @@ def test_a_spent_deadline_is_reported_not_waited_for(
     )
     assert response.status_code == 504
     assert "deadline" in response.json()["error"]
+
+
+def test_an_idle_rest_connection_is_not_closed_under_a_reusing_client(
+    gateway: tuple[GatewayThread, CollectorRegistry],
+) -> None:
+    """Client pools reuse a connection idle for seconds (aiohttp up to 15 s): the gateway
+    must not close it first (uvicorn's default closes after 5 s, and the client's next
+    request then fails to write)."""
+    assert gateway[0].gateway is not None
+    host, port = gateway[0].gateway.http_address.rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    try:
+        conn.request("GET", "/v2/health/live")
+        assert conn.getresponse().read() is not None
+        first = conn.sock
+        time.sleep(6)  # past uvicorn's default keep-alive
+        conn.request("GET", "/v2/health/live")
+        response = conn.getresponse()
+        response.read()
+        assert response.status == 200
+        assert conn.sock is first  # the same connection served both
+    finally:
+        conn.close()
 
 
 def test_the_gateway_still_serves_after_all_that(

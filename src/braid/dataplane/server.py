@@ -43,6 +43,11 @@ class GatewayOptions:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     grace_s: float = 5.0
     """How long a stop waits for requests in flight to finish."""
+    keep_alive_s: float = 75.0
+    """How long an idle REST connection stays open: longer than client pools keep theirs
+    (aiohttp 15 s, httpx 5 s). A server that closes first races a client that is just reusing
+    the connection, and the client's request fails to write (uvicorn's own default, 5 s,
+    failed the gateway benchmark's REST client that way). 75 s is nginx's default."""
 
 
 class _Uvicorn(uvicorn.Server):
@@ -104,6 +109,7 @@ class Gateway:
             http="httptools",
             loop="none",
             timeout_graceful_shutdown=int(max(1, opts.grace_s)),
+            timeout_keep_alive=int(max(1, opts.keep_alive_s)),
         )
         self._uvicorn = _Uvicorn(config)
         self._uvicorn_task = asyncio.get_running_loop().create_task(
