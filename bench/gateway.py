@@ -18,10 +18,12 @@ the REST client does over its connection pool and as many clients would: behind 
 HTTP/2 connection, 32 callers measure that connection's transport more than the server
 behind it (in one probe the gateway spent ~390 µs of CPU per request behind one connection
 and ~340 µs behind four).
+
 Modes are interleaved in rounds so that drift in the machine's background load (it is
 shared) hits all of them alike. Each point reports p50, p99, mean and throughput.
 ``overhead_p50_ms`` / ``overhead_p99_ms`` are gateway gRPC minus direct at concurrency 1;
-``throughput_ratio_vs_ensemble`` is gateway gRPC over ensemble at the highest concurrency;
+``throughput_ratio_vs_ensemble`` is gateway gRPC over ensemble at the highest concurrency
+(``throughput_ratio_by_round`` gives it per round, a measure of how far one run can be trusted);
 the same two figures for the hop-by-hop gateway are reported beside them.
 The gateway's own metrics split its time into hop calls and the rest; when ``py-spy`` is on
 PATH the gateway process is also sampled (native frames included) under load. Writes
