@@ -27,7 +27,7 @@ shared) hits all of them alike. Each point reports p50, p99, mean and throughput
 the same two figures for the hop-by-hop gateway are reported beside them.
 The gateway's own metrics split its time into hop calls and the rest; when ``py-spy`` is on
 PATH the gateway process is also sampled (native frames included) under load. Writes
-``results/gateway.json``.
+``results/gateway.json`` and draws ``docs/img/gateway.png`` (``--plot-from`` redraws it).
 
     python bench/gateway.py [--repository DIR] [--requests 3200] [--concurrency 1,8,32]
 """
@@ -260,6 +260,75 @@ def summarize_py_spy(raw: Path) -> dict[str, Any]:
     }
 
 
+MODE_LABELS = {
+    "direct": "direct hop calls",
+    "ensemble": "Triton ensemble",
+    "gateway_grpc": "gateway gRPC",
+    "gateway_rest": "gateway REST",
+    "gateway_grpc_per_hop": "gateway gRPC, hop by hop",
+    "gateway_grpc_no_coalesce": "gateway gRPC, no coalescing",
+}
+
+
+def plot(report: dict[str, Any], out: Path) -> None:
+    """Throughput by concurrency, latency at the top level, and the ratio round by round."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    results: dict[str, dict[str, dict[str, float]]] = report["results"]
+    top = str(report["throughput_ratio_at_concurrency"])
+    fig, (ax_rps, ax_lat, ax_ratio) = plt.subplots(1, 3, figsize=(15, 4.5))
+    for mode, by_level in results.items():
+        levels = sorted(by_level, key=int)
+        ax_rps.plot(
+            [int(c) for c in levels],
+            [by_level[c]["throughput_rps"] for c in levels],
+            marker="o",
+            label=MODE_LABELS.get(mode, mode),
+            lw=2.5 if mode in ("gateway_grpc", "ensemble") else 1,
+        )
+    ax_rps.set_xscale("log", base=2)
+    all_levels = sorted({int(c) for by_level in results.values() for c in by_level})
+    ax_rps.set_xticks(all_levels, [str(c) for c in all_levels])
+    ax_rps.set_xlabel("concurrent requests")
+    ax_rps.set_ylabel("requests / s")
+    ax_rps.set_title("throughput")
+    ax_rps.legend(fontsize=7)
+    modes = list(results)
+    xs = np.arange(len(modes))
+    for offset, (stat, label) in zip(
+        (-0.2, 0.2), (("p50_ms", "p50"), ("p99_ms", "p99")), strict=True
+    ):
+        ax_lat.bar(xs + offset, [results[m][top][stat] for m in modes], width=0.4, label=label)
+    ax_lat.set_xticks(
+        xs, [MODE_LABELS.get(m, m) for m in modes], rotation=30, ha="right", fontsize=7
+    )
+    ax_lat.set_ylabel("ms")
+    ax_lat.set_title(f"latency at concurrency {top}")
+    ax_lat.legend(fontsize=8)
+    ratios = report.get("throughput_ratio_by_round") or []
+    ax_ratio.bar(np.arange(1, len(ratios) + 1), ratios, color="tab:green")
+    ax_ratio.axhline(1.0, color="black", ls="--", lw=1, label="target 1.0")
+    ax_ratio.axhline(
+        report["throughput_ratio_vs_ensemble"],
+        color="tab:red",
+        lw=1,
+        label=f"pooled {report['throughput_ratio_vs_ensemble']}",
+    )
+    ax_ratio.set_ylim(0.5, max([1.2, *ratios]) + 0.05)
+    ax_ratio.set_xlabel("round")
+    ax_ratio.set_ylabel("gateway gRPC / ensemble")
+    ax_ratio.set_title(f"throughput ratio at concurrency {top}, per round")
+    ax_ratio.legend(fontsize=8, loc="lower right")
+    fig.suptitle(f"gateway benchmark ({report['date']}, {report['machine']['cpus']} CPUs)")
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
 def main(
     repository: Annotated[
         Path | None, typer.Option(help="Repository with catalog.json (default: synthetic).")
@@ -290,7 +359,18 @@ def main(
     out: Annotated[Path, typer.Option(help="Where to write the JSON.")] = ROOT
     / "results"
     / "gateway.json",
+    png: Annotated[Path, typer.Option(help="Where to draw the plot.")] = ROOT
+    / "docs"
+    / "img"
+    / "gateway.png",
+    plot_from: Annotated[
+        Path | None, typer.Option(help="Only redraw the plot from this results JSON.")
+    ] = None,
 ) -> None:
+    if plot_from is not None:
+        plot(json.loads(plot_from.read_text()), png)
+        console.print(f"plotted {plot_from} -> {png}")
+        return
     levels = [int(c) for c in concurrency.split(",")]
     workdir = Path(tempfile.mkdtemp(prefix="braid-bench-gateway-"))
     synthetic = repository is None
@@ -544,6 +624,7 @@ def main(
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
+    plot(report, png)
     console.print(
         f"overhead p50 {report['overhead_p50_ms']} ms, p99 {report['overhead_p99_ms']} ms; "
         f"throughput vs ensemble at c={top}: {report['throughput_ratio_vs_ensemble']} "
