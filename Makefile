@@ -7,11 +7,11 @@ export BRAID_CACHE
 VENV ?= $(BRAID_CACHE)/venv
 PY := $(VENV)/bin/python
 # The install stamp is keyed by the dependency pins, so changing pyproject.toml reinstalls.
-STAMP := $(VENV)/.braid-$(shell sha256sum pyproject.toml | cut -c1-16)
+STAMP := $(VENV)/.braid-$(shell cat pyproject.toml dev/pyproject.toml | sha256sum | cut -c1-16)
 export PATH := $(VENV)/bin:$(BRAID_CACHE)/bin:$(PATH)
 # The venv is shared by every checkout on the machine; this checkout's sources come first,
 # whichever checkout the venv's editable install points at.
-export PYTHONPATH := $(CURDIR)/src$(if $(PYTHONPATH),:$(PYTHONPATH))
+export PYTHONPATH := $(CURDIR)/src:$(CURDIR)/dev/src$(if $(PYTHONPATH),:$(PYTHONPATH))
 
 .PHONY: help manifests install install-python install-system install-binaries lint fmt test test-unit test-integration test-e2e demo bench cluster-up cluster-down cluster-status clean
 
@@ -20,12 +20,12 @@ help: ## List the targets with one line each
 
 install: install-system install-python install-binaries ## Install everything: Debian packages, the Python venv, the Go-built control plane
 
-install-python: $(STAMP) ## Create/refresh the venv under ~/.cache/braid (pinned deps + braid, editable)
+install-python: $(STAMP) ## Create/refresh the venv under ~/.cache/braid (pinned deps, braid and its rig braid-dev, editable)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml dev/pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip==26.3
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev]' -e ./dev
 	@rm -f $(VENV)/.braid-* && touch $@
 
 install-system: ## Debian packages the harness runs (Prometheus)
@@ -35,8 +35,8 @@ install-binaries: ## Build kube-apiserver, controller-manager, scheduler, kubect
 	@bash hack/cluster/build-binaries.sh all
 
 lint: install-python ## ruff (lint + format check), mypy --strict on src/ and bench/, import-linter layer contracts
-	$(VENV)/bin/ruff check src tests bench operator controllers
-	$(VENV)/bin/ruff format --check src tests bench operator controllers
+	$(VENV)/bin/ruff check src dev/src tests bench operator controllers
+	$(VENV)/bin/ruff format --check src dev/src tests bench operator controllers
 	$(VENV)/bin/mypy
 	$(VENV)/bin/mypy bench
 	$(VENV)/bin/lint-imports
@@ -47,8 +47,8 @@ manifests: install-python ## Regenerate crds/*.yaml, the chart's copy and docs/c
 	$(PY) -m braid.tooling.manifests --docs docs/crds
 
 fmt: install-python ## Apply ruff's fixes and formatting
-	$(VENV)/bin/ruff check --fix src tests bench operator controllers
-	$(VENV)/bin/ruff format src tests bench operator controllers
+	$(VENV)/bin/ruff check --fix src dev/src tests bench operator controllers
+	$(VENV)/bin/ruff format src dev/src tests bench operator controllers
 
 test: install lint ## Install, lint, then run every test tier (unit, integration, e2e)
 	@bash hack/run-tests.sh unit integration e2e

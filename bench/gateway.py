@@ -61,11 +61,11 @@ from rich.console import Console
 
 from braid.api.catalog import PathCatalog
 from braid.api.routing import single_path_table
-from braid.dataplane.local_runtime import make_tier_views
+from braid_dev.local_runtime import make_tier_views
 from braid.dataplane.routing import write_routing_table
 from braid.dataplane.service import read_catalog
-from braid.devstack.gateway_process import GatewayProcess, start_gateway_process
-from braid.devstack.triton import TritonServer, start_triton
+from braid_dev.stack.gateway_process import GatewayProcess, start_gateway_process
+from braid_dev.stack.triton import TritonServer, start_triton
 from braid.render.triton_config import render_ensemble_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -375,7 +375,7 @@ def main(
     workdir = Path(tempfile.mkdtemp(prefix="braid-bench-gateway-"))
     synthetic = repository is None
     if repository is None:
-        from braid.tooling.synthetic import build_synthetic_repository
+        from braid_dev.synthetic import build_synthetic_repository
 
         console.print("building the synthetic repository")
         repository = build_synthetic_repository(workdir / "repo").repository
@@ -567,7 +567,7 @@ def main(
             "note": "2 shared CPU cores, no GPU; other engineers' jobs ran at the same time",
         },
         "setup": {
-            "repository": "synthetic (braid.tooling.synthetic)" if synthetic else str(repository),
+            "repository": "synthetic (braid_dev.synthetic)" if synthetic else str(repository),
             "path": catalog.original_path,
             "hops": [h.model for h in hops],
             "input_shape": in_shape,

@@ -29,8 +29,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from braid.api.common import API_VERSION
-from braid.devstack import cluster as devcluster
-from braid.devstack.operator_process import install_operator_prerequisites, start_operator
+from braid_dev.stack import cluster as devcluster
+from braid_dev.stack.operator_process import install_operator_prerequisites, start_operator
 from braid.kube.client import Kube
 from braid.settings import Settings
 

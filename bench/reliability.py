@@ -2,18 +2,18 @@
 
 What runs (all real processes on loopback):
 
-- the data-plane faults (``braid.reliability.faults``) over one tritonserver per tier of the
+- the data-plane faults (``braid_dev.reliability.faults``) over one tritonserver per tier of the
   synthetic provider pair and the gateway: the host's tritonserver SIGKILLed and restarted
   (fallback), the local one too (no path fits: refusals), a slow host behind a latency proxy,
   Prometheus stopped under the path controller;
-- the control-plane faults (``braid.reliability.control_plane``) on a local cluster of this
+- the control-plane faults (``braid_dev.reliability.control_plane``) on a local cluster of this
   run's own (its own state directory, so nobody else's cluster is restarted): the operator
   SIGKILLed mid-reconcile, the kube-apiserver restarted in place;
-- the fuzz campaigns (``braid.reliability.fuzz_rest`` / ``fuzz_grpc``) against a gateway
-  process, and the invalid-CR campaign (``braid.reliability.invalid_crs``) on the cluster.
+- the fuzz campaigns (``braid_dev.reliability.fuzz_rest`` / ``fuzz_grpc``) against a gateway
+  process, and the invalid-CR campaign (``braid_dev.reliability.invalid_crs``) on the cluster.
 
 Each fault holds for a while under a heavier load than the tests use. The merged report
-goes to ``results/reliability.json`` (``braid.reliability.report.ReliabilityReport``); parts
+goes to ``results/reliability.json`` (``braid_dev.reliability.report.ReliabilityReport``); parts
 not run this time (``--skip-...``) keep their figures from the previous file.
 
     python bench/reliability.py                 # ~45 minutes on 2 shared cores (schemathesis ~30)
@@ -37,21 +37,21 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from braid.dataplane.local_runtime import LocalRuntime, start_local_runtime
-from braid.devstack import cluster as devcluster
-from braid.devstack.gateway_process import start_gateway_process
-from braid.reliability.control_plane import control_plane_rig, restart_apiserver, restart_operator
-from braid.reliability.faults import (
+from braid_dev.local_runtime import LocalRuntime, start_local_runtime
+from braid_dev.stack import cluster as devcluster
+from braid_dev.stack.gateway_process import start_gateway_process
+from braid_dev.reliability.control_plane import control_plane_rig, restart_apiserver, restart_operator
+from braid_dev.reliability.faults import (
     LoadSize,
     kill_host_triton,
     kill_local_triton,
     slow_host,
     stop_prometheus,
 )
-from braid.reliability.report import CrTally, FuzzTally, ReliabilityReport, RequestTally
+from braid_dev.reliability.report import CrTally, FuzzTally, ReliabilityReport, RequestTally
 from braid.settings import Settings
-from braid.tooling import synthetic as syn
-from braid.tooling.synthetic import SyntheticModels, build_synthetic_repository
+from braid_dev import synthetic as syn
+from braid_dev.synthetic import SyntheticModels, build_synthetic_repository
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "results" / "reliability.json"
@@ -114,8 +114,8 @@ def _fuzz(
 ) -> list[FuzzTally]:
     """The other helper's campaigns, against a gateway process of their own (its pid for leaks)."""
     try:
-        fuzz_rest = importlib.import_module("braid.reliability.fuzz_rest")
-        fuzz_grpc = importlib.import_module("braid.reliability.fuzz_grpc")
+        fuzz_rest = importlib.import_module("braid_dev.reliability.fuzz_rest")
+        fuzz_grpc = importlib.import_module("braid_dev.reliability.fuzz_grpc")
     except ImportError as exc:
         say(f"fuzz: campaigns not available ({exc})")
         return []
@@ -143,9 +143,9 @@ def _fuzz(
 
 
 def _cr_campaign(settings: Settings, say: Callable[[str], None]) -> CrTally | None:
-    """``braid.reliability.invalid_crs.run_invalid_cr_campaign`` on the running cluster."""
+    """``braid_dev.reliability.invalid_crs.run_invalid_cr_campaign`` on the running cluster."""
     try:
-        module = importlib.import_module("braid.reliability.invalid_crs")
+        module = importlib.import_module("braid_dev.reliability.invalid_crs")
     except ImportError as exc:
         say(f"crs: campaign not available ({exc}); keeping the previous figures")
         return None

@@ -28,7 +28,7 @@ from braid.api.common import ObjectRef
 from braid.api.v1alpha1.offloadpolicy import CostCoefficients, OffloadPolicySpec
 from braid.policy.batch import BatchState, PathArrays, choose_paths_batch
 from braid.policy.decision import Metrics, PolicyState, TierMetrics, choose_paths
-from braid.tooling import synthetic as syn
+from braid_dev import synthetic as syn
 
 ROOT = Path(__file__).resolve().parent.parent
 console = Console()

@@ -4,7 +4,7 @@ A script, not a package: the container image and the local harness both start th
 ``braid controller`` command through it.
 """
 
-from braid.controller_cli import controller_app
+from braid.cli.controller import controller_app
 
 if __name__ == "__main__":
     controller_app()

@@ -6,7 +6,7 @@ set -uo pipefail
 VENV="${VENV:-${BRAID_CACHE:-$HOME/.cache/braid}/venv}"
 cd "$(dirname "$0")/.."
 # The venv is shared between checkouts: this checkout's sources come first.
-export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONPATH="$PWD/src:$PWD/dev/src${PYTHONPATH:+:$PYTHONPATH}"
 tiers=("$@")
 [ ${#tiers[@]} -gt 0 ] || tiers=(unit integration e2e)
 paths=(); marks=()

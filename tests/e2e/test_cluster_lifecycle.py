@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from braid.devstack import cluster as devcluster
+from braid_dev.stack import cluster as devcluster
 from braid.settings import Settings
 from tests.e2e.conftest import E2ECluster
 

@@ -3,7 +3,7 @@
 Schema types, enums, ranges and CEL rules do the refusing, so `kubectl apply` fails at once
 instead of the operator discovering the problem later. The variants (some 300: every bound,
 enum, pattern, length, item count, type and required field of the CRDs, unknown fields, and a
-table for the CEL rules) are ``braid.reliability.invalid_crs``'s, which
+table for the CEL rules) are ``braid_dev.reliability.invalid_crs``'s, which
 ``bench/reliability.py`` tallies into results/reliability.json.
 """
 
@@ -12,8 +12,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from braid.devstack.operator_process import install_operator_prerequisites
-from braid.reliability.invalid_crs import (
+from braid_dev.stack.operator_process import install_operator_prerequisites
+from braid_dev.reliability.invalid_crs import (
     BASE,
     check_invalid_crs,
     tally_outcomes,

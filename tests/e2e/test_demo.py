@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from braid.devstack.processes import pid_alive
+from braid_dev.stack.processes import pid_alive
 
 pytestmark = pytest.mark.e2e
 
@@ -44,7 +44,8 @@ def _pids_mentioning(text: str) -> list[int]:
 def test_demo_runs_end_to_end_and_leaves_nothing_running(tmp_path: Path) -> None:
     state, workdir, png = tmp_path / "state", tmp_path / "demo", tmp_path / "timeline.png"
     # This checkout's code, whichever checkout the venv's editable install points at.
-    src = str(Path(__file__).resolve().parents[2] / "src")
+    root = Path(__file__).resolve().parents[2]
+    src = f"{root / 'src'}{os.pathsep}{root / 'dev' / 'src'}"
     env = {**os.environ, "BRAID_STATE_DIR": str(state), "PYTHONPATH": src}
     proc = subprocess.run(
         [
@@ -52,7 +53,6 @@ def test_demo_runs_end_to_end_and_leaves_nothing_running(tmp_path: Path) -> None
             "-m",
             "braid.cli",
             "demo",
-            "--quick",
             "--duration=24",
             f"--workdir={workdir}",
             f"--png={png}",

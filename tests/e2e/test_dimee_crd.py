@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
-from braid.devstack.operator_process import install_operator_prerequisites
+from braid_dev.stack.operator_process import install_operator_prerequisites
 from tests.e2e.conftest import E2ECluster
 
 pytestmark = pytest.mark.e2e

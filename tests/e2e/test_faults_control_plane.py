@@ -1,6 +1,6 @@
 """Faults of the control plane under load (issue 10): the operator and the API server restarted.
 
-One rig per module (``braid.reliability.control_plane``): the synthetic provider pair as custom
+One rig per module (``braid_dev.reliability.control_plane``): the synthetic provider pair as custom
 resources in namespaces of its own, its own operator, a tritonserver per tier and the gateway
 fed from the operator's routing ConfigMap, with all traffic on the cross path. While the
 control plane is down the data plane must answer every request; afterwards a policy change
@@ -14,11 +14,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from braid.reliability.control_plane import Rig, control_plane_rig, restart_apiserver
-from braid.reliability.control_plane import restart_operator as restart_operator_scenario
-from braid.reliability.faults import LoadSize
-from braid.reliability.report import RequestTally
-from braid.tooling import synthetic as syn
+from braid_dev.reliability.control_plane import Rig, control_plane_rig, restart_apiserver
+from braid_dev.reliability.control_plane import restart_operator as restart_operator_scenario
+from braid_dev.reliability.faults import LoadSize
+from braid_dev.reliability.report import RequestTally
+from braid_dev import synthetic as syn
 from tests.e2e.conftest import E2ECluster
 
 pytestmark = pytest.mark.e2e

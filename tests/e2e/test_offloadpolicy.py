@@ -1,6 +1,6 @@
 """OffloadPolicy -> the gateway's routing ConfigMap, resolved against real Blocks and Links.
 
-Uses the synthetic provider pair (``braid.tooling.synthetic``): a local model ``toy`` with a
+Uses the synthetic provider pair (``braid_dev.synthetic``): a local model ``toy`` with a
 skip link, an exit head and a cross-connection through the host model ``toyhost``, whose
 catalog is published in a ConfigMap as a provider would.
 """
@@ -21,10 +21,10 @@ import tritonclient.grpc as grpcclient
 import yaml
 
 from braid.api.catalog import PathCatalog
-from braid.devstack.processes import ManagedProcess
+from braid_dev.stack.processes import ManagedProcess
 from braid.kube.client import Kube
-from braid.kube.kwok_runtime import KwokTritonRuntime
-from braid.tooling import synthetic
+from braid_dev.kwok_runtime import KwokTritonRuntime
+from braid_dev import synthetic
 from tests.e2e.conftest import E2ECluster
 from tests.e2e.helpers import wait_for
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from braid.devstack.processes import ManagedProcess
+from braid_dev.stack.processes import ManagedProcess
 from tests.e2e.conftest import E2ECluster
 from tests.e2e.helpers import wait_for
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import yaml
 
-from braid.devstack.operator_process import install_operator_prerequisites, start_operator
-from braid.devstack.processes import ManagedProcess
+from braid_dev.stack.operator_process import install_operator_prerequisites, start_operator
+from braid_dev.stack.processes import ManagedProcess
 from tests.e2e.conftest import E2ECluster
 from tests.e2e.helpers import wait_for
 

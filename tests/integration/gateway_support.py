@@ -20,7 +20,7 @@ from braid.dataplane.metrics import GatewayMetrics
 from braid.dataplane.routing import write_routing_table
 from braid.dataplane.server import GatewayOptions, GatewayThread, running_gateway
 from braid.dataplane.service import InferenceService, ModelSource, build_service
-from braid.tooling import synthetic as syn
+from braid_dev import synthetic as syn
 
 MODEL = syn.LOCAL
 INPUT = "INPUT__0"

@@ -23,7 +23,7 @@ import tritonclient.grpc as grpcclient
 
 from braid.api.catalog import PathCatalog
 from braid.api.routing import DimeeRouting, Endpoints, PathWeight, RoutingTable
-from braid.devstack.triton import TritonServer, start_triton
+from braid_dev.stack.triton import TritonServer, start_triton
 from braid.dimee.evaluate import Calibration, calibrate
 from braid.dimee.export import INPUT, MODEL, OUTPUT, POOLS_FILE, export_repository, tier_path_id
 from braid.dimee.train import Trained, train

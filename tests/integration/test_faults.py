@@ -1,6 +1,6 @@
 """Faults of the data plane under load (issue 10): every request answered, the system recovers.
 
-Each test runs a scenario of ``braid.reliability.faults`` small, over real tritonservers, the
+Each test runs a scenario of ``braid_dev.reliability.faults`` small, over real tritonservers, the
 real gateway and (for the controller) a real Prometheus, and asserts on its tally: no request
 lost, the fallback (or a clear refusal) took over during the fault, and the system converged
 afterwards. Waits are bounded; nothing asserts how long anything took.
@@ -15,17 +15,17 @@ from pathlib import Path
 
 import pytest
 
-from braid.dataplane.local_runtime import LocalRuntime
-from braid.reliability.faults import (
+from braid_dev.local_runtime import LocalRuntime
+from braid_dev.reliability.faults import (
     LoadSize,
     kill_host_triton,
     kill_local_triton,
     slow_host,
     stop_prometheus,
 )
-from braid.reliability.proxy import LatencyProxy
-from braid.reliability.report import RequestTally
-from braid.tooling.synthetic import SyntheticModels
+from braid_dev.reliability.proxy import LatencyProxy
+from braid_dev.reliability.report import RequestTally
+from braid_dev.synthetic import SyntheticModels
 
 pytestmark = pytest.mark.integration
 

@@ -20,18 +20,18 @@ import pytest
 import tritonclient.grpc as grpcclient
 
 from braid.api.routing import single_path_table
-from braid.dataplane.local_runtime import LocalRuntime
+from braid_dev.local_runtime import LocalRuntime
 from braid.dataplane.routing import write_routing_table
-from braid.devstack.gateway_process import GatewayProcess, start_gateway_process
-from braid.reliability.fuzz_grpc import MODEL_INFER, run_grpc_fuzz
-from braid.reliability.fuzz_rest import (
+from braid_dev.stack.gateway_process import GatewayProcess, start_gateway_process
+from braid_dev.reliability.fuzz_grpc import MODEL_INFER, run_grpc_fuzz
+from braid_dev.reliability.fuzz_rest import (
     require_loopback,
     run_binary_tensor_fuzz,
     run_schemathesis,
 )
-from braid.reliability.report import FuzzTally
-from braid.tooling import synthetic as syn
-from braid.tooling.synthetic import SyntheticModels
+from braid_dev.reliability.report import FuzzTally
+from braid_dev import synthetic as syn
+from braid_dev.synthetic import SyntheticModels
 
 pytestmark = pytest.mark.integration
 

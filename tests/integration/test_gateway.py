@@ -25,10 +25,10 @@ from prometheus_client import CollectorRegistry
 from tritonclient.utils import InferenceServerException
 
 from braid.api.routing import single_path_table
-from braid.dataplane.local_runtime import LocalRuntime
+from braid_dev.local_runtime import LocalRuntime
 from braid.dataplane.server import GatewayThread
-from braid.tooling import synthetic as syn
-from braid.tooling.synthetic import SyntheticModels
+from braid_dev import synthetic as syn
+from braid_dev.synthetic import SyntheticModels
 
 from .gateway_support import (
     INPUT,

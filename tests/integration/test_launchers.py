@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from braid.devstack.ports import free_ports, pid_listens_on
-from braid.devstack.prometheus import start_prometheus
-from braid.devstack.triton import TritonPorts, TritonServer, start_triton
+from braid_dev.stack.ports import free_ports, pid_listens_on
+from braid_dev.stack.prometheus import start_prometheus
+from braid_dev.stack.triton import TritonPorts, TritonServer, start_triton
 
 from .conftest import LINEAR_MODEL, TinyRepository
 

@@ -16,8 +16,8 @@ import pytest
 import tritonclient.http as httpclient
 
 from braid.dataplane.promql import AsyncPrometheusClient, PrometheusClient, PrometheusQueryError
-from braid.devstack.prometheus import PrometheusServer
-from braid.devstack.triton import TritonServer
+from braid_dev.stack.prometheus import PrometheusServer
+from braid_dev.stack.triton import TritonServer
 
 from .conftest import LINEAR_MODEL, TRITON_JOB, TRITON_LABELS
 

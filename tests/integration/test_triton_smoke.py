@@ -18,7 +18,7 @@ import tritonclient.grpc.aio as grpcaio
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from braid.devstack.triton import TritonServer
+from braid_dev.stack.triton import TritonServer
 
 from .conftest import CONV_MODEL, LINEAR_MODEL, TinyRepository
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from braid.devstack import cluster
-from braid.devstack import cluster_render as render
+from braid_dev.stack import cluster
+from braid_dev.stack import cluster_render as render
 from braid.settings import Settings
 
 BIN = Path("/opt/bin")

@@ -13,7 +13,7 @@ from braid.dataplane.promql import PromSample
 from braid.kube.policy_status import status_patch
 from braid.policy.cost import Network
 from braid.policy.decision import Metrics, PolicyState, TierMetrics, choose_paths
-from braid.tooling import synthetic as syn
+from braid_dev import synthetic as syn
 
 
 def sample(value: float, **labels: str) -> PromSample:

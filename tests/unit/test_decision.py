@@ -16,7 +16,7 @@ from braid.policy.decision import (
     choose_paths,
     normalise,
 )
-from braid.tooling import synthetic as syn
+from braid_dev import synthetic as syn
 
 NOW = 1_000_000.0
 

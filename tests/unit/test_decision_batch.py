@@ -10,7 +10,7 @@ from braid.api.v1alpha1.offloadpolicy import CostCoefficients, Hysteresis, Offlo
 from braid.policy.batch import BatchState, PathArrays, choose_paths_batch
 from braid.policy.cost import Network, figures_from_entry
 from braid.policy.decision import Metrics, PolicyState, TierMetrics, WeightedPath, choose_paths
-from braid.tooling import synthetic as syn
+from braid_dev import synthetic as syn
 
 
 def test_batch_and_scalar_choose_the_same_path() -> None:

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from braid.api.v1alpha1.offloadpolicy import OffloadPolicySpec
-from braid.demo_manifests import DEMO_C_LOCAL, DEMO_LATENCY_BOUND_US, demo_policy
+from braid_dev.demo.manifests import DEMO_C_LOCAL, DEMO_LATENCY_BOUND_US, demo_policy
 
 pytestmark = pytest.mark.unit
 SAMPLES = Path(__file__).resolve().parents[2] / "crds" / "samples"

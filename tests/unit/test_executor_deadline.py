@@ -16,7 +16,7 @@ from braid.dataplane.executor import MAX_CLIENT_BUDGET_S, PathExecutor, _Run
 from braid.dataplane.metrics import GatewayMetrics
 from braid.dataplane.pool import TritonPool
 from braid.dataplane.tensors import InferRequest, Tensor
-from braid.tooling import synthetic as syn
+from braid_dev import synthetic as syn
 
 INPUT = "INPUT__0"
 

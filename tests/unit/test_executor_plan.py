@@ -21,7 +21,7 @@ from braid.dataplane.executor import (
 from braid.dataplane.metrics import GatewayMetrics
 from braid.dataplane.pool import TritonPool
 from braid.dataplane.routing import RoutingTableError
-from braid.tooling import synthetic as syn
+from braid_dev import synthetic as syn
 
 BOTH = Endpoints(servers={"local": "127.0.0.1:1", "host": "127.0.0.1:2"})
 

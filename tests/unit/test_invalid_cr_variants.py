@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from braid.reliability.invalid_crs import (
+from braid_dev.reliability.invalid_crs import (
     BASE,
     CEL_VARIANTS,
     DELETE,

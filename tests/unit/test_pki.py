@@ -8,7 +8,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from braid.devstack import pki
+from braid_dev.stack import pki
 
 SERVER = pki.CertSpec(
     "server", "kube-apiserver", dns_names=("localhost",), ip_addresses=("127.0.0.1",), server=True

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from braid.reliability.load import LOST, REFUSED, classify_error
+from braid_dev.reliability.load import LOST, REFUSED, classify_error
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,7 @@ from braid.render.segments import (
     runs,
     segment_name,
 )
-from braid.tooling import synthetic as syn
+from braid_dev import synthetic as syn
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import sys
 import sysconfig
 from pathlib import Path
 
-from braid.devstack.triton import (
+from braid_dev.stack.triton import (
     TritonPorts,
     prepare_backend_directory,
     probe_inputs,

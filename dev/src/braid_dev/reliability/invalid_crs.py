@@ -28,11 +28,11 @@ import yaml
 
 from braid.api.common import API_VERSION
 from braid.api.v1alpha1.registry import KINDS
-from braid.devstack import cluster as devcluster
-from braid.devstack.cluster import ClusterAccess
-from braid.devstack.operator_process import REPO_ROOT, install_operator_prerequisites
+from braid_dev.stack import cluster as devcluster
+from braid_dev.stack.cluster import ClusterAccess
+from braid_dev.stack.operator_process import REPO_ROOT, install_operator_prerequisites
 from braid.logs import log_event
-from braid.reliability.report import CrTally
+from braid_dev.reliability.report import CrTally
 from braid.settings import Settings
 
 logger = logging.getLogger(__name__)

@@ -40,27 +40,27 @@ import yaml
 from braid.api.catalog import PathCatalog
 from braid.api.v1alpha1.offloadpolicy import CostCoefficients, OffloadPolicySpec
 from braid.dataplane.promql import PrometheusClient
-from braid.demo_chart import (
+from braid_dev.demo.chart import (
     HelmTestResult,
     account_kubeconfig,
     install_release,
     run_helm_test,
     uninstall_release,
 )
-from braid.demo_manifests import (
+from braid_dev.demo.manifests import (
     CATALOG_CONFIGMAP,
     HOST_NAMESPACE,
     LOCAL_NAMESPACE,
     POLICY_NAME,
     demo_manifests,
 )
-from braid.devstack import cluster
-from braid.devstack.operator_process import REPO_ROOT, start_operator
-from braid.devstack.ports import free_port
-from braid.devstack.processes import ManagedProcess, start_process, wait_until
-from braid.devstack.prometheus import PrometheusServer, start_prometheus
+from braid_dev.stack import cluster
+from braid_dev.stack.operator_process import REPO_ROOT, start_operator
+from braid_dev.stack.ports import free_port
+from braid_dev.stack.processes import ManagedProcess, start_process, wait_until
+from braid_dev.stack.prometheus import PrometheusServer, start_prometheus
 from braid.kube.client import Kube, transient
-from braid.kube.kwok_runtime import KwokTritonRuntime
+from braid_dev.kwok_runtime import KwokTritonRuntime
 from braid.logs import log_event
 from braid.policy.cost import (
     Load,

@@ -38,8 +38,8 @@ import httpx
 
 from braid.dataplane.tensors import DATATYPE_SIZE
 from braid.logs import log_event
-from braid.reliability.report import FuzzTally
-from braid.reliability.usage import ProcessUsage, alive
+from braid_dev.reliability.report import FuzzTally
+from braid_dev.reliability.usage import ProcessUsage, alive
 
 logger = logging.getLogger(__name__)
 

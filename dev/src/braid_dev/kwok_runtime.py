@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from braid.api.common import API_VERSION
-from braid.devstack.processes import StartupError
-from braid.devstack.triton import TritonServer, start_triton
+from braid_dev.stack.processes import StartupError
+from braid_dev.stack.triton import TritonServer, start_triton
 from braid.kube.client import Kube
 from braid.kube.reconcile import ENDPOINT_ANNOTATION
 from braid.logs import log_event

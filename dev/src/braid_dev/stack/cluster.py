@@ -34,10 +34,10 @@ from urllib.parse import quote
 import httpx
 import yaml
 
-from braid.devstack import cluster_render as render
-from braid.devstack.pki import ensure_pki
-from braid.devstack.ports import free_port
-from braid.devstack.processes import (
+from braid_dev.stack import cluster_render as render
+from braid_dev.stack.pki import ensure_pki
+from braid_dev.stack.ports import free_port
+from braid_dev.stack.processes import (
     ManagedProcess,
     StartupError,
     pid_alive,

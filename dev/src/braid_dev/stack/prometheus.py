@@ -20,8 +20,8 @@ from pathlib import Path
 
 import httpx
 
-from braid.devstack.ports import free_port, pid_listens_on
-from braid.devstack.processes import (
+from braid_dev.stack.ports import free_port, pid_listens_on
+from braid_dev.stack.processes import (
     ManagedProcess,
     StartupError,
     StopsOnExit,

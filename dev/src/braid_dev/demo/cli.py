@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from braid.demo import DemoOptions, DemoResult, DemoState, live_table, run_demo
+from braid_dev.demo.story import DemoOptions, DemoResult, DemoState, live_table, run_demo
 
 
 def _live(console: Console) -> Callable[[DemoState, Callable[[], None]], None]:

@@ -4,7 +4,7 @@ On kwok the chart's Pods are scheduled and made Running but run nothing, so the 
 operator and the controller as local processes *as the chart's ServiceAccounts* (bound tokens
 from ``kubectl create token``): what they are allowed to do is exactly what the chart's RBAC
 grants. The gateway needs no API access and runs as a process too. ``helm test`` creates the
-chart's test Pod; ``braid.kube.test_pods`` runs its script here against the local gateway and
+chart's test Pod; ``braid_dev.chart_test_pods`` runs its script here against the local gateway and
 reports the exit code as the Pod's phase, which is what helm waits for.
 """
 
@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from braid.api.catalog import PathCatalog
-from braid.devstack import cluster
-from braid.devstack.operator_process import REPO_ROOT, service_account_kubeconfig
+from braid_dev.stack import cluster
+from braid_dev.stack.operator_process import REPO_ROOT, service_account_kubeconfig
 from braid.kube.client import Kube
-from braid.kube.test_pods import TestPodRunner
+from braid_dev.chart_test_pods import ChartChartTestPodRunner
 
 CHART = REPO_ROOT / "charts" / "braid"
 RELEASE = "braid"
@@ -137,7 +137,7 @@ def run_helm_test(
     workdir: Path,
 ) -> HelmTestResult:
     """``helm test`` with its test Pod's script run here against the local gateway."""
-    runner = TestPodRunner(
+    runner = ChartChartTestPodRunner(
         Kube.from_kubeconfig(access.kubeconfig),
         release.namespace,
         {release.service("gateway", http_port): gateway_http.removeprefix("http://")},

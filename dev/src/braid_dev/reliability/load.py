@@ -35,7 +35,7 @@ import tritonclient.grpc.aio as grpcaio
 from tritonclient.utils import InferenceServerException
 
 from braid.dataplane.errors import Reason
-from braid.reliability.report import RequestTally
+from braid_dev.reliability.report import RequestTally
 
 SERVED = "served"
 REFUSED = "refused"

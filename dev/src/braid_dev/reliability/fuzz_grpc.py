@@ -27,9 +27,9 @@ from tritonclient.grpc import service_pb2
 
 from braid.dataplane.tensors import DATATYPE_SIZE
 from braid.logs import log_event
-from braid.reliability.fuzz_rest import CLIENT_DEADLINE, require_loopback
-from braid.reliability.report import FuzzTally
-from braid.reliability.usage import ProcessUsage, alive
+from braid_dev.reliability.fuzz_rest import CLIENT_DEADLINE, require_loopback
+from braid_dev.reliability.report import FuzzTally
+from braid_dev.reliability.usage import ProcessUsage, alive
 
 logger = logging.getLogger(__name__)
 

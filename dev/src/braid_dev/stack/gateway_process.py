@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from braid.devstack.processes import StartupError
+from braid_dev.stack.processes import StartupError
 
 _READY = re.compile(r"REST http://(\S+)\s+gRPC (\S+)")
 

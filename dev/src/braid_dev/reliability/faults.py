@@ -1,14 +1,14 @@
 """Fault scenarios of the data plane under load: each breaks one thing and counts every request.
 
 A scenario starts what it breaks (so the session's shared servers are never harmed), puts the
-gateway over it with the synthetic provider pair (``braid.tooling.synthetic``), runs a
+gateway over it with the synthetic provider pair (``braid_dev.synthetic``), runs a
 ``GatewayLoad``, injects the fault, and waits — bounded — for three things: requests served
 before the fault, requests answered after it, and the system back to its state before (the
 convergence). It returns a ``RequestTally``; sizes are parameters, so the tests run them small
 and ``bench/reliability.py`` runs them bigger.
 
 The control-plane scenarios (operator and API-server restarts) are in
-``braid.reliability.control_plane``.
+``braid_dev.reliability.control_plane``.
 """
 
 from __future__ import annotations
@@ -32,21 +32,21 @@ from braid.api.routing import Endpoints, RoutingTable, single_path_table
 from braid.api.v1alpha1.offloadpolicy import OffloadPolicySpec
 from braid.controller.loop import PathController, routing_file_sink
 from braid.controller.metrics import MetricQueries
-from braid.dataplane.local_runtime import make_tier_views
+from braid_dev.local_runtime import make_tier_views
 from braid.dataplane.metrics import GatewayMetrics
 from braid.dataplane.promql import PrometheusClient
 from braid.dataplane.routing import read_routing_table, write_routing_table
 from braid.dataplane.server import GatewayOptions, GatewayThread, running_gateway
 from braid.dataplane.service import InferenceService, ModelSource, build_service
-from braid.devstack.prometheus import PrometheusServer, start_prometheus
-from braid.devstack.triton import TritonServer, start_triton
+from braid_dev.stack.prometheus import PrometheusServer, start_prometheus
+from braid_dev.stack.triton import TritonServer, start_triton
 from braid.policy.decision import ControlSettings
-from braid.reliability.load import REFUSED, SERVED, GatewayLoad
-from braid.reliability.proxy import LatencyProxy
-from braid.reliability.report import RequestTally
+from braid_dev.reliability.load import REFUSED, SERVED, GatewayLoad
+from braid_dev.reliability.proxy import LatencyProxy
+from braid_dev.reliability.report import RequestTally
 from braid.render.prometheus_config import ScrapeTarget
-from braid.tooling import synthetic as syn
-from braid.tooling.synthetic import SyntheticModels
+from braid_dev import synthetic as syn
+from braid_dev.synthetic import SyntheticModels
 
 Progress = Callable[[str], None]
 

@@ -145,7 +145,7 @@ def terminated_status(exit_code: int, output: str, started: datetime) -> dict[st
 
 
 @dataclass
-class TestPodRunner:
+class ChartChartTestPodRunner:
     """Runs each Running ``helm test`` Pod of ``namespace`` once (a thread's ``run``)."""
 
     __test__ = False  # not a pytest class, despite the name

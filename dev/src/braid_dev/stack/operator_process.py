@@ -17,11 +17,11 @@ import yaml
 
 from braid.api.common import GROUP
 from braid.api.v1alpha1 import KINDS
-from braid.devstack.cluster import ClusterAccess
-from braid.devstack.ports import free_port
-from braid.devstack.processes import ManagedProcess, start_process, wait_until
+from braid_dev.stack.cluster import ClusterAccess
+from braid_dev.stack.ports import free_port
+from braid_dev.stack.processes import ManagedProcess, start_process, wait_until
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
+REPO_ROOT = Path(__file__).resolve().parents[4]
 OPERATOR_NAMESPACE = "braid-system"
 OPERATOR_ACCOUNT = "braid-operator"
 

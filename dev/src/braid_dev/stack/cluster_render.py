@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from braid.devstack.pki import CertSpec, Pki
+from braid_dev.stack.pki import CertSpec, Pki
 
 CLUSTER_NAME = "braid"
 SERVICE_CIDR = "10.96.0.0/12"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from braid.kube.test_pods import localise, terminated_status
+from braid_dev.chart_test_pods import localise, terminated_status
 
 pytestmark = pytest.mark.unit
 

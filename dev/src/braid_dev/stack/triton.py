@@ -30,8 +30,8 @@ from typing import Any
 
 import httpx
 
-from braid.devstack.ports import free_ports, pid_listens_on
-from braid.devstack.processes import (
+from braid_dev.stack.ports import free_ports, pid_listens_on
+from braid_dev.stack.processes import (
     ManagedProcess,
     StartupError,
     StopsOnExit,

@@ -235,7 +235,7 @@ def build_catalog(
             name=name,
             role=role,  # type: ignore[arg-type]
             task="synthetic",
-            source="braid.tooling.synthetic (seeded random weights)",
+            source="braid_dev.synthetic (seeded random weights)",
             input=_spec(INPUT_SHAPE, "INPUT__0"),
             output=_spec((CLASSES,), "OUTPUT__0"),
             partition=Partition(

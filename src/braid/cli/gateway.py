@@ -1,9 +1,6 @@
-"""``braid serve`` and ``braid gateway``: the data plane's commands (registered in cli.py).
-
-``braid gateway`` runs only the gateway, in front of Triton servers that already run (the
-form it takes in a cluster). ``braid serve`` is the local runtime: it starts one tritonserver
-per tier from an exported repository, then the gateway, and stops all of it on Ctrl-C.
-Imports are deferred so ``braid --help`` stays fast.
+"""``braid gateway``: the gateway alone, in front of Triton servers that already run (the form
+it takes in a cluster: the chart's gateway Deployment runs this command). Imports are
+deferred so ``braid --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -19,7 +16,7 @@ _ENDPOINT_HELP = (
 )
 
 
-def _setup_logging(verbose: bool) -> None:
+def setup_logging(verbose: bool) -> None:
     import logging
 
     from braid.logs import setup_logging
@@ -43,7 +40,7 @@ def parse_endpoints(values: list[str]) -> dict[str, dict[str, str]]:
     return {"servers": servers, "models": models}
 
 
-def _ready_line(gateway: object) -> None:
+def ready_line(gateway: object) -> None:
     from braid.dataplane.server import Gateway
 
     assert isinstance(gateway, Gateway)
@@ -93,7 +90,7 @@ def gateway_command(
     from braid.dataplane.server import GatewayOptions, serve_gateway
     from braid.dataplane.service import InferenceService, ModelSource, build_service, read_catalog
 
-    _setup_logging(verbose)
+    setup_logging(verbose)
     base = (
         Endpoints() if endpoints is None else Endpoints.model_validate_json(endpoints.read_text())
     )
@@ -116,69 +113,6 @@ def gateway_command(
         grpc_port=grpc_port,
         max_body_bytes=int(max_body_mib * 2**20),
     )
-    serve_gateway(build, options, on_ready=_ready_line)
+    serve_gateway(build, options, on_ready=ready_line)
 
 
-def serve_command(
-    repository: Annotated[
-        Path | None,
-        typer.Option(help="Triton model repository with catalog.json (braid models build --out)."),
-    ] = None,
-    synthetic: Annotated[
-        bool, typer.Option(help="Serve a small generated model pair instead (no build needed).")
-    ] = False,
-    routing: Annotated[
-        Path | None,
-        typer.Option(help="Routing table JSON (default: <state>/serve/routing.json, created)."),
-    ] = None,
-    host: Annotated[str, typer.Option(help="Address the gateway listens on.")] = "127.0.0.1",
-    http_port: Annotated[int, typer.Option(help="Gateway REST port (0: a free one).")] = 8000,
-    grpc_port: Annotated[int, typer.Option(help="Gateway gRPC port (0: a free one).")] = 8001,
-    workdir: Annotated[
-        Path | None, typer.Option(help="Logs and repository views (default <state>/serve).")
-    ] = None,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log each event.")] = False,
-) -> None:
-    """Start a tritonserver per tier (local / host) and the gateway; Ctrl-C stops everything."""
-    from braid.api.routing import single_path_table
-    from braid.dataplane.local_runtime import start_local_runtime
-    from braid.dataplane.routing import write_routing_table
-    from braid.dataplane.server import GatewayOptions, serve_gateway
-    from braid.dataplane.service import InferenceService, ModelSource, build_service, read_catalog
-    from braid.settings import get_settings
-
-    _setup_logging(verbose)
-    if (repository is None) == (not synthetic):
-        raise typer.BadParameter("give exactly one of --repository DIR or --synthetic")
-    workdir = workdir if workdir is not None else get_settings().state / "serve"
-    workdir.mkdir(parents=True, exist_ok=True)
-    if synthetic:
-        from braid.tooling.synthetic import build_synthetic_repository
-
-        repository = build_synthetic_repository(workdir / "synthetic-repo").repository
-    assert repository is not None
-    catalog = read_catalog(repository / "catalog.json")
-    routing = routing if routing is not None else workdir / "routing.json"
-    if not routing.exists():
-        write_routing_table(single_path_table(catalog.local_model, catalog.original_path), routing)
-    typer.echo(f"starting Triton servers for {catalog.local_model} (logs under {workdir})")
-    runtime = start_local_runtime(repository, catalog, workdir)
-    try:
-        for tier, server in runtime.servers.items():
-            typer.echo(
-                f"  {tier:<6} tritonserver gRPC {server.grpc_address}  ({len(server.models)} models)"
-            )
-        typer.echo(f"routing table: {routing} (edit it: the gateway reloads it)")
-        source = ModelSource(catalog=catalog, endpoints=runtime.endpoints, routing_file=routing)
-
-        async def build() -> InferenceService:
-            return build_service([source])
-
-        serve_gateway(
-            build,
-            GatewayOptions(host=host, http_port=http_port, grpc_port=grpc_port),
-            on_ready=_ready_line,
-        )
-    finally:
-        typer.echo("stopping Triton servers")
-        runtime.stop()

@@ -1,4 +1,7 @@
-"""The ``braid`` command line: the local stack, model tooling and serving."""
+"""The ``braid`` commands of the dev stack: ``braid dev cluster``, ``braid demo`` and ``braid
+serve``. The product's CLI finds them through the ``braid.cli`` entry-point group, so an
+install without the dev package has none of them and imports none of this.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +9,8 @@ from pathlib import Path
 
 import typer
 
-app = typer.Typer(
-    name="braid",
-    help="Collaborative DNN serving on Kubernetes: blocks, links, early exits, cost-driven paths.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-)
+from braid_dev.serve_cli import serve_command
+
 dev_app = typer.Typer(
     help="The local development stack (no container engine needed).", no_args_is_help=True
 )
@@ -19,7 +18,6 @@ cluster_app = typer.Typer(
     help="A real control plane on this machine: etcd, kube-apiserver, controller-manager, scheduler, kwok nodes.",
     no_args_is_help=True,
 )
-app.add_typer(dev_app, name="dev")
 dev_app.add_typer(cluster_app, name="cluster")
 
 
@@ -44,7 +42,7 @@ def cluster_up(
     """Start the control plane and six kwok nodes (idempotent: a healthy one is reported)."""
     from rich.console import Console
 
-    from braid.devstack import cluster
+    from braid_dev.stack import cluster
     from braid.settings import get_settings
 
     _setup_cli_logging(verbose)
@@ -81,7 +79,7 @@ def cluster_down(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log each step."),
 ) -> None:
     """Stop every process of the control plane; safe to run when nothing is running."""
-    from braid.devstack import cluster
+    from braid_dev.stack import cluster
     from braid.settings import get_settings
 
     _setup_cli_logging(verbose)
@@ -103,7 +101,7 @@ def cluster_status(
     from rich.console import Console
     from rich.table import Table
 
-    from braid.devstack import cluster
+    from braid_dev.stack import cluster
     from braid.settings import get_settings
 
     _setup_cli_logging(verbose)
@@ -145,35 +143,10 @@ def cluster_status(
         raise typer.Exit(1)
 
 
-# The model tooling's commands live in their own module (torch and matplotlib load only
-# when one of them runs).
-from braid.models_cli import models_app  # noqa: E402
-
-app.add_typer(models_app, name="models")
-
-# DIMEE: the multi-exit MiniLM, its evaluation and its tiers (torch loads only when run).
-from braid.dimee_cli import dimee_app  # noqa: E402
-
-app.add_typer(dimee_app, name="dimee")
-
-# The data plane's commands: the gateway alone, and the local runtime (Triton per tier + gateway).
-from braid.serve_cli import gateway_command, serve_command  # noqa: E402
-
-app.command("gateway")(gateway_command)
-app.command("serve")(serve_command)
-
-# The path controller (Prometheus in, routing table / OffloadPolicy status out).
-from braid.controller_cli import controller_app  # noqa: E402
-
-app.add_typer(controller_app, name="controller")
-
-
-@app.command("demo")
 def demo(
     full: bool = typer.Option(
         False, "--full", help="The full model profile (~15 min cold) instead of --quick."
     ),
-    quick: bool = typer.Option(True, "--quick", help="The quick model profile (the default)."),
     duration: float = typer.Option(60.0, help="Seconds of traffic: light, heavy, light thirds."),
     keep: bool = typer.Option(False, "--keep", help="Leave the stack serving until Ctrl-C."),
     workdir: Path | None = typer.Option(None, help="Logs, repository, files (<state>/demo)."),
@@ -185,19 +158,8 @@ def demo(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log each event."),
 ) -> None:
     """The whole system end to end: models, cluster, operator, Triton, gateway, traffic."""
-    from braid.demo_cli import run_demo_cli
+    from braid_dev.demo.cli import run_demo_cli
 
-    del quick  # the default; --full overrides it
     run_demo_cli(full, duration, keep, workdir, png, verbose, controller)
 
 
-@app.command()
-def version() -> None:
-    """Print braid's version."""
-    from braid import __version__
-
-    typer.echo(__version__)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    app()

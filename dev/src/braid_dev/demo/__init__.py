@@ -1,0 +1,1 @@
+"""``braid demo``: models, cluster, operator, chart, Triton, gateway and traffic, end to end."""
