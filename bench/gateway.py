@@ -61,12 +61,12 @@ from rich.console import Console
 
 from braid.api.catalog import PathCatalog
 from braid.api.routing import single_path_table
-from braid_dev.local_runtime import make_tier_views
 from braid.dataplane.routing import write_routing_table
 from braid.dataplane.service import read_catalog
+from braid.render.triton_config import render_ensemble_config
+from braid_dev.local_runtime import make_tier_views
 from braid_dev.stack.gateway_process import GatewayProcess, start_gateway_process
 from braid_dev.stack.triton import TritonServer, start_triton
-from braid.render.triton_config import render_ensemble_config
 
 ROOT = Path(__file__).resolve().parents[1]
 console = Console()

@@ -64,15 +64,15 @@ from braid.api.v1alpha1.offloadpolicy import (
 )
 from braid.controller.loop import PathController, routing_file_sink
 from braid.controller.metrics import MetricQueries
-from braid_dev.local_runtime import start_local_runtime
 from braid.dataplane.promql import PrometheusClient
 from braid.dataplane.routing import write_routing_table
 from braid.dataplane.service import read_catalog
-from braid_dev.stack.gateway_process import GatewayProcess, start_gateway_process
-from braid_dev.stack.prometheus import start_prometheus
 from braid.policy.decision import ControlSettings, Decision
 from braid.render.prometheus_config import ScrapeTarget
 from braid.tooling.data import load_fashion_mnist
+from braid_dev.local_runtime import start_local_runtime
+from braid_dev.stack.gateway_process import GatewayProcess, start_gateway_process
+from braid_dev.stack.prometheus import start_prometheus
 
 ROOT = Path(__file__).resolve().parent.parent
 console = Console()

@@ -29,10 +29,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from braid.api.common import API_VERSION
-from braid_dev.stack import cluster as devcluster
-from braid_dev.stack.operator_process import install_operator_prerequisites, start_operator
 from braid.kube.client import Kube
 from braid.settings import Settings
+from braid_dev.stack import cluster as devcluster
+from braid_dev.stack.operator_process import install_operator_prerequisites, start_operator
 
 ROOT = Path(__file__).resolve().parents[1]
 TIERS = ("local", "edge", "cloud")

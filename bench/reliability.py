@@ -37,10 +37,14 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from braid.settings import Settings
+from braid_dev import synthetic as syn
 from braid_dev.local_runtime import LocalRuntime, start_local_runtime
-from braid_dev.stack import cluster as devcluster
-from braid_dev.stack.gateway_process import start_gateway_process
-from braid_dev.reliability.control_plane import control_plane_rig, restart_apiserver, restart_operator
+from braid_dev.reliability.control_plane import (
+    control_plane_rig,
+    restart_apiserver,
+    restart_operator,
+)
 from braid_dev.reliability.faults import (
     LoadSize,
     kill_host_triton,
@@ -49,8 +53,8 @@ from braid_dev.reliability.faults import (
     stop_prometheus,
 )
 from braid_dev.reliability.report import CrTally, FuzzTally, ReliabilityReport, RequestTally
-from braid.settings import Settings
-from braid_dev import synthetic as syn
+from braid_dev.stack import cluster as devcluster
+from braid_dev.stack.gateway_process import start_gateway_process
 from braid_dev.synthetic import SyntheticModels, build_synthetic_repository
 
 ROOT = Path(__file__).resolve().parents[1]

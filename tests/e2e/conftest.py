@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
+from braid.settings import Settings, get_settings
 from braid_dev.stack import cluster as devcluster
 from braid_dev.stack.operator_process import install_operator_prerequisites, start_operator
 from braid_dev.stack.processes import ManagedProcess
-from braid.settings import Settings, get_settings
 from tests.e2e.helpers import wait_for
 
 

@@ -23,9 +23,9 @@ from typing import Any
 import pytest
 import yaml
 
-from braid_dev.stack.operator_process import install_operator_prerequisites
-from braid_dev.reliability.security import ESCALATION_CHECKS
 from braid.tooling.manifests import crd_documents
+from braid_dev.reliability.security import ESCALATION_CHECKS
+from braid_dev.stack.operator_process import install_operator_prerequisites
 from tests.e2e.conftest import E2ECluster
 from tests.e2e.helpers import wait_for
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from braid_dev.stack import cluster as devcluster
 from braid.settings import Settings
+from braid_dev.stack import cluster as devcluster
 from tests.e2e.conftest import E2ECluster
 
 

@@ -12,12 +12,12 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from braid_dev.stack.operator_process import install_operator_prerequisites
 from braid_dev.reliability.invalid_crs import (
     BASE,
     check_invalid_crs,
     tally_outcomes,
 )
+from braid_dev.stack.operator_process import install_operator_prerequisites
 from tests.e2e.conftest import E2ECluster
 
 

@@ -14,11 +14,11 @@ from collections.abc import Iterator
 
 import pytest
 
+from braid_dev import synthetic as syn
 from braid_dev.reliability.control_plane import Rig, control_plane_rig, restart_apiserver
 from braid_dev.reliability.control_plane import restart_operator as restart_operator_scenario
 from braid_dev.reliability.faults import LoadSize
 from braid_dev.reliability.report import RequestTally
-from braid_dev import synthetic as syn
 from tests.e2e.conftest import E2ECluster
 
 pytestmark = pytest.mark.e2e

@@ -21,10 +21,10 @@ import tritonclient.grpc as grpcclient
 import yaml
 
 from braid.api.catalog import PathCatalog
-from braid_dev.stack.processes import ManagedProcess
 from braid.kube.client import Kube
-from braid_dev.kwok_runtime import KwokTritonRuntime
 from braid_dev import synthetic
+from braid_dev.kwok_runtime import KwokTritonRuntime
+from braid_dev.stack.processes import ManagedProcess
 from tests.e2e.conftest import E2ECluster
 from tests.e2e.helpers import wait_for
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from braid_dev.stack.processes import ManagedProcess
 from braid_dev.reliability.security import ESCALATION_CHECKS
+from braid_dev.stack.processes import ManagedProcess
 from tests.e2e.conftest import E2ECluster
 from tests.e2e.helpers import wait_for
 

@@ -17,12 +17,12 @@ import torch
 from torch import nn
 
 from braid.api.common import TensorSpec
+from braid.render.prometheus_config import ScrapeTarget
+from braid.tooling.triton_repository import write_torchscript_model
 from braid_dev.local_runtime import LocalRuntime, start_local_runtime
 from braid_dev.stack.prometheus import PrometheusServer, start_prometheus
 from braid_dev.stack.triton import TritonServer, start_triton
-from braid.render.prometheus_config import ScrapeTarget
 from braid_dev.synthetic import SyntheticModels, build_synthetic_repository
-from braid.tooling.triton_repository import write_torchscript_model
 
 LINEAR_MODEL = "tiny_linear"
 CONV_MODEL = "tiny_conv"

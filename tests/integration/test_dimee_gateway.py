@@ -23,7 +23,6 @@ import tritonclient.grpc as grpcclient
 
 from braid.api.catalog import PathCatalog
 from braid.api.routing import DimeeRouting, Endpoints, PathWeight, RoutingTable
-from braid_dev.stack.triton import TritonServer, start_triton
 from braid.dimee.evaluate import Calibration, calibrate
 from braid.dimee.export import INPUT, MODEL, OUTPUT, POOLS_FILE, export_repository, tier_path_id
 from braid.dimee.train import Trained, train
@@ -40,6 +39,7 @@ from braid.policy.dimee import (
     reached_exits,
     tier_exits,
 )
+from braid_dev.stack.triton import TritonServer, start_triton
 
 from .gateway_support import gateway_over, grpc_parameters, sample_value
 

@@ -20,9 +20,9 @@ import pytest
 import tritonclient.grpc as grpcclient
 
 from braid.api.routing import single_path_table
-from braid_dev.local_runtime import LocalRuntime
 from braid.dataplane.routing import write_routing_table
-from braid_dev.stack.gateway_process import GatewayProcess, start_gateway_process
+from braid_dev import synthetic as syn
+from braid_dev.local_runtime import LocalRuntime
 from braid_dev.reliability.fuzz_grpc import MODEL_INFER, run_grpc_fuzz
 from braid_dev.reliability.fuzz_rest import (
     require_loopback,
@@ -30,7 +30,7 @@ from braid_dev.reliability.fuzz_rest import (
     run_schemathesis,
 )
 from braid_dev.reliability.report import FuzzTally
-from braid_dev import synthetic as syn
+from braid_dev.stack.gateway_process import GatewayProcess, start_gateway_process
 from braid_dev.synthetic import SyntheticModels
 
 pytestmark = pytest.mark.integration

@@ -25,9 +25,9 @@ from prometheus_client import CollectorRegistry
 from tritonclient.utils import InferenceServerException
 
 from braid.api.routing import single_path_table
-from braid_dev.local_runtime import LocalRuntime
 from braid.dataplane.server import GatewayThread
 from braid_dev import synthetic as syn
+from braid_dev.local_runtime import LocalRuntime
 from braid_dev.synthetic import SyntheticModels
 
 from .gateway_support import (

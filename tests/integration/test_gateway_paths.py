@@ -19,10 +19,10 @@ import tritonclient.grpc as grpcclient
 from prometheus_client import CollectorRegistry
 
 from braid.api.routing import ExitRule, PathWeight, RoutingTable, single_path_table
-from braid_dev.local_runtime import LocalRuntime
 from braid.dataplane.server import GatewayThread
 from braid.render.segments import segment_name
 from braid_dev import synthetic as syn
+from braid_dev.local_runtime import LocalRuntime
 from braid_dev.synthetic import SyntheticModels, exit_confidence
 
 from .gateway_support import (

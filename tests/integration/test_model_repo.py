@@ -25,9 +25,9 @@ import torch
 import tritonclient.grpc as grpcclient
 
 from braid.api.catalog import PathCatalog, committed_json_schema
-from braid_dev.stack.triton import TritonServer, start_triton
 from braid.tooling.export import CATALOG_FILE, read_catalog
 from braid.tooling.pipeline import PipelineOutput, run_pipeline
+from braid_dev.stack.triton import TritonServer, start_triton
 
 RTOL = 1e-4
 ATOL = 1e-4

@@ -21,12 +21,12 @@ from braid.api.routing import RoutingTable, single_path_table
 from braid.api.v1alpha1.offloadpolicy import CostCoefficients, Hysteresis, OffloadPolicySpec
 from braid.controller.loop import PathController, routing_file_sink
 from braid.controller.metrics import MetricQueries
-from braid_dev.local_runtime import LocalRuntime
 from braid.dataplane.promql import PrometheusClient
-from braid_dev.stack.prometheus import start_prometheus
 from braid.policy.decision import ControlSettings
 from braid.render.prometheus_config import ScrapeTarget
 from braid_dev import synthetic as syn
+from braid_dev.local_runtime import LocalRuntime
+from braid_dev.stack.prometheus import start_prometheus
 from braid_dev.synthetic import SyntheticModels
 
 from .gateway_support import gateway_over

@@ -16,10 +16,10 @@ import pytest
 import tritonclient.grpc as grpcclient
 
 from braid.api.routing import Endpoints, single_path_table
-from braid_dev.local_runtime import LocalRuntime
 from braid.dataplane.routing import write_routing_table
-from braid_dev.stack.processes import pid_alive
 from braid_dev import synthetic as syn
+from braid_dev.local_runtime import LocalRuntime
+from braid_dev.stack.processes import pid_alive
 from braid_dev.synthetic import SyntheticModels
 
 BRAID = Path(sys.executable).parent / "braid"

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from braid.settings import Settings
 from braid_dev.stack import cluster
 from braid_dev.stack import cluster_render as render
-from braid.settings import Settings
 
 BIN = Path("/opt/bin")
 LAYOUT = render.Layout(Path("/state/cluster"))

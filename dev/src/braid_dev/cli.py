@@ -9,8 +9,6 @@ from pathlib import Path
 
 import typer
 
-from braid_dev.serve_cli import serve_command
-
 dev_app = typer.Typer(
     help="The local development stack (no container engine needed).", no_args_is_help=True
 )
@@ -42,8 +40,8 @@ def cluster_up(
     """Start the control plane and six kwok nodes (idempotent: a healthy one is reported)."""
     from rich.console import Console
 
-    from braid_dev.stack import cluster
     from braid.settings import get_settings
+    from braid_dev.stack import cluster
 
     _setup_cli_logging(verbose)
     console = Console()
@@ -79,8 +77,8 @@ def cluster_down(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log each step."),
 ) -> None:
     """Stop every process of the control plane; safe to run when nothing is running."""
-    from braid_dev.stack import cluster
     from braid.settings import get_settings
+    from braid_dev.stack import cluster
 
     _setup_cli_logging(verbose)
     stopped = cluster.down(get_settings())
@@ -101,8 +99,8 @@ def cluster_status(
     from rich.console import Console
     from rich.table import Table
 
-    from braid_dev.stack import cluster
     from braid.settings import get_settings
+    from braid_dev.stack import cluster
 
     _setup_cli_logging(verbose)
     console = Console()
@@ -161,5 +159,3 @@ def demo(
     from braid_dev.demo.cli import run_demo_cli
 
     run_demo_cli(full, duration, keep, workdir, png, verbose, controller)
-
-

@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from braid.api.common import API_VERSION
-from braid_dev.stack.processes import StartupError
-from braid_dev.stack.triton import TritonServer, start_triton
 from braid.kube.client import Kube
 from braid.kube.reconcile import ENDPOINT_ANNOTATION
 from braid.logs import log_event
 from braid.render.block import MANAGED_BY
+from braid_dev.stack.processes import StartupError
+from braid_dev.stack.triton import TritonServer, start_triton
 
 logger = logging.getLogger(__name__)
 FIELD_MANAGER = "braid-kwok-runtime"

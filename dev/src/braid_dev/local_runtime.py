@@ -20,9 +20,9 @@ from pathlib import Path
 
 from braid.api.catalog import PathCatalog
 from braid.api.routing import Endpoints
-from braid_dev.stack.triton import TritonServer, start_triton
 from braid.logs import log_event
 from braid.render.segments import SEGMENT_MARK, catalog_segments, render_segment_config
+from braid_dev.stack.triton import TritonServer, start_triton
 
 logger = logging.getLogger(__name__)
 

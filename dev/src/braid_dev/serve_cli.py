@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from braid.cli.gateway import parse_endpoints, ready_line, setup_logging
+from braid.cli.gateway import ready_line, setup_logging
 
 
 def serve_command(
@@ -35,11 +35,11 @@ def serve_command(
 ) -> None:
     """Start a tritonserver per tier (local / host) and the gateway; Ctrl-C stops everything."""
     from braid.api.routing import single_path_table
-    from braid_dev.local_runtime import start_local_runtime
     from braid.dataplane.routing import write_routing_table
     from braid.dataplane.server import GatewayOptions, serve_gateway
     from braid.dataplane.service import InferenceService, ModelSource, build_service, read_catalog
     from braid.settings import get_settings
+    from braid_dev.local_runtime import start_local_runtime
 
     setup_logging(verbose)
     if (repository is None) == (not synthetic):

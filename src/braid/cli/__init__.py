@@ -40,7 +40,7 @@ def add_plugins(root: typer.Typer) -> None:
     for point in entry_points(group="braid.cli"):
         try:
             command = point.load()
-        except Exception as exc:  # noqa: BLE001 - one bad plugin must not take the CLI down
+        except Exception as exc:
             typer.echo(f"warning: braid plugin {point.name!r} did not load: {exc}", err=True)
             continue
         if isinstance(command, typer.Typer):

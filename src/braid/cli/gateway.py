@@ -114,5 +114,3 @@ def gateway_command(
         max_body_bytes=int(max_body_mib * 2**20),
     )
     serve_gateway(build, options, on_ready=ready_line)
-
-

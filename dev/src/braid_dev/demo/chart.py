@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from braid.api.catalog import PathCatalog
-from braid_dev.stack import cluster
-from braid_dev.stack.operator_process import REPO_ROOT, service_account_kubeconfig
 from braid.kube.client import Kube
 from braid_dev.chart_test_pods import ChartChartTestPodRunner
+from braid_dev.stack import cluster
+from braid_dev.stack.operator_process import REPO_ROOT, service_account_kubeconfig
 
 CHART = REPO_ROOT / "charts" / "braid"
 RELEASE = "braid"

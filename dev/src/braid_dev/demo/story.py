@@ -40,6 +40,19 @@ import yaml
 from braid.api.catalog import PathCatalog
 from braid.api.v1alpha1.offloadpolicy import CostCoefficients, OffloadPolicySpec
 from braid.dataplane.promql import PrometheusClient
+from braid.kube.client import Kube, transient
+from braid.logs import log_event
+from braid.policy.cost import (
+    Load,
+    Network,
+    choose_path,
+    figures_from_entry,
+    loaded_coefficients,
+    under_load,
+)
+from braid.render.prometheus_config import ScrapeTarget
+from braid.render.routing import ENDPOINTS_FILE, routing_configmap_name
+from braid.settings import Settings
 from braid_dev.demo.chart import (
     HelmTestResult,
     account_kubeconfig,
@@ -54,25 +67,12 @@ from braid_dev.demo.manifests import (
     POLICY_NAME,
     demo_manifests,
 )
+from braid_dev.kwok_runtime import KwokTritonRuntime
 from braid_dev.stack import cluster
 from braid_dev.stack.operator_process import REPO_ROOT, start_operator
 from braid_dev.stack.ports import free_port
 from braid_dev.stack.processes import ManagedProcess, start_process, wait_until
 from braid_dev.stack.prometheus import PrometheusServer, start_prometheus
-from braid.kube.client import Kube, transient
-from braid_dev.kwok_runtime import KwokTritonRuntime
-from braid.logs import log_event
-from braid.policy.cost import (
-    Load,
-    Network,
-    choose_path,
-    figures_from_entry,
-    loaded_coefficients,
-    under_load,
-)
-from braid.render.prometheus_config import ScrapeTarget
-from braid.render.routing import ENDPOINTS_FILE, routing_configmap_name
-from braid.settings import Settings
 
 logger = logging.getLogger(__name__)
 

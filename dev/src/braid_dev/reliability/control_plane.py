@@ -24,18 +24,18 @@ from typing import Any
 
 import yaml
 
-from braid_dev.local_runtime import LocalRuntime, start_local_runtime
 from braid.dataplane.server import GatewayThread
-from braid_dev.stack import cluster as devcluster
-from braid_dev.stack.operator_process import install_operator_prerequisites, start_operator
-from braid_dev.stack.processes import ManagedProcess
 from braid.kube.client import Kube
-from braid_dev.reliability.faults import DEFAULT_LOAD, LoadSize, gateway_load, gateway_over, hold
-from braid_dev.reliability.load import SERVED, GatewayLoad
-from braid_dev.reliability.report import RequestTally
 from braid.render.routing import routing_configmap_name
 from braid.settings import Settings
 from braid_dev import synthetic as syn
+from braid_dev.local_runtime import LocalRuntime, start_local_runtime
+from braid_dev.reliability.faults import DEFAULT_LOAD, LoadSize, gateway_load, gateway_over, hold
+from braid_dev.reliability.load import SERVED, GatewayLoad
+from braid_dev.reliability.report import RequestTally
+from braid_dev.stack import cluster as devcluster
+from braid_dev.stack.operator_process import install_operator_prerequisites, start_operator
+from braid_dev.stack.processes import ManagedProcess
 from braid_dev.synthetic import SyntheticModels
 
 Progress = Callable[[str], None]

@@ -32,20 +32,20 @@ from braid.api.routing import Endpoints, RoutingTable, single_path_table
 from braid.api.v1alpha1.offloadpolicy import OffloadPolicySpec
 from braid.controller.loop import PathController, routing_file_sink
 from braid.controller.metrics import MetricQueries
-from braid_dev.local_runtime import make_tier_views
 from braid.dataplane.metrics import GatewayMetrics
 from braid.dataplane.promql import PrometheusClient
 from braid.dataplane.routing import read_routing_table, write_routing_table
 from braid.dataplane.server import GatewayOptions, GatewayThread, running_gateway
 from braid.dataplane.service import InferenceService, ModelSource, build_service
-from braid_dev.stack.prometheus import PrometheusServer, start_prometheus
-from braid_dev.stack.triton import TritonServer, start_triton
 from braid.policy.decision import ControlSettings
+from braid.render.prometheus_config import ScrapeTarget
+from braid_dev import synthetic as syn
+from braid_dev.local_runtime import make_tier_views
 from braid_dev.reliability.load import REFUSED, SERVED, GatewayLoad
 from braid_dev.reliability.proxy import LatencyProxy
 from braid_dev.reliability.report import RequestTally
-from braid.render.prometheus_config import ScrapeTarget
-from braid_dev import synthetic as syn
+from braid_dev.stack.prometheus import PrometheusServer, start_prometheus
+from braid_dev.stack.triton import TritonServer, start_triton
 from braid_dev.synthetic import SyntheticModels
 
 Progress = Callable[[str], None]

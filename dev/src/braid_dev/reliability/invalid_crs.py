@@ -28,12 +28,12 @@ import yaml
 
 from braid.api.common import API_VERSION
 from braid.api.v1alpha1.registry import KINDS
+from braid.logs import log_event
+from braid.settings import Settings
+from braid_dev.reliability.report import CrTally
 from braid_dev.stack import cluster as devcluster
 from braid_dev.stack.cluster import ClusterAccess
 from braid_dev.stack.operator_process import REPO_ROOT, install_operator_prerequisites
-from braid.logs import log_event
-from braid_dev.reliability.report import CrTally
-from braid.settings import Settings
 
 logger = logging.getLogger(__name__)
 

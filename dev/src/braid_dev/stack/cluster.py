@@ -34,6 +34,8 @@ from urllib.parse import quote
 import httpx
 import yaml
 
+from braid.logs import log_event
+from braid.settings import Settings
 from braid_dev.stack import cluster_render as render
 from braid_dev.stack.pki import ensure_pki
 from braid_dev.stack.ports import free_port
@@ -44,8 +46,6 @@ from braid_dev.stack.processes import (
     start_process,
     wait_until,
 )
-from braid.logs import log_event
-from braid.settings import Settings
 
 logger = logging.getLogger(__name__)
 

@@ -20,6 +20,9 @@ from pathlib import Path
 
 import httpx
 
+from braid.logs import log_event
+from braid.render.prometheus_config import ScrapeTarget, render_prometheus_config
+from braid.settings import get_settings
 from braid_dev.stack.ports import free_port, pid_listens_on
 from braid_dev.stack.processes import (
     ManagedProcess,
@@ -29,9 +32,6 @@ from braid_dev.stack.processes import (
     tail,
     wait_until,
 )
-from braid.logs import log_event
-from braid.render.prometheus_config import ScrapeTarget, render_prometheus_config
-from braid.settings import get_settings
 
 logger = logging.getLogger(__name__)
 

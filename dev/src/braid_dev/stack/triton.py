@@ -30,6 +30,8 @@ from typing import Any
 
 import httpx
 
+from braid.logs import log_event
+from braid.settings import get_settings
 from braid_dev.stack.ports import free_ports, pid_listens_on
 from braid_dev.stack.processes import (
     ManagedProcess,
@@ -39,8 +41,6 @@ from braid_dev.stack.processes import (
     tail,
     wait_until,
 )
-from braid.logs import log_event
-from braid.settings import get_settings
 
 logger = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import typer
 
-from braid_dev.serve_cli import parse_endpoints
+from braid.cli.gateway import parse_endpoints
 
 
 def test_endpoint_options_become_servers_and_model_overrides() -> None:
