@@ -3,6 +3,8 @@
 set -euo pipefail
 need=()
 command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
+# nginx serves https:// artifacts to the fetcher's tests (the package's own service is stopped).
+[ -x /usr/sbin/nginx ] || need+=(nginx-light)
 # Fashion-MNIST, the local provider's task in `braid models build`.
 [ -f /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz ] || need+=(dataset-fashion-mnist)
 if [ ${#need[@]} -gt 0 ]; then
@@ -12,4 +14,5 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
   # The Debian package starts a system Prometheus on :9090; the harness runs its own.
   $SUDO pkill -x prometheus 2>/dev/null || true
+  $SUDO pkill -x nginx 2>/dev/null || true
 fi

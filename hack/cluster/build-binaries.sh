@@ -9,6 +9,7 @@ K8S_VERSION="${K8S_VERSION:-v1.34.4}"
 ETCD_VERSION="${ETCD_VERSION:-v3.6.5}"
 KWOK_VERSION="${KWOK_VERSION:-v0.7.0}"
 HELM_VERSION="${HELM_VERSION:-v3.19.0}"
+VERSITYGW_VERSION="${VERSITYGW_VERSION:-v1.8.0}"
 
 CACHE="${BRAID_CACHE:-$HOME/.cache/braid}"
 BIN="$CACHE/bin"
@@ -104,6 +105,8 @@ build_simple() { # build_simple NAME VERSION MODULE PACKAGE -> one main package 
 build_etcd() { build_simple etcd "$ETCD_VERSION" go.etcd.io/etcd/server/v3 go.etcd.io/etcd/server/v3; }
 build_kwok() { build_simple kwok "$KWOK_VERSION" sigs.k8s.io/kwok sigs.k8s.io/kwok/cmd/kwok; }
 build_helm() { build_simple helm "$HELM_VERSION" helm.sh/helm/v3 helm.sh/helm/v3/cmd/helm; }
+# An S3-compatible server (Apache-2.0) over a local directory: the tests' real s3:// store.
+build_versitygw() { build_simple versitygw "$VERSITYGW_VERSION" github.com/versity/versitygw github.com/versity/versitygw/cmd/versitygw; }
 
 what="${1:-all}"
 start=$(date +%s)
@@ -112,12 +115,14 @@ case "$what" in
     build_etcd
     build_kwok
     build_helm
+    build_versitygw
     build_kubernetes
     ;;
   kubernetes) build_kubernetes ;;
   etcd) build_etcd ;;
   kwok) build_kwok ;;
   helm) build_helm ;;
-  *) echo "usage: $0 [all|kubernetes|etcd|kwok|helm]" >&2; exit 2 ;;
+  versitygw) build_versitygw ;;
+  *) echo "usage: $0 [all|kubernetes|etcd|kwok|helm|versitygw]" >&2; exit 2 ;;
 esac
 log "done in $(( $(date +%s) - start ))s; binaries in $BIN"

@@ -9,6 +9,7 @@ from importlib.metadata import entry_points
 import typer
 
 # Each group module defers torch, matplotlib and the servers until one of its commands runs.
+from braid.cli.artifacts import artifacts_app
 from braid.cli.controller import controller_app
 from braid.cli.dimee import dimee_app
 from braid.cli.gateway import gateway_command
@@ -23,6 +24,7 @@ app = typer.Typer(
 app.add_typer(models_app, name="models")
 app.add_typer(dimee_app, name="dimee")
 app.add_typer(controller_app, name="controller")
+app.add_typer(artifacts_app, name="artifacts")
 app.command("gateway")(gateway_command)
 
 
