@@ -29,6 +29,16 @@ def _parameters(config: dict[str, Any]) -> dict[str, str]:
     return {key: str(value.get("string_value", "")) for key, value in params.items()}
 
 
+def instance_device(args: dict[str, str]) -> torch.device:
+    """The device Triton gave this instance: ``cuda:<id>`` for a KIND_GPU instance group
+    (the operator renders KIND_GPU on GPU pools), the CPU otherwise."""
+    if args.get("model_instance_kind") == "GPU":
+        if not torch.cuda.is_available():
+            raise RuntimeError("Triton placed this instance on a GPU but torch sees no CUDA device")
+        return torch.device("cuda", int(args.get("model_instance_device_id", "0")))
+    return torch.device("cpu")
+
+
 class TritonPythonModel:
     """Triton calls ``initialize`` once per instance, ``execute`` per batch of requests."""
 
@@ -44,10 +54,11 @@ class TritonPythonModel:
             args["model_version"],
             params.get("torchscript_file", "model.pt"),
         )
+        self.device = instance_device(args)
         with warnings.catch_warnings():
             # TorchScript is deprecated upstream but is the artifact format here.
             warnings.filterwarnings("ignore", category=FutureWarning)
-            self.module = torch.jit.load(path, map_location="cpu")  # type: ignore[no-untyped-call]
+            self.module = torch.jit.load(path, map_location=self.device)  # type: ignore[no-untyped-call]
         self.module.eval()
         self.batching = int(config.get("max_batch_size", 0)) > 0
         self.input_names = [tensor["name"] for tensor in config["input"]]
@@ -58,7 +69,7 @@ class TritonPythonModel:
 
     def _run(self, inputs: list[torch.Tensor]) -> list[np.ndarray[Any, Any]]:
         with torch.inference_mode():
-            result = self.module(*inputs)
+            result = self.module(*(t.to(self.device, non_blocking=True) for t in inputs))
         if isinstance(result, dict):
             tensors = [result[name] for name, _ in self.outputs]
         elif isinstance(result, list | tuple):
