@@ -270,8 +270,11 @@ def build_catalog(
     )
 
 
-def build_synthetic_repository(out: Path, *, max_batch_size: int = 16) -> SyntheticModels:
-    """Write every Triton model of the synthetic pair and ``catalog.json`` into ``out``."""
+def build_synthetic_repository(
+    out: Path, *, max_batch_size: int = 16, instance_kind: str = "KIND_CPU"
+) -> SyntheticModels:
+    """Write every Triton model of the synthetic pair and ``catalog.json`` into ``out``
+    (``instance_kind`` KIND_GPU puts every model on the GPU, for the GPU check)."""
     modules, shapes = _modules()
     catalog = build_catalog(modules, shapes)
     out.mkdir(parents=True, exist_ok=True)
@@ -284,6 +287,7 @@ def build_synthetic_repository(out: Path, *, max_batch_size: int = 16) -> Synthe
             inputs=[_spec(inp, "INPUT__0")],
             outputs=[_spec(outp, "OUTPUT__0")],
             max_batch_size=max_batch_size,
+            instance_kind=instance_kind,
             example_inputs=(torch.zeros((1, *inp)),),
         )
     text = json.dumps(catalog.model_dump(mode="json"), indent=2) + "\n"

@@ -45,7 +45,8 @@ from braid_dev.stack.processes import (
 logger = logging.getLogger(__name__)
 
 PORT_IN_USE_MARKERS = ("already in use", "Address already in use")
-_STUB_PYTHON = "3.11"
+# The stub must match the interpreter that runs it (3.11 here, 3.12 on the GPU machines).
+_STUB_PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
 
 
 class TritonProbeError(RuntimeError):
