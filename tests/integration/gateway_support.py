@@ -16,6 +16,8 @@ from prometheus_client import CollectorRegistry
 
 from braid.api.catalog import PathCatalog
 from braid.api.routing import Endpoints, RoutingTable
+from braid.dataplane.dimee import SampleRouter
+from braid.dataplane.executor import ExecutorOptions
 from braid.dataplane.metrics import GatewayMetrics
 from braid.dataplane.routing import write_routing_table
 from braid.dataplane.server import GatewayOptions, GatewayThread, running_gateway
@@ -35,20 +37,22 @@ def gateway_over(
     table: RoutingTable,
     *,
     max_body_bytes: int = 256 * 1024,
-    **executor_options: Any,
+    options: ExecutorOptions | None = None,
+    sample_router: SampleRouter | None = None,
 ) -> Iterator[tuple[GatewayThread, CollectorRegistry]]:
     """A gateway on a background thread with its own metrics registry and routing file."""
     write_routing_table(table, routing_file)
     registry = CollectorRegistry()
     metrics = GatewayMetrics(registry)
-    executor_options.setdefault("rng", random.Random(1234))
 
     async def build() -> InferenceService:
         return build_service(
             [ModelSource(catalog, endpoints, routing_file)],
             metrics=metrics,
             routing_poll_s=0.05,
-            **executor_options,
+            options=options,
+            sample_router=sample_router,
+            rng=random.Random(1234),
         )
 
     with running_gateway(build, GatewayOptions(max_body_bytes=max_body_bytes)) as thread:

@@ -19,6 +19,7 @@ import tritonclient.grpc as grpcclient
 from prometheus_client import CollectorRegistry
 
 from braid.api.routing import ExitRule, PathWeight, RoutingTable, single_path_table
+from braid.dataplane.executor import ExecutorOptions
 from braid.dataplane.server import GatewayThread
 from braid.render.segments import segment_name
 from braid_dev import synthetic as syn
@@ -344,8 +345,8 @@ def test_concurrent_requests_share_triton_calls_and_keep_their_own_answers(
         local_runtime.endpoints,
         workdir / "routing.json",
         table((syn.ORIGINAL, 1)),
-        max_in_flight_per_hop=1,
-        fuse=False,  # hop by hop, so that toy.b0 is a call of its own
+        # hop by hop, so that toy.b0 is a call of its own
+        options=ExecutorOptions(max_in_flight_per_hop=1, fuse=False),
     ) as (thread, registry):
         assert thread.gateway is not None
         address = thread.gateway.grpc_address
@@ -399,7 +400,7 @@ def test_hops_in_a_row_on_one_server_are_one_ensemble_call(
         local_runtime.endpoints,
         workdir / "routing.json",
         table((syn.ORIGINAL, 1)),
-        fuse=fuse,
+        options=ExecutorOptions(fuse=fuse),
     ) as (thread, registry):
         assert thread.gateway is not None
         client = grpcclient.InferenceServerClient(thread.gateway.grpc_address)

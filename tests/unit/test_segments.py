@@ -5,13 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import pytest
-from prometheus_client import CollectorRegistry
 
 from braid.api.catalog import Hop, PathCatalog
-from braid.api.routing import Endpoints
-from braid.dataplane.executor import PathExecutor
-from braid.dataplane.metrics import GatewayMetrics
-from braid.dataplane.pool import TritonPool
+from braid.dataplane.compiler import BatcherFor, CompiledCatalog, SegmentPlanner
 from braid.render.segments import (
     SEGMENT_MARK,
     catalog_segments,
@@ -20,12 +16,6 @@ from braid.render.segments import (
     segment_name,
 )
 from braid_dev import synthetic as syn
-
-
-@pytest.fixture(scope="module")
-def catalog() -> PathCatalog:
-    modules, shapes = syn._modules()
-    return syn.build_catalog(modules, shapes)
 
 
 def models(hops: Sequence[Hop]) -> list[str]:
@@ -42,24 +32,24 @@ def test_names_are_stable_readable_and_tell_different_middles_apart() -> None:
 
 
 def test_runs_stop_at_a_server_change_an_exit_head_and_the_fallback_boundary(
-    catalog: PathCatalog,
+    synthetic_catalog: PathCatalog,
 ) -> None:
-    fallback = frozenset(models(catalog.path(syn.ORIGINAL).hops))
-    cross = catalog.path(syn.CROSS).hops
+    fallback = frozenset(models(synthetic_catalog.path(syn.ORIGINAL).hops))
+    cross = synthetic_catalog.path(syn.CROSS).hops
     assert [models(r) for r in runs(cross, fallback)] == [
         ["toy.b0"],
         models(cross[1:4]),  # the three host hops
         ["toy.b2", "toy.b3"],
     ]
-    exit_path = catalog.path(syn.EXIT).hops
+    exit_path = synthetic_catalog.path(syn.EXIT).hops
     assert [len(r) for r in runs(exit_path, fallback)] == [2, 1]
     # A local skip link is off the fallback path: not fused with the blocks around it.
-    skip = next(p for p in catalog.paths if p.kind == "skip").hops
+    skip = next(p for p in synthetic_catalog.paths if p.kind == "skip").hops
     assert [len(r) for r in runs(skip, fallback)] == [1, 1, 2]
 
 
-def test_every_suffix_of_a_run_is_a_segment_once(catalog: PathCatalog) -> None:
-    segments = catalog_segments(catalog)
+def test_every_suffix_of_a_run_is_a_segment_once(synthetic_catalog: PathCatalog) -> None:
+    segments = catalog_segments(synthetic_catalog)
     names = [s.name for s in segments]
     assert len(names) == len(set(names))
     chains = {s.models for s in segments}
@@ -71,8 +61,8 @@ def test_every_suffix_of_a_run_is_a_segment_once(catalog: PathCatalog) -> None:
     assert not any(h.role == "exit" for s in segments for h in s.hops)
 
 
-def test_a_segment_config_chains_its_hops(catalog: PathCatalog) -> None:
-    segment = next(s for s in catalog_segments(catalog) if len(s.hops) == 4)
+def test_a_segment_config_chains_its_hops(synthetic_catalog: PathCatalog) -> None:
+    segment = next(s for s in catalog_segments(synthetic_catalog) if len(s.hops) == 4)
     config = render_segment_config(segment, 16)
     assert 'platform: "ensemble"' in config
     assert "max_batch_size: 16" in config
@@ -82,27 +72,27 @@ def test_a_segment_config_chains_its_hops(catalog: PathCatalog) -> None:
 
 
 def test_the_plan_uses_the_longest_ready_segment_and_falls_back_to_single_hops(
-    catalog: PathCatalog,
+    synthetic_compiled: CompiledCatalog, batcher_for: BatcherFor
 ) -> None:
-    ex = PathExecutor(
-        catalog,
-        Endpoints(servers={"local": "127.0.0.1:1", "host": "127.0.0.1:2"}),
-        TritonPool(),
-        metrics=GatewayMetrics(CollectorRegistry()),
-    )
-    path = ex.paths[syn.ORIGINAL]
-    assert [len(s.parts) for _, s in ex._plan(path, "hops", path.hops, 0)] == [0, 0, 0, 0]
+    planner = SegmentPlanner(batcher_for)
+    path = synthetic_compiled.paths[syn.ORIGINAL]
+    assert [len(s.parts) for _, s in planner.plan(path, "hops", 0)] == [0, 0, 0, 0]
     # The server reports only the b1-b3 segment ready.
-    ex._ready_models["127.0.0.1:1"] = frozenset({segment_name(["toy.b1", "toy.b2", "toy.b3"])})
-    ex._plans.clear()
-    plan = ex._plan(path, "hops", path.hops, 0)
+    ready = frozenset({segment_name(["toy.b1", "toy.b2", "toy.b3"])})
+    planner.set_ready("127.0.0.1:1", ready)
+    plan = planner.plan(path, "hops", 0)
     assert [(i, s.model, len(s.parts)) for i, s in plan] == [
         (0, "toy.b0", 0),
         (1, segment_name(["toy.b1", "toy.b2", "toy.b3"]), 3),
     ]
     # From a resume point the plan starts there.
-    assert [i for i, _ in ex._plan(path, "hops", path.hops, 2)] == [2, 3]
+    assert [i for i, _ in planner.plan(path, "hops", 2)] == [2, 3]
+    # A segment the server refused is planned around until a probe finds it ready again.
+    planner.refuse(plan[1][1])
+    assert [i for i, _ in planner.plan(path, "hops", 0)] == [0, 1, 2, 3]
+    planner.set_ready("127.0.0.1:1", ready)
+    assert planner.plan(path, "hops", 0) == plan
     # Fusion off: hop by hop whatever is ready.
-    ex.fuse = False
-    ex._plans.clear()
-    assert [i for i, _ in ex._plan(path, "hops", path.hops, 0)] == [0, 1, 2, 3]
+    unfused = SegmentPlanner(batcher_for, fuse=False)
+    unfused.set_ready("127.0.0.1:1", ready)
+    assert [i for i, _ in unfused.plan(path, "hops", 0)] == [0, 1, 2, 3]

@@ -270,6 +270,12 @@ def build_catalog(
     )
 
 
+def synthetic_catalog() -> PathCatalog:
+    """The synthetic pair's catalog without writing a repository (for tests of pure code)."""
+    modules, shapes = _modules()
+    return build_catalog(modules, shapes)
+
+
 def build_synthetic_repository(
     out: Path, *, max_batch_size: int = 16, instance_kind: str = "KIND_CPU"
 ) -> SyntheticModels:

@@ -87,6 +87,7 @@ def gateway_command(
 ) -> None:
     """Run the gateway (KServe v2 over REST and gRPC) in front of running Triton servers."""
     from braid.api.routing import Endpoints
+    from braid.dataplane.executor import ExecutorOptions
     from braid.dataplane.server import GatewayOptions, serve_gateway
     from braid.dataplane.service import InferenceService, ModelSource, build_service, read_catalog
 
@@ -104,7 +105,10 @@ def gateway_command(
 
     async def build() -> InferenceService:
         return build_service(
-            [source], coalesce=coalesce, max_in_flight_per_hop=max_in_flight_per_hop, fuse=fuse
+            [source],
+            options=ExecutorOptions(
+                coalesce=coalesce, max_in_flight_per_hop=max_in_flight_per_hop, fuse=fuse
+            ),
         )
 
     options = GatewayOptions(

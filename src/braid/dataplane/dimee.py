@@ -3,19 +3,51 @@
 ``braid dimee export`` writes ``dimee-pools.json`` (α, tier depths, centroids, pool sizes,
 tier -> path id, the tier models' ``EXIT`` output) and the word-embedding table beside the
 model repository's ``catalog.json``. The decisions themselves are pure
-(``braid.policy.dimee``); this module only reads files.
+(``braid.policy.dimee``); this module only reads files, and says what the executor asks of
+a router.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 
+from braid.api.routing import RoutingTable
 from braid.policy.dimee import PoolRouter, RouterMode, TierRouter, Tiers
 
 POOLS_FILE = "dimee-pools.json"
+
+
+class SampleRouter(Protocol):
+    """Per-sample tier routing (DIMEE): which path each sample of a batch should take.
+
+    Called with the request's input as a batch-first numpy view (read-only) and the routing
+    table in force; returns one path id per sample, or ``None`` to leave the request to the
+    table's weights. It runs on the event loop, so it must be cheap (a nearest-centroid
+    lookup on an embedding is; a forward pass is not).
+    """
+
+    def route(self, inputs: np.ndarray[Any, Any], table: RoutingTable) -> Sequence[str] | None:
+        """Path ids, one per sample, or ``None``."""
+        ...
+
+
+class SampleFeedback(Protocol):
+    """A ``SampleRouter`` that learns from the answers (DIMEE's Ours-D): the gateway brings
+    back one extra output of each path in ``feedback_outputs`` (path id -> output name of
+    its last hop) and hands it to ``observe`` once the path answered, on the event loop,
+    with the samples that path served (batch-first, in request order). Paths that fell
+    back are not observed: the fallback's model is not the one the router chose.
+    """
+
+    @property
+    def feedback_outputs(self) -> Mapping[str, str]: ...
+
+    def observe(self, inputs: np.ndarray[Any, Any], path: str, side: bytes) -> None: ...
 
 
 def load_tier_router(

@@ -74,8 +74,6 @@ class InferenceError(Exception):
         super().__init__(message)
         self.reason = reason
         self.message = message
-        self.counted = False
-        """Set once the error counter has it, so a front end does not count it again."""
 
     @property
     def http_status(self) -> int:

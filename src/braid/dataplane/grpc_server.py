@@ -20,10 +20,15 @@ from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
 from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
 
 from braid.dataplane.errors import InferenceError, bad_request
-from braid.dataplane.executor import ModelSignature
 from braid.dataplane.openapi import PATH_PARAMETER
 from braid.dataplane.service import InferenceService
-from braid.dataplane.tensors import NUMPY_DTYPE, InferRequest, InferResponse, Tensor
+from braid.dataplane.tensors import (
+    NUMPY_DTYPE,
+    InferRequest,
+    InferResponse,
+    ModelSignature,
+    Tensor,
+)
 
 logger = logging.getLogger(__name__)
 

@@ -16,8 +16,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from braid.dataplane.executor import ModelSignature
-from braid.dataplane.tensors import DATATYPE_SIZE
+from braid.dataplane.tensors import DATATYPE_SIZE, ModelSignature
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 TIMEOUT_HEADER = "braid-timeout-ms"

@@ -27,7 +27,6 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from braid.dataplane.errors import InferenceError, Reason, bad_request
-from braid.dataplane.executor import ModelSignature
 from braid.dataplane.openapi import (
     HEADER_LENGTH,
     PATH_PARAMETER,
@@ -35,7 +34,13 @@ from braid.dataplane.openapi import (
     add_infer_operations,
 )
 from braid.dataplane.service import InferenceService
-from braid.dataplane.tensors import NUMPY_DTYPE, InferRequest, InferResponse, Tensor
+from braid.dataplane.tensors import (
+    NUMPY_DTYPE,
+    InferRequest,
+    InferResponse,
+    ModelSignature,
+    Tensor,
+)
 from braid.logs import log_event
 
 logger = logging.getLogger(__name__)

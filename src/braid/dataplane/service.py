@@ -7,22 +7,23 @@ means) is decided here and in the executors, once.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from braid import __version__
 from braid.api.catalog import PathCatalog
 from braid.api.routing import Endpoints, RoutingTable
-from braid.dataplane.dimee import load_tier_router
+from braid.dataplane.dimee import SampleRouter, load_tier_router
 from braid.dataplane.errors import InferenceError, Reason
-from braid.dataplane.executor import ModelSignature, PathExecutor, executors_by_model
+from braid.dataplane.executor import ExecutorOptions, PathExecutor, executors_by_model
 from braid.dataplane.metrics import GatewayMetrics, default_metrics
 from braid.dataplane.pool import TritonPool
 from braid.dataplane.routing import RoutingTableError, RoutingTableWatcher, read_routing_table
-from braid.dataplane.tensors import InferRequest, InferResponse
+from braid.dataplane.tensors import InferRequest, InferResponse, ModelSignature
 from braid.logs import log_event
 
 logger = logging.getLogger(__name__)
@@ -108,15 +109,22 @@ class InferenceService:
         return {"name": SERVER_NAME, "version": __version__, "extensions": list(EXTENSIONS)}
 
     async def infer(self, request: InferRequest) -> InferResponse:
-        return await self.executor(request.model, request.version).infer(request)
+        """The executor's answer; its ``InferenceError`` goes to the front end, which answers
+        the client and calls ``record_error``."""
+        try:
+            return await self.executor(request.model, request.version).infer(request)
+        except asyncio.CancelledError:
+            self._count_error(request.model, Reason.CANCELLED)
+            raise
 
     def record_error(self, model: str, error: InferenceError) -> None:
-        """Count an error the executor did not (decoding, unknown model): each counted once."""
-        if error.counted:
-            return
+        """Count an error a front end answers with: every failed request passes here once,
+        whether decoding, lookup or the executor raised it."""
+        self._count_error(model, error.reason)
+
+    def _count_error(self, model: str, reason: Reason) -> None:
         label = model if model in self.executors else _UNKNOWN_MODEL_LABEL
-        self.metrics.errors.labels(label, error.reason.value).inc()
-        error.counted = True
+        self.metrics.errors.labels(label, reason.value).inc()
 
     async def start(self) -> None:
         for executor in self.executors.values():
@@ -157,13 +165,15 @@ def build_service(
     metrics: GatewayMetrics | None = None,
     channels_per_endpoint: int = 1,
     routing_poll_s: float = 0.5,
-    **executor_options: Any,
+    options: ExecutorOptions | None = None,
+    sample_router: SampleRouter | None = None,
+    rng: random.Random | None = None,
 ) -> InferenceService:
     """Executors over one shared pool, one per model; call inside the loop that will serve.
 
-    ``executor_options`` go to every ``PathExecutor`` (timeouts, ``rng``, ``sample_router``).
-    A model whose starting table enables DIMEE (``dimee``) and that has no ``sample_router``
-    gets one loaded from the table's pools artifact.
+    ``options``, ``sample_router`` and ``rng`` go to every ``PathExecutor``. Without a
+    ``sample_router``, a model whose starting table enables DIMEE (``dimee``) gets one loaded
+    from the table's pools artifact.
     """
     pool = TritonPool(channels_per_endpoint=channels_per_endpoint)
     executors = []
@@ -172,9 +182,9 @@ def build_service(
         table = source.table
         if source.routing_file is not None and source.routing_file.exists():
             table = read_routing_table(source.routing_file)
-        options = dict(executor_options)
-        if options.get("sample_router") is None and table is not None and table.dimee is not None:
-            options["sample_router"] = load_tier_router(
+        router = sample_router
+        if router is None and table is not None and table.dimee is not None:
+            router = load_tier_router(
                 Path(table.dimee.pools), table.dimee.mode, table.dimee.prior_count
             )
         executors.append(
@@ -183,8 +193,10 @@ def build_service(
                 source.endpoints,
                 pool,
                 table,
+                options=options,
                 metrics=metrics,
-                **options,
+                sample_router=router,
+                rng=rng,
             )
         )
         if source.routing_file is not None:

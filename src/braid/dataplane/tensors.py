@@ -117,6 +117,18 @@ class InferResponse:
         return out
 
 
+@dataclass(frozen=True)
+class ModelSignature:
+    """What the gateway publishes about a model (KServe v2 model metadata)."""
+
+    name: str
+    versions: tuple[str, ...]
+    platform: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    max_batch_size: int
+
+
 def element_count(shape: Sequence[int]) -> int:
     return math.prod(shape)
 

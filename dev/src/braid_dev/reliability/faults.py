@@ -97,20 +97,18 @@ def gateway_over(
     endpoints: Endpoints,
     routing_file: Path,
     table: RoutingTable | None = None,
-    **executor_options: Any,
 ) -> Iterator[GatewayThread]:
     """The gateway on a thread over ``endpoints``, reading ``routing_file`` (polled quickly)."""
     if table is not None:
         write_routing_table(table, routing_file)
     metrics = GatewayMetrics(CollectorRegistry())
-    executor_options.setdefault("rng", random.Random(1234))
 
     async def build() -> InferenceService:
         return build_service(
             [ModelSource(catalog, endpoints, routing_file)],
             metrics=metrics,
             routing_poll_s=0.1,
-            **executor_options,
+            rng=random.Random(1234),
         )
 
     with running_gateway(build, GatewayOptions()) as thread:
