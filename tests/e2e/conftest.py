@@ -11,6 +11,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -100,3 +101,32 @@ def operator(
         yield process
     finally:
         process.stop()
+
+
+@pytest.fixture(scope="module")
+def crds(cluster: E2ECluster) -> E2ECluster:
+    """The CRDs, server-side applied as the rest of the suite does (they may already be there)."""
+    install_operator_prerequisites(cluster.access)
+    return cluster
+
+
+SAMPLES = Path(__file__).resolve().parents[2] / "crds" / "samples"
+
+
+@pytest.fixture(scope="module")
+def samples(cluster: E2ECluster, operator: ManagedProcess) -> Iterator[None]:
+    """``crds/samples`` applied for the module's tests, deleted after them."""
+    cluster.kubectl("apply", "-f", str(SAMPLES))
+    try:
+        yield
+    finally:
+        # Links carry the operator's finalizer: delete them while the operator still runs.
+        cluster.kubectl(
+            "delete",
+            "-f",
+            str(SAMPLES),
+            "--ignore-not-found",
+            "--wait=true",
+            "--timeout=90s",
+            check=False,
+        )

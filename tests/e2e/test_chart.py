@@ -25,7 +25,6 @@ import yaml
 
 from braid.tooling.manifests import crd_documents
 from braid_dev.reliability.security import ESCALATION_CHECKS
-from braid_dev.stack.operator_process import install_operator_prerequisites
 from tests.e2e.conftest import E2ECluster
 from tests.e2e.helpers import wait_for
 
@@ -233,27 +232,18 @@ def test_schema_refuses_bad_values(helm_binary: Path, args: list[str], message: 
 # --- against the real API server -----------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def crds_installed(cluster: E2ECluster) -> E2ECluster:
-    """The CRDs, server-side applied as the rest of the suite does (they may already be there)."""
-    install_operator_prerequisites(cluster.access)
-    return cluster
-
-
 def test_rendered_chart_passes_server_side_dry_run(
-    crds_installed: E2ECluster, namespace: str, helm_binary: Path
+    crds: E2ECluster, namespace: str, helm_binary: Path
 ) -> None:
     docs = render(helm_binary, namespace)
     manifest = yaml.safe_dump_all(docs)
-    out = crds_installed.kubectl("apply", "--dry-run=server", "-f", "-", input=manifest)
+    out = crds.kubectl("apply", "--dry-run=server", "-f", "-", input=manifest)
     for doc in docs:
         assert f"{doc['metadata']['name']} " in out
     assert "(server dry run)" in out
 
 
-def test_helm_test_pod_is_valid(
-    crds_installed: E2ECluster, namespace: str, helm_binary: Path
-) -> None:
+def test_helm_test_pod_is_valid(crds: E2ECluster, namespace: str, helm_binary: Path) -> None:
     """The `helm test` hook (run for real only on a cluster with containers)."""
     docs = render(helm_binary, namespace, "--show-only", "templates/tests/test-inference.yaml")
     (pod,) = by_kind(docs, "Pod")
@@ -268,7 +258,7 @@ def test_helm_test_pod_is_valid(
     assert tensor["name"] == "image"
     assert tensor["datatype"] == "FP32"
     assert len(tensor["data"]) == math.prod(tensor["shape"]) == 784
-    crds_installed.kubectl("apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump_all(docs))
+    crds.kubectl("apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump_all(docs))
 
 
 def _pods_running_on_local_pool(cluster: E2ECluster, namespace: str, count: int) -> bool:
@@ -289,7 +279,7 @@ def _pods_running_on_local_pool(cluster: E2ECluster, namespace: str, count: int)
 
 
 @pytest.fixture
-def release(crds_installed: E2ECluster, namespace: str, helm_binary: Path) -> Iterator[str]:
+def release(crds: E2ECluster, namespace: str, helm_binary: Path) -> Iterator[str]:
     """braid installed by Helm into the test's namespace, as a release of the same name (the
     operator's ClusterRole is cluster-wide: a release called braid would collide with the
     harness's operator/rbac.yaml); uninstalled afterwards."""
@@ -306,7 +296,7 @@ def release(crds_installed: E2ECluster, namespace: str, helm_binary: Path) -> It
         # Deployments available: kwok reports the pods Running and Ready on the local pool.
         "--wait",
         "--timeout=120s",
-        kubeconfig=crds_installed.access.kubeconfig,
+        kubeconfig=crds.access.kubeconfig,
     )
     try:
         yield namespace
@@ -318,15 +308,13 @@ def release(crds_installed: E2ECluster, namespace: str, helm_binary: Path) -> It
             "--namespace",
             namespace,
             "--wait",
-            kubeconfig=crds_installed.access.kubeconfig,
+            kubeconfig=crds.access.kubeconfig,
             check=False,
         )
 
 
-def test_install_upgrade_uninstall(
-    crds_installed: E2ECluster, release: str, helm_binary: Path
-) -> None:
-    cluster, namespace = crds_installed, release
+def test_install_upgrade_uninstall(crds: E2ECluster, release: str, helm_binary: Path) -> None:
+    cluster, namespace = crds, release
     kubeconfig = cluster.access.kubeconfig
     deployments = {
         d["metadata"]["name"]: d
@@ -424,8 +412,8 @@ CAN = {
 }
 
 
-def test_service_accounts_have_least_privilege(crds_installed: E2ECluster, release: str) -> None:
-    cluster, namespace = crds_installed, release
+def test_service_accounts_have_least_privilege(crds: E2ECluster, release: str) -> None:
+    cluster, namespace = crds, release
 
     def can(component: str, verb: str, resource: str, ns: str = namespace) -> bool:
         account = f"system:serviceaccount:{namespace}:{namespace}-braid-{component}"

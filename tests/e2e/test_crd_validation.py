@@ -17,14 +17,7 @@ from braid_dev.reliability.invalid_crs import (
     check_invalid_crs,
     tally_outcomes,
 )
-from braid_dev.stack.operator_process import install_operator_prerequisites
 from tests.e2e.conftest import E2ECluster
-
-
-@pytest.fixture(scope="module")
-def crds(cluster: E2ECluster) -> E2ECluster:
-    install_operator_prerequisites(cluster.access)
-    return cluster
 
 
 def _doc(kind: str, namespace: str) -> str:

@@ -8,16 +8,9 @@ from typing import Any
 import pytest
 import yaml
 
-from braid_dev.stack.operator_process import install_operator_prerequisites
 from tests.e2e.conftest import E2ECluster
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="module")
-def crds(cluster: E2ECluster) -> E2ECluster:
-    install_operator_prerequisites(cluster.access)
-    return cluster
 
 
 def create(cluster: E2ECluster, namespace: str, dimee: dict[str, Any]) -> tuple[int, str]:

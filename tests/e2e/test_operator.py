@@ -7,38 +7,14 @@ these tests also prove that least-privilege role is enough.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import pytest
-
-from braid_dev.stack.processes import ManagedProcess
 from tests.e2e.conftest import E2ECluster
 from tests.e2e.helpers import wait_for
 
-SAMPLES = Path(__file__).resolve().parents[2] / "crds" / "samples"
 SKIP = "fmnist-cnn.skip.1-4.reduced4"
 XIN = "mnist-cnn.xin.fmnist-cnn.0-1-3-5.normal"
 XOUT = "mnist-cnn.xout.fmnist-cnn.0-1-3-5.normal"
-
-
-@pytest.fixture(scope="module")
-def samples(cluster: E2ECluster, operator: ManagedProcess) -> Iterator[None]:
-    cluster.kubectl("apply", "-f", str(SAMPLES))
-    try:
-        yield
-    finally:
-        # Links carry the operator's finalizer: delete them while the operator still runs.
-        cluster.kubectl(
-            "delete",
-            "-f",
-            str(SAMPLES),
-            "--ignore-not-found",
-            "--wait=true",
-            "--timeout=90s",
-            check=False,
-        )
 
 
 def _get(cluster: E2ECluster, kind: str, name: str, ns: str) -> dict[str, Any] | None:

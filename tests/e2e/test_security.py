@@ -11,33 +11,16 @@ in provider-b is read back and searched for anything of provider-a's model but t
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 
 from braid_dev.reliability.security import ESCALATION_CHECKS
 from braid_dev.stack.processes import ManagedProcess
 from tests.e2e.conftest import E2ECluster
 from tests.e2e.helpers import wait_for
 
-SAMPLES = Path(__file__).resolve().parents[2] / "crds" / "samples"
 XIN = "mnist-cnn.xin.fmnist-cnn.0-1-3-5.normal"
 XOUT = "mnist-cnn.xout.fmnist-cnn.0-1-3-5.normal"
 NAMESPACED_KINDS = "deployments,replicasets,pods,services,configmaps,models,blocks,links"
 SECRET_MARKER = "sEcReT-7f3a9c1e-do-not-log"
-
-
-@pytest.fixture(scope="module")
-def samples(cluster: E2ECluster, operator: ManagedProcess) -> Iterator[None]:
-    cluster.kubectl("apply", "-f", str(SAMPLES))
-    try:
-        yield
-    finally:
-        cluster.kubectl(
-            "delete", "-f", str(SAMPLES), "--ignore-not-found", "--wait=true",
-            "--timeout=90s", check=False,
-        )  # fmt: skip
 
 
 def _dump(cluster: E2ECluster, namespace: str) -> str:
