@@ -1,12 +1,12 @@
 """The path executor: runs one request through the hops of a path, over real Triton servers.
 
 A path from the catalog is a list of hops (a block, a link or an exit head, each a Triton
-model on the local or the host provider's server). The executor compiles every path once into
-a plan that holds everything a request needs (the hop's address, tensor names, its metric
-children, the hops an unconfident sample continues with, how much of it it shares with the
-fallback path), so the per-request work is: pick a path, then for each hop build one
-``ModelInferRequest`` whose ``raw_input_contents`` is the previous hop's
-``raw_output_contents``.
+model on the local or the host provider's server). Every path is compiled once
+(``braid.dataplane.compiler``) into a plan that holds everything a request needs (the hop's
+address, tensor names, its metric children, the hops an unconfident sample continues with,
+how much of it it shares with the fallback path), so the per-request work is: pick a path,
+then for each hop build one ``ModelInferRequest`` whose ``raw_input_contents`` is the
+previous hop's ``raw_output_contents``.
 
 Behaviour, in the order a request meets it:
 
@@ -37,13 +37,14 @@ Behaviour, in the order a request meets it:
   take, so per-hop metrics and expectations keep their meaning.
 
 A new routing table is swapped in as one reference: each request reads it once at its start
-A new routing table is swapped in as one reference: each request reads it once at its start
 and keeps it to the end, so a reload never affects a request in flight.
 
 The executor is the third of three parts (CONVENTIONS.md, "Data plane"): the catalog is
 compiled into paths and their calls are planned by ``braid.dataplane.compiler`` (pure), what
-each hop is expected to take is ``braid.dataplane.latency``'s, and this module only runs a
-plan: calls the hops, falls back, and feeds the times it saw back to the latency model.
+each hop is expected to take is ``braid.dataplane.latency``'s (with an injected clock), and
+this module only runs a plan: it picks the path, runs its calls (``braid.dataplane.hop_calls``),
+exits early, falls back, and swaps routing tables; ``braid.dataplane.health`` probes the
+servers.
 """
 
 from __future__ import annotations
