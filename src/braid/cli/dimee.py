@@ -37,8 +37,9 @@ def _train(quick: bool, cache_dir: Path | None, verbose: bool) -> Any:
     )
     from rich.progress import Progress as RichProgress
 
-    from braid.dimee.train import DatasetMissingError, Progress, train
+    from braid.dimee.train import Progress, train
     from braid.logs import setup_logging
+    from braid.tooling.data import DatasetMissingError
 
     setup_logging(logging.INFO if verbose else logging.WARNING)
     console = Console(stderr=True)

@@ -52,9 +52,9 @@ def models_build(
     from rich.progress import Progress as RichProgress
 
     from braid.logs import setup_logging
-    from braid.tooling.build import Progress
     from braid.tooling.data import DatasetMissingError
     from braid.tooling.pipeline import run_pipeline
+    from braid.tooling.progress import Progress
     from braid.tooling.zoo import HostWeightsMissingError
 
     setup_logging(logging.INFO if verbose else logging.WARNING)

@@ -38,6 +38,7 @@ from braid.dimee.backbone import (
 )
 from braid.logs import log_event
 from braid.policy.dimee import cheap_embedding
+from braid.tooling.data import DatasetMissingError
 
 logger = logging.getLogger(__name__)
 
@@ -106,10 +107,6 @@ def _stage(progress: Progress, name: str, total: int) -> Iterator[Callable[[int]
 
 
 # -- data ------------------------------------------------------------------------------------
-
-
-class DatasetMissingError(FileNotFoundError):
-    """SST-2 or the drift corpus is not where it should be."""
 
 
 def read_sst2(split: str, root: Path = SST2_DIR) -> tuple[list[str], np.ndarray[Any, Any]]:

@@ -21,11 +21,9 @@ import hashlib
 import itertools
 import json
 import logging
-import statistics
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,10 +43,12 @@ from braid.api.catalog import (
 )
 from braid.api.common import TensorSpec
 from braid.logs import log_event
-from braid.tooling import train as T  # noqa: N812 - short alias for the training helpers
+from braid.tooling import train as training
 from braid.tooling.data import Dataset, load_fashion_mnist
-from braid.tooling.links import make_exit_head, make_link
+from braid.tooling.link_training import LinkTraining, fresh_module, train_unit
+from braid.tooling.measure import accuracy, compute_us, evaluate_paths, time_modules
 from braid.tooling.paths import Grid, HopRef, LinkPlan, PathPlan, block_model, plan_paths
+from braid.tooling.progress import Progress, stage
 from braid.tooling.split import Block, Shape, count_macs, count_params, split_model
 from braid.tooling.zoo import (
     FMNIST_PARTITION,
@@ -76,28 +76,11 @@ OUTPUT_NAME = "OUTPUT__0"
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    local_epochs: int = 6
-    local_samples: int | None = None
-    batch_size: int = 128
-    lr: float = 3e-3
-    link_samples: int = 15000
-    mimic_epochs: int = 3
-    finetune_epochs: int = 2
-    finetune_samples: int = 10000
-    link_lr: float = 3e-3
-    exit_epochs: int = 3
-    kd_alpha: float = 0.5
-    kd_tau: float = 4.0
-    seed: int = 0
-
-
-@dataclass(frozen=True)
 class BuildConfig:
     """Everything that decides what the build produces (and therefore its hash)."""
 
     profile: str = "full"
-    train: TrainConfig = field(default_factory=TrainConfig)
+    train: training.TrainConfig = field(default_factory=training.TrainConfig)
     grid: Grid = field(default_factory=Grid)
     test_samples: int | None = None
     timing_repeats: int = 200
@@ -111,7 +94,7 @@ PROFILES: dict[str, BuildConfig] = {
     "full": BuildConfig(),
     "quick": BuildConfig(
         profile="quick",
-        train=TrainConfig(
+        train=training.TrainConfig(
             local_epochs=1,
             local_samples=12000,
             link_samples=3000,
@@ -136,31 +119,6 @@ PROFILES: dict[str, BuildConfig] = {
 def _hash(obj: Any) -> str:
     text = json.dumps(obj, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-# -- progress -----------------------------------------------------------------------------
-
-
-class Progress:
-    """What the build reports while it runs; the CLI plugs a rich progress bar in here."""
-
-    def stage(self, name: str, total: int) -> Callable[[], None]:
-        """Start a stage of ``total`` steps; returns the function that advances it."""
-        return lambda: None
-
-    def done(self, name: str) -> None:
-        """The stage ``name`` has finished."""
-
-
-@contextmanager
-def _stage(progress: Progress, name: str, total: int) -> Iterator[Callable[[], None]]:
-    started = time.monotonic()
-    step = progress.stage(name, max(1, total))
-    try:
-        yield step
-    finally:
-        progress.done(name)
-        log_event(logger, "build.stage", stage=name, seconds=f"{time.monotonic() - started:.1f}")
 
 
 # -- results of a build --------------------------------------------------------------------
@@ -240,16 +198,22 @@ def build(
         log_event(logger, "build.eval.cached", path=eval_path)
         if "exit_profile" not in measured:  # a cache from before exit profiles existed
             exit_plans = [p for p in plans if p.kind == "exit"]
-            measured["exit_profile"] = _evaluate(exit_plans, modules, providers, test, progress)[1]
+            measured["exit_profile"] = evaluate_paths(
+                exit_plans, modules, providers.local_blocks, test, progress
+            )[1]
             eval_path.write_text(json.dumps(measured, indent=1, sort_keys=True))
     else:
-        accuracy, exits = _evaluate(plans, modules, providers, test, progress)
-        measured = {"accuracy": accuracy, "exit_profile": exits, "compute_us": {}}
+        path_accuracy, exits = evaluate_paths(
+            plans, modules, providers.local_blocks, test, progress
+        )
+        measured = {"accuracy": path_accuracy, "exit_profile": exits, "compute_us": {}}
     # Every module is timed, also blocks no path uses (they are served all the same); a
     # cache written before a module existed gets just that module timed.
     missing = sorted(set(modules) - set(measured["compute_us"]))
     if missing:
-        measured["compute_us"].update(_time_modules(modules, shapes, config, missing, progress))
+        measured["compute_us"].update(
+            time_modules(modules, shapes, config.timing_repeats, missing, progress)
+        )
         eval_path.write_text(json.dumps(measured, indent=1, sort_keys=True))
     catalog = _catalog(config, build_hash, providers, plans, modules, shapes, measured)
     return BuildResult(
@@ -267,78 +231,59 @@ def build(
 
 
 def _providers(config: BuildConfig, data: Dataset, cache: Path, progress: Progress) -> Providers:
-    tc = config.train
+    train_config = config.train
     local_hash = _hash(
         [
             LOCAL_MODEL_VERSION,
             "fmnist-cnn",
             data.digest,
-            tc.local_epochs,
-            tc.local_samples,
-            tc.batch_size,
-            tc.lr,
-            tc.seed,
+            train_config.local_epochs,
+            train_config.local_samples,
+            train_config.batch_size,
+            train_config.lr,
+            train_config.seed,
         ]
     )
     path = cache / f"{LOCAL_MODEL}-{local_hash}.pt"
     local = fmnist_cnn()
-    train_split = data.train if tc.local_samples is None else data.train.head(tc.local_samples)
+    train_split = (
+        data.train
+        if train_config.local_samples is None
+        else data.train.head(train_config.local_samples)
+    )
     if path.is_file():
         saved = torch.load(path, map_location="cpu", weights_only=True)
         local.load_state_dict(saved["state_dict"])
-        accuracy = float(saved["accuracy"])
-        log_event(logger, "build.local.cached", path=path, accuracy=f"{accuracy:.4f}")
+        local_accuracy = float(saved["accuracy"])
+        log_event(logger, "build.local.cached", path=path, accuracy=f"{local_accuracy:.4f}")
     else:
-        steps = tc.local_epochs * -(-len(train_split) // tc.batch_size)
-        with _stage(progress, f"train {LOCAL_MODEL}", steps) as step:
-            T.train_classifier(
+        steps = train_config.local_epochs * -(-len(train_split) // train_config.batch_size)
+        with stage(progress, f"train {LOCAL_MODEL}", steps) as step:
+            training.train_classifier(
                 local,
                 train_split.images,
                 train_split.labels,
-                epochs=tc.local_epochs,
-                batch_size=tc.batch_size,
-                lr=tc.lr,
-                seed=tc.seed,
+                epochs=train_config.local_epochs,
+                batch_size=train_config.batch_size,
+                lr=train_config.lr,
+                seed=train_config.seed,
                 on_step=step,
             )
         freeze(local)
-        accuracy = _accuracy(T.run_batched(local, data.test.images), data.test.labels)
-        torch.save({"state_dict": local.state_dict(), "accuracy": accuracy}, path)
-        log_event(logger, "build.local.trained", path=path, accuracy=f"{accuracy:.4f}")
+        local_accuracy = accuracy(training.run_batched(local, data.test.images), data.test.labels)
+        torch.save({"state_dict": local.state_dict(), "accuracy": local_accuracy}, path)
+        log_event(logger, "build.local.trained", path=path, accuracy=f"{local_accuracy:.4f}")
     freeze(local)
     host, host_hash = load_mnist_cnn()
     local_blocks = split_model(local, FMNIST_PARTITION, INPUT_SHAPE, LOCAL_MODEL)
     host_blocks = split_model(host, MNIST_PARTITION, INPUT_SHAPE, HOST_MODEL)
-    return Providers(local, host, local_blocks, host_blocks, accuracy, local_hash, host_hash)
-
-
-def _accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
-    return float((logits.argmax(1) == labels).float().mean())
-
-
-def _features(
-    blocks: Sequence[Block], images: torch.Tensor, upto: int | None = None
-) -> list[torch.Tensor]:
-    """Outputs of blocks 0..upto (default all) on ``images``, computed once."""
-    outs: list[torch.Tensor] = []
-    x = images
-    last = len(blocks) - 1 if upto is None else upto
-    for b in blocks[: last + 1]:
-        x = T.run_batched(b.module, x)
-        outs.append(x)
-    return outs
+    return Providers(local, host, local_blocks, host_blocks, local_accuracy, local_hash, host_hash)
 
 
 @dataclass
 class TrainedLinks:
     plans: list[LinkPlan]
     modules: dict[str, nn.Module]
-
-
-def _run(mods: Sequence[nn.Module], x: torch.Tensor) -> torch.Tensor:
-    for m in mods:
-        x = m(x)
-    return x
 
 
 def _train_links(
@@ -350,11 +295,15 @@ def _train_links(
     progress: Progress,
 ) -> TrainedLinks:
     """Train (or load) every link and exit head the path plans need."""
-    tc = config.train
-    kd = T.KD(alpha=tc.kd_alpha, tau=tc.kd_tau)
-    lb, hb = providers.local_blocks, providers.host_blocks
+    train_config = config.train
     base = _hash(
-        [ARTIFACT_VERSION, providers.local_hash, providers.host_hash, asdict(tc), data.digest]
+        [
+            ARTIFACT_VERSION,
+            providers.local_hash,
+            providers.host_hash,
+            asdict(train_config),
+            data.digest,
+        ]
     )
 
     # Unique trainable units: a skip link, an exit head, or a cross pair (trained together).
@@ -366,7 +315,7 @@ def _train_links(
     todo: list[tuple[str, PathPlan, tuple[LinkPlan, ...], Path]] = []
     for key, (plan, links) in units.items():
         for link in links:
-            modules[link.name] = _fresh(link, tc.seed)
+            modules[link.name] = fresh_module(link, train_config.seed)
         path = cache / f"link-{_hash([base, key, [asdict(link) for link in links]])}.pt"
         if path.is_file():
             states = torch.load(path, map_location="cpu", weights_only=True)
@@ -379,298 +328,39 @@ def _train_links(
         log_event(logger, "build.links.cached", count=len(all_links))
         return TrainedLinks(all_links, {k: freeze(v) for k, v in modules.items()})
 
-    n = min(tc.link_samples, len(data.train))
-    train = data.train.head(n)
-    with _stage(progress, "cache block outputs", 2) as step:
-        z = _features(lb, train.images)
+    samples = min(train_config.link_samples, len(data.train))
+    train = data.train.head(samples)
+    local_blocks, host_blocks = providers.local_blocks, providers.host_blocks
+    with stage(progress, "cache block outputs", 2) as step:
+        local_outputs = training.block_outputs(local_blocks, train.images)
         step()
         need_host = any(plan.kind == "cross" for _, plan, _, _ in todo)
-        h = _features(hb, train.images, upto=len(hb) - 2) if need_host else []
-        step()
-    teacher = z[-1]
-    labels = train.labels
-    m = min(tc.finetune_samples, n)
-    batches_per_epoch = -(-n // tc.batch_size)
-    ft_batches = -(-m // tc.batch_size)
-    total = sum(
-        (tc.mimic_epochs * batches_per_epoch * (2 if plan.kind == "cross" else 1))
-        + (
-            tc.exit_epochs * batches_per_epoch
-            if plan.kind == "exit"
-            else tc.finetune_epochs * ft_batches
+        host_outputs = (
+            training.block_outputs(host_blocks, train.images, upto=len(host_blocks) - 2)
+            if need_host
+            else []
         )
-        for _, plan, _, _ in todo
+        step()
+    context = LinkTraining(
+        config=train_config,
+        distillation=training.Distillation(alpha=train_config.kd_alpha, tau=train_config.kd_tau),
+        local_blocks=local_blocks,
+        host_blocks=host_blocks,
+        local_outputs=local_outputs,
+        host_outputs=host_outputs,
+        labels=train.labels,
+        teacher=local_outputs[-1],
+        finetune_samples=min(train_config.finetune_samples, samples),
+        on_step=lambda: None,
     )
-    with _stage(progress, f"train {len(todo)} links and exit heads", total) as step:
+    total = sum(context.steps(plan) for _, plan, _, _ in todo)
+    with stage(progress, f"train {len(todo)} links and exit heads", total) as step:
+        context = replace(context, on_step=step)
         for i, (key, plan, links, path) in enumerate(todo):
-            seed = tc.seed + 1 + i
-            if plan.kind == "skip":
-                _train_skip(
-                    plan, modules[links[0].name], lb, z, labels, teacher, kd, tc, m, seed, step
-                )
-            elif plan.kind == "exit":
-                k = plan.exit_after
-                assert k is not None
-                head = modules[links[0].name]
-                T.finetune(
-                    [head],
-                    _head_forward(head, z[k]),
-                    labels,
-                    teacher,
-                    kd=kd,
-                    epochs=tc.exit_epochs,
-                    batch_size=tc.batch_size,
-                    lr=tc.link_lr,
-                    seed=seed,
-                    on_step=step,
-                )
-            else:
-                _train_cross(
-                    plan,
-                    [modules[x.name] for x in links],
-                    lb,
-                    hb,
-                    z,
-                    h,
-                    labels,
-                    teacher,
-                    kd,
-                    tc,
-                    m,
-                    seed,
-                    step,
-                )
+            train_unit(plan, [modules[x.name] for x in links], context, train_config.seed + 1 + i)
             torch.save({x.name: modules[x.name].state_dict() for x in links}, path)
             log_event(logger, "build.link.trained", unit=key, path=path)
     return TrainedLinks(all_links, {k: freeze(v) for k, v in modules.items()})
-
-
-def _head_forward(head: nn.Module, feats: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
-    def forward(idx: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = head(feats[idx])
-        return out
-
-    return forward
-
-
-def _chain(mods: Sequence[nn.Module]) -> Callable[[torch.Tensor], torch.Tensor]:
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        return _run(mods, x)
-
-    return forward
-
-
-def _fresh(link: LinkPlan, seed: int) -> nn.Module:
-    torch.manual_seed(_seed_of(link.name, seed))
-    if link.kind == "exit":
-        return make_exit_head(link.in_shape, link.out_shape[0])
-    return make_link(link.in_shape, link.out_shape, link.size)
-
-
-def _seed_of(name: str, seed: int) -> int:
-    return (int(hashlib.sha256(name.encode()).hexdigest()[:8], 16) + seed) % (2**31)
-
-
-def _train_skip(
-    plan: PathPlan,
-    link: nn.Module,
-    lb: Sequence[Block],
-    z: Sequence[torch.Tensor],
-    labels: torch.Tensor,
-    teacher: torch.Tensor,
-    kd: T.KD,
-    tc: TrainConfig,
-    m: int,
-    seed: int,
-    step: Callable[[], None],
-) -> None:
-    lout, lin = plan.lout, plan.lin
-    assert lout is not None
-    assert lin is not None
-    src, target = z[lout], z[lin - 1]
-    T.mimic(
-        link,
-        lambda idx: src[idx],
-        lambda idx: target[idx],
-        len(labels),
-        epochs=tc.mimic_epochs,
-        batch_size=tc.batch_size,
-        lr=tc.link_lr,
-        seed=seed,
-        on_step=step,
-    )
-    tail = [b.module for b in lb[lin:]]
-    T.finetune(
-        [link],
-        lambda idx: _run(tail, link(src[idx])),
-        labels[:m],
-        teacher[:m],
-        kd=kd,
-        epochs=tc.finetune_epochs,
-        batch_size=tc.batch_size,
-        lr=tc.link_lr / 3,
-        seed=seed,
-        on_step=step,
-    )
-
-
-def _train_cross(
-    plan: PathPlan,
-    pair: Sequence[nn.Module],
-    lb: Sequence[Block],
-    hb: Sequence[Block],
-    z: Sequence[torch.Tensor],
-    h: Sequence[torch.Tensor],
-    labels: torch.Tensor,
-    teacher: torch.Tensor,
-    kd: T.KD,
-    tc: TrainConfig,
-    m: int,
-    seed: int,
-    step: Callable[[], None],
-) -> None:
-    lout, hin, hout, lin = plan.lout, plan.hin, plan.hout, plan.lin
-    assert lout is not None
-    assert hin is not None
-    assert hout is not None
-    assert lin is not None
-    entry, exit_ = pair
-    src = z[lout]
-    # The entry link learns to hand the host what the host's own first blocks would have
-    # computed on the same image; the host blocks then see the kind of features they know.
-    host_target = h[hin - 1] if hin > 0 else None
-    if host_target is not None:
-        T.mimic(
-            entry,
-            lambda idx: src[idx],
-            lambda idx: host_target[idx],
-            len(labels),
-            epochs=tc.mimic_epochs,
-            batch_size=tc.batch_size,
-            lr=tc.link_lr,
-            seed=seed,
-            on_step=step,
-        )
-    host_mods = [b.module for b in hb[hin : hout + 1]]
-    with torch.no_grad():
-        mid = T.run_batched(lambda x: _run(host_mods, entry(x)), src)
-    target = z[lin - 1]
-    T.mimic(
-        exit_,
-        lambda idx: mid[idx],
-        lambda idx: target[idx],
-        len(labels),
-        epochs=tc.mimic_epochs,
-        batch_size=tc.batch_size,
-        lr=tc.link_lr,
-        seed=seed + 7,
-        on_step=step,
-    )
-    tail = [b.module for b in lb[lin:]]
-    T.finetune(
-        [entry, exit_],
-        lambda idx: _run(tail, exit_(_run(host_mods, entry(src[idx])))),
-        labels[:m],
-        teacher[:m],
-        kd=kd,
-        epochs=tc.finetune_epochs,
-        batch_size=tc.batch_size,
-        lr=tc.link_lr / 3,
-        seed=seed,
-        on_step=step,
-    )
-
-
-# -- measuring -------------------------------------------------------------------------------
-
-
-def local_prefix(plan: PathPlan, local_blocks: Sequence[Block]) -> int:
-    """How many leading hops are the original local blocks B0, B1, ... (cacheable prefix)."""
-    count = 0
-    for hop, block in zip(plan.hops, local_blocks, strict=False):
-        if hop.name != block_model(block):
-            break
-        count += 1
-    return count
-
-
-EXIT_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
-
-
-def _evaluate(
-    plans: Sequence[PathPlan],
-    modules: dict[str, nn.Module],
-    providers: Providers,
-    test: Any,
-    progress: Progress,
-) -> tuple[dict[str, float], dict[str, list[dict[str, float]]]]:
-    """Test accuracy of every path, and for exit paths the adaptive-exit statistics.
-
-    The exit statistics hold the fraction exiting and the accuracy per threshold (the
-    samples that stay take the rest of the original path); expected times are added later
-    from the measured hop times.
-    """
-    acc: dict[str, float] = {}
-    exits: dict[str, list[dict[str, float]]] = {}
-    with _stage(progress, f"evaluate {len(plans)} paths", len(plans) + 1) as step:
-        z = _features(providers.local_blocks, test.images)
-        original_ok = z[-1].argmax(1) == test.labels
-        step()
-        for plan in plans:
-            k = local_prefix(plan, providers.local_blocks)
-            x = z[k - 1] if k > 0 else test.images
-            rest = [modules[h.name] for h in plan.hops[k:]]
-            logits = T.run_batched(_chain(rest), x) if rest else x
-            acc[plan.id] = _accuracy(logits, test.labels)
-            if plan.kind == "exit":
-                conf = torch.softmax(logits, dim=1).max(1).values
-                exit_ok = logits.argmax(1) == test.labels
-                exits[plan.id] = [
-                    {
-                        "confidence": t,
-                        "exit_rate": float((conf >= t).float().mean()),
-                        "accuracy": float(
-                            torch.where(conf >= t, exit_ok, original_ok).float().mean()
-                        ),
-                    }
-                    for t in EXIT_THRESHOLDS
-                ]
-            step()
-    return acc, exits
-
-
-def measure_us(module: nn.Module, in_shape: Shape, repeats: int) -> float:
-    """Median wall time of one batch-1 forward pass, µs, on one torch thread."""
-    x = torch.rand((1, *in_shape))
-    samples: list[float] = []
-    with torch.inference_mode():
-        for _ in range(max(3, repeats // 10)):
-            module(x)
-        for _ in range(repeats):
-            t0 = time.perf_counter_ns()
-            module(x)
-            samples.append((time.perf_counter_ns() - t0) / 1000.0)
-    return float(statistics.median(samples))
-
-
-def _time_modules(
-    modules: dict[str, nn.Module],
-    shapes: dict[str, tuple[Shape, Shape]],
-    config: BuildConfig,
-    used: Sequence[str],
-    progress: Progress,
-) -> dict[str, float]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    out: dict[str, float] = {}
-    try:
-        with _stage(progress, f"time {len(used)} modules", len(used)) as step:
-            for name in used:
-                out[name] = measure_us(modules[name], shapes[name][0], config.timing_repeats)
-                step()
-    finally:
-        torch.set_num_threads(threads)
-    return out
 
 
 # -- the catalog -----------------------------------------------------------------------------
@@ -690,7 +380,7 @@ def _catalog(
     measured: dict[str, Any],
 ) -> PathCatalog:
     times = measured["compute_us"]
-    accuracy = measured["accuracy"]
+    path_accuracy = measured["accuracy"]
     stats: dict[str, tuple[int, int]] = {}
 
     def module_stats(name: str) -> tuple[int, int]:
@@ -710,7 +400,7 @@ def _catalog(
             output=tensor(OUTPUT_NAME, o),
             params=params,
             macs=macs,
-            compute_us=round(times.get(ref.name, 0.0), 2),
+            compute_us=compute_us(times, ref.name),
         )
 
     original_hops = [hop(ref) for ref in plans[0].hops]
@@ -761,7 +451,7 @@ def _catalog(
                 hops=hops,
                 crossings=crossings,
                 metrics=PathMetrics(
-                    accuracy=round(accuracy[plan.id], 6),
+                    accuracy=round(path_accuracy[plan.id], 6),
                     params_local=sum(x.params for x in local),
                     params_host=sum(x.params for x in host),
                     macs_local=sum(x.macs for x in local),
@@ -809,7 +499,7 @@ def _catalog(
                     output=tensor(OUTPUT_NAME, b.output_shape),
                     params=b.params,
                     macs=b.macs,
-                    compute_us=round(times.get(block_model(b), 0.0), 2),
+                    compute_us=compute_us(times, block_model(b)),
                 )
                 for b in blocks
             ],
@@ -819,7 +509,7 @@ def _catalog(
     return PathCatalog(
         build_hash=build_hash,
         local_model=LOCAL_MODEL,
-        baseline_accuracy=round(accuracy[original], 6),
+        baseline_accuracy=round(path_accuracy[original], 6),
         original_path=original,
         models=[
             provider(
@@ -828,7 +518,7 @@ def _catalog(
                 "fashion-mnist",
                 f"trained by braid models build ({config.profile} profile)",
                 providers.local_blocks,
-                accuracy[original],
+                path_accuracy[original],
             ),
             provider(
                 HOST_MODEL,

@@ -10,16 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from braid.logs import log_event
-from braid.tooling.build import (
-    PROFILES,
-    BuildConfig,
-    BuildResult,
-    Progress,
-    build,
-    models_cache_dir,
-)
+from braid.tooling.build import PROFILES, BuildConfig, BuildResult, build, models_cache_dir
 from braid.tooling.experiments import ExperimentConfig, run_experiments
 from braid.tooling.export import export_repository, models_in_catalog
+from braid.tooling.progress import Progress
 
 logger = logging.getLogger(__name__)
 

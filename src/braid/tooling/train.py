@@ -24,11 +24,32 @@ import torch
 import torch.nn.functional as F  # noqa: N812 - the conventional alias
 from torch import nn
 
+from braid.tooling.split import Block
+
 ProgressFn = Callable[[], None]
 
 
 @dataclass(frozen=True)
-class KD:
+class TrainConfig:
+    """How the build trains the local model, its links and exit heads (part of its hash)."""
+
+    local_epochs: int = 6
+    local_samples: int | None = None
+    batch_size: int = 128
+    lr: float = 3e-3
+    link_samples: int = 15000
+    mimic_epochs: int = 3
+    finetune_epochs: int = 2
+    finetune_samples: int = 10000
+    link_lr: float = 3e-3
+    exit_epochs: int = 3
+    kd_alpha: float = 0.5
+    kd_tau: float = 4.0
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Distillation:
     """Survey eq. 3: ``alpha * CE + (1 - alpha) * tau^2 * KL(teacher || student)``."""
 
     alpha: float = 0.5
@@ -153,7 +174,7 @@ def finetune(
     labels: torch.Tensor,
     teacher: torch.Tensor,
     *,
-    kd: KD,
+    distillation: Distillation,
     epochs: int,
     batch_size: int,
     lr: float,
@@ -175,7 +196,7 @@ def finetune(
         m.train()
     for _ in range(epochs):
         for idx in batches(n, batch_size, gen):
-            loss = kd.loss(forward(idx), labels[idx], teacher[idx])
+            loss = distillation.loss(forward(idx), labels[idx], teacher[idx])
             opt.zero_grad(set_to_none=True)
             _backward(loss)
             opt.step()
@@ -184,6 +205,26 @@ def finetune(
                 on_step()
     for m in trainables:
         m.eval()
+
+
+def run_modules(modules: Sequence[nn.Module], x: torch.Tensor) -> torch.Tensor:
+    """``x`` through ``modules`` one after the other."""
+    for module in modules:
+        x = module(x)
+    return x
+
+
+def block_outputs(
+    blocks: Sequence[Block], images: torch.Tensor, upto: int | None = None
+) -> list[torch.Tensor]:
+    """Outputs of blocks 0..upto (default all) on ``images``, computed once."""
+    outs: list[torch.Tensor] = []
+    x = images
+    last = len(blocks) - 1 if upto is None else upto
+    for block in blocks[: last + 1]:
+        x = run_batched(block.module, x)
+        outs.append(x)
+    return outs
 
 
 @torch.no_grad()
