@@ -18,8 +18,8 @@ import importlib.util
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,7 @@ from braid.dimee.backbone import (
 from braid.logs import log_event
 from braid.policy.dimee import cheap_embedding
 from braid.tooling.data import DatasetMissingError
+from braid.tooling.progress import stage
 
 logger = logging.getLogger(__name__)
 
@@ -95,15 +96,10 @@ class Progress:
         """The stage ``name`` has finished."""
 
 
-@contextmanager
-def _stage(progress: Progress, name: str, total: int) -> Iterator[Callable[[int], None]]:
-    started = time.monotonic()
-    step = progress.stage(name, max(1, total))
-    try:
-        yield step
-    finally:
-        progress.done(name)
-        log_event(logger, "dimee.stage", stage=name, seconds=f"{time.monotonic() - started:.1f}")
+def _stage(
+    progress: Progress, name: str, total: int
+) -> AbstractContextManager[Callable[[int], None]]:
+    return stage(progress, name, total, event="dimee.stage")
 
 
 # -- data ------------------------------------------------------------------------------------
