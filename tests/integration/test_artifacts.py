@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from braid.api.repository_plan import PlannedArtifact, PlannedConfig, RepositoryPlan
 from braid.artifacts.fetch import FetchError, FetchOptions, fetch
-from braid.artifacts.plan import PlannedArtifact, PlannedConfig, RepositoryPlan, assemble
+from braid.artifacts.plan import assemble
 from braid.settings import get_settings
 from braid_dev.reliability.stall_proxy import StallProxy
 from braid_dev.stack.artifact_servers import (

@@ -80,8 +80,9 @@ def assemble_command(
     """Fetch every artifact of a plan, unpack archives and write the Triton configs."""
     from pydantic import ValidationError
 
+    from braid.api.repository_plan import RepositoryPlan
     from braid.artifacts.fetch import FetchError, FetchOptions
-    from braid.artifacts.plan import RepositoryPlan, assemble
+    from braid.artifacts.plan import assemble
     from braid.logs import setup_logging
 
     setup_logging(logging.INFO)
