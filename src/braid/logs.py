@@ -21,5 +21,13 @@ def log_event(logger: logging.Logger, event: str, level: int = logging.INFO, **f
         logger.log(level, kv(event, **fields))
 
 
+CLIENT_LIBRARIES = ("httpx", "httpcore", "urllib3", "kubernetes")
+"""Their DEBUG lines (every connection, every request) drowned a controller's decisions:
+~490 KB in a few minutes of demo. They log at WARNING, also under ``-v``."""
+
+
 def setup_logging(level: int = logging.INFO) -> None:
+    """One line per event, ``time LEVEL logger event key=value ...``; clients at WARNING."""
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    for name in CLIENT_LIBRARIES:
+        logging.getLogger(name).setLevel(logging.WARNING)

@@ -79,3 +79,20 @@ def test_reference_page_lists_fields_rules_and_columns() -> None:
     assert "| `spec.architecture.reduction` | integer |" in page
     assert "lin > lout + 1" in page
     assert "`Reduction`" in page
+
+
+def test_the_policy_status_schema_keeps_every_cost_term() -> None:
+    """An untyped ``terms`` map was an object without properties: the API server pruned every
+    term and stored ``{}``. Each term is a declared property now."""
+    crd = render_all_crds()["braid.dev_offloadpolicies.yaml"]
+    status = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    item = status["properties"]["status"]["properties"]["costs"]["items"]["properties"]
+    assert set(item["terms"]["properties"]) == {
+        "accuracy",
+        "communication",
+        "localCompute",
+        "hostCompute",
+        "localParams",
+        "hostParams",
+    }
+    assert set(item["stretch"]["properties"]) == {"local", "host"}

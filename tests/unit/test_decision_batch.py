@@ -6,7 +6,12 @@ import numpy as np
 
 from braid.api.catalog import PathCatalog
 from braid.api.common import ObjectRef
-from braid.api.v1alpha1.offloadpolicy import CostCoefficients, Hysteresis, OffloadPolicySpec
+from braid.api.v1alpha1.offloadpolicy import (
+    CostCoefficients,
+    HostRef,
+    Hysteresis,
+    OffloadPolicySpec,
+)
 from braid.policy.batch import BatchState, PathArrays, choose_paths_batch
 from braid.policy.cost import Network, figures_from_entry
 from braid.policy.decision import Metrics, PolicyState, TierMetrics, WeightedPath, choose_paths
@@ -24,6 +29,7 @@ def test_batch_and_scalar_choose_the_same_path() -> None:
         cost=CostCoefficients(c_local=1e-3, c_host=1e-3),
         latency_bound_microseconds=3000,
         all_paths=True,
+        allowed_hosts=[HostRef(namespace="provider-b", model=syn.HOST)],
         hysteresis=Hysteresis(cost_margin=0.1, min_dwell_seconds=5),
     )
     for trial in range(40):

@@ -71,15 +71,21 @@ def run_command(
     rtt_us: Annotated[float, typer.Option(help="Round trip between tiers, µs.")] = 200.0,
     bandwidth_mbit_s: Annotated[float, typer.Option(help="Link bandwidth, Mbit/s.")] = 1000.0,
     rounds: Annotated[int, typer.Option(help="Stop after this many rounds (0: never).")] = 0,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log each round.")] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Debug logs: every round, every write.")
+    ] = False,
 ) -> None:
     """Decide the active paths every INTERVAL from Prometheus and write them."""
     import logging
     import signal
     import threading
 
-    from braid.api.common import ObjectRef
-    from braid.api.v1alpha1.offloadpolicy import OffloadPolicySpec
+    from braid.api.common import Condition, ObjectRef
+    from braid.api.v1alpha1.offloadpolicy import (
+        HostRef,
+        OffloadPolicySpec,
+        OffloadPolicyStatus,
+    )
     from braid.controller.loop import DecisionSink, PathController, routing_file_sink
     from braid.dataplane.promql import PrometheusClient
     from braid.dataplane.service import read_catalog
@@ -88,25 +94,41 @@ def run_command(
     from braid.policy.decision import ControlSettings
 
     setup_logging(logging.DEBUG if verbose else logging.INFO)
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logger = logging.getLogger("braid.cli.controller")
     if (routing is None) == (policy_name is None):
         raise typer.BadParameter("give exactly one of --routing FILE or --policy-name NAME")
     cat = read_catalog(catalog)
     sinks: list[DecisionSink] = []
+    generation: int | None = None
+    seed: OffloadPolicyStatus | None = None
     if policy_name is not None:
-        from braid.kube.policy_status import read_policy_spec, write_policy_status
+        from braid.controller.policy_sink import PolicyStatusSink
+        from braid.controller.status import DEGRADED, PATHS_CHOSEN
+        from braid.kube.client import default_kube
+        from braid.kube.policy_status import read_policy
+        from braid.logs import log_event
 
-        spec = OffloadPolicySpec.model_validate(read_policy_spec(policy_name, namespace))
+        stored = read_policy(policy_name, namespace)
+        spec = OffloadPolicySpec.model_validate(stored.get("spec") or {})
+        generation = (stored.get("metadata") or {}).get("generation")
+        # The controller's own conditions as stored: a restart keeps their transition times.
+        seed = OffloadPolicyStatus(
+            conditions=[
+                Condition.model_validate(c)
+                for c in (stored.get("status") or {}).get("conditions") or []
+                if c.get("type") in (PATHS_CHOSEN, DEGRADED)
+            ]
+        )
 
-        def to_cluster(_decision: object, status: Any) -> None:
-            stored = write_policy_status(policy_name, namespace, status)
-            fresh = OffloadPolicySpec.model_validate(stored) if stored else None
-            if fresh is not None and fresh != controller.policy:
+        def follow(obj: dict[str, Any]) -> None:
+            fresh = OffloadPolicySpec.model_validate(obj.get("spec") or {})
+            controller.generation = (obj.get("metadata") or {}).get("generation")
+            if fresh != controller.policy:
                 # kubectl edit of the policy: cost, L_T, candidates take effect next round.
                 controller.policy = fresh
-                typer.echo(f"policy {namespace}/{policy_name} changed: following its new spec")
+                log_event(logger, "controller.spec_followed", policy=f"{namespace}/{policy_name}")
 
-        sinks.append(to_cluster)
+        sinks.append(PolicyStatusSink(policy_name, namespace, default_kube(), on_policy=follow))
     elif policy_file is not None:
         spec = load_policy_spec(policy_file)
     else:
@@ -114,6 +136,10 @@ def run_command(
             model_ref=ObjectRef(name=cat.local_model),
             latency_bound_microseconds=latency_bound_us,
             all_paths=True,
+            # Local mode, no policy: every host of the catalog is this machine's own.
+            allowed_hosts=[
+                HostRef(namespace="local", model=m.name) for m in cat.models if m.role == "host"
+            ],
         )
     if routing is not None:
         sinks.append(routing_file_sink(cat, spec, routing))
@@ -129,6 +155,8 @@ def run_command(
                 capacity=parse_capacity(capacity or []), max_utilisation=max_utilisation
             ),
             network=Network(rtt_us=rtt_us, bandwidth_mbit_s=bandwidth_mbit_s),
+            status=seed,
+            generation=generation,
         )
         from braid.controller.metrics import MetricQueries
 

@@ -20,6 +20,7 @@ from braid.api.catalog import PathCatalog
 from braid.api.routing import routing_table_from_policy
 from braid.api.v1alpha1.offloadpolicy import OffloadPolicySpec, OffloadPolicyStatus
 from braid.controller.metrics import MetricQueries, describe, gather_metrics
+from braid.controller.status import policy_status, sig
 from braid.dataplane.promql import PrometheusClient
 from braid.dataplane.routing import write_routing_table
 from braid.logs import log_event
@@ -67,6 +68,8 @@ class PathController:
     clock: Callable[[], float] = time.time
     state: PolicyState = field(default_factory=PolicyState)
     status: OffloadPolicyStatus | None = None
+    generation: int | None = None
+    """The policy's ``metadata.generation`` whose spec ``policy`` is (cluster mode)."""
 
     def __post_init__(self) -> None:
         if self.queries is None:
@@ -74,17 +77,31 @@ class PathController:
 
     def step(self) -> Decision:
         assert self.queries is not None
-        metrics = gather_metrics(self.prometheus, self.queries, self.clock(), self.network)
+        now = self.clock()
+        metrics = gather_metrics(self.prometheus, self.queries, now, self.network)
+        before = self.state.primary
         decision = choose_paths(self.catalog, metrics, self.policy, self.state, self.settings)
         self.state = decision.state
-        self.status = decision.to_status(self.status)
+        self.status = policy_status(decision, self.status, now=now, generation=self.generation)
+        costs = {a.id: a.cost for a in decision.assessments}
+
+        def f(path: str | None) -> str:
+            cost = costs.get(path or "")
+            return str(sig(cost)) if cost is not None else "n/a"
+
+        # One INFO line per decision that changed something; the rounds that hold are DEBUG.
         log_event(
             logger,
             "controller.decision",
             logging.INFO if decision.changed else logging.DEBUG,
             changed=decision.changed,
-            degraded=decision.degraded,
+            old=before or "-",
+            new=decision.primary,
+            old_cost=f(before),
+            new_cost=f(decision.primary),
             active=",".join(f"{p.id}={p.weight}" for p in decision.active),
+            code=decision.code,
+            degraded=decision.degraded,
             reason=decision.reason,
             **(describe(metrics) if metrics else {}),
         )

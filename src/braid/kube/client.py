@@ -130,6 +130,11 @@ class Kube:
         except NotFoundError:
             return
 
+    def create(self, obj: dict[str, Any]) -> None:
+        """Create ``obj`` (an Event: each is a new object, never applied over another)."""
+        res = self._resource(obj["apiVersion"], obj["kind"])
+        _discard(res.create(body=obj, namespace=obj["metadata"].get("namespace"), serialize=False))
+
     def patch(
         self, api_version: str, kind: str, name: str, namespace: str, body: dict[str, Any]
     ) -> None:

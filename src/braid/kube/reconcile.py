@@ -441,7 +441,11 @@ def reconcile_policy(kube: Kube, body: dict[str, Any]) -> dict[str, Any]:
     meta = body["metadata"]
     namespace = meta["namespace"]
     spec = OffloadPolicySpec.model_validate(body["spec"])
-    status = OffloadPolicyStatus.model_validate(body.get("status") or {})
+    # Only the controller's split matters here; the rest of the status (costs written by an
+    # older controller, say) must not stop the routing from being rendered.
+    status = OffloadPolicyStatus.model_validate(
+        {"activePaths": (body.get("status") or {}).get("activePaths") or []}
+    )
     model = kube.get(
         API_VERSION, "Model", spec.model_ref.name, spec.model_ref.namespace or namespace
     )

@@ -164,11 +164,62 @@ class ActivePath(ApiModel):
     weight: float = Field(ge=0, le=1, description="Share of traffic.")
 
 
+InfeasibleReason = Literal["OverLatencyBound", "TierSaturated", "HostNotAllowed", "MetricsMissing"]
+INFEASIBLE_REASON_DESCRIPTION = (
+    "Why the path may not be chosen. OverLatencyBound: its modelled latency exceeds L_T; "
+    "TierSaturated: a tier it runs on is busy at or beyond its capacity without this model's "
+    "traffic; HostNotAllowed: its host model is not in spec.allowedHosts; MetricsMissing: a "
+    "tier it runs on reports no metrics, so it has no cost."
+)
+
+
+class CostTerms(ApiModel):
+    """The six terms of CoDE eq. 1 for one path, as the controller priced them this round.
+
+    The compute terms are ``c x priceFactor x T``: the tier's price rises with its load (see
+    ``status.load``) and ``T`` is the path's time there, stretched by queueing.
+    """
+
+    accuracy: float = Field(description="e^{a(L_A - A_p)}: the accuracy lost against L_A.")
+    communication: float = Field(description="b T_cm: time spent crossing between tiers.")
+    local_compute: float = Field(description="c_l T_cp_l on the local tier, at its load.")
+    host_compute: float = Field(description="c_h T_cp_h on the host tier, at its load.")
+    local_params: float = Field(description="d_l C_l: local parameters, millions.")
+    host_params: float = Field(description="d_h C_h: host parameters, millions.")
+
+
+class TierStretch(ApiModel):
+    """How much longer than its catalog (idle) time a path runs on each tier this round."""
+
+    local: float | None = Field(default=None, description="Loaded / idle local compute time.")
+    host: float | None = Field(default=None, description="Loaded / idle host compute time.")
+
+
+class TierLoad(ApiModel):
+    """One tier as the controller measured it (smoothed) and priced it this round."""
+
+    tier: str = Field(description="local or host.")
+    utilisation: float = Field(description="rho: busy executions / capacity (smoothed).")
+    price_factor: float = Field(
+        description="1 / (1 - rho), rho clipped at 0.95: the factor on c_l (c_h) this round."
+    )
+
+
 class PathCost(ApiModel):
     id: str
-    cost: float = Field(description="F(p).")
-    feasible: bool = Field(description="Meets the latency bound L_T.")
-    terms: dict[str, float] = Field(default_factory=dict, description="Terms of F(p).")
+    cost: float | None = Field(
+        default=None, description="F(p), 4 significant digits; absent without metrics."
+    )
+    feasible: bool = Field(description="May be chosen: meets L_T, tiers not saturated, allowed.")
+    reason: InfeasibleReason | None = Field(default=None, description=INFEASIBLE_REASON_DESCRIPTION)
+    message: str | None = Field(default=None, description="The figures behind reason.")
+    latency_microseconds: float | None = Field(
+        default=None, description="Modelled T_cp_l + T_cp_h + T_cm under the measured load."
+    )
+    stretch: TierStretch | None = Field(
+        default=None, description="Queueing stretch of the path's compute per tier (M/D/1)."
+    )
+    terms: CostTerms | None = Field(default=None, description="The terms F(p) sums.")
 
 
 class OffloadPolicyStatus(ApiModel):
@@ -176,6 +227,19 @@ class OffloadPolicyStatus(ApiModel):
     active_path: str | None = Field(default=None, description="Path with the largest weight.")
     active_paths: list[ActivePath] = Field(default_factory=list)
     cost: float | None = Field(default=None, description="F(p) of the active path.")
+    runner_up: str | None = Field(
+        default=None, description="The cheapest feasible candidate besides the active path."
+    )
+    margin: float | None = Field(
+        default=None,
+        description=(
+            "(F(runner-up) - F(active)) / F(active): how much dearer the runner-up is; "
+            "negative while hysteresis holds a dearer active path."
+        ),
+    )
+    load: list[TierLoad] = Field(
+        default_factory=list, max_length=8, description="Per tier: the load F(p) was priced at."
+    )
     costs: list[PathCost] = Field(default_factory=list, description="F(p) of every candidate.")
     candidate_paths: int | None = Field(
         default=None, description="Catalog paths this policy may route to and can serve now."

@@ -11,12 +11,16 @@ from braid.api.v1alpha1.link import LinkSpec, LinkStatus
 from braid.api.v1alpha1.model import ModelSpec, ModelStatus
 from braid.api.v1alpha1.offloadpolicy import OffloadPolicySpec, OffloadPolicyStatus
 
-_READY = {
+_READY: dict[str, str | int] = {
     "name": "Ready",
     "type": "string",
     "jsonPath": ".status.conditions[?(@.type=='Ready')].status",
 }
-_AGE = {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
+_AGE: dict[str, str | int] = {
+    "name": "Age",
+    "type": "date",
+    "jsonPath": ".metadata.creationTimestamp",
+}
 
 
 @dataclass(frozen=True)
@@ -27,7 +31,7 @@ class KindInfo:
     spec: type[BaseModel]
     status: type[BaseModel]
     description: str
-    columns: tuple[dict[str, str], ...] = field(default_factory=tuple)
+    columns: tuple[dict[str, str | int], ...] = field(default_factory=tuple)
 
 
 KINDS: tuple[KindInfo, ...] = (
@@ -94,10 +98,23 @@ KINDS: tuple[KindInfo, ...] = (
         columns=(
             _READY,
             {"name": "Model", "type": "string", "jsonPath": ".spec.modelRef.name"},
-            {"name": "Paths", "type": "integer", "jsonPath": ".status.candidatePaths"},
             {"name": "Active-Path", "type": "string", "jsonPath": ".status.activePath"},
-            {"name": "Cost", "type": "number", "jsonPath": ".status.cost"},
-            {"name": "L_T-us", "type": "integer", "jsonPath": ".spec.latencyBoundMicroseconds"},
+            # F(p) as the status stores it: 4 significant digits, not a float's 16.
+            {"name": "F", "type": "number", "jsonPath": ".status.cost"},
+            {"name": "Runner-Up", "type": "string", "jsonPath": ".status.runnerUp"},
+            {"name": "Margin", "type": "number", "jsonPath": ".status.margin", "priority": 1},
+            {
+                "name": "Paths",
+                "type": "integer",
+                "jsonPath": ".status.candidatePaths",
+                "priority": 1,
+            },
+            {
+                "name": "L_T-us",
+                "type": "integer",
+                "jsonPath": ".spec.latencyBoundMicroseconds",
+                "priority": 1,
+            },
             _AGE,
         ),
     ),
