@@ -79,7 +79,6 @@ def test_demo_runs_end_to_end_and_leaves_nothing_running(tmp_path: Path) -> None
     # The demo installs braid with helm; the chart's test Pod ran its script here and passed.
     assert summary["helm_test"] == {"passed": True, "exit_codes": [0]}
     assert "helm test passed" in proc.stdout
-    assert summary["controller"] == "braid"
     assert summary["switches"], "the path controller's decisions reached the demo"
     assert png.is_file()
     assert png.stat().st_size > 10_000

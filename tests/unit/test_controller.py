@@ -10,8 +10,8 @@ from braid.api.common import Condition, ObjectRef
 from braid.api.routing import RoutingTable
 from braid.api.v1alpha1.offloadpolicy import OffloadPolicySpec, OffloadPolicyStatus
 from braid.controller.loop import routing_file_sink
-from braid.controller.status import StatusGate, path_change, policy_status, runner_up
 from braid.controller.metrics import MetricQueries, metrics_from_samples
+from braid.controller.status import StatusGate, path_change, policy_status, runner_up
 from braid.dataplane.promql import PromSample
 from braid.kube.policy_status import status_patch
 from braid.policy.cost import Network
@@ -172,8 +172,10 @@ def test_costs_are_rounded_and_the_runner_up_and_margin_are_shown() -> None:
     assert next(c for c in status.costs if c.id == "c").cost == 1e8
     # Held on a dearer path by hysteresis: the margin is negative.
     best, margin = runner_up(decided("b").assessments, "b")
-    assert best is not None and best.id == "a"
-    assert margin is not None and margin < 0
+    assert best is not None
+    assert best.id == "a"
+    assert margin is not None
+    assert margin < 0
 
 
 def test_the_status_is_written_on_change_and_not_more_often_than_needed() -> None:
@@ -208,4 +210,5 @@ def test_a_path_change_is_told_with_both_costs() -> None:
 def test_the_status_patch_removes_what_the_controller_no_longer_reports() -> None:
     status = OffloadPolicyStatus(active_path="a", runner_up=None)
     patch = status_patch(status, None)
-    assert "runnerUp" in patch and patch["runnerUp"] is None
+    assert "runnerUp" in patch
+    assert patch["runnerUp"] is None

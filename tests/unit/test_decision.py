@@ -346,7 +346,9 @@ def test_the_status_carries_terms_load_and_stretch_that_add_up(catalog: PathCata
     assert load["local"].price_factor == pytest.approx(2.5)
     k = policy().cost
     for c in status.costs:
-        assert c.terms is not None and c.cost is not None and c.stretch is not None
+        assert c.terms is not None
+        assert c.cost is not None
+        assert c.stretch is not None
         assert sum(c.terms.model_dump().values()) == pytest.approx(c.cost, rel=1e-3)
         assert c.stretch.local == pytest.approx(2.5, rel=1e-3)  # tier-wide M/M/1 here
         idle = catalog.path(c.id).metrics.compute_us_local

@@ -149,13 +149,9 @@ def demo(
     keep: bool = typer.Option(False, "--keep", help="Leave the stack serving until Ctrl-C."),
     workdir: Path | None = typer.Option(None, help="Logs, repository, files (<state>/demo)."),
     png: Path = typer.Option(Path("docs/img/demo-timeline.png"), help="Timeline PNG to write."),
-    controller: str = typer.Option(
-        "braid",
-        help="braid: the path controller process (cluster mode); stand-in: the demo's own loop.",
-    ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log each event."),
 ) -> None:
     """The whole system end to end: models, cluster, operator, Triton, gateway, traffic."""
     from braid_dev.demo.cli import run_demo_cli
 
-    run_demo_cli(full, duration, keep, workdir, png, verbose, controller)
+    run_demo_cli(full, duration, keep, workdir, png, verbose)

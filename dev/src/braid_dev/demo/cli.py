@@ -59,7 +59,7 @@ def _summary(console: Console, result: DemoResult) -> None:
         paths = ", ".join(f"{p} {100 * s:.0f} %" for p, s in row["paths"].items())
         console.print(f"  {row['phase']:<12} served by {paths}", highlight=False)
     console.print(
-        f"active paths ({result.controller} controller): "
+        "active paths (braid controller): "
         + " → ".join(f"{p} @ {t:.0f}s" for t, p in result.switches),
         highlight=False,
     )
@@ -81,13 +81,11 @@ def run_demo_cli(
     workdir: Path | None,
     png: Path,
     verbose: bool,
-    controller: str = "braid",
 ) -> None:
     from braid.logs import setup_logging
     from braid.settings import get_settings
 
     setup_logging(logging.INFO if verbose else logging.WARNING)
-    logging.getLogger("httpx").setLevel(logging.WARNING)
     console = Console()
     settings = get_settings()
     options = DemoOptions(
@@ -96,7 +94,6 @@ def run_demo_cli(
         keep=keep,
         workdir=workdir if workdir is not None else settings.state / "demo",
         png=png,
-        controller=controller,
     )
     profile = "full" if full else "quick"
     messages = {

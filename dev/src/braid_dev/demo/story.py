@@ -13,8 +13,8 @@ light -> heavy -> light.
 The controller reads Triton's and the gateway's metrics from Prometheus, chooses paths with
 CoDE's eq. 1/2 and writes ``OffloadPolicy.status.activePaths``; the operator re-renders the
 routing ConfigMap from that status, the demo copies the ConfigMap to the gateway's routing
-file, and the gateway reloads it: every hop of the real data path. ``--controller stand-in``
-swaps in a small eq. 1/2 loop of the demo's own.
+file, and the gateway reloads it: every hop of the real data path. There is one controller,
+the product's: the demo only reads what it wrote (``PolicyObserver``).
 """
 
 from __future__ import annotations
@@ -38,18 +38,9 @@ import numpy.typing as npt
 import yaml
 
 from braid.api.catalog import PathCatalog
-from braid.api.v1alpha1.offloadpolicy import CostCoefficients, OffloadPolicySpec
 from braid.dataplane.promql import PrometheusClient
 from braid.kube.client import Kube, transient
 from braid.logs import log_event
-from braid.policy.cost import (
-    Load,
-    Network,
-    choose_path,
-    figures_from_entry,
-    loaded_coefficients,
-    under_load,
-)
 from braid.render.prometheus_config import ScrapeTarget
 from braid.render.routing import ENDPOINTS_FILE, routing_configmap_name
 from braid.settings import Settings
@@ -78,9 +69,6 @@ logger = logging.getLogger(__name__)
 
 CONFIGMAP_LIMIT = 1_000_000
 """A ConfigMap's data must stay under 1 MiB; leave room for the object's metadata."""
-PRICE_SLOPE = 1000.0
-"""c_l multiplier = 1 + PRICE_SLOPE * rho / (1 - rho): idle prices at rho=0, the experiments'
-heavy-load price (x1000) at rho=0.5, and steeper beyond."""
 RHO_MAX = 0.95
 CHART_GATEWAY_HTTP_PORT = 8000
 """The chart's ``gateway.httpPort``: the port the helm test Pod dials on the Service."""
@@ -95,9 +83,6 @@ class DemoOptions:
     png: Path = Path("docs/img/demo-timeline.png")
     light_rps: float = 5.0
     heavy_workers: int = 12
-    controller: str = "braid"
-    """``braid``: the path controller (``braid controller run``, cluster mode) as a process;
-    ``stand-in``: the demo's own eq. 1/2 loop (kept for when the controller is unavailable)."""
 
 
 @dataclass(frozen=True)
@@ -273,91 +258,7 @@ def wait_for_routing(
     raise TimeoutError(f"routing not ready after {timeout:.0f} s: {last}")
 
 
-# -- the stand-in controller ------------------------------------------------------------------
-
-
-class StandInController:
-    """CoDE eq. 1/2 on measured local utilisation, written to OffloadPolicy.status."""
-
-    def __init__(
-        self,
-        access: cluster.ClusterAccess,
-        prometheus: PrometheusClient,
-        catalog: PathCatalog,
-        servable: list[str],
-        spec: OffloadPolicySpec,
-        state: DemoState,
-        dwell_s: float,
-    ) -> None:
-        self.access = access
-        self.prometheus = prometheus
-        self.catalog = catalog
-        self.spec = spec
-        self.state = state
-        self.dwell_s = dwell_s
-        entries = [p for p in catalog.paths if p.id in set(servable)]
-        self.figures = [figures_from_entry(p, Network()) for p in entries]
-        self.current = catalog.original_path
-        self.since = -math.inf
-
-    def utilisation(self) -> float:
-        """Seconds of Triton compute per second on the local provider's servers."""
-        value = self.prometheus.query_value(
-            'sum(rate(nv_inference_compute_infer_duration_us{provider="provider-a"}[4s])) / 1e6'
-        )
-        return min(RHO_MAX, max(0.0, value or 0.0))
-
-    def step(self) -> Decision:
-        rho = self.utilisation()
-        base: CostCoefficients = self.spec.cost
-        coefficients = loaded_coefficients(base, 1.0 + PRICE_SLOPE * rho / (1.0 - rho))
-        loaded = [under_load(f, Load(local=rho)) for f in self.figures]
-        choice = choose_path(
-            loaded,
-            self.catalog.original_path,
-            self.catalog.baseline_accuracy,
-            coefficients,
-            float(self.spec.latency_bound_microseconds or 1e12),
-        )
-        costs = {c.figures.path_id: c.cost for c in choice.ranked}
-        now = time.monotonic() - self.state.started
-        margin = self.spec.hysteresis.cost_margin if self.spec.hysteresis else 0.0
-        better = costs[choice.path_id] < costs.get(self.current, math.inf) * (1.0 - margin)
-        if choice.path_id != self.current and better and now - self.since >= self.dwell_s:
-            self.current, self.since = choice.path_id, now
-            self.write_status(costs)
-            log_event(logger, "demo.path_switched", path=self.current, rho=round(rho, 3))
-        decision = Decision(now, rho, self.current, costs[self.current], choice.original.cost)
-        with self.state.lock:
-            self.state.decisions.append(decision)
-        return decision
-
-    def write_status(self, costs: dict[str, float]) -> None:
-        status = {
-            "activePath": self.current,
-            "activePaths": [{"id": self.current, "weight": 1.0}],
-            "cost": round(costs[self.current], 6),
-            "lastDecisionTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        }
-        self.access.kubectl(
-            "patch",
-            "offloadpolicy",
-            POLICY_NAME,
-            "-n",
-            LOCAL_NAMESPACE,
-            "--subresource=status",
-            "--type=merge",
-            "-p",
-            json.dumps({"status": status}),
-        )
-
-    def run(self, stop: threading.Event, interval: float = 1.0) -> None:
-        while not stop.is_set():
-            try:
-                self.step()
-            except Exception as exc:  # one failed poll must not end the loop
-                log_event(logger, "demo.controller_failed", level=logging.WARNING, error=exc)
-            stop.wait(interval)
+# -- the controller ----------------------------------------------------------------------------
 
 
 class PolicyObserver:
@@ -385,7 +286,7 @@ class PolicyObserver:
             )
             or self.catalog.original_path
         )
-        costs = {c["id"]: float(c["cost"]) for c in status.get("costs") or []}
+        costs = {c["id"]: float(c["cost"]) for c in status.get("costs") or [] if "cost" in c}
         decision = Decision(
             time.monotonic() - self.state.started,
             min(RHO_MAX, busy or 0.0),
@@ -425,7 +326,6 @@ def start_controller(
             f"--capacity=local={os.cpu_count() or 1}",
             f"--capacity=host={os.cpu_count() or 1}",
             "--interval=1",
-            "--verbose",
         ],
         log_path=workdir / "controller.log",
         env={"KUBECONFIG": str(kubeconfig), "PYTHONUNBUFFERED": "1"},
@@ -726,7 +626,6 @@ class DemoResult:
     summary: list[dict[str, Any]]
     switches: list[tuple[float, str]]
     total_s: float
-    controller: str
 
 
 def run_demo(
@@ -833,34 +732,17 @@ def run_demo(
                 workdir / "test-pods",
             )
             state.helm_test = helm_test
-        policy = kube.get("braid.dev/v1alpha1", "OffloadPolicy", POLICY_NAME, LOCAL_NAMESPACE)
-        assert policy is not None
-        spec = OffloadPolicySpec.model_validate(policy["spec"])
         phase_s = options.duration_s / 3
         promql = PrometheusClient(prometheus.url)
         stack.callback(promql.close)
-        loop: StandInController | PolicyObserver
-        if options.controller == "stand-in":
-            loop = StandInController(
-                access,
-                promql,
-                catalog,
-                servable,
-                spec,
-                state,
-                dwell_s=min(
-                    float(spec.hysteresis.min_dwell_seconds if spec.hysteresis else 0), phase_s / 3
-                ),
-            )
-        else:
-            controller_process = start_controller(
-                workdir,
-                prometheus.url,
-                repository / "catalog.json",
-                account_kubeconfig(access, release, "controller", workdir / "accounts"),
-            )
-            stack.callback(controller_process.stop)
-            loop = PolicyObserver(kube, promql, catalog, state)
+        controller_process = start_controller(
+            workdir,
+            prometheus.url,
+            repository / "catalog.json",
+            account_kubeconfig(access, release, "controller", workdir / "accounts"),
+        )
+        stack.callback(controller_process.stop)
+        loop = PolicyObserver(kube, promql, catalog, state)
         controller_stop = threading.Event()
         controller_thread = threading.Thread(target=loop.run, args=(controller_stop,), daemon=True)
         controller_thread.start()
@@ -872,8 +754,6 @@ def run_demo(
             with state.lock:
                 state.started = time.monotonic()
                 state.decisions.clear()
-            if isinstance(loop, StandInController):
-                loop.since = -math.inf
             generator.phase("light", phase_s, 1, options.light_rps)
             generator.phase("heavy", phase_s, options.heavy_workers, None)
             generator.phase("light again", phase_s, 1, options.light_rps)
@@ -897,7 +777,6 @@ def run_demo(
             summary=summary_rows(state),
             switches=switches,
             total_s=round(time.monotonic() - t0, 1),
-            controller=options.controller,
         )
         (workdir / "summary.json").write_text(
             json.dumps(
@@ -906,7 +785,8 @@ def run_demo(
                     "stages_s": state.stages,
                     "phases": result.summary,
                     "switches": switches,
-                    "controller": options.controller,
+                    "returned_to_original": bool(switches)
+                    and switches[-1][1] == catalog.original_path,
                     "errors": state.errors,
                     "servable_paths": servable,
                     "helm_test": {
