@@ -195,6 +195,7 @@ class Recorder:
                 "paths": {
                     a.id: [round(a.latency_us), round(a.cost, 4), a.feasible]
                     for a in decision.assessments
+                    if a.latency_us is not None and a.cost is not None
                 },
             }
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,7 +22,12 @@ import tritonclient.grpc as grpcclient
 import yaml
 
 from braid.api.catalog import PathCatalog
+from braid.api.v1alpha1.offloadpolicy import OffloadPolicySpec
+from braid.controller.policy_sink import PolicyStatusSink
+from braid.controller.status import policy_status
 from braid.kube.client import Kube
+from braid.kube.policy_status import read_policy
+from braid.policy.decision import Metrics, PolicyState, TierMetrics, choose_paths
 from braid_dev import synthetic
 from braid_dev.kwok_runtime import KwokTritonRuntime
 from braid_dev.stack.processes import ManagedProcess
@@ -357,3 +363,109 @@ def test_model_reports_its_paths_and_partition_mismatches(
     assert ready["reason"] == "InvalidPartition"
     assert "spec.partition.blocks" in ready["message"]
     assert "4" in ready["message"]  # the catalog's block count
+
+
+def _traded_off(catalog: PathCatalog) -> PathCatalog:
+    """The synthetic catalog's paths all score the same; give them the usual trade-off, so
+    idle the original wins and a busy local tier sends traffic through the host."""
+    accuracy = {synthetic.SKIP: 0.49, synthetic.EXIT: 0.4}
+    paths = [
+        p.model_copy(
+            update={"metrics": p.metrics.model_copy(update={"accuracy": accuracy.get(p.id, 0.5)})}
+        )
+        for p in catalog.paths
+    ]
+    return catalog.model_copy(update={"paths": paths})
+
+
+def test_the_controllers_status_and_events_read_back_from_the_api_server(
+    cluster: E2ECluster, providers: Providers
+) -> None:
+    """What the controller writes is what ``kubectl`` shows: every cost term (nothing pruned),
+    the load it priced at, conditions with real transition times, an Event per switch."""
+    local, host = providers.local, providers.host
+    catalog = _traded_off(providers.catalog)
+    cluster.kubectl(
+        "apply",
+        "-f",
+        "-",
+        input=_policy(
+            local,
+            host,
+            allPaths=True,
+            cost={"cLocal": 1e-3, "cHost": 1e-3},
+            hysteresis={"costMargin": 0.1, "minDwellSeconds": 0},
+        ),
+    )
+    kube = Kube.from_kubeconfig(cluster.access.kubeconfig)
+    stored = read_policy("toy", local, kube)
+    spec = OffloadPolicySpec.model_validate(stored["spec"])
+    generation = stored["metadata"]["generation"]
+    sink = PolicyStatusSink("toy", local, kube)
+    now = time.time()
+
+    def tiers(local_busy: float) -> dict[str, TierMetrics]:
+        return {"local": TierMetrics(busy=local_busy), "host": TierMetrics(busy=0.05)}
+
+    idle = choose_paths(catalog, Metrics(at=now, tiers=tiers(0.05)), spec, PolicyState())
+    assert idle.primary == catalog.original_path
+    first = policy_status(idle, None, now=now, generation=generation)
+    sink(idle, first)
+    sent = first.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+    def status() -> dict[str, Any]:
+        obj = cluster.kubectl_json("get", "offloadpolicy", "toy", "-n", local)
+        return obj.get("status") or {}
+
+    back = wait_for(lambda: (s := status()).get("costs") and s, "the controller's status")
+    # Every candidate with all six terms, the stretch and the load, exactly as sent.
+    assert back["costs"] == sent["costs"]
+    assert {c["id"] for c in back["costs"]} == {p.id for p in catalog.paths}
+    for cost in back["costs"]:
+        assert set(cost["terms"]) == {
+            "accuracy",
+            "communication",
+            "localCompute",
+            "hostCompute",
+            "localParams",
+            "hostParams",
+        }
+        assert sum(cost["terms"].values()) == pytest.approx(cost["cost"], rel=1e-3)
+    assert back["load"] == sent["load"]
+    assert back["activePath"] == catalog.original_path
+    chosen = {c["type"]: c for c in back["conditions"]}
+    for kind in ("PathsChosen", "Degraded"):
+        assert chosen[kind]["lastTransitionTime"] > "2020", chosen[kind]
+        assert chosen[kind]["observedGeneration"] == generation
+    assert chosen["Degraded"]["message"] != chosen["PathsChosen"]["message"]
+
+    # The local tier fills up: the controller moves to the cross path, and says so.
+    busy = choose_paths(catalog, Metrics(at=now + 1, tiers=tiers(0.9)), spec, idle.state)
+    assert busy.changed
+    assert busy.primary == synthetic.CROSS
+    sink(busy, policy_status(busy, first, now=now + 1, generation=generation))
+    assert sink.event_writes == 1
+
+    def switched() -> dict[str, Any] | None:
+        events = cluster.kubectl_json(
+            "get", "events", "-n", local, "--field-selector", "involvedObject.name=toy"
+        )["items"]
+        return next((e for e in events if e["reason"] == "PathChanged"), None)
+
+    event = wait_for(switched, "a PathChanged Event")
+    assert f"{catalog.original_path} (F=" in event["message"]
+    assert f"-> {synthetic.CROSS} (F=" in event["message"]
+    assert event["involvedObject"]["kind"] == "OffloadPolicy"
+    describe = cluster.kubectl("describe", "offloadpolicy", "toy", "-n", local)
+    assert "PathChanged" in describe
+    assert wait_for(
+        lambda: status().get("activePath") == synthetic.CROSS, "the switch in the status"
+    )
+    # The printer columns: the active path, F rounded, the runner-up; the margin with -o wide.
+    table = cluster.kubectl("get", "offloadpolicy", "toy", "-n", local)
+    header, row = table.splitlines()[:2]
+    assert header.split()[:6] == ["NAME", "READY", "MODEL", "ACTIVE-PATH", "F", "RUNNER-UP"]
+    f_column = row.split()[4]
+    assert len(f_column.replace(".", "").lstrip("0")) <= 4, row
+    wide = cluster.kubectl("get", "offloadpolicy", "toy", "-n", local, "-o", "wide")
+    assert "MARGIN" in wide.splitlines()[0]

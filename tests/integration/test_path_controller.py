@@ -18,7 +18,12 @@ import tritonclient.grpc as grpcclient
 
 from braid.api.common import ObjectRef
 from braid.api.routing import RoutingTable, single_path_table
-from braid.api.v1alpha1.offloadpolicy import CostCoefficients, Hysteresis, OffloadPolicySpec
+from braid.api.v1alpha1.offloadpolicy import (
+    CostCoefficients,
+    HostRef,
+    Hysteresis,
+    OffloadPolicySpec,
+)
 from braid.controller.loop import PathController, routing_file_sink
 from braid.controller.metrics import MetricQueries
 from braid.dataplane.promql import PrometheusClient
@@ -41,6 +46,7 @@ def policy() -> OffloadPolicySpec:
         cost=CostCoefficients(c_local=1e-3, c_host=1e-3),
         latency_bound_microseconds=5_000_000,
         candidate_paths=[syn.CROSS],
+        allowed_hosts=[HostRef(namespace="local", model=syn.HOST)],
         hysteresis=Hysteresis(cost_margin=0.1, min_dwell_seconds=0),
     )
 
@@ -133,6 +139,10 @@ def test_local_load_moves_traffic_to_the_host(
         status = controller.status
         assert status is not None
         assert {c.id for c in status.costs} == {syn.ORIGINAL, syn.CROSS}
+        # Every term of F(p), at the load the controller measured.
+        assert all(c.terms is not None for c in status.costs)
+        assert {t.tier for t in status.load} == {"local", "host"}
+        assert status.cost == next(c.cost for c in status.costs if c.id == syn.CROSS)
 
 
 def test_unreachable_prometheus_keeps_the_last_decision(

@@ -186,10 +186,13 @@ def test_the_status_is_written_on_change_and_not_more_often_than_needed() -> Non
     assert not gate.due(same, s0, 0.0, 1.0)
     assert not gate.due(same, s0, 0.0, 59.0)
     assert gate.due(same, s0, 0.0, 60.0)  # refreshed: costs do not go stale
-    # A new condition reason waits for the minimum interval...
+    # A condition that flips waits for the minimum interval...
+    flipped = policy_status(decided("a", code="NoFeasiblePath"), s0, now=2.0, generation=1)
+    assert not gate.due(flipped, s0, 0.0, 2.0)
+    assert gate.due(flipped, s0, 0.0, 5.0)
+    # ... noise in a reason or the runner-up waits for the refresh...
     held = policy_status(decided("a", code="WithinCostMargin"), s0, now=2.0, generation=1)
-    assert not gate.due(held, s0, 0.0, 2.0)
-    assert gate.due(held, s0, 0.0, 5.0)
+    assert not gate.due(held, s0, 0.0, 30.0)
     # ... a path change does not: the operator renders the routing from it.
     moved = policy_status(decided("b", changed=True), s0, now=1.0, generation=1)
     assert gate.due(moved, s0, 0.0, 1.0)

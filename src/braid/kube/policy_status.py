@@ -85,12 +85,15 @@ def policy_event(
         "kind": "Event",
         "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
         "involvedObject": {
-            "apiVersion": API_VERSION,
-            "kind": "OffloadPolicy",
-            "name": meta["name"],
-            "namespace": meta["namespace"],
-            "uid": meta.get("uid"),
-            "resourceVersion": meta.get("resourceVersion"),
+            k: v
+            for k, v in {
+                "apiVersion": API_VERSION,
+                "kind": "OffloadPolicy",
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta.get("uid"),
+            }.items()
+            if v is not None
         },
         "reason": reason,
         "message": message[:1024],

@@ -284,7 +284,7 @@ def _assess(
     overhead = hop_overhead_us(catalog, metrics, scale, settings) if metrics.hop_us else {}
     background = background_utilisation(entries, metrics, settings, scale)
     bound = float(policy.latency_bound_microseconds)
-    priced: list[tuple[PathEntry, PathFigures, Infeasible | None]] = []
+    priced: list[tuple[PathFigures, PathFigures, Infeasible | None]] = []
     unpriced: list[PathAssessment] = []
     load = Load()
     for entry in entries:
@@ -294,13 +294,14 @@ def _assess(
                 PathAssessment(entry.id, None, False, None, {}, why.reason, why.message)
             )
             continue
-        f, load = loaded_figures(entry, metrics, rho, scale, settings, overhead)
-        priced.append((entry, f, why or after_costing(entry, f.latency_us, bound, background)))
+        idle = figures_from_entry(entry, metrics.network)
+        f, load = loaded_figures(entry, metrics, rho, scale, settings, overhead, idle)
+        why = why or after_costing(entry, f.latency_us, bound, background)
+        priced.append((idle, f, why))
     coefficients = loaded_coefficients(policy.cost, load.local_factor, load.host_factor)
     assessed: list[PathAssessment] = []
-    for entry, f, why in priced:
+    for idle, f, why in priced:
         terms = cost_terms(f, catalog.baseline_accuracy, coefficients)
-        idle = figures_from_entry(entry, metrics.network)
         stretch = {
             tier: loaded / base
             for tier, loaded, base in (

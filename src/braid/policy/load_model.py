@@ -196,6 +196,7 @@ def loaded_figures(
     scale: Mapping[str, float],
     settings: ControlSettings,
     overhead: Mapping[str, float],
+    base: PathFigures | None = None,
 ) -> tuple[PathFigures, Load]:
     """The path's loaded figures: calibrated service time plus the time spent queueing.
 
@@ -204,7 +205,7 @@ def loaded_figures(
     metrics, calibrated compute plus each hop's own M/D/1 wait (``hop_wait_us``); with
     neither, the tier-wide M/M/1 stretch of CoDE's model (``under_load``).
     """
-    base = figures_from_entry(entry, metrics.network)
+    base = base or figures_from_entry(entry, metrics.network)
     load = Load(
         local=min(max(rho.get("local", 0.0), 0.0), RHO_CLIP),
         host=min(max(rho.get("host", 0.0), 0.0), RHO_CLIP),

@@ -364,13 +364,14 @@ def slow_host(
 def controller_policy() -> OffloadPolicySpec:
     """Idle, the original path wins; what matters here is that decisions can be made at all."""
     from braid.api.common import ObjectRef
-    from braid.api.v1alpha1.offloadpolicy import CostCoefficients, Hysteresis
+    from braid.api.v1alpha1.offloadpolicy import CostCoefficients, HostRef, Hysteresis
 
     return OffloadPolicySpec(
         model_ref=ObjectRef(name=syn.LOCAL),
         cost=CostCoefficients(c_local=1e-3, c_host=1e-3),
         latency_bound_microseconds=5_000_000,
         candidate_paths=[syn.CROSS],
+        allowed_hosts=[HostRef(namespace="local", model=syn.HOST)],
         hysteresis=Hysteresis(cost_margin=0.1, min_dwell_seconds=0),
     )
 
