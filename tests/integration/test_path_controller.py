@@ -7,6 +7,7 @@ Waits are bounded polls; nothing asserts how long they took.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -80,7 +81,9 @@ def test_local_load_moves_traffic_to_the_host(
     local_runtime: LocalRuntime,
     prometheus_url: str,
     tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.DEBUG, logger="braid.controller")
     catalog = synthetic_models.catalog
     routing = tmp_path / "routing.json"
     spec = policy()
@@ -103,9 +106,11 @@ def test_local_load_moves_traffic_to_the_host(
         )
         deadline = time.monotonic() + POLL_TIMEOUT_S
         first = controller.step()
+        changes = int(first.changed)
         while first.degraded and time.monotonic() < deadline:  # until both tiers are scraped
             time.sleep(0.5)
             first = controller.step()
+            changes += first.changed
         assert not first.degraded, first.reason
         assert first.primary == syn.ORIGINAL
 
@@ -125,9 +130,11 @@ def test_local_load_moves_traffic_to_the_host(
         deadline = time.monotonic() + POLL_TIMEOUT_S
         try:
             decision = controller.step()
+            changes += decision.changed
             while decision.primary != syn.CROSS and time.monotonic() < deadline:
                 time.sleep(0.5)
                 decision = controller.step()
+                changes += decision.changed
         finally:
             stop.set()
             for w in workers:
@@ -143,6 +150,9 @@ def test_local_load_moves_traffic_to_the_host(
         assert all(c.terms is not None for c in status.costs)
         assert {t.tier for t in status.load} == {"local", "host"}
         assert status.cost == next(c.cost for c in status.costs if c.id == syn.CROSS)
+    # One INFO line per decision that changed something; the rounds that held are DEBUG.
+    decisions = [r for r in caplog.records if r.getMessage().startswith("controller.decision")]
+    assert len([r for r in decisions if r.levelno == logging.INFO]) == changes
 
 
 def test_unreachable_prometheus_keeps_the_last_decision(
