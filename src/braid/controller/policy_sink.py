@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from braid.api.v1alpha1.offloadpolicy import OffloadPolicyStatus
-from braid.controller.status import StatusGate, path_change
+from braid.controller.status import PathChange, StatusGate, path_change
 from braid.kube.client import Kube
 from braid.kube.policy_status import read_policy, record_policy_event, write_policy_status
 from braid.logs import log_event
@@ -45,11 +45,15 @@ class PolicyStatusSink:
     _read_at: float | None = None
     _primary: str | None = None
     _object: dict[str, Any] | None = None
+    _pending: list[PathChange] = field(default_factory=list)
 
     def __call__(self, decision: Decision, status: OffloadPolicyStatus) -> None:
         now = self.clock()
         change = path_change(self._primary, decision, {a.id: a for a in decision.assessments})
         self._primary = decision.primary
+        if change is not None:
+            # Kept until it is written: a failed round must not lose the story of a switch.
+            self._pending.append(change)
         if self.gate.due(status, self._last, self._last_at, now):
             obj = write_policy_status(self.name, self.namespace, status, self.kube)
             self.status_writes += 1
@@ -58,8 +62,9 @@ class PolicyStatusSink:
             log_event(logger, "controller.status_written", logging.DEBUG, policy=self.name)
         elif self._read_at is None or now - self._read_at >= self.spec_poll_s:
             self._seen(read_policy(self.name, self.namespace, self.kube), now)
-        if change is not None and self._object:
-            record_policy_event(self._object, PATH_CHANGED, change.message, self.kube)
+        while self._pending and self._object:
+            record_policy_event(self._object, PATH_CHANGED, self._pending[0].message, self.kube)
+            self._pending.pop(0)
             self.event_writes += 1
 
     def _seen(self, obj: dict[str, Any], now: float) -> None:
