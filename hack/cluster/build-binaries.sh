@@ -10,6 +10,9 @@ ETCD_VERSION="${ETCD_VERSION:-v3.6.5}"
 KWOK_VERSION="${KWOK_VERSION:-v0.7.0}"
 HELM_VERSION="${HELM_VERSION:-v3.19.0}"
 VERSITYGW_VERSION="${VERSITYGW_VERSION:-v1.8.0}"
+# Prometheus 3 (module v0.316.0) with Kubernetes service discovery alone: Debian's 2.42 is
+# built without kubernetes_sd_configs, which the metrics-contract test needs.
+PROMETHEUS_SD_VERSION="${PROMETHEUS_SD_VERSION:-v0.316.0}"
 
 CACHE="${BRAID_CACHE:-$HOME/.cache/braid}"
 BIN="$CACHE/bin"
@@ -82,8 +85,8 @@ GO
   for n in "${names[@]}"; do link "$n" "$K8S_VERSION"; done
 }
 
-build_simple() { # build_simple NAME VERSION MODULE PACKAGE -> one main package from a go.mod of our own
-  local name=$1 version=$2 module=$3 pkg=$4
+build_simple() { # build_simple NAME VERSION MODULE PACKAGE [TAGS] -> one main package from a go.mod of our own
+  local name=$1 version=$2 module=$3 pkg=$4 tags="tools${5:+,$5}"
   if ! have "$name" "$version"; then
     local dir="$WORK/$name-$version"
     mkdir -p "$dir"
@@ -95,7 +98,7 @@ build_simple() { # build_simple NAME VERSION MODULE PACKAGE -> one main package 
       printf 'module braid.dev/hack/%s\n\ngo 1.24\n\nrequire %s %s\n' "$name" "$module" "$version" > go.mod
       printf '//go:build tools\n\npackage tools\n\nimport _ "%s"\n' "$pkg" > tools.go
       go mod tidy -e >/dev/null 2>&1 || true
-      go build -p "$PAR" -tags tools -ldflags "$LDFLAGS" -o "$BIN/$name-$version.tmp" "$pkg"
+      go build -p "$PAR" -tags "$tags" -ldflags "$LDFLAGS" -o "$BIN/$name-$version.tmp" "$pkg"
       mv "$BIN/$name-$version.tmp" "$BIN/$name-$version"
     )
   fi
@@ -106,6 +109,7 @@ build_etcd() { build_simple etcd "$ETCD_VERSION" go.etcd.io/etcd/server/v3 go.et
 build_kwok() { build_simple kwok "$KWOK_VERSION" sigs.k8s.io/kwok sigs.k8s.io/kwok/cmd/kwok; }
 build_helm() { build_simple helm "$HELM_VERSION" helm.sh/helm/v3 helm.sh/helm/v3/cmd/helm; }
 # An S3-compatible server (Apache-2.0) over a local directory: the tests' real s3:// store.
+build_prometheus_sd() { build_simple prometheus-sd "$PROMETHEUS_SD_VERSION" github.com/prometheus/prometheus github.com/prometheus/prometheus/cmd/prometheus remove_all_sd,enable_kubernetes_sd; }
 build_versitygw() { build_simple versitygw "$VERSITYGW_VERSION" github.com/versity/versitygw github.com/versity/versitygw/cmd/versitygw; }
 
 what="${1:-all}"
@@ -116,6 +120,7 @@ case "$what" in
     build_kwok
     build_helm
     build_versitygw
+    build_prometheus_sd
     build_kubernetes
     ;;
   kubernetes) build_kubernetes ;;
@@ -123,6 +128,7 @@ case "$what" in
   kwok) build_kwok ;;
   helm) build_helm ;;
   versitygw) build_versitygw ;;
-  *) echo "usage: $0 [all|kubernetes|etcd|kwok|helm|versitygw]" >&2; exit 2 ;;
+  prometheus-sd) build_prometheus_sd ;;
+  *) echo "usage: $0 [all|kubernetes|etcd|kwok|helm|versitygw|prometheus-sd]" >&2; exit 2 ;;
 esac
 log "done in $(( $(date +%s) - start ))s; binaries in $BIN"

@@ -7,6 +7,7 @@ test runner's libraries) made unimportable, the way they are on a user's machine
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -21,6 +22,8 @@ ROOT = Path(__file__).resolve().parents[2]
 # Triton's Python backend loads these as model.py inside tritonserver's stub, the only place
 # where triton_python_backend_utils exists; they ship as files for the model repository.
 RUNS_INSIDE_TRITON = ("braid.tooling.triton_torchscript_model",)
+# ``python -m braid.cli``: importing it runs the command line.
+ENTRY_SCRIPTS = ("braid.cli.__main__",)
 DEV_ONLY = ("braid_dev", "schemathesis", "hypothesis", "pytest", "_pytest", "mypy", "importlinter")
 
 # Runs in a fresh interpreter started with -S: no .pth file runs, so no editable install
@@ -50,9 +53,15 @@ print(len(names))
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # Built from a copy of what the sdist holds: setuptools leaves build/ in the source tree,
+    # and a stale build/ could put modules that no longer exist into the wheel.
+    source = tmp_path_factory.mktemp("source")
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    shutil.copytree(ROOT / "src", source / "src", ignore=shutil.ignore_patterns("__pycache__"))
     out = tmp_path_factory.mktemp("wheel")
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out), str(source)],
         check=True,
         timeout=600,
     )
@@ -87,7 +96,10 @@ def test_every_product_module_imports_without_the_rig(wheel: Path, tmp_path: Pat
     )
     site = sysconfig.get_paths()["purelib"]
     code = IMPORT_ALL.format(
-        paths=[str(target), site], dev_only=DEV_ONLY, target=str(target), inside=RUNS_INSIDE_TRITON
+        paths=[str(target), site],
+        dev_only=DEV_ONLY,
+        target=str(target),
+        inside=RUNS_INSIDE_TRITON + ENTRY_SCRIPTS,
     )
     done = subprocess.run(
         [sys.executable, "-S", "-c", code], capture_output=True, text=True, timeout=300

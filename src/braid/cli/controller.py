@@ -63,7 +63,13 @@ def run_command(
         int, typer.Option(help="L_T when no policy is given (local mode).")
     ] = 1_000_000,
     interval: Annotated[float, typer.Option(help="Seconds between decisions.")] = 1.0,
-    window: Annotated[str, typer.Option(help="PromQL irate window.")] = "3s",
+    scrape_interval: Annotated[
+        str, typer.Option(help="Prometheus's scrape interval of the Triton pods (e.g. 15s).")
+    ] = "15s",
+    window: Annotated[
+        str | None,
+        typer.Option(help="PromQL irate window (default: 4 scrape intervals)."),
+    ] = None,
     capacity: Annotated[
         list[str] | None, typer.Option(help="TIER=N concurrent executions (default 1). Repeatable.")
     ] = None,
@@ -158,9 +164,17 @@ def run_command(
             status=seed,
             generation=generation,
         )
-        from braid.controller.metrics import MetricQueries
+        from braid.controller.metrics import MetricQueries, model_namespaces, rate_window
+        from braid.render.prometheus_config import duration_seconds
 
-        controller.queries = MetricQueries(model=cat.local_model, window=window)
+        try:
+            window = window or rate_window(duration_seconds(scrape_interval))
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
+        # In a cluster each role's pods are also told apart by namespace (tenants may name
+        # their models alike); a local run's static targets carry the model name alone.
+        spaces = model_namespaces(cat, spec, namespace) if policy_name is not None else None
+        controller.queries = MetricQueries.for_catalog(cat, window, spaces)
         typer.echo(f"path controller for {cat.local_model}: every {interval}s (Ctrl-C stops)")
         try:
             if rounds:

@@ -110,3 +110,82 @@ def render_prometheus_config(
     document = {"global": global_section, "scrape_configs": scrape_configs}
     text: str = yaml.safe_dump(document, sort_keys=False, default_flow_style=False)
     return text
+
+
+# -- Triton pods in a cluster: the labels the path controller queries ----------------------
+
+TRITON_POD_SELECTOR = {"app.kubernetes.io/name": "triton", "app.kubernetes.io/part-of": "braid"}
+METRICS_PORT_NAME = "metrics"
+
+
+def _pod_label(name: str) -> str:
+    """Kubernetes service discovery's meta label for pod label ``name``."""
+    return "__meta_kubernetes_pod_label_" + re.sub(r"[^a-zA-Z0-9_]", "_", name)
+
+
+TRITON_POD_RELABELINGS: tuple[tuple[str, str], ...] = (
+    (_pod_label("braid.dev/model"), "braid_model"),
+    (_pod_label("braid.dev/block"), "braid_block"),
+    (_pod_label("braid.dev/tier"), "pool_tier"),
+    ("__meta_kubernetes_namespace", "namespace"),
+    ("__meta_kubernetes_pod_name", "pod"),
+)
+"""(source meta label, target label): what every Triton series must carry for the path
+controller (``braid.controller.metrics``). One definition renders both the chart's PodMonitor
+and the plain ``kubernetes_sd_configs`` job, so the two cannot drift apart."""
+
+
+def render_pod_monitor_relabelings() -> list[dict[str, object]]:
+    """The PodMonitor's ``relabelings`` (prometheus-operator spells the fields in camelCase)."""
+    return [
+        {"sourceLabels": [source], "targetLabel": target, "action": "replace"}
+        for source, target in TRITON_POD_RELABELINGS
+    ]
+
+
+def render_triton_pod_scrape_job(
+    *,
+    scrape_interval: str = "15s",
+    namespaces: Sequence[str] = (),
+    api_server: str | None = None,
+    tls_config: Mapping[str, object] | None = None,
+    bearer_token_file: str | None = None,
+) -> dict[str, object]:
+    """A stock Prometheus's scrape job for braid's Triton pods: ``kubernetes_sd_configs``
+    (role ``pod``), kept to the pods the operator renders and their ``metrics`` port, with
+    the labels the controller queries relabelled from pod labels.
+
+    ``api_server``, ``tls_config`` and ``bearer_token_file`` are for a Prometheus outside the
+    cluster (the local stack's); inside, the pod's service account is used.
+    """
+    duration_seconds(scrape_interval)
+    sd: dict[str, object] = {"role": "pod"}
+    if namespaces:
+        sd["namespaces"] = {"names": list(namespaces)}
+    if api_server is not None:
+        sd["api_server"] = api_server
+    if tls_config is not None:
+        sd["tls_config"] = dict(tls_config)
+    if bearer_token_file is not None:
+        sd["authorization"] = {"credentials_file": bearer_token_file}
+    keep = [
+        {"source_labels": [_pod_label(k)], "regex": re.escape(v), "action": "keep"}
+        for k, v in sorted(TRITON_POD_SELECTOR.items())
+    ]
+    keep.append(
+        {
+            "source_labels": ["__meta_kubernetes_pod_container_port_name"],
+            "regex": METRICS_PORT_NAME,
+            "action": "keep",
+        }
+    )
+    relabel = [
+        {"source_labels": [source], "target_label": target, "action": "replace"}
+        for source, target in TRITON_POD_RELABELINGS
+    ]
+    return {
+        "job_name": "braid-triton",
+        "scrape_interval": scrape_interval,
+        "kubernetes_sd_configs": [sd],
+        "relabel_configs": [*keep, *relabel],
+    }

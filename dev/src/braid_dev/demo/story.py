@@ -326,6 +326,7 @@ def start_controller(
             f"--capacity=local={os.cpu_count() or 1}",
             f"--capacity=host={os.cpu_count() or 1}",
             "--interval=1",
+            "--scrape-interval=1s",
         ],
         log_path=workdir / "controller.log",
         env={"KUBECONFIG": str(kubeconfig), "PYTHONUNBUFFERED": "1"},
@@ -705,15 +706,17 @@ def run_demo(
                 workdir, repository / "catalog.json", endpoints, routing
             )
             stack.callback(gateway.stop)
+            # The labels the chart's PodMonitor relabels from pod labels, so the controller
+            # runs the same queries here as in a cluster.
+            model_of = {
+                LOCAL_NAMESPACE: catalog.local_model,
+                HOST_NAMESPACE: next(m.name for m in catalog.models if m.role == "host"),
+            }
             targets = [
                 ScrapeTarget(
                     server.metrics_address,
                     "triton",
-                    {
-                        "provider": ns,
-                        "block": block,
-                        "tier": "local" if ns == LOCAL_NAMESPACE else "host",
-                    },
+                    {"namespace": ns, "braid_block": block, "braid_model": model_of[ns]},
                 )
                 for (ns, block), (_, server) in runtime.servers.items()
             ]
