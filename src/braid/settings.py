@@ -62,3 +62,44 @@ class Settings(BaseSettings):
 
 def get_settings() -> Settings:
     return Settings()
+
+
+class OperatorSettings(BaseSettings):
+    """``BRAID_OPERATOR_*`` environment variables: what the operator process is configured with."""
+
+    model_config = SettingsConfigDict(env_prefix="BRAID_OPERATOR_", extra="ignore")
+
+    namespaces: list[str] = Field(
+        default_factory=list, description="Namespaces to watch; empty watches the whole cluster."
+    )
+    liveness_endpoint: str = Field(
+        default="http://0.0.0.0:8080/healthz", description="kopf's liveness probe endpoint."
+    )
+    allow_local_paths: bool = Field(
+        default=False,
+        description="Admit file:// URIs (hostPath model repositories, catalogs on the "
+        "operator's disk). The local stack only: in a cluster they let a tenant mount any "
+        "node path or make the operator read any file.",
+    )
+    image_prefixes: list[str] = Field(
+        default_factory=list,
+        description="Image prefixes a Block's Triton may come from; empty allows any.",
+    )
+    webhook_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="Port of the validating admission webhook; 0 serves none.",
+    )
+    webhook_addr: str = Field(
+        default="0.0.0.0", description="Address the webhook server listens on."
+    )
+    webhook_host: str | None = Field(
+        default=None,
+        description="Host name the webhook's self-signed certificate is made for.",
+    )
+    webhook_cert_dir: Path | None = Field(
+        default=None,
+        description="tls.crt and tls.key of the webhook (the chart's Secret, the local "
+        "stack's files); without it the operator makes a self-signed certificate at start.",
+    )

@@ -169,7 +169,7 @@ def test_container_args_parse_with_the_real_cli(
 def test_operator_env_parses_with_its_settings(
     helm_binary: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from braid.kube.entrypoint import OperatorSettings
+    from braid.settings import OperatorSettings
 
     docs = render(helm_binary, "ns", "--set-json", 'operator.namespaces=["provider-*"]')
     (deployment,) = [

@@ -160,7 +160,7 @@ def test_an_enabled_policy_puts_its_dimee_settings_in_the_routing_table() -> Non
     table = routing_table_from_policy(spec, None, model="minilm-sst2", original_path="p")
     assert table.dimee is not None
     assert (table.dimee.mode, table.dimee.pools) == ("adaptive", "/repo/dimee-pools.json")
-    off = spec.model_copy(update={"dimee": Dimee(enabled=False, pools="/x")})
+    off = spec.model_copy(update={"dimee": Dimee(enabled=False, pools="/x.json")})
     assert routing_table_from_policy(off, None, model="m", original_path="p").dimee is None
 
 

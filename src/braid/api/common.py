@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
 GROUP = "braid.dev"
@@ -27,14 +27,60 @@ DataType = Literal["FP32", "FP16", "INT64", "INT32", "INT8", "UINT8", "BOOL", "B
 """Triton / KServe v2 tensor data types."""
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+"""RFC 1123 label: namespaces and references to objects."""
+
+DNS_1035_LABEL = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+"""RFC 1035 label: names that become Deployment, Service or label values (Services need a
+leading letter), so a name the custom resource accepts is one every derived object accepts."""
+
+LABEL_VALUE = r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$"
+"""A Kubernetes label value (at most 63 characters)."""
+
+IMAGE_REFERENCE = (
+    r"^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]{1,5})?(/[a-z0-9]+([._-][a-z0-9]+)*)*"
+    r"(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[a-f0-9]{64})?$"
+)
+"""A container image reference (registry[:port]/path[:tag][@digest]), as the distribution
+spec's grammar writes it: no spaces, no shell, no scheme."""
+
+URI_SCHEMES = ("file", "pvc", "s3", "gs", "https", "configmap")
+LOCAL_URI_SCHEMES = ("file",)
+"""Schemes that name a path on the node or in the operator's file system: refused in
+cluster mode (``BRAID_OPERATOR_ALLOW_LOCAL_PATHS``), where a tenant who may create a Block
+would otherwise mount any node path into a pod running any image it names."""
 
 
-def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, Any]:
-    """One ``x-kubernetes-validations`` rule; ``field_path`` makes the API server name the field."""
+def cel(
+    rule: str,
+    message: str,
+    field_path: str | None = None,
+    message_expression: str | None = None,
+    reason: str | None = None,
+) -> dict[str, Any]:
+    """One ``x-kubernetes-validations`` rule; ``field_path`` makes the API server name the field.
+
+    ``message_expression`` (CEL returning a string) lets the message carry the offending value,
+    which a plain ``message`` cannot; ``message`` stays as the fallback and the docs' text.
+    """
     out: dict[str, Any] = {"rule": rule, "message": message}
+    if message_expression is not None:
+        out["messageExpression"] = message_expression
     if field_path is not None:
         out["fieldPath"] = field_path
+    if reason is not None:
+        out["reason"] = reason
     return out
+
+
+def dotdot_free(field: str) -> str:
+    """CEL: the string ``field`` has no ``..`` path segment (no climbing out of a mount)."""
+    return f"!{field}.matches('(^|/|://)\\\\.\\\\.(/|$)')"
+
+
+def has_parent_segment(uri: str) -> bool:
+    """Whether ``uri``'s path has a ``..`` segment."""
+    path = uri.partition("://")[2] if "://" in uri else uri
+    return ".." in path.split("/")
 
 
 class ApiModel(BaseModel):
@@ -51,14 +97,31 @@ class ApiModel(BaseModel):
 class TensorSpec(ApiModel):
     """A named tensor of a signature; ``-1`` in ``shape`` is a variable dimension."""
 
-    name: str = Field(min_length=1, max_length=128, description="Tensor name as Triton sees it.")
+    name: str = Field(
+        min_length=1,
+        max_length=128,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_.:-]*$",
+        description="Tensor name as Triton sees it.",
+    )
     datatype: DataType = Field(description="KServe v2 data type of the tensor.")
     shape: list[int] = Field(
         min_length=1,
         max_length=8,
         description="Shape without the batch dimension; -1 marks a variable dimension.",
-        json_schema_extra={"items": {"type": "integer", "minimum": -1}},
+        json_schema_extra={"items": {"type": "integer", "minimum": -1, "maximum": 1_048_576}},
     )
+
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                cel(
+                    "self.shape.all(d, d == -1 || d >= 1)",
+                    "every dimension of shape is -1 (variable) or at least 1",
+                    ".shape",
+                )
+            ]
+        }
+    }
 
 
 class ArtifactRef(ApiModel):
@@ -67,18 +130,55 @@ class ArtifactRef(ApiModel):
     uri: str = Field(
         min_length=1,
         max_length=2048,
-        pattern=r"^(file|pvc|s3|gs|https|configmap)://.+",
-        description="Location of the artifact: file://, pvc://, s3://, gs://, https:// or configmap://.",
+        pattern=r"^(file|pvc|s3|gs|https|configmap)://[^\s\\?#]+$",
+        description="Location of the artifact: pvc://, s3://, gs://, https:// or configmap:// "
+        "(file:// only where the operator allows local paths: the local stack).",
     )
     format: Literal["torchscript", "triton-repository"] = Field(
         default="torchscript", description="How the artifact is packaged."
     )
 
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                cel(
+                    dotdot_free("self.uri"),
+                    "uri must not contain a '..' path segment",
+                    ".uri",
+                    "'uri ' + self.uri + ' has a \\'..\\' path segment'",
+                ),
+                cel(
+                    "!self.uri.startsWith('pvc://') || self.uri.matches("
+                    "'^pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?(/.*)?$')",
+                    "a pvc:// uri names a PersistentVolumeClaim: pvc://<claim>[/<subPath>]",
+                    ".uri",
+                    "'uri ' + self.uri + ' does not start with a valid claim name (pvc://<claim>[/<subPath>])'",
+                ),
+                cel(
+                    "!self.uri.startsWith('configmap://') || self.uri.matches("
+                    "'^configmap://[a-z0-9]([-a-z0-9.]*[a-z0-9])?(/[-._a-zA-Z0-9]+)?$')",
+                    "a configmap:// uri is configmap://<name>[/<key>]",
+                    ".uri",
+                    "'uri ' + self.uri + ' is not configmap://<name>[/<key>]'",
+                ),
+            ]
+        }
+    }
+
+    @model_validator(mode="after")
+    def _no_parent_segments(self) -> ArtifactRef:
+        # The same rule as the CEL above, for objects stored before it existed.
+        if has_parent_segment(self.uri):
+            raise ValueError(f"uri {self.uri!r} has a '..' path segment")
+        return self
+
 
 class ObjectRef(ApiModel):
     """A reference to another braid object; an empty namespace means the referrer's own."""
 
-    name: str = Field(min_length=1, max_length=63, pattern=DNS_LABEL, description="Object name.")
+    name: str = Field(
+        min_length=1, max_length=63, pattern=DNS_1035_LABEL, description="Object name."
+    )
     namespace: str | None = Field(
         default=None,
         max_length=63,

@@ -7,6 +7,7 @@ pure layers never see client types.
 
 from __future__ import annotations
 
+import json
 import logging
 from functools import lru_cache
 from pathlib import Path
@@ -46,6 +47,22 @@ def transient(exc: BaseException) -> bool:
     """An answer worth asking again: the API server was overloaded or timed out (a 504 when
     etcd is slow on a busy machine), which says nothing about the request itself."""
     return isinstance(exc, ApiException) and exc.status in TRANSIENT_STATUSES
+
+
+REFUSED_STATUSES = frozenset({400, 403, 422})
+
+
+def refusal(exc: BaseException) -> str | None:
+    """The API server's message when it refused a request as invalid or forbidden (a 422 from
+    the schema, a webhook or admission; a 400; a 403), which asking again will not change."""
+    if not isinstance(exc, ApiException) or exc.status not in REFUSED_STATUSES:
+        return None
+    body = getattr(exc, "body", None)
+    try:
+        message = json.loads(body).get("message") if body else None
+    except (ValueError, AttributeError):
+        message = None
+    return str(message or exc.reason or f"HTTP {exc.status}")[:1024]
 
 
 class Kube:

@@ -5,29 +5,19 @@ from __future__ import annotations
 import asyncio
 
 import kopf
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from braid.logs import setup_logging
-
-
-class OperatorSettings(BaseSettings):
-    """``BRAID_OPERATOR_*`` environment variables."""
-
-    model_config = SettingsConfigDict(env_prefix="BRAID_OPERATOR_", extra="ignore")
-
-    namespaces: list[str] = Field(
-        default_factory=list, description="Namespaces to watch; empty watches the whole cluster."
-    )
-    liveness_endpoint: str = Field(
-        default="http://0.0.0.0:8080/healthz", description="kopf's liveness probe endpoint."
-    )
+from braid.settings import OperatorSettings
 
 
 def run_operator() -> None:
     import braid.kube.operator  # noqa: F401  (registers the handlers)
 
     settings = OperatorSettings()
+    if settings.webhook_port:
+        from braid.kube.webhook import register_webhooks
+
+        register_webhooks(settings)
     setup_logging()
     asyncio.run(
         kopf.operator(

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import kopf
@@ -27,12 +28,24 @@ from braid.kube.reconcile import (
     validate_link,
 )
 from braid.logs import log_event
+from braid.render.admission import AdmissionConfig
 from braid.render.block import MANAGED_BY
 from braid.render.conditions import set_condition
 from braid.render.naming import link_model_name
+from braid.settings import OperatorSettings
 
 logger = logging.getLogger(__name__)
 RETRY_SECONDS = 10
+
+
+@lru_cache(maxsize=1)
+def admission() -> AdmissionConfig:
+    """What the operator admits (local paths, image prefixes), from its settings once."""
+    settings = OperatorSettings()
+    return AdmissionConfig(
+        allow_local_paths=settings.allow_local_paths,
+        image_prefixes=tuple(settings.image_prefixes),
+    )
 
 
 @kopf.on.startup()
@@ -142,7 +155,7 @@ class IndexLookup:
 def block_changed(body: kopf.Body, patch: kopf.Patch, **kwargs: Any) -> None:
     lookup = IndexLookup(kwargs["models_index"], kwargs["links_index"])
     try:
-        outcome = reconcile_block(default_kube(), dict(body), lookup, own=False)
+        outcome = reconcile_block(default_kube(), dict(body), lookup, own=False, config=admission())
     except (SpecError, DependencyMissingError) as exc:
         _fail("Block", body, exc)
         return
@@ -223,12 +236,12 @@ async def deployment_event(body: kopf.Body, **kwargs: Any) -> None:
 def link_changed(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
     kube = default_kube()
     try:
-        deployment = validate_link(kube, dict(body))
+        deployment = validate_link(kube, dict(body), admission())
     except (SpecError, DependencyMissingError) as exc:
         _fail("Link", body, exc)
         return
     meta = body["metadata"]
-    requeue_block(kube, meta["namespace"], body["spec"]["servedBy"]["name"])
+    requeue_block(kube, meta["namespace"], body["spec"]["servedBy"]["name"], admission())
     patch.status["observedGeneration"] = meta.get("generation")
     patch.status["servedBy"] = deployment
     patch.status["conditions"] = set_condition(
@@ -247,7 +260,7 @@ def link_deleted(body: kopf.Body, **_: Any) -> None:
     """Unload the link from the host's pods: its served-by Block is re-rendered without it."""
     served = (body.get("spec") or {}).get("servedBy") or {}
     if served.get("name"):
-        requeue_block(default_kube(), body["metadata"]["namespace"], served["name"])
+        requeue_block(default_kube(), body["metadata"]["namespace"], served["name"], admission())
 
 
 # -- Model --------------------------------------------------------------------------------
@@ -257,7 +270,9 @@ def link_deleted(body: kopf.Body, **_: Any) -> None:
 @kopf.on.create(GROUP, "models")
 @kopf.on.update(GROUP, "models", field="spec")
 def model_changed(body: kopf.Body, patch: kopf.Patch, **kwargs: Any) -> None:
-    status = model_status(dict(body), default_kube(), _blocks_in(kwargs["blocks_index"], body))
+    status = model_status(
+        dict(body), default_kube(), _blocks_in(kwargs["blocks_index"], body), admission()
+    )
     patch.status.update(status)
     patch.status["observedGeneration"] = body["metadata"].get("generation")
     ready = next(c for c in status["conditions"] if c["type"] == "Ready")
@@ -274,7 +289,9 @@ def model_refresh(body: kopf.Body, **kwargs: Any) -> None:
         "Model",
         meta["name"],
         meta["namespace"],
-        model_status(dict(body), default_kube(), _blocks_in(kwargs["blocks_index"], body)),
+        model_status(
+            dict(body), default_kube(), _blocks_in(kwargs["blocks_index"], body), admission()
+        ),
     )
 
 
@@ -312,7 +329,7 @@ def policy_changed(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
     Blocks change their endpoints, neither of which is a spec change of the policy.
     """
     try:
-        status = reconcile_policy(default_kube(), dict(body))
+        status = reconcile_policy(default_kube(), dict(body), admission())
     except (SpecError, DependencyMissingError) as exc:
         _fail("OffloadPolicy", body, exc)
         return
@@ -333,7 +350,7 @@ def policy_decided(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     if not active or memo.get(key) == active:
         return
     try:
-        reconcile_policy(default_kube(), dict(body))
+        reconcile_policy(default_kube(), dict(body), admission())
     except (SpecError, DependencyMissingError):
         return  # the timer's round reports it as a condition
     memo[key] = active

@@ -7,10 +7,14 @@ events racing) converges to the same objects with no duplicates.
 from __future__ import annotations
 
 import logging
+import os
+import stat
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
+
+from pydantic import ValidationError
 
 from braid.api.catalog import PathCatalog
 from braid.api.common import API_VERSION
@@ -18,8 +22,14 @@ from braid.api.v1alpha1.block import BlockSpec
 from braid.api.v1alpha1.link import LinkSpec
 from braid.api.v1alpha1.model import ModelSpec
 from braid.api.v1alpha1.offloadpolicy import OffloadPolicySpec, OffloadPolicyStatus
-from braid.kube.client import Kube
+from braid.kube.client import Kube, refusal
 from braid.logs import log_event
+from braid.render.admission import (
+    AdmissionConfig,
+    block_problems,
+    link_problems,
+    policy_problems,
+)
 from braid.render.block import (
     GENERATION_ANNOTATION,
     BlockRender,
@@ -53,8 +63,37 @@ class DependencyMissingError(RuntimeError):
         self.reason = reason
 
 
+SpecT = TypeVar("SpecT", ModelSpec, BlockSpec, LinkSpec, OffloadPolicySpec)
+
+
+def parse_spec(model: type[SpecT], body: dict[str, Any], what: str = "spec") -> SpecT:
+    """The spec as pydantic reads it; one it cannot read is a SpecError naming the fields."""
+    try:
+        return model.model_validate(body.get("spec") or {})
+    except ValidationError as exc:
+        where = "; ".join(
+            "spec." + ".".join(str(p) for p in err["loc"]) + f": {err['msg']}"
+            for err in exc.errors(include_url=False)[:5]
+        )
+        raise SpecError("InvalidSpec", f"{what}: {where}") from exc
+
+
 def now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def apply_or_refuse(kube: Kube, obj: dict[str, Any]) -> None:
+    """Apply ``obj``; an API server that refuses it (a 422 from a schema or a webhook, a 400,
+    a 403) makes a SpecError, reported as a condition instead of retried forever."""
+    try:
+        kube.apply(obj)
+    except Exception as exc:
+        message = refusal(exc)
+        if message is None:
+            raise
+        raise SpecError(
+            "Rejected", f"the API server refused {obj['kind']} {obj['metadata']['name']}: {message}"
+        ) from exc
 
 
 @dataclass(frozen=True)
@@ -99,7 +138,12 @@ def _owned_by(meta: dict[str, Any], uid: str) -> bool:
 
 
 def reconcile_block(
-    kube: Kube, body: dict[str, Any], lookup: Lookup | None = None, *, own: bool = True
+    kube: Kube,
+    body: dict[str, Any],
+    lookup: Lookup | None = None,
+    *,
+    own: bool = True,
+    config: AdmissionConfig | None = None,
 ) -> BlockOutcome:
     """Render and apply a Block's Deployment and Service.
 
@@ -108,16 +152,22 @@ def reconcile_block(
     into the status patch kopf makes anyway: one write and one watch event less per Block).
     """
     lookup = lookup or ApiLookup(kube)
+    config = config or AdmissionConfig()
     meta = body["metadata"]
-    spec = BlockSpec.model_validate(body["spec"])
+    spec = parse_spec(BlockSpec, body)
     namespace = meta["namespace"]
     model_ns = spec.model_ref.namespace or namespace
+    if model_ns != namespace:
+        raise SpecError("InvalidSpec", "; ".join(block_problems(namespace, spec, None, config)))
     model = lookup.model(model_ns, spec.model_ref.name)
     if model is None:
         raise DependencyMissingError(
             "ModelNotFound", f"spec.modelRef: Model {model_ns}/{spec.model_ref.name} not found"
         )
-    model_spec = ModelSpec.model_validate(model["spec"])
+    model_spec = parse_spec(ModelSpec, model, f"Model {spec.model_ref.name}")
+    problems = block_problems(namespace, spec, model_spec, config)
+    if problems:
+        raise SpecError("InvalidSpec", "; ".join(problems))
     model_uid = model["metadata"]["uid"]
     owner_references = None
     if model_ns == namespace and not _owned_by(meta, model_uid):
@@ -145,13 +195,6 @@ def reconcile_block(
             )
         else:
             owner_references = [*(meta.get("ownerReferences") or []), owner]
-    n_blocks = len(model_spec.partition.blocks)
-    if spec.partitions.last >= n_blocks:
-        raise SpecError(
-            "PartitionOutOfRange",
-            f"spec.partitions.last={spec.partitions.last} but Model {spec.model_ref.name} "
-            f"has {n_blocks} blocks (0..{n_blocks - 1})",
-        )
     r = BlockRender(
         owner=ObjectMeta(
             name=meta["name"],
@@ -174,9 +217,14 @@ def reconcile_block(
             )
         ],
         link_models=lookup.links_served_by(namespace, meta["name"]),
+        allow_local_paths=config.allow_local_paths,
     )
-    kube.apply(render_block_deployment(r))
-    kube.apply(render_block_service(r))
+    try:
+        deployment, service = render_block_deployment(r), render_block_service(r)
+    except ValueError as exc:
+        raise SpecError("RenderFailed", str(exc)) from exc
+    apply_or_refuse(kube, deployment)
+    apply_or_refuse(kube, service)
     log_event(logger, "block.reconciled", block=meta["name"], namespace=namespace)
     return BlockOutcome(
         deployment=workload_name(meta["name"]),
@@ -197,9 +245,13 @@ def block_status_from_deployment(
     want = int(spec.get("replicas", 1))
     dep_status = (deployment or {}).get("status") or {}
     ready = int(dep_status.get("readyReplicas") or 0)
-    is_ready = deployment is not None and ready >= want
+    # A Block with no ready pod serves nothing, even when none was asked for: Ready=False
+    # keeps every path through it out of the routing table.
+    is_ready = deployment is not None and ready >= want and ready > 0
     if deployment is None:
         reason, message = "DeploymentMissing", "the Triton Deployment does not exist yet"
+    elif want == 0:
+        reason, message = "ScaledToZero", "spec.replicas is 0: no Triton pod serves this Block"
     elif is_ready:
         reason, message = "Available", f"{ready}/{want} Triton pods ready"
     else:
@@ -227,7 +279,9 @@ def block_status_from_deployment(
     return out
 
 
-def requeue_block(kube: Kube, namespace: str, name: str) -> None:
+def requeue_block(
+    kube: Kube, namespace: str, name: str, config: AdmissionConfig | None = None
+) -> None:
     """Re-reconcile a Block after something it serves (a Link) changed.
 
     A Block that cannot be reconciled now (its Model is going away with it) has nothing to
@@ -237,17 +291,47 @@ def requeue_block(kube: Kube, namespace: str, name: str) -> None:
     if body is None or body["metadata"].get("deletionTimestamp"):
         return
     try:
-        reconcile_block(kube, body)
+        reconcile_block(kube, body, config=config)
     except (SpecError, DependencyMissingError) as exc:
         log_event(
             logger, "block.requeue_skipped", block=name, namespace=namespace, reason=exc.reason
         )
 
 
-def validate_link(kube: Kube, body: dict[str, Any]) -> str:
-    """Check a Link's references; returns the Deployment that serves it."""
-    spec = LinkSpec.model_validate(body["spec"])
+def _model_spec(kube: Kube, namespace: str, name: str) -> ModelSpec | None:
+    found = kube.get(API_VERSION, "Model", name, namespace)
+    if found is None:
+        return None
+    try:
+        return ModelSpec.model_validate(found.get("spec") or {})
+    except ValidationError:
+        return None
+
+
+def validate_link(kube: Kube, body: dict[str, Any], config: AdmissionConfig | None = None) -> str:
+    """Check a Link's references and the host's consent; returns the Deployment serving it."""
+    spec = parse_spec(LinkSpec, body)
     namespace = body["metadata"]["namespace"]
+    own_models = []
+    for found in kube.list(API_VERSION, "Model", namespace=namespace):
+        try:
+            own_models.append((found["metadata"]["name"], ModelSpec.model_validate(found["spec"])))
+        except (ValidationError, KeyError):
+            continue
+    served = (
+        kube.get(API_VERSION, "Block", spec.served_by.name, namespace) if spec.served_by else None
+    )
+    problems = link_problems(
+        body["metadata"]["name"],
+        namespace,
+        spec,
+        lambda ns, name: _model_spec(kube, ns, name),
+        own_models,
+        ((served or {}).get("spec") or {}).get("modelRef", {}).get("name"),
+        config or AdmissionConfig(),
+    )
+    if problems:
+        raise SpecError("InvalidSpec", "; ".join(problems))
     if spec.served_by is None:
         raise SpecError("ServedByMissing", "spec.servedBy: a Link needs the Block that serves it")
     served_ns = spec.served_by.namespace or namespace
@@ -256,7 +340,7 @@ def validate_link(kube: Kube, body: dict[str, Any]) -> str:
             "ServedByOtherNamespace",
             "spec.servedBy.namespace: a Link is served by a Block in its own namespace",
         )
-    if kube.get(API_VERSION, "Block", spec.served_by.name, namespace) is None:
+    if served is None:
         raise DependencyMissingError(
             "BlockNotFound", f"spec.servedBy: Block {namespace}/{spec.served_by.name} not found"
         )
@@ -288,26 +372,27 @@ def catalog_problems(name: str, spec: ModelSpec, catalog: PathCatalog) -> list[s
             f"spec.partition.blocks: {len(spec.partition.blocks)} blocks, but the catalog's "
             f"{name} was built with {len(built)}"
         ]
-    infos = {b.index: b for b in provider.blocks}
     out = []
+    # Only the spec's own values go into the message: nothing read from the catalog file is
+    # echoed into status or Events.
     for i, (mine, theirs) in enumerate(zip(spec.partition.blocks, built, strict=True)):
         if (mine.name, mine.first_layer, mine.last_layer) != (
             theirs.name,
             theirs.first_layer,
             theirs.last_layer,
         ):
-            shapes = ""
-            if i in infos:
-                shapes = f" (built block: input {infos[i].input.shape} -> output {infos[i].output.shape})"
             out.append(
-                f"spec.partition.blocks[{i}]: {mine.name} layers {mine.first_layer}-{mine.last_layer}, "
-                f"but the catalog built {theirs.name} from layers {theirs.first_layer}-{theirs.last_layer}{shapes}"
+                f"spec.partition.blocks[{i}]: {mine.name} layers {mine.first_layer}-{mine.last_layer} "
+                "differs from the block the catalog was built with"
             )
     return out
 
 
 def model_status(
-    body: dict[str, Any], kube: Kube, blocks: list[dict[str, Any]] | None = None
+    body: dict[str, Any],
+    kube: Kube,
+    blocks: list[dict[str, Any]] | None = None,
+    config: AdmissionConfig | None = None,
 ) -> dict[str, Any]:
     """Model status: partition checks the API server cannot do, blocks, paths, ready blocks.
 
@@ -320,7 +405,7 @@ def model_status(
     catalog_note = ""
     if spec.catalog is not None:
         try:
-            catalog = load_catalog(kube, spec.catalog.uri, meta["namespace"])
+            catalog = load_catalog(kube, spec.catalog.uri, meta["namespace"], config)
         except (DependencyMissingError, SpecError, ValueError) as exc:
             catalog_note = f"; catalog not read: {exc}"
         else:
@@ -383,15 +468,63 @@ def block_address(block: dict[str, Any]) -> str:
     return override or service_endpoint(meta["name"], meta["namespace"])
 
 
-def load_catalog(kube: Kube, uri: str, namespace: str) -> PathCatalog:
-    """A Model's path catalog from ``file://`` or ``configmap://name[/key]``."""
+CATALOG_MAX_BYTES = 4 * 1024 * 1024
+"""The largest catalog read (a ConfigMap holds at most 1 MiB; a built catalog is kilobytes)."""
+
+
+def _parse_catalog(uri: str, text: str | bytes) -> PathCatalog:
+    """The catalog, or an error that says how it failed without quoting what was read."""
+    try:
+        return PathCatalog.model_validate_json(text)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]["type"] if exc.error_count() else "invalid"
+        raise SpecError(
+            "CatalogInvalid",
+            f"spec.catalog.uri: {uri} is not a valid path catalog "
+            f"({exc.error_count()} problems, the first: {first})",
+        ) from exc
+
+
+def _read_local_file(uri: str, path: Path, limit: int) -> bytes:
+    """At most ``limit`` bytes of a regular file: a FIFO, a device or /proc file could block
+    or never end, so only regular files are opened, without blocking, and read once."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+    except OSError as exc:
+        raise DependencyMissingError(
+            "CatalogUnavailable", f"spec.catalog.uri: {uri}: {exc.strerror}"
+        ) from exc
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise SpecError("CatalogUnsupported", f"spec.catalog.uri: {uri} is not a regular file")
+        if info.st_size > limit:
+            raise SpecError(
+                "CatalogTooLarge", f"spec.catalog.uri: {uri} is larger than {limit} bytes"
+            )
+        return os.read(fd, limit + 1)[:limit]
+    finally:
+        os.close(fd)
+
+
+def load_catalog(
+    kube: Kube, uri: str, namespace: str, config: AdmissionConfig | None = None
+) -> PathCatalog:
+    """A Model's path catalog from ``configmap://name[/key]`` in the Model's namespace, or
+    ``file://`` where local paths are allowed (the local stack). Reads are bounded in size;
+    a ConfigMap read is one API call with the client's timeout."""
+    config = config or AdmissionConfig()
     scheme, _, rest = uri.partition("://")
     if scheme == "file":
-        path = Path("/" + rest.lstrip("/"))
-        try:
-            return PathCatalog.model_validate_json(path.read_bytes())
-        except OSError as exc:
-            raise DependencyMissingError("CatalogUnavailable", f"catalog {uri}: {exc}") from exc
+        if not config.allow_local_paths:
+            raise SpecError(
+                "LocalPathRefused",
+                f"spec.catalog.uri: {uri}: file:// is refused in cluster mode "
+                "(allowed on the local stack only); use configmap://",
+            )
+        return _parse_catalog(
+            uri, _read_local_file(uri, Path("/" + rest.lstrip("/")), CATALOG_MAX_BYTES)
+        )
     if scheme == "configmap":
         name, _, key = rest.partition("/")
         cm = kube.get("v1", "ConfigMap", name, namespace)
@@ -401,8 +534,19 @@ def load_catalog(kube: Kube, uri: str, namespace: str) -> PathCatalog:
             raise DependencyMissingError(
                 "CatalogUnavailable", f"catalog {uri}: ConfigMap or key not found in {namespace}"
             )
-        return PathCatalog.model_validate_json(text)
+        if len(text) > CATALOG_MAX_BYTES:
+            raise SpecError(
+                "CatalogTooLarge",
+                f"spec.catalog.uri: {uri} is larger than {CATALOG_MAX_BYTES} bytes",
+            )
+        return _parse_catalog(uri, text)
     raise SpecError("CatalogUnsupported", f"spec.catalog.uri: scheme {scheme!r} not readable here")
+
+
+def block_ready(block: dict[str, Any]) -> bool:
+    """Whether a Block's pods serve: its Ready condition (False with 0 ready pods)."""
+    conditions = (block.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
 
 
 def _model_addresses(
@@ -421,6 +565,8 @@ def _model_addresses(
             bspec = block.get("spec") or {}
             if (bspec.get("modelRef") or {}).get("name") != provider.name:
                 continue
+            if not block_ready(block):
+                continue  # no ready pod: no path routes through it
             first, last = bspec["partitions"]["first"], bspec["partitions"]["last"]
             for info in provider.blocks:
                 if first <= info.index <= last:
@@ -431,32 +577,37 @@ def _model_addresses(
         for link in kube.list(API_VERSION, "Link", namespace=ns):
             served = ((link.get("spec") or {}).get("servedBy") or {}).get("name")
             server = next((b for b in blocks_by_ns[ns] if b["metadata"]["name"] == served), None)
-            if server is not None:
+            if server is not None and block_ready(server):
                 out[link_model_name(link["metadata"]["name"])] = block_address(server)
     return out
 
 
-def reconcile_policy(kube: Kube, body: dict[str, Any]) -> dict[str, Any]:
+def reconcile_policy(
+    kube: Kube, body: dict[str, Any], config: AdmissionConfig | None = None
+) -> dict[str, Any]:
     """Write the policy's routing ConfigMap; returns the status fields to set."""
     meta = body["metadata"]
     namespace = meta["namespace"]
-    spec = OffloadPolicySpec.model_validate(body["spec"])
+    spec = parse_spec(OffloadPolicySpec, body)
     # Only the controller's split matters here; the rest of the status (costs written by an
     # older controller, say) must not stop the routing from being rendered.
     status = OffloadPolicyStatus.model_validate(
         {"activePaths": (body.get("status") or {}).get("activePaths") or []}
     )
-    model = kube.get(
-        API_VERSION, "Model", spec.model_ref.name, spec.model_ref.namespace or namespace
-    )
+    if spec.model_ref.namespace not in (None, namespace):
+        raise SpecError("InvalidSpec", "; ".join(policy_problems(namespace, spec, None)))
+    model = kube.get(API_VERSION, "Model", spec.model_ref.name, namespace)
     if model is None:
         raise DependencyMissingError(
             "ModelNotFound", f"spec.modelRef: Model {spec.model_ref.name} not found"
         )
+    problems = policy_problems(namespace, spec, parse_spec(ModelSpec, model, "Model"))
+    if problems:
+        raise SpecError("InvalidSpec", "; ".join(problems))
     catalog_ref = (model.get("spec") or {}).get("catalog")
     if not catalog_ref:
         raise SpecError("NoCatalog", f"Model {spec.model_ref.name} has no spec.catalog to route by")
-    catalog = load_catalog(kube, catalog_ref["uri"], namespace)
+    catalog = load_catalog(kube, catalog_ref["uri"], namespace, config)
     namespace_of = {catalog.local_model: namespace}
     allowed_models: list[str] = []
     for host in spec.allowed_hosts:
@@ -482,7 +633,7 @@ def reconcile_policy(kube: Kube, body: dict[str, Any]) -> dict[str, Any]:
     )
     if routing.configmap is None:
         raise DependencyMissingError("OriginalPathUnserved", "; ".join(routing.problems))
-    kube.apply(routing.configmap)
+    apply_or_refuse(kube, routing.configmap)
     ok = not routing.problems
     return {
         "candidatePaths": len(routing.candidates),

@@ -23,6 +23,26 @@ GPU_TAINT_KEY = "nvidia.com/gpu"
 POOL_LABEL = "braid.dev/pool"
 MANAGED_BY = "braid-operator"
 MODEL_MOUNT = "/models"
+TRITON_UID = 1000
+"""The ``triton-server`` user of NVIDIA's Triton images."""
+
+# Pod Security "restricted": no root, no privilege escalation, no capabilities, the runtime's
+# default seccomp profile. The root file system is read-only (scratch goes to emptyDirs).
+POD_SECURITY_CONTEXT: dict[str, Any] = {
+    "runAsNonRoot": True,
+    "runAsUser": TRITON_UID,
+    "runAsGroup": TRITON_UID,
+    "fsGroup": TRITON_UID,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+CONTAINER_SECURITY_CONTEXT: dict[str, Any] = {
+    "allowPrivilegeEscalation": False,
+    "privileged": False,
+    "readOnlyRootFilesystem": True,
+    "runAsNonRoot": True,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
 
 
 @dataclass(frozen=True)
@@ -45,6 +65,8 @@ class BlockRender:
     model_name: str
     triton_models: Sequence[str]
     link_models: Sequence[str] = field(default_factory=tuple)
+    allow_local_paths: bool = False
+    """Render file:// repositories as hostPath mounts (the local stack only)."""
 
 
 def owner_reference(owner: ObjectMeta) -> dict[str, Any]:
@@ -81,7 +103,9 @@ def selector_labels(r: BlockRender) -> dict[str, str]:
     return {"app.kubernetes.io/name": "triton", "braid.dev/block": r.owner.name}
 
 
-def _model_repository(spec: BlockSpec) -> tuple[str, list[dict[str, Any]], list[dict[str, Any]]]:
+def _model_repository(
+    spec: BlockSpec, allow_local_paths: bool = False
+) -> tuple[str, list[dict[str, Any]], list[dict[str, Any]]]:
     """Triton's ``--model-repository`` value plus the volumes and mounts it needs.
 
     Cloud storage URIs are fetched by Triton itself; a PVC or ConfigMap is mounted; with no
@@ -89,7 +113,10 @@ def _model_repository(spec: BlockSpec) -> tuple[str, list[dict[str, Any]], list[
     """
     if spec.model_repository is None:
         return MODEL_MOUNT, [], []
-    scheme, _, rest = spec.model_repository.uri.partition("://")
+    uri = spec.model_repository.uri
+    scheme, _, rest = uri.partition("://")
+    if ".." in rest.split("/"):
+        raise ValueError(f"spec.modelRepository.uri: {uri!r} has a '..' path segment")
     if scheme in ("s3", "gs"):
         return spec.model_repository.uri, [], []
     if scheme == "pvc":
@@ -103,6 +130,11 @@ def _model_repository(spec: BlockSpec) -> tuple[str, list[dict[str, Any]], list[
         volume = {"name": "models", "configMap": {"name": rest}}
         return MODEL_MOUNT, [volume], [{"name": "models", "mountPath": MODEL_MOUNT}]
     if scheme == "file":
+        if not allow_local_paths:
+            raise ValueError(
+                f"spec.modelRepository.uri: {uri!r}: file:// (a hostPath mount) is refused in "
+                "cluster mode"
+            )
         volume = {
             "name": "models",
             "hostPath": {"path": "/" + rest.lstrip("/"), "type": "Directory"},
@@ -142,7 +174,7 @@ was rendered from, which the Deployment's watch events carry back as observedGen
 def render_block_deployment(r: BlockRender) -> dict[str, Any]:
     """The Triton Deployment of one Block, pinned to its tier's node pool."""
     spec = r.spec
-    repository, volumes, mounts = _model_repository(spec)
+    repository, volumes, mounts = _model_repository(spec, r.allow_local_paths)
     resources: dict[str, Any] = {
         "requests": {"cpu": spec.resources.cpu, "memory": spec.resources.memory},
         "limits": {"memory": spec.resources.memory},
@@ -185,8 +217,12 @@ def render_block_deployment(r: BlockRender) -> dict[str, Any]:
             "failureThreshold": 60,
         },
         "resources": resources,
-        "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}, *mounts],
-        "securityContext": {"allowPrivilegeEscalation": False},
+        "volumeMounts": [
+            {"name": "dshm", "mountPath": "/dev/shm"},
+            {"name": "tmp", "mountPath": "/tmp"},
+            *mounts,
+        ],
+        "securityContext": CONTAINER_SECURITY_CONTEXT,
     }
     return {
         "apiVersion": "apps/v1",
@@ -218,6 +254,7 @@ def render_block_deployment(r: BlockRender) -> dict[str, Any]:
                     "nodeSelector": node_selector,
                     "tolerations": tolerations,
                     "automountServiceAccountToken": False,
+                    "securityContext": POD_SECURITY_CONTEXT,
                     "containers": [container],
                     "volumes": [
                         # The Python backend exchanges tensors through /dev/shm.
@@ -225,6 +262,9 @@ def render_block_deployment(r: BlockRender) -> dict[str, Any]:
                             "name": "dshm",
                             "emptyDir": {"medium": "Memory", "sizeLimit": spec.triton.shm_size},
                         },
+                        # The root file system is read-only; Triton and its backends write
+                        # scratch files (compiled kernels, the Python stub's sockets) to /tmp.
+                        {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
                         *volumes,
                     ],
                 },

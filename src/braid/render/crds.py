@@ -115,6 +115,11 @@ def render_crd(info: KindInfo) -> dict[str, Any]:
                                 "spec": openapi_schema(info.spec),
                                 "status": status_schema,
                             },
+                            **(
+                                {"x-kubernetes-validations": list(info.name_rules)}
+                                if info.name_rules
+                                else {}
+                            ),
                         }
                     },
                 }

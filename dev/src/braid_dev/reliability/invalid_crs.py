@@ -46,7 +46,7 @@ MODEL: dict[str, Any] = {
     "output": {"name": "logits", "datatype": "FP32", "shape": [10]},
     "baselineAccuracy": 0.9,
     "homeTier": "local",
-    "catalog": {"uri": "s3://bucket/catalog.json"},
+    "catalog": {"uri": "configmap://catalog/catalog.json"},
     "publish": {
         "taskFamily": "image-classification",
         "architectureFamily": "cnn",
@@ -272,7 +272,7 @@ class CrOutcome:
         return self.variant.field in self.message
 
 
-def _client(access: ClusterAccess, workdir: Path) -> httpx.Client:
+def api_client(access: ClusterAccess, workdir: Path) -> httpx.Client:
     """An HTTP client with the kubeconfig's client certificate (dry-runs need no kubectl)."""
     config = yaml.safe_load(access.kubeconfig.read_text())
     user = config["users"][0]["user"]
@@ -316,7 +316,7 @@ def check_invalid_crs(
 ) -> list[CrOutcome]:
     """Send every variant; raises if a valid base is refused (the table would prove nothing)."""
     variants = variants if variants is not None else invalid_variants()
-    with tempfile.TemporaryDirectory() as tmp, _client(access, Path(tmp)) as client:
+    with tempfile.TemporaryDirectory() as tmp, api_client(access, Path(tmp)) as client:
         for kind, spec in BASE.items():
             status, message = dry_run_create(client, kind, spec, namespace)
             if status >= 300:
@@ -353,9 +353,21 @@ CAMPAIGN_NAMESPACE = "braid-invalid-crs"
 
 
 def run_invalid_cr_campaign(settings: Settings) -> CrTally:
-    """The campaign on the running cluster of ``settings``: CRDs installed, a namespace made."""
+    """The campaign on the running cluster of ``settings``: CRDs installed, a namespace made;
+    the generated variants, then the hand-written hostile cases with the operator's webhook."""
+    from braid_dev.reliability.hostile_crs import run_hostile_campaign
+
     access = devcluster.access(settings)
     install_operator_prerequisites(access)
     if access.kubectl("get", "namespace", CAMPAIGN_NAMESPACE, check=False).returncode != 0:
         access.kubectl("create", "namespace", CAMPAIGN_NAMESPACE)
-    return run_invalid_crs(access, CAMPAIGN_NAMESPACE)
+    tally = run_invalid_crs(access, CAMPAIGN_NAMESPACE)
+    with tempfile.TemporaryDirectory(dir=settings.state) as tmp:
+        hostile = run_hostile_campaign(access, Path(tmp))
+    return tally.model_copy(
+        update={
+            "hostile_tried": len(hostile),
+            "hostile_admitted": sum(o.admitted for o in hostile),
+            "hostile_without_reason": sum(not o.admitted and not o.names_reason for o in hostile),
+        }
+    )

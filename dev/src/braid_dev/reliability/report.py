@@ -48,6 +48,13 @@ class CrTally(BaseModel):
     without_field_in_message: int = Field(
         default=0, ge=0, description="Refusals whose message did not name the offending field."
     )
+    hostile_tried: int = Field(
+        default=0, ge=0, description="Hand-written hostile cases (reliability.hostile_crs) sent."
+    )
+    hostile_admitted: int = Field(default=0, ge=0, description="Hostile cases admitted.")
+    hostile_without_reason: int = Field(
+        default=0, ge=0, description="Hostile refusals whose message lacked the expected words."
+    )
 
 
 class ReliabilityReport(BaseModel):
@@ -89,3 +96,13 @@ class ReliabilityReport(BaseModel):
     @property
     def invalid_crs_admitted(self) -> int:
         return self.crs.admitted if self.crs else 0
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def hostile_crs_tried(self) -> int:
+        return self.crs.hostile_tried if self.crs else 0
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def hostile_crs_admitted(self) -> int:
+        return self.crs.hostile_admitted if self.crs else 0

@@ -7,6 +7,7 @@ e2e tests and the demo prove the RBAC manifest is enough.
 
 from __future__ import annotations
 
+import base64
 import json
 import sys
 import time
@@ -17,6 +18,8 @@ import yaml
 
 from braid.api.common import GROUP
 from braid.api.v1alpha1 import KINDS
+from braid.kube.webhook import self_signed_certificate
+from braid.render.webhook_config import WEBHOOK_CONFIGURATION, render_validating_webhook
 from braid_dev.stack.cluster import ClusterAccess
 from braid_dev.stack.ports import free_port
 from braid_dev.stack.processes import ManagedProcess, start_process, wait_until
@@ -83,17 +86,38 @@ def start_operator(
     name: str = "braid-operator",
     namespaces: list[str] | None = None,
     account: tuple[str, str] = (OPERATOR_NAMESPACE, OPERATOR_ACCOUNT),
+    webhook: bool = False,
+    image_prefixes: tuple[str, ...] = (),
+    allow_local_paths: bool = True,
 ) -> ManagedProcess:
     """Start ``operator/main.py`` as the operator's ServiceAccount; wait for its liveness.
 
     ``namespaces`` takes kopf's patterns (``"*"``, ``"!excluded-*"``); None watches the
     whole cluster. ``account`` is the (namespace, name) of the ServiceAccount to run as:
     ``operator/rbac.yaml``'s by default, or a Helm release's.
+
+    The local stack allows file:// URIs (``BRAID_OPERATOR_ALLOW_LOCAL_PATHS``): the demo's
+    catalogs and artifacts are files on this machine. With ``webhook`` the operator serves
+    its admission webhook on a loopback port, with a certificate made here, and the
+    ValidatingWebhookConfiguration is applied as the admin (``install_webhook``).
     """
     kubeconfig = service_account_kubeconfig(
         access, workdir / "operator.kubeconfig", namespace=account[0], account=account[1]
     )
     port = free_port()
+    extra: dict[str, str] = {}
+    webhook_port = 0
+    if webhook:
+        webhook_port = free_port()
+        cert_dir = workdir / "webhook"
+        self_signed_certificate(["127.0.0.1"], cert_dir)
+        (cert_dir / "port").write_text(str(webhook_port))
+        extra = {
+            "BRAID_OPERATOR_WEBHOOK_PORT": str(webhook_port),
+            "BRAID_OPERATOR_WEBHOOK_ADDR": "127.0.0.1",
+            "BRAID_OPERATOR_WEBHOOK_HOST": "127.0.0.1",
+            "BRAID_OPERATOR_WEBHOOK_CERT_DIR": str(cert_dir),
+        }
     process = start_process(
         name,
         [sys.executable, str(REPO_ROOT / "operator" / "main.py")],
@@ -105,6 +129,9 @@ def start_operator(
             # glibc gives each handler thread its own malloc arena; two keep RSS flat.
             "MALLOC_ARENA_MAX": "2",
             "BRAID_OPERATOR_NAMESPACES": json.dumps(namespaces or []),
+            "BRAID_OPERATOR_ALLOW_LOCAL_PATHS": "true" if allow_local_paths else "false",
+            "BRAID_OPERATOR_IMAGE_PREFIXES": json.dumps(list(image_prefixes)),
+            **extra,
         },
         pid_path=workdir / f"{name}.pid",
     )
@@ -115,3 +142,24 @@ def start_operator(
         process=process,
     )
     return process
+
+
+def install_webhook(access: ClusterAccess, workdir: Path) -> None:
+    """Register the webhook of the operator ``start_operator(workdir, webhook=True)`` started
+    (its loopback port and certificate are in ``workdir/webhook``) as the cluster admin."""
+    ca = (workdir / "webhook" / "tls.crt").read_bytes()
+    port = int((workdir / "webhook" / "port").read_text())
+    config = render_validating_webhook(
+        {"url": f"https://127.0.0.1:{port}", "caBundle": base64.b64encode(ca).decode()}
+    )
+    access.kubectl(
+        "apply", "--server-side", "--force-conflicts", "-f", "-", input=json.dumps(config)
+    )
+
+
+def uninstall_webhook(access: ClusterAccess) -> None:
+    """Remove the registration: with the operator gone, failurePolicy Fail would refuse
+    every braid object of the cluster."""
+    access.kubectl(
+        "delete", "validatingwebhookconfiguration", WEBHOOK_CONFIGURATION, "--ignore-not-found"
+    )

@@ -6,7 +6,16 @@ from typing import Literal
 
 from pydantic import Field
 
-from braid.api.common import ApiModel, ArtifactRef, Condition, ObjectRef, Tier, cel
+from braid.api.common import (
+    IMAGE_REFERENCE,
+    LABEL_VALUE,
+    ApiModel,
+    ArtifactRef,
+    Condition,
+    ObjectRef,
+    Tier,
+    cel,
+)
 
 DEFAULT_TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"
 
@@ -31,13 +40,16 @@ class BlockResources(ApiModel):
 
     cpu: str = Field(
         default="1",
-        pattern=r"^([0-9]+m|[0-9]+(\.[0-9]+)?)$",
-        description="CPU request, e.g. 500m or 2.",
+        max_length=12,
+        pattern=r"^([1-9][0-9]{0,6}m|[0-9]{1,4}(\.[0-9]{1,3})?)$",
+        description="CPU request as a Kubernetes quantity in cores or millicores, e.g. 500m or 2.",
     )
     memory: str = Field(
         default="2Gi",
-        pattern=r"^[0-9]+(Ki|Mi|Gi|Ti|k|M|G|T)?$",
-        description="Memory request and limit, e.g. 2Gi.",
+        max_length=12,
+        pattern=r"^[1-9][0-9]{0,6}(Ki|Mi|Gi|Ti|k|M|G|T)$",
+        description="Memory request and limit as a Kubernetes quantity with its unit, e.g. 2Gi "
+        "(a bare number would be bytes).",
     )
     gpu: int = Field(default=0, ge=0, le=8, description="nvidia.com/gpu count.")
 
@@ -50,13 +62,21 @@ class DynamicBatching(ApiModel):
         default_factory=list,
         max_length=8,
         description="Batch sizes Triton prefers to form.",
-        json_schema_extra={"items": {"type": "integer", "minimum": 1}},
+        json_schema_extra={
+            "items": {"type": "integer", "minimum": 1, "maximum": 1024},
+            "x-kubernetes-list-type": "set",
+        },
     )
 
 
 class TritonSettings(ApiModel):
     image: str = Field(
-        default=DEFAULT_TRITON_IMAGE, min_length=1, description="Triton server container image."
+        default=DEFAULT_TRITON_IMAGE,
+        min_length=1,
+        max_length=255,
+        pattern=IMAGE_REFERENCE,
+        description="Triton server container image (registry/path:tag[@sha256:digest]); the "
+        "operator admits only the prefixes its image allow-list names.",
     )
     max_batch_size: int = Field(default=32, ge=0, le=1024, description="0 disables batching.")
     instance_count: int = Field(default=1, ge=1, le=16, description="Model instances per pod.")
@@ -65,8 +85,10 @@ class TritonSettings(ApiModel):
     )
     shm_size: str = Field(
         default="256Mi",
-        pattern=r"^[0-9]+(Ki|Mi|Gi)$",
-        description="Size of the /dev/shm emptyDir the Python backend needs.",
+        max_length=8,
+        pattern=r"^[1-9][0-9]{0,5}(Ki|Mi|Gi)$",
+        description="Size of the /dev/shm emptyDir the Python backend needs, a quantity with "
+        "its unit (Ki, Mi or Gi).",
     )
 
 
@@ -77,7 +99,10 @@ class BlockSpec(ApiModel):
     partitions: PartitionRange = Field(description="Which partition blocks this segment runs.")
     tier: Tier = Field(description="Node pool tier: local, edge or cloud.")
     node_pool: str | None = Field(
-        default=None, max_length=63, description="Extra nodeSelector value for braid.dev/pool."
+        default=None,
+        max_length=63,
+        pattern=LABEL_VALUE,
+        description="Extra nodeSelector value for braid.dev/pool (a label value).",
     )
     replicas: int = Field(default=1, ge=0, le=100, description="Triton pods.")
     resources: BlockResources = Field(
@@ -97,7 +122,15 @@ class BlockSpec(ApiModel):
                     "self.tier != 'local' || !has(self.resources) || !has(self.resources.gpu) || self.resources.gpu == 0",
                     "the local tier has no GPUs: resources.gpu must be 0 on tier local",
                     ".resources.gpu",
-                )
+                ),
+                cel(
+                    "!has(self.triton) || !has(self.triton.dynamicBatching) "
+                    "|| !has(self.triton.dynamicBatching.preferredBatchSizes) "
+                    "|| !has(self.triton.maxBatchSize) "
+                    "|| self.triton.dynamicBatching.preferredBatchSizes.all(s, s <= self.triton.maxBatchSize)",
+                    "triton.dynamicBatching.preferredBatchSizes must not exceed triton.maxBatchSize",
+                    ".triton.dynamicBatching.preferredBatchSizes",
+                ),
             ]
         }
     }

@@ -60,11 +60,26 @@ class LinkSpec(ApiModel):
                     "self.type != 'skip' || self.to.block > self.from.block + 1",
                     "a skip link needs to.block > from.block + 1 (lin > lout + 1)",
                     ".to.block",
+                    "'a skip link needs to.block > from.block + 1 (lin > lout + 1); got from.block=' "
+                    "+ string(self.from.block) + ', to.block=' + string(self.to.block)",
                 ),
                 cel(
                     "self.type != 'skip' || self.to.model.name == self.from.model.name",
                     "a skip link stays inside one model: from.model and to.model must match",
                     ".to.model.name",
+                    "'a skip link stays inside one model: to.model.name ' + self.to.model.name "
+                    "+ ' is not from.model.name ' + self.from.model.name",
+                ),
+                # Namespaces as well as names: an unset namespace is the Link's own, which
+                # CEL cannot see, so two set namespaces must agree and the admission webhook
+                # compares the resolved ones.
+                cel(
+                    "self.type != 'skip' || !has(self.to.model.__namespace__) "
+                    "|| !has(self.from.model.__namespace__) "
+                    "|| self.to.model.__namespace__ == self.from.model.__namespace__",
+                    "a skip link stays inside one model: from.model.namespace and "
+                    "to.model.namespace must match",
+                    ".to.model.namespace",
                 ),
                 cel(
                     "self.type == 'skip' || self.to.model.name != self.from.model.name "
@@ -72,6 +87,40 @@ class LinkSpec(ApiModel):
                     "&& self.to.model.__namespace__ != self.from.model.__namespace__)",
                     "a cross link connects two different models",
                     ".to.model",
+                ),
+                cel(
+                    "self.type == 'skip' || has(self.to.model.__namespace__) "
+                    "!= has(self.from.model.__namespace__)",
+                    "a cross link lives in the host's namespace: exactly one end (the local "
+                    "model's) names another namespace",
+                    ".to.model.namespace",
+                ),
+                cel(
+                    "self.type != 'cross-entry' || !has(self.to.model.__namespace__)",
+                    "a cross-entry link enters the host's model: to.model is in the Link's own "
+                    "namespace, so to.model.namespace stays unset",
+                    ".to.model.namespace",
+                ),
+                cel(
+                    "self.type != 'cross-exit' || !has(self.from.model.__namespace__)",
+                    "a cross-exit link leaves the host's model: from.model is in the Link's own "
+                    "namespace, so from.model.namespace stays unset",
+                    ".from.model.namespace",
+                ),
+                cel(
+                    "!has(self.input) || size(self.input.shape) == 0 || self.input.shape[0] == -1 "
+                    "|| (self.architecture.type == 'linear' ? "
+                    "self.architecture.reduction <= self.input.shape[size(self.input.shape) - 1] : "
+                    "self.architecture.reduction <= self.input.shape[0])",
+                    "architecture.reduction must not exceed the input's channel count",
+                    ".architecture.reduction",
+                    "'architecture.reduction ' + string(self.architecture.reduction) "
+                    "+ ' exceeds the input channel count'",
+                ),
+                cel(
+                    "!has(self.servedBy) || !has(self.servedBy.__namespace__)",
+                    "servedBy is a Block of the Link's own namespace: leave servedBy.namespace unset",
+                    ".servedBy.namespace",
                 ),
             ]
         },

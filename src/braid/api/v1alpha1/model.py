@@ -6,13 +6,27 @@ from typing import Literal
 
 from pydantic import Field
 
-from braid.api.common import DNS_LABEL, ApiModel, ArtifactRef, Condition, TensorSpec, Tier, cel
+from braid.api.common import (
+    DNS_1035_LABEL,
+    DNS_LABEL,
+    ApiModel,
+    ArtifactRef,
+    Condition,
+    TensorSpec,
+    Tier,
+    cel,
+)
 
 
 class PartitionBlock(ApiModel):
     """One block of the partition: a contiguous range of the model's top-level layers."""
 
-    name: str = Field(min_length=1, max_length=40, pattern=DNS_LABEL, description="Block name.")
+    name: str = Field(
+        min_length=1,
+        max_length=40,
+        pattern=DNS_LABEL,
+        description="Block name (the Triton model <model>.<name>).",
+    )
     first_layer: int = Field(ge=0, le=1023, description="Index of the first layer (inclusive).")
     last_layer: int = Field(ge=0, le=1023, description="Index of the last layer (inclusive).")
     exit_head: bool = Field(
@@ -40,6 +54,9 @@ class Partition(ApiModel):
         min_length=1,
         max_length=64,
         description="Blocks in execution order; layer ranges must be contiguous and cover the model.",
+        # A map keyed by name: the API server refuses two blocks of one name ("Duplicate
+        # value") and server-side apply merges blocks by name; the order is kept.
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
     )
 
     model_config = ApiModel.model_config | {
@@ -51,8 +68,9 @@ class Partition(ApiModel):
                     ".blocks",
                 ),
                 cel(
-                    "self.blocks.all(b, self.blocks.exists_one(c, c.name == b.name))",
-                    "block names must be unique",
+                    "self.blocks.all(b, b.firstLayer == 0 "
+                    "|| self.blocks.exists_one(c, c.lastLayer + 1 == b.firstLayer))",
+                    "layer ranges must be contiguous: each block starts one layer after another ends",
                     ".blocks",
                 ),
             ]
@@ -78,12 +96,20 @@ class Publication(ApiModel):
         "image-classification", "text-classification", "object-detection", "other"
     ] = Field(description="Task family other providers can connect to.")
     architecture_family: str = Field(
-        min_length=1, max_length=63, description="Architecture family, e.g. cnn, transformer."
+        min_length=1,
+        max_length=63,
+        pattern=DNS_1035_LABEL,
+        description="Architecture family, e.g. cnn, transformer.",
     )
     exposed_blocks: list[str] = Field(
         default_factory=list,
         max_length=64,
-        description="Blocks other providers may route tensors through (cross-connections).",
+        description="Names of the partition blocks other providers may route tensors through "
+        "(cross-connections); a cross Link into any other block is refused.",
+        json_schema_extra={
+            "items": {"type": "string", "maxLength": 40, "pattern": DNS_LABEL},
+            "x-kubernetes-list-type": "set",
+        },
     )
 
 
@@ -104,6 +130,26 @@ class ModelSpec(ApiModel):
     publish: Publication | None = Field(
         default=None, description="What other providers may see and use."
     )
+
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                cel(
+                    "!has(self.publish) || !has(self.publish.exposedBlocks) "
+                    "|| self.publish.exposedBlocks.all(n, self.partition.blocks.exists(b, b.name == n))",
+                    "publish.exposedBlocks must name blocks of spec.partition.blocks",
+                    ".publish.exposedBlocks",
+                ),
+                cel(
+                    "!has(self.catalog) || self.catalog.uri.startsWith('configmap://') "
+                    "|| self.catalog.uri.startsWith('file://')",
+                    "catalog.uri must be configmap://<name>[/<key>] (file:// on the local stack only)",
+                    ".catalog.uri",
+                    "'catalog.uri ' + self.catalog.uri + ' is not a configmap:// (or, on the local stack, file://) uri'",
+                ),
+            ]
+        }
+    }
 
 
 class ModelStatus(ApiModel):

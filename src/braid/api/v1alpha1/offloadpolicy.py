@@ -11,22 +11,43 @@ from typing import Literal
 
 from pydantic import Field
 
-from braid.api.common import ApiModel, Condition, ObjectRef, cel
+from braid.api.common import DNS_1035_LABEL, DNS_LABEL, ApiModel, Condition, ObjectRef, cel
 
 
 class CostCoefficients(ApiModel):
     """Coefficients of CoDE eq. 1: F(p) = e^{a(L_A-A_p)} + b T_cm + c_l T_l + c_h T_h + d_l C_l + d_h C_h."""
 
-    a: float = Field(default=40.0, ge=0, description="Accuracy sensitivity (per unit of accuracy).")
-    b: float = Field(default=1e-6, ge=0, description="Cost per µs of communication time.")
+    # e^{a(L_A - A_p)} with L_A - A_p <= 1 stays a finite float for a <= 700 (e^709 is the
+    # largest double); the other terms are bounded so one cannot drown every other.
+    a: float = Field(
+        default=40.0, ge=0, le=700, description="Accuracy sensitivity (per unit of accuracy)."
+    )
+    b: float = Field(default=1e-6, ge=0, le=1e3, description="Cost per µs of communication time.")
     c_local: float = Field(
-        default=1e-6, ge=0, description="Cost per µs of local compute (idle load)."
+        default=1e-6, ge=0, le=1e3, description="Cost per µs of local compute (idle load)."
     )
     c_host: float = Field(
-        default=2e-5, ge=0, description="Cost per µs of host compute (idle load)."
+        default=2e-5, ge=0, le=1e3, description="Cost per µs of host compute (idle load)."
     )
-    d_local: float = Field(default=10.0, ge=0, description="Cost per million local parameters.")
-    d_host: float = Field(default=10.0, ge=0, description="Cost per million host parameters.")
+    d_local: float = Field(
+        default=10.0, ge=0, le=1e6, description="Cost per million local parameters."
+    )
+    d_host: float = Field(
+        default=10.0, ge=0, le=1e6, description="Cost per million host parameters."
+    )
+
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                cel(
+                    "self.a + self.b + self.cLocal + self.cHost + self.dLocal + self.dHost > 0.0",
+                    "at least one cost coefficient must be positive: with all of them 0 every "
+                    "path costs the same and the choice is arbitrary",
+                    ".a",
+                )
+            ]
+        }
+    }
 
 
 class ExitThreshold(ApiModel):
@@ -70,10 +91,13 @@ class Dimee(ApiModel):
     )
     pools: str | None = Field(
         default=None,
+        min_length=1,
         max_length=1024,
+        pattern=r"^/?[A-Za-z0-9_][A-Za-z0-9_./-]*\.json$",
         description=(
             "The pools artifact (dimee-pools.json written by braid dimee export) as the "
-            "gateway sees it, e.g. a file in its model repository mount."
+            "gateway sees it, e.g. a file in its model repository mount: a .json path with "
+            "no '..' segment; the gateway reads at most a bounded size."
         ),
     )
     prior_count: int = Field(
@@ -96,17 +120,26 @@ class Dimee(ApiModel):
                     "an enabled DIMEE routing needs its pools artifact",
                     ".pools",
                 ),
+                cel(
+                    "!has(self.pools) || !self.pools.matches('(^|/)\\\\.\\\\.(/|$)')",
+                    "pools must not contain a '..' path segment",
+                    ".pools",
+                    "'pools ' + self.pools + ' has a \\'..\\' path segment'",
+                ),
             ]
         }
     }
 
 
 class Hysteresis(ApiModel):
+    # A margin of 1 (or near it) asks a new path to cost nothing: the first path would
+    # hold forever whatever the load, so the margin stops at one half.
     cost_margin: float = Field(
         default=0.1,
         ge=0,
-        le=1,
-        description="A new path must be this fraction cheaper than the active one to take over.",
+        le=0.5,
+        description="A new path must be this fraction cheaper than the active one to take over "
+        "(at most 0.5; a larger margin freezes the active path).",
     )
     min_dwell_seconds: int = Field(
         default=30, ge=0, le=86400, description="Least time a decision holds before the next."
@@ -114,8 +147,15 @@ class Hysteresis(ApiModel):
 
 
 class HostRef(ApiModel):
-    namespace: str = Field(min_length=1, max_length=63, description="Host provider's namespace.")
-    model: str | None = Field(default=None, description="Host model; empty allows all of them.")
+    namespace: str = Field(
+        min_length=1, max_length=63, pattern=DNS_LABEL, description="Host provider's namespace."
+    )
+    model: str | None = Field(
+        default=None,
+        max_length=63,
+        pattern=DNS_1035_LABEL,
+        description="Host model; empty allows all of them.",
+    )
 
 
 class OffloadPolicySpec(ApiModel):
@@ -135,10 +175,26 @@ class OffloadPolicySpec(ApiModel):
         default_factory=list,
         max_length=1024,
         description="Path ids from the catalog; empty together with allPaths=true means all.",
+        json_schema_extra={
+            "items": {
+                "type": "string",
+                "maxLength": 253,
+                "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.:/+-]*$",
+            },
+            "x-kubernetes-list-type": "set",
+        },
     )
     all_paths: bool = Field(default=False, description="Consider every path of the catalog.")
     early_exits: list[ExitThreshold] = Field(
-        default_factory=list, max_length=64, description="Exit thresholds per block."
+        default_factory=list,
+        max_length=64,
+        description="Exit thresholds per block; one rule per block, on a block with an exit head.",
+        # Keyed by block: two rules for one block are refused as a duplicate, not resolved by
+        # whichever the router reads last.
+        json_schema_extra={
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["block"],
+        },
     )
     dimee: Dimee | None = Field(default=None, description="Per-sample tier routing.")
     hysteresis: Hysteresis = Field(
@@ -153,7 +209,20 @@ class OffloadPolicySpec(ApiModel):
                     "(has(self.candidatePaths) && size(self.candidatePaths) > 0)",
                     "set exactly one of allPaths=true or a non-empty candidatePaths",
                     ".candidatePaths",
-                )
+                ),
+                cel(
+                    "!has(self.allowedHosts) || self.allowedHosts.all(h, "
+                    "self.allowedHosts.exists_one(g, g.namespace == h.namespace "
+                    "&& (has(g.model) ? g.model : '') == (has(h.model) ? h.model : '')))",
+                    "allowedHosts must not repeat a namespace/model pair",
+                    ".allowedHosts",
+                ),
+                cel(
+                    "!has(self.modelRef.__namespace__) || !has(self.allowedHosts) "
+                    "|| self.allowedHosts.all(h, h.namespace != self.modelRef.__namespace__)",
+                    "allowedHosts names other providers' namespaces, not the policy's model's own",
+                    ".allowedHosts",
+                ),
             ]
         }
     }

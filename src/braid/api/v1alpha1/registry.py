@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from pydantic import BaseModel
 
+from braid.api.common import cel
 from braid.api.v1alpha1.block import BlockSpec, BlockStatus
 from braid.api.v1alpha1.link import LinkSpec, LinkStatus
 from braid.api.v1alpha1.model import ModelSpec, ModelStatus
@@ -22,6 +24,38 @@ _AGE: dict[str, str | int] = {
     "jsonPath": ".metadata.creationTimestamp",
 }
 
+_DNS_1035 = "^[a-z]([-a-z0-9]*[a-z0-9])?$"
+
+
+def _name_rule(pattern: str, longest: int, why: str) -> dict[str, Any]:
+    """A rule on ``metadata.name`` (the only metadata CEL may read), naming the bad name."""
+    return cel(
+        f"self.metadata.name.matches('{pattern}') && size(self.metadata.name) <= {longest}",
+        f"metadata.name must match {pattern} and have at most {longest} characters: {why}",
+        ".metadata.name",
+        f"'metadata.name ' + self.metadata.name + ' must match {pattern} and have at most "
+        f"{longest} characters: {why}'",
+    )
+
+
+# A Link's name is its Triton model's name; a block model is "<model>.<block>" and an exit
+# head "<model>.exit.<n>", so a Link of either shape could replace a host's own model in
+# Triton and in the gateway's endpoint map. Link names have at least two dots
+# ("<host>.xin.<local>.<...>", "<model>.skip.<lout>-<lin>...") or none.
+_LINK_NAME_RULES = (
+    _name_rule("^[a-z0-9]([-a-z0-9._]*[a-z0-9])?$", 200, "it is the Triton model name of the link"),
+    cel(
+        "!self.metadata.name.matches('^[^.]+[.][^.]+$') "
+        "&& !self.metadata.name.matches('^[^.]+[.]exit[.][0-9]+$')",
+        "metadata.name must not have the shape of a block model (<model>.<block>) or an exit "
+        "head (<model>.exit.<n>): those names belong to the models' own Triton models",
+        ".metadata.name",
+        "'metadata.name ' + self.metadata.name + ' has the shape of a block model "
+        "(<model>.<block>) or an exit head (<model>.exit.<n>), which name the Triton models"
+        " of the Models themselves'",
+    ),
+)
+
 
 @dataclass(frozen=True)
 class KindInfo:
@@ -32,6 +66,9 @@ class KindInfo:
     status: type[BaseModel]
     description: str
     columns: tuple[dict[str, str | int], ...] = field(default_factory=tuple)
+    name_rules: tuple[dict[str, Any], ...] = field(default_factory=tuple)
+    """CEL rules on the object's name: what derived objects (Deployments, Services, label
+    values, Triton model names) need of it, refused when the resource is created."""
 
 
 KINDS: tuple[KindInfo, ...] = (
@@ -42,6 +79,7 @@ KINDS: tuple[KindInfo, ...] = (
         spec=ModelSpec,
         status=ModelStatus,
         description="A provider's frozen DNN, cut into blocks; publishes shapes, never weights.",
+        name_rules=(_name_rule(_DNS_1035, 63, "it is a label value and a Triton model prefix"),),
         columns=(
             _READY,
             {"name": "Tier", "type": "string", "jsonPath": ".spec.homeTier"},
@@ -58,6 +96,9 @@ KINDS: tuple[KindInfo, ...] = (
         spec=BlockSpec,
         status=BlockStatus,
         description="One deployable segment of a Model, served by Triton on a tier's node pool.",
+        name_rules=(
+            _name_rule(_DNS_1035, 56, "it names the Deployment and Service triton-<name>"),
+        ),
         columns=(
             _READY,
             {"name": "Model", "type": "string", "jsonPath": ".spec.modelRef.name"},
@@ -77,6 +118,7 @@ KINDS: tuple[KindInfo, ...] = (
         spec=LinkSpec,
         status=LinkStatus,
         description="A learnable link between blocks: a skip link or one half of a cross-connection.",
+        name_rules=_LINK_NAME_RULES,
         columns=(
             _READY,
             {"name": "Type", "type": "string", "jsonPath": ".spec.type"},
@@ -95,6 +137,9 @@ KINDS: tuple[KindInfo, ...] = (
         spec=OffloadPolicySpec,
         status=OffloadPolicyStatus,
         description="How one local model trades accuracy for time across paths (CoDE, DIMEE).",
+        name_rules=(
+            _name_rule(_DNS_1035, 63, "it is a label value and names the routing ConfigMap"),
+        ),
         columns=(
             _READY,
             {"name": "Model", "type": "string", "jsonPath": ".spec.modelRef.name"},
