@@ -121,6 +121,46 @@ def test_pods_are_restricted_and_on_the_local_pool(helm_binary: Path) -> None:
     assert not by_kind(render(helm_binary, "braid-system"), "ServiceMonitor")
 
 
+def test_the_webhook_is_registered_as_the_operator_renders_it(helm_binary: Path) -> None:
+    """Fail closed, create and update of every braid kind, dry-runs included; the chart's
+    certificate is what the operator mounts and what the API server trusts."""
+    from braid.render.webhook_config import render_validating_webhook
+
+    docs = render(helm_binary, "braid-system")
+    (config,) = by_kind(docs, "ValidatingWebhookConfiguration")
+    want = render_validating_webhook({"service": {"namespace": "x", "name": "y", "port": 1}})
+    strip = [{k: v for k, v in w.items() if k != "clientConfig"} for w in config["webhooks"]]
+    assert strip == [{k: v for k, v in w.items() if k != "clientConfig"} for w in want["webhooks"]]
+    (secret,) = [s for s in by_kind(docs, "Secret") if s["metadata"]["name"].endswith("tls")]
+    for hook in config["webhooks"]:
+        service = hook["clientConfig"]["service"]
+        assert service["name"] == "braid-operator"
+        assert service["path"] == "/braid-" + hook["rules"][0]["resources"][0]
+        assert hook["clientConfig"]["caBundle"] == secret["data"]["ca.crt"]
+    (operator,) = [
+        d for d in by_kind(docs, "Deployment") if d["metadata"]["name"].endswith("operator")
+    ]
+    env = {
+        e["name"]: e["value"] for e in operator["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert env["BRAID_OPERATOR_ALLOW_LOCAL_PATHS"] == "false"
+    assert json.loads(env["BRAID_OPERATOR_IMAGE_PREFIXES"]) == ["nvcr.io/nvidia/tritonserver:"]
+    off = render(helm_binary, "braid-system", "--set", "operator.webhook.enabled=false")
+    assert not by_kind(off, "ValidatingWebhookConfiguration")
+
+
+def test_provider_namespaces_enforce_pod_security(helm_binary: Path) -> None:
+    docs = render(
+        helm_binary, "braid-system", "--set-json", 'podSecurity.providerNamespaces=["p-a","p-b"]'
+    )
+    namespaces = by_kind(docs, "Namespace")
+    assert [n["metadata"]["name"] for n in namespaces] == ["p-a", "p-b"]
+    for ns in namespaces:
+        labels = ns["metadata"]["labels"]
+        for mode in ("enforce", "audit", "warn"):
+            assert labels[f"pod-security.kubernetes.io/{mode}"] == "restricted"
+
+
 def test_gateway_mounts_the_policys_routing_configmap(helm_binary: Path) -> None:
     docs = render(helm_binary, "ns", "--set", "policy.name=resnet", "--set", "catalog.configMap=c")
     (gateway,) = [

@@ -20,6 +20,22 @@ from braid.api.routing import RoutingTable
 from braid.policy.dimee import PoolRouter, RouterMode, TierRouter, Tiers
 
 POOLS_FILE = "dimee-pools.json"
+POOLS_MAX_BYTES = 64 * 1024 * 1024
+"""The largest pools artifact read (an export is kilobytes: centroids and counts)."""
+
+
+def _read_pools(pools_file: Path) -> dict[str, object]:
+    """The pools document, read only from a regular file of bounded size: the path comes from
+    an OffloadPolicy, and a FIFO, a device or a huge file must not stall the gateway."""
+    info = pools_file.stat()
+    if not pools_file.is_file():
+        raise ValueError(f"{pools_file}: the DIMEE pools artifact is not a regular file")
+    if info.st_size > POOLS_MAX_BYTES:
+        raise ValueError(f"{pools_file}: larger than {POOLS_MAX_BYTES} bytes")
+    doc = json.loads(pools_file.read_bytes()[:POOLS_MAX_BYTES])
+    if not isinstance(doc, dict):
+        raise ValueError(f"{pools_file}: not a DIMEE pools document")
+    return doc
 
 
 class SampleRouter(Protocol):
@@ -57,7 +73,7 @@ def load_tier_router(
 ) -> TierRouter:
     """A router over the pools in ``pools_file``: Ours-F (``fixed``), Ours-D (``adaptive``,
     fed back by the tiers' ``EXIT``) or the variant without feedback (``adaptive-routed``)."""
-    doc = json.loads(pools_file.read_text())
+    doc: dict[str, Any] = _read_pools(pools_file)
     dim = None
     rows = []
     for row in doc["centroids"]:
@@ -74,7 +90,11 @@ def load_tier_router(
             "(exit_output); export them again with braid dimee evaluate --export"
         )
     centroids = np.array([r if r is not None else [np.nan] * dim for r in rows], dtype=np.float64)
-    table = np.load(pools_file.parent / doc["word_embeddings"])
+    embeddings = str(doc["word_embeddings"])
+    if Path(embeddings).name != embeddings or embeddings in (".", ".."):
+        # A name beside the pools file, never a path out of the model repository.
+        raise ValueError(f"{pools_file}: word_embeddings must be a file name beside it")
+    table = np.load(pools_file.parent / embeddings, allow_pickle=False)
     tiers = (
         Tiers(mobile=doc["mobile_layers"], edge=doc["edge_layers"], layers=doc["layers"])
         if "layers" in doc
