@@ -54,6 +54,13 @@ def _model(name: str, ns: str, catalog: PathCatalog, with_catalog: bool) -> dict
             ]
         },
     }
+    if not with_catalog:
+        # The host consents to cross links through every block (publish.exposedBlocks).
+        spec["publish"] = {
+            "taskFamily": "image-classification",
+            "architectureFamily": "cnn",
+            "exposedBlocks": [b.name for b in provider.partition.blocks],
+        }
     if with_catalog:
         spec["catalog"] = {"uri": "configmap://toy-catalog/catalog.json"}
     return {

@@ -61,14 +61,16 @@ def _condition(cluster: E2ECluster, kind: str, name: str, ns: str) -> dict[str, 
     return next((c for c in conditions if c["type"] == "Ready"), None)
 
 
-def test_partition_gap_is_reported_not_crash_looped(
+def test_partition_gap_is_refused_at_admission(
     cluster: E2ECluster, operator: ManagedProcess, namespace: str
 ) -> None:
-    _apply(cluster, _model(namespace, contiguous=False))
-    ready = wait_for(lambda: _condition(cluster, "model", "m", namespace), "Model Ready condition")
-    assert ready["status"] == "False"
-    assert ready["reason"] == "InvalidPartition"
-    assert "contiguous" in ready["message"]
+    """The schema's CEL rule refuses the gap before the operator ever sees it."""
+    result = cluster.access.kubectl(
+        "apply", "-f", "-", input=yaml.safe_dump(_model(namespace, contiguous=False)), check=False
+    )
+    assert result.returncode != 0
+    assert "spec.partition.blocks" in result.stderr
+    assert "contiguous" in result.stderr
     assert operator.alive()
 
 

@@ -56,7 +56,7 @@ def test_triton_pods_pass_pod_security_restricted() -> None:
 
 
 def test_file_repositories_become_hostpath_only_on_the_local_stack() -> None:
-    with pytest.raises(ValueError, match="spec.modelRepository.uri.*cluster mode"):
+    with pytest.raises(ValueError, match=r"spec\.modelRepository\.uri.*cluster mode"):
         render_block_deployment(_render("file:///etc"))
     pod = render_block_deployment(_render("file:///srv/repo", allow_local_paths=True))
     volumes = pod["spec"]["template"]["spec"]["volumes"]

@@ -29,6 +29,7 @@ from braid.render.admission import (
     block_problems,
     link_problems,
     policy_problems,
+    refusal_reason,
 )
 from braid.render.block import (
     GENERATION_ANNOTATION,
@@ -158,7 +159,8 @@ def reconcile_block(
     namespace = meta["namespace"]
     model_ns = spec.model_ref.namespace or namespace
     if model_ns != namespace:
-        raise SpecError("InvalidSpec", "; ".join(block_problems(namespace, spec, None, config)))
+        problems = block_problems(namespace, spec, None, config)
+        raise SpecError(refusal_reason(problems), "; ".join(problems))
     model = lookup.model(model_ns, spec.model_ref.name)
     if model is None:
         raise DependencyMissingError(
@@ -167,7 +169,7 @@ def reconcile_block(
     model_spec = parse_spec(ModelSpec, model, f"Model {spec.model_ref.name}")
     problems = block_problems(namespace, spec, model_spec, config)
     if problems:
-        raise SpecError("InvalidSpec", "; ".join(problems))
+        raise SpecError(refusal_reason(problems), "; ".join(problems))
     model_uid = model["metadata"]["uid"]
     owner_references = None
     if model_ns == namespace and not _owned_by(meta, model_uid):
@@ -331,7 +333,7 @@ def validate_link(kube: Kube, body: dict[str, Any], config: AdmissionConfig | No
         config or AdmissionConfig(),
     )
     if problems:
-        raise SpecError("InvalidSpec", "; ".join(problems))
+        raise SpecError(refusal_reason(problems), "; ".join(problems))
     if spec.served_by is None:
         raise SpecError("ServedByMissing", "spec.servedBy: a Link needs the Block that serves it")
     served_ns = spec.served_by.namespace or namespace
@@ -595,7 +597,8 @@ def reconcile_policy(
         {"activePaths": (body.get("status") or {}).get("activePaths") or []}
     )
     if spec.model_ref.namespace not in (None, namespace):
-        raise SpecError("InvalidSpec", "; ".join(policy_problems(namespace, spec, None)))
+        problems = policy_problems(namespace, spec, None)
+        raise SpecError(refusal_reason(problems), "; ".join(problems))
     model = kube.get(API_VERSION, "Model", spec.model_ref.name, namespace)
     if model is None:
         raise DependencyMissingError(
@@ -603,7 +606,7 @@ def reconcile_policy(
         )
     problems = policy_problems(namespace, spec, parse_spec(ModelSpec, model, "Model"))
     if problems:
-        raise SpecError("InvalidSpec", "; ".join(problems))
+        raise SpecError(refusal_reason(problems), "; ".join(problems))
     catalog_ref = (model.get("spec") or {}).get("catalog")
     if not catalog_ref:
         raise SpecError("NoCatalog", f"Model {spec.model_ref.name} has no spec.catalog to route by")

@@ -34,6 +34,26 @@ class AdmissionConfig:
     """Images a Block may run must start with one of these; empty allows any."""
 
 
+# The condition reason of a refusal, by the field its first problem is about.
+_REASONS = (
+    ("spec.partitions", "PartitionOutOfRange"),
+    ("spec.modelRef.namespace", "OtherNamespace"),
+    ("spec.servedBy", "ServedByMismatch"),
+    ("spec.triton.image", "ImageNotAllowed"),
+    ("metadata.name", "NameTaken"),
+)
+
+
+def refusal_reason(problems: Sequence[str]) -> str:
+    """A CamelCase reason for a condition that reports ``problems``."""
+    first = problems[0] if problems else ""
+    if "refused in cluster mode" in first:
+        return "LocalPathRefused"
+    if "has not consented" in first:
+        return "NoConsent"
+    return next((reason for prefix, reason in _REASONS if first.startswith(prefix)), "InvalidSpec")
+
+
 ModelLookup = Callable[[str, str], ModelSpec | None]
 """(namespace, name) -> the Model's spec, or None when there is no such Model (yet)."""
 

@@ -76,6 +76,13 @@ def _model(models: SyntheticModels, name: str, ns: str, local: bool) -> dict[str
             ]
         },
     }
+    if not local:
+        # The host consents to cross links through every block (publish.exposedBlocks).
+        spec["publish"] = {
+            "taskFamily": "image-classification",
+            "architectureFamily": "cnn",
+            "exposedBlocks": [b.name for b in provider.partition.blocks],
+        }
     if local:
         spec["catalog"] = {"uri": f"configmap://{CATALOG_CONFIGMAP}/{syn.CATALOG_FILE}"}
     return {
