@@ -111,7 +111,22 @@ def render_crd(info: KindInfo) -> dict[str, Any]:
                             "properties": {
                                 "apiVersion": {"type": "string"},
                                 "kind": {"type": "string"},
-                                "metadata": {"type": "object"},
+                                # Only name and generateName may be restricted here. The
+                                # bound is enforced and lets the API server estimate the
+                                # name rules' cost from it instead of the request size.
+                                "metadata": {
+                                    "type": "object",
+                                    "properties": {
+                                        "name": {
+                                            "type": "string",
+                                            "maxLength": info.name_max_length,
+                                        },
+                                        "generateName": {
+                                            "type": "string",
+                                            "maxLength": info.name_max_length,
+                                        },
+                                    },
+                                },
                                 "spec": openapi_schema(info.spec),
                                 "status": status_schema,
                             },

@@ -66,6 +66,8 @@ class KindInfo:
     status: type[BaseModel]
     description: str
     columns: tuple[dict[str, str | int], ...] = field(default_factory=tuple)
+    name_max_length: int = 253
+    """The longest name; also bounds the cost the API server estimates for the name rules."""
     name_rules: tuple[dict[str, Any], ...] = field(default_factory=tuple)
     """CEL rules on the object's name: what derived objects (Deployments, Services, label
     values, Triton model names) need of it, refused when the resource is created."""
@@ -79,6 +81,7 @@ KINDS: tuple[KindInfo, ...] = (
         spec=ModelSpec,
         status=ModelStatus,
         description="A provider's frozen DNN, cut into blocks; publishes shapes, never weights.",
+        name_max_length=63,
         name_rules=(_name_rule(_DNS_1035, 63, "it is a label value and a Triton model prefix"),),
         columns=(
             _READY,
@@ -96,6 +99,7 @@ KINDS: tuple[KindInfo, ...] = (
         spec=BlockSpec,
         status=BlockStatus,
         description="One deployable segment of a Model, served by Triton on a tier's node pool.",
+        name_max_length=56,
         name_rules=(
             _name_rule(_DNS_1035, 56, "it names the Deployment and Service triton-<name>"),
         ),
@@ -118,6 +122,7 @@ KINDS: tuple[KindInfo, ...] = (
         spec=LinkSpec,
         status=LinkStatus,
         description="A learnable link between blocks: a skip link or one half of a cross-connection.",
+        name_max_length=200,
         name_rules=_LINK_NAME_RULES,
         columns=(
             _READY,
@@ -137,6 +142,7 @@ KINDS: tuple[KindInfo, ...] = (
         spec=OffloadPolicySpec,
         status=OffloadPolicyStatus,
         description="How one local model trades accuracy for time across paths (CoDE, DIMEE).",
+        name_max_length=63,
         name_rules=(
             _name_rule(_DNS_1035, 63, "it is a label value and names the routing ConfigMap"),
         ),
