@@ -277,7 +277,8 @@ def main(
     console.print(
         f"requests_sent {report.requests_sent}  requests_lost {report.requests_lost}  "
         f"fuzz_cases {report.fuzz_cases}  fuzz_5xx {report.fuzz_5xx}  "
-        f"invalid_crs {report.invalid_crs_tried}/{report.invalid_crs_admitted} admitted -> {out}"
+        f"invalid_crs {report.invalid_crs_tried}/{report.invalid_crs_admitted} admitted  "
+        f"hostile_crs {report.hostile_crs_tried}/{report.hostile_crs_admitted} admitted -> {out}"
     )
 
 

@@ -140,3 +140,19 @@ def test_a_422_is_a_refusal_with_the_api_servers_message() -> None:
     assert refusal(exc) == 'Deployment.apps "x" is invalid: spec.template: bad'
     assert refusal(ApiException(status=503, reason="Unavailable")) is None
     assert refusal(ValueError("x")) is None
+
+
+def test_a_stored_spec_the_rules_now_refuse_is_reported_not_retried() -> None:
+    """A Model stored before a rule existed gets Ready=False naming the field, no exception
+    for kopf to retry forever."""
+    from braid.kube.reconcile import model_status
+
+    body = {
+        "metadata": {"name": "m", "namespace": "ns", "generation": 3},
+        "spec": {"artifact": {"uri": "pvc://claim/../../etc"}},
+    }
+    status = model_status(body, NO_KUBE, blocks=[])
+    (ready,) = status["conditions"]
+    assert (ready["status"], ready["reason"]) == ("False", "InvalidSpec")
+    assert "spec.artifact" in ready["message"]
+    assert "'..' path segment" in ready["message"]

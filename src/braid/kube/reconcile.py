@@ -67,7 +67,7 @@ class DependencyMissingError(RuntimeError):
 SpecT = TypeVar("SpecT", ModelSpec, BlockSpec, LinkSpec, OffloadPolicySpec)
 
 
-def parse_spec(model: type[SpecT], body: dict[str, Any], what: str = "spec") -> SpecT:
+def parse_spec(model: type[SpecT], body: dict[str, Any], what: str = "") -> SpecT:
     """The spec as pydantic reads it; one it cannot read is a SpecError naming the fields."""
     try:
         return model.model_validate(body.get("spec") or {})
@@ -76,7 +76,7 @@ def parse_spec(model: type[SpecT], body: dict[str, Any], what: str = "spec") -> 
             "spec." + ".".join(str(p) for p in err["loc"]) + f": {err['msg']}"
             for err in exc.errors(include_url=False)[:5]
         )
-        raise SpecError("InvalidSpec", f"{what}: {where}") from exc
+        raise SpecError("InvalidSpec", f"{what}: {where}" if what else where) from exc
 
 
 def now() -> str:
@@ -400,8 +400,21 @@ def model_status(
 
     ``blocks`` are the namespace's Blocks when the caller has them in memory (the operator's
     index); else they are listed, which at 1,000 Blocks is a megabyte per call."""
-    spec = ModelSpec.model_validate(body["spec"])
     meta = body["metadata"]
+    try:
+        spec = parse_spec(ModelSpec, body)
+    except SpecError as exc:
+        # A spec stored before a rule existed: reported, not retried.
+        conditions = set_condition(
+            (body.get("status") or {}).get("conditions") or [],
+            "Ready",
+            False,
+            exc.reason,
+            str(exc),
+            now(),
+            meta.get("generation"),
+        )
+        return {"conditions": conditions}
     problems = spec.partition.problems()
     paths: int | None = None
     catalog_note = ""
