@@ -214,7 +214,13 @@ def link_problems(
 def policy_problems(namespace: str, spec: OffloadPolicySpec, model: ModelSpec | None) -> list[str]:
     """The policy acts on its own namespace's Model; its exits sit on exit heads."""
     out = _own_namespace("spec.modelRef.namespace", spec.model_ref.namespace, namespace)
+    seen: set[tuple[str, str | None]] = set()
     for i, host in enumerate(spec.allowed_hosts):
+        if (host.namespace, host.model) in seen:
+            out.append(
+                f"spec.allowedHosts[{i}]: {host.namespace}/{host.model or '*'} is listed twice"
+            )
+        seen.add((host.namespace, host.model))
         if host.namespace == namespace:
             out.append(
                 f"spec.allowedHosts[{i}].namespace: {host.namespace!r} is the policy's own "

@@ -785,7 +785,8 @@ CASES: list[HostileCase] = [
                 {"namespace": HOST, "model": "host"},
             ],
         ),
-        "spec.allowedHosts",
+        "spec.allowedHosts[1]",
+        layer="webhook",
         name="pol-val5",
     ),
     _c(

@@ -60,8 +60,6 @@ class LinkSpec(ApiModel):
                     "self.type != 'skip' || self.to.block > self.from.block + 1",
                     "a skip link needs to.block > from.block + 1 (lin > lout + 1)",
                     ".to.block",
-                    "'a skip link needs to.block > from.block + 1 (lin > lout + 1); got from.block=' "
-                    "+ string(self.from.block) + ', to.block=' + string(self.to.block)",
                 ),
                 cel(
                     "self.type != 'skip' || self.to.model.name == self.from.model.name",
@@ -114,8 +112,6 @@ class LinkSpec(ApiModel):
                     "self.architecture.reduction <= self.input.shape[0])",
                     "architecture.reduction must not exceed the input's channel count",
                     ".architecture.reduction",
-                    "'architecture.reduction ' + string(self.architecture.reduction) "
-                    "+ ' exceeds the input channel count'",
                 ),
                 cel(
                     "!has(self.servedBy) || !has(self.servedBy.__namespace__)",

@@ -211,13 +211,6 @@ class OffloadPolicySpec(ApiModel):
                     ".candidatePaths",
                 ),
                 cel(
-                    "!has(self.allowedHosts) || self.allowedHosts.all(h, "
-                    "self.allowedHosts.exists_one(g, g.namespace == h.namespace "
-                    "&& (has(g.model) ? g.model : '') == (has(h.model) ? h.model : '')))",
-                    "allowedHosts must not repeat a namespace/model pair",
-                    ".allowedHosts",
-                ),
-                cel(
                     "!has(self.modelRef.__namespace__) || !has(self.allowedHosts) "
                     "|| self.allowedHosts.all(h, h.namespace != self.modelRef.__namespace__)",
                     "allowedHosts names other providers' namespaces, not the policy's model's own",
