@@ -130,7 +130,7 @@ class ArtifactRef(ApiModel):
     uri: str = Field(
         min_length=1,
         max_length=2048,
-        pattern=r"^(file|pvc|s3|gs|https|configmap)://[^\s\\?#]+$",
+        pattern=r"^(file|pvc|s3|gs|https|configmap)://[^\s\\]+$",
         description="Location of the artifact: pvc://, s3://, gs://, https:// or configmap:// "
         "(file:// only where the operator allows local paths: the local stack).",
     )

@@ -322,10 +322,10 @@ CASES: list[HostileCase] = [
         "spec.modelRepository.uri",
     ),
     _c(
-        "uri-query",
+        "uri-backslash",
         "uri",
         "Model",
-        changed(TOY, artifact={"uri": "https://host/m.pt?x=1"}),
+        changed(TOY, artifact={"uri": "https://host/m\\..\\..\\etc"}),
         "spec.artifact.uri",
         name="toy8",
     ),
