@@ -27,6 +27,7 @@ from braid.kube.reconcile import (
     requeue_block,
     validate_link,
 )
+from braid.kube.webhook import admission_config
 from braid.logs import log_event
 from braid.render.admission import AdmissionConfig
 from braid.render.block import MANAGED_BY
@@ -41,11 +42,7 @@ RETRY_SECONDS = 10
 @lru_cache(maxsize=1)
 def admission() -> AdmissionConfig:
     """What the operator admits (local paths, image prefixes), from its settings once."""
-    settings = OperatorSettings()
-    return AdmissionConfig(
-        allow_local_paths=settings.allow_local_paths,
-        image_prefixes=tuple(settings.image_prefixes),
-    )
+    return admission_config(OperatorSettings())
 
 
 @kopf.on.startup()

@@ -300,7 +300,8 @@ def requeue_block(
         )
 
 
-def _model_spec(kube: Kube, namespace: str, name: str) -> ModelSpec | None:
+def model_spec(kube: Kube, namespace: str, name: str) -> ModelSpec | None:
+    """A Model's spec; None when there is none, or one the Model's own conditions report."""
     found = kube.get(API_VERSION, "Model", name, namespace)
     if found is None:
         return None
@@ -310,10 +311,11 @@ def _model_spec(kube: Kube, namespace: str, name: str) -> ModelSpec | None:
         return None
 
 
-def validate_link(kube: Kube, body: dict[str, Any], config: AdmissionConfig | None = None) -> str:
-    """Check a Link's references and the host's consent; returns the Deployment serving it."""
-    spec = parse_spec(LinkSpec, body)
-    namespace = body["metadata"]["namespace"]
+def link_refusals(
+    kube: Kube, name: str, namespace: str, spec: LinkSpec, config: AdmissionConfig
+) -> list[str]:
+    """``link_problems`` with what it needs read from the API server (the admission webhook
+    and the Link's reconcile ask the same)."""
     own_models = []
     for found in kube.list(API_VERSION, "Model", namespace=namespace):
         try:
@@ -323,14 +325,23 @@ def validate_link(kube: Kube, body: dict[str, Any], config: AdmissionConfig | No
     served = (
         kube.get(API_VERSION, "Block", spec.served_by.name, namespace) if spec.served_by else None
     )
-    problems = link_problems(
-        body["metadata"]["name"],
+    return link_problems(
+        name,
         namespace,
         spec,
-        lambda ns, name: _model_spec(kube, ns, name),
+        lambda ns, model: model_spec(kube, ns, model),
         own_models,
         ((served or {}).get("spec") or {}).get("modelRef", {}).get("name"),
-        config or AdmissionConfig(),
+        config,
+    )
+
+
+def validate_link(kube: Kube, body: dict[str, Any], config: AdmissionConfig | None = None) -> str:
+    """Check a Link's references and the host's consent; returns the Deployment serving it."""
+    spec = parse_spec(LinkSpec, body)
+    namespace = body["metadata"]["namespace"]
+    problems = link_refusals(
+        kube, body["metadata"]["name"], namespace, spec, config or AdmissionConfig()
     )
     if problems:
         raise SpecError(refusal_reason(problems), "; ".join(problems))
@@ -342,7 +353,7 @@ def validate_link(kube: Kube, body: dict[str, Any], config: AdmissionConfig | No
             "ServedByOtherNamespace",
             "spec.servedBy.namespace: a Link is served by a Block in its own namespace",
         )
-    if served is None:
+    if kube.get(API_VERSION, "Block", spec.served_by.name, namespace) is None:
         raise DependencyMissingError(
             "BlockNotFound", f"spec.servedBy: Block {namespace}/{spec.served_by.name} not found"
         )

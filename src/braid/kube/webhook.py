@@ -23,18 +23,17 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from pydantic import ValidationError
 
-from braid.api.common import API_VERSION, GROUP
+from braid.api.common import GROUP
 from braid.api.v1alpha1.block import BlockSpec
 from braid.api.v1alpha1.link import LinkSpec
 from braid.api.v1alpha1.model import ModelSpec
 from braid.api.v1alpha1.offloadpolicy import OffloadPolicySpec
 from braid.kube.client import Kube, default_kube
+from braid.kube.reconcile import SpecError, link_refusals, model_spec, parse_spec
 from braid.render.admission import (
     AdmissionConfig,
     block_problems,
-    link_problems,
     model_problems,
     policy_problems,
 )
@@ -62,23 +61,9 @@ SpecT = TypeVar("SpecT", ModelSpec, BlockSpec, LinkSpec, OffloadPolicySpec)
 def _spec(model: type[SpecT], body: kopf.Body) -> SpecT:
     """The spec as the operator will read it; a spec it cannot parse is refused now."""
     try:
-        return model.model_validate(dict(body.get("spec") or {}))
-    except ValidationError as exc:
-        problems = [
-            "spec." + ".".join(str(p) for p in err["loc"]) + f": {err['msg']}"
-            for err in exc.errors(include_url=False)
-        ]
-        raise kopf.AdmissionError("; ".join(problems), code=422) from exc
-
-
-def _model(kube: Kube, namespace: str, name: str) -> ModelSpec | None:
-    found = kube.get(API_VERSION, "Model", name, namespace)
-    if found is None:
-        return None
-    try:
-        return ModelSpec.model_validate(found.get("spec") or {})
-    except ValidationError:
-        return None  # the Model's own conditions report it
+        return parse_spec(model, dict(body))
+    except SpecError as exc:
+        raise kopf.AdmissionError(str(exc), code=422) from exc
 
 
 def check_model(body: kopf.Body, config: AdmissionConfig) -> None:
@@ -88,41 +73,20 @@ def check_model(body: kopf.Body, config: AdmissionConfig) -> None:
 def check_block(body: kopf.Body, config: AdmissionConfig, kube: Kube) -> None:
     spec = _spec(BlockSpec, body)
     namespace = body["metadata"]["namespace"]
-    model = _model(kube, spec.model_ref.namespace or namespace, spec.model_ref.name)
+    model = model_spec(kube, spec.model_ref.namespace or namespace, spec.model_ref.name)
     _refuse(block_problems(namespace, spec, model, config))
 
 
 def check_link(body: kopf.Body, config: AdmissionConfig, kube: Kube) -> None:
-    spec = _spec(LinkSpec, body)
     meta = body["metadata"]
-    namespace = meta["namespace"]
-    own_models = []
-    for found in kube.list(API_VERSION, "Model", namespace=namespace):
-        try:
-            own_models.append((found["metadata"]["name"], ModelSpec.model_validate(found["spec"])))
-        except (ValidationError, KeyError):
-            continue
-    served_by_model = None
-    if spec.served_by is not None:
-        block = kube.get(API_VERSION, "Block", spec.served_by.name, namespace)
-        if block is not None:
-            served_by_model = ((block.get("spec") or {}).get("modelRef") or {}).get("name")
-    problems = link_problems(
-        meta.get("name") or "",
-        namespace,
-        spec,
-        lambda ns, name: _model(kube, ns, name),
-        own_models,
-        served_by_model,
-        config,
-    )
-    _refuse(problems)
+    spec = _spec(LinkSpec, body)
+    _refuse(link_refusals(kube, meta.get("name") or "", meta["namespace"], spec, config))
 
 
 def check_policy(body: kopf.Body, kube: Kube) -> None:
     spec = _spec(OffloadPolicySpec, body)
     namespace = body["metadata"]["namespace"]
-    model = _model(kube, spec.model_ref.namespace or namespace, spec.model_ref.name)
+    model = model_spec(kube, spec.model_ref.namespace or namespace, spec.model_ref.name)
     _refuse(policy_problems(namespace, spec, model))
 
 
