@@ -1,6 +1,7 @@
 """Admission on the real API server: every hand-written hostile case is refused, by the
 schema (patterns, lengths, CEL) or by the operator's validating webhook, with a message that
-names the field or the reason; the webhook fails closed and answers dry-runs.
+names the field or the reason; the webhook fails closed and answers dry-runs. And the pods
+braid renders pass the API server's Pod Security admission at "restricted".
 
 The operator runs with its webhook on a loopback port, local paths refused and the image
 allow-list of ``braid_dev.reliability.hostile_crs`` (cluster mode), in two namespaces of its
@@ -19,6 +20,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from braid.api.v1alpha1.block import BlockSpec
+from braid.render.block import BlockRender, ObjectMeta, render_block_deployment
 from braid_dev.reliability.hostile_crs import (
     CASES,
     IMAGE_PREFIXES,
@@ -139,3 +142,47 @@ def test_the_webhook_fails_closed_when_the_operator_is_down(
         )
         install_webhook(cluster.access, tmp_path)
         wait_for_webhook(admission.client, admission.local, admission.host)
+
+
+@pytest.mark.parametrize("tier", ["local", "edge"])
+def test_rendered_triton_pods_pass_pod_security_restricted(
+    cluster: E2ECluster, namespace: str, tier: str
+) -> None:
+    """The API server's PodSecurity admission, enforcing "restricted" on the namespace as the
+    samples and the chart label provider namespaces, admits the pod braid renders and refuses
+    the same pod with its security context taken away."""
+    cluster.kubectl(
+        "label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted"
+    )
+    spec = {
+        "modelRef": {"name": "m"},
+        "partitions": {"first": 0, "last": 0},
+        "tier": tier,
+        "resources": {"gpu": 0 if tier == "local" else 1},
+        "modelRepository": {"uri": "pvc://claim/repo"},
+    }
+    render = BlockRender(
+        owner=ObjectMeta(name="psa", namespace=namespace, uid="u"),
+        spec=BlockSpec.model_validate(spec),
+        model_name="m",
+        triton_models=["m.b0"],
+    )
+    template = render_block_deployment(render)["spec"]["template"]["spec"]
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "psa", "namespace": namespace},
+        "spec": template,
+    }
+    ok = cluster.access.kubectl(
+        "create", "--dry-run=server", "-f", "-", input=json.dumps(pod), check=False
+    )
+    assert ok.returncode == 0, ok.stderr
+    bare = json.loads(json.dumps(pod))
+    del bare["spec"]["securityContext"]
+    del bare["spec"]["containers"][0]["securityContext"]
+    refused = cluster.access.kubectl(
+        "create", "--dry-run=server", "-f", "-", input=json.dumps(bare), check=False
+    )
+    assert refused.returncode != 0
+    assert 'violates PodSecurity "restricted' in refused.stderr
