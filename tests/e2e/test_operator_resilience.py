@@ -91,6 +91,49 @@ def test_block_beyond_the_partition_is_reported(
     assert operator.alive()
 
 
+def test_a_block_of_another_namespaces_model_is_reported_with_an_event(
+    cluster: E2ECluster, operator: ManagedProcess, namespace: str
+) -> None:
+    """Without the webhook (the session's operator serves none), the reconcile refuses it:
+    Ready=False with the reason and a Warning Event, and no Deployment."""
+    block = _block(namespace, "elsewhere")
+    block["spec"]["modelRef"] = {"name": "m", "namespace": "kube-system"}
+    _apply(cluster, _model(namespace), block)
+    ready = wait_for(
+        lambda: (
+            (c := _condition(cluster, "block", "elsewhere", namespace))
+            and c["reason"] == "OtherNamespace"
+            and c
+        ),
+        "Block Ready=False OtherNamespace",
+    )
+    assert ready["status"] == "False"
+    assert "spec.modelRef.namespace" in ready["message"]
+    events = cluster.kubectl_json(
+        "get", "events", "-n", namespace, "--field-selector", "involvedObject.name=elsewhere"
+    )["items"]
+    assert any(e["reason"] == "OtherNamespace" and e["type"] == "Warning" for e in events)
+    deployments = cluster.kubectl_json("get", "deployments", "-n", namespace)["items"]
+    assert "triton-elsewhere" not in [d["metadata"]["name"] for d in deployments]
+
+
+def test_a_block_scaled_to_zero_is_not_ready(
+    cluster: E2ECluster, operator: ManagedProcess, namespace: str
+) -> None:
+    block = _block(namespace, "zero")
+    block["spec"]["replicas"] = 0
+    _apply(cluster, _model(namespace), block)
+    ready = wait_for(
+        lambda: (
+            (c := _condition(cluster, "block", "zero", namespace))
+            and c["reason"] == "ScaledToZero"
+            and c
+        ),
+        "Block Ready=False ScaledToZero",
+    )
+    assert ready["status"] == "False"
+
+
 def test_operator_killed_mid_reconcile_converges_without_duplicates(
     cluster: E2ECluster, isolated_namespace: str, tmp_path: Path
 ) -> None:
