@@ -369,6 +369,14 @@ def test_install_upgrade_uninstall(crds: E2ECluster, release: str, helm_binary: 
     assert "STATUS: deployed" in status
     assert "helm test" in status  # NOTES tells the next commands
 
+    def ca_bundles() -> set[str]:
+        config = cluster.kubectl_json(
+            "get", "validatingwebhookconfiguration", f"{namespace}-braid.validate.braid.dev"
+        )
+        return {w["clientConfig"]["caBundle"] for w in config["webhooks"]}
+
+    before = ca_bundles()
+    assert len(before) == 1
     helm(
         helm_binary,
         "upgrade",
@@ -385,6 +393,9 @@ def test_install_upgrade_uninstall(crds: E2ECluster, release: str, helm_binary: 
         "get", "deployment", f"{namespace}-braid-gateway", "-n", namespace
     )
     assert gateway["spec"]["replicas"] == 2
+    # The webhook's certificate survives the upgrade (a new one would fail closed until the
+    # operator's mount caught up).
+    assert ca_bundles() == before
     wait_for(
         lambda: _pods_running_on_local_pool(cluster, namespace, 4),
         "four pods Running after the upgrade",
