@@ -101,7 +101,7 @@ def test_a_loaded_local_tier_moves_traffic_to_the_host(catalog: PathCatalog) -> 
 def test_hysteresis_holds_a_path_that_is_only_a_little_dearer(catalog: PathCatalog) -> None:
     loaded = metrics(local=0.9)
     assert choose_paths(catalog, loaded, policy(margin=0.1), on(syn.ORIGINAL)).primary == syn.CROSS
-    held = choose_paths(catalog, loaded, policy(margin=0.5), on(syn.ORIGINAL))
+    held = choose_paths(catalog, loaded, policy(margin=0.9), on(syn.ORIGINAL))
     assert held.primary == syn.ORIGINAL
     assert not held.changed
     assert "margin" in held.reason

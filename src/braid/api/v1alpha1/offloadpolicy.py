@@ -132,18 +132,33 @@ class Dimee(ApiModel):
 
 
 class Hysteresis(ApiModel):
-    # A margin of 1 (or near it) asks a new path to cost nothing: the first path would
-    # hold forever whatever the load, so the margin stops at one half.
+    # A margin of 1 asks a new path to cost nothing. Below it, a path that stays cheaper for
+    # the dwell time still takes over (the controller's CheaperForDwell); with no dwell only
+    # the margin applies, and a large one would hold the first path whatever the load.
     cost_margin: float = Field(
         default=0.1,
         ge=0,
-        le=0.5,
+        lt=1,
         description="A new path must be this fraction cheaper than the active one to take over "
-        "(at most 0.5; a larger margin freezes the active path).",
+        "at once; above 0.5 it needs minDwellSeconds > 0, or the active path could freeze.",
     )
     min_dwell_seconds: int = Field(
         default=30, ge=0, le=86400, description="Least time a decision holds before the next."
     )
+
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                cel(
+                    "self.costMargin <= 0.5 || self.minDwellSeconds > 0",
+                    "a costMargin above 0.5 with minDwellSeconds 0 freezes the active path: "
+                    "set minDwellSeconds > 0 (a path cheaper for that long takes over) or a "
+                    "smaller margin",
+                    ".costMargin",
+                )
+            ]
+        }
+    }
 
 
 class HostRef(ApiModel):
