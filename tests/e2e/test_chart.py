@@ -454,7 +454,9 @@ CAN = {
         ("patch", "offloadpolicies.braid.dev", False),
         ("create", "configmaps", False),
         ("create", "deployments.apps", False),
-        ("create", "events", False),
+        # An Event per path change (kubectl describe offloadpolicy tells the story).
+        ("create", "events", True),
+        ("delete", "events", False),
     ],
     "gateway": [
         ("get", "configmaps", False),
