@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -37,6 +37,14 @@ def models_build(
         Path | None, typer.Option(help="Artifact cache (default <BRAID_CACHE>/models).")
     ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log each stage.")] = False,
+    spec_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--file",
+            "-f",
+            help="Build spec of your own model (model source, cuts by name, dataset loader).",
+        ),
+    ] = None,
 ) -> None:
     """Train, cut, link, measure every path, export a Triton repository and the catalog."""
     import logging
@@ -64,6 +72,9 @@ def models_build(
         results = results if results is not None else Path("results/code.json")
         plots = plots if plots is not None else Path("docs/img")
 
+    if spec_file is not None:
+        _build_from_spec(spec_file, out, results, cache_dir, console, _progress_bars(console))
+        return
     bar = RichProgress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -133,3 +144,113 @@ def models_schema() -> None:
     from braid.api.catalog import catalog_json_schema
 
     typer.echo(json.dumps(catalog_json_schema(), indent=2, sort_keys=True))
+
+
+def _progress_bars(console: Any) -> Any:
+    """A ``braid.tooling.progress.Progress`` that draws rich bars (``.bar`` is the display)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, TaskID, TextColumn, TimeElapsedColumn
+    from rich.progress import Progress as RichProgress
+
+    from braid.tooling.progress import Progress
+
+    bar = RichProgress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    )
+
+    class _Bars(Progress):
+        def __init__(self) -> None:
+            self.bar = bar
+            self.tasks: dict[str, TaskID] = {}
+
+        def stage(self, name: str, total: int) -> Callable[[], None]:
+            task = bar.add_task(name, total=total)
+            self.tasks[name] = task
+            return lambda: bar.advance(task)
+
+        def done(self, name: str) -> None:
+            task = self.tasks.get(name)
+            if task is not None:
+                bar.update(task, completed=bar.tasks[task].total)
+
+    return _Bars()
+
+
+def _spec_errors() -> tuple[type[Exception], ...]:
+    from braid.tooling.build_spec import BuildSpecError
+    from braid.tooling.data import DatasetMissingError
+    from braid.tooling.split import PartitionError
+
+    return (BuildSpecError, PartitionError, DatasetMissingError)
+
+
+def _build_from_spec(
+    spec_file: Path, out: Path, results: Path | None, cache_dir: Path | None, console: Any,
+    bars: Any,
+) -> None:  # fmt: skip
+    """Check the whole spec first (errors before any training), then build and report."""
+    from braid.tooling.build import models_cache_dir
+    from braid.tooling.build_spec import load_build_spec
+    from braid.tooling.user_build import prepare, run_user_build
+
+    try:
+        spec = load_build_spec(spec_file)
+        with console.status("checking the spec: model, cuts, dataset"):
+            prepared = prepare(spec)
+    except _spec_errors() as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(1) from None
+    console.print(
+        f"{spec.name}: {len(prepared.layers)} graph layers, "
+        + ", ".join(f"{b.name} {list(b.output_shape)}" for b in prepared.blocks),
+        highlight=False,
+    )
+    with bars.bar:
+        output = run_user_build(
+            prepared,
+            out,
+            cache_dir if cache_dir is not None else models_cache_dir(),
+            progress=bars,
+            results_path=results,
+        )
+    summary = output.summary
+    chosen = summary["chosen_path"]
+    console.print(
+        f"[green]built[/green] {len(output.result.catalog.paths)} paths, "
+        f"{len(output.models)} Triton models in {out} ({output.seconds:.1f} s); "
+        f"baseline test accuracy {100 * summary['baseline']['test_accuracy']:.2f} %",
+        highlight=False,
+    )
+    console.print(
+        f"  chosen on validation -> {chosen['path']}: test accuracy "
+        f"{100 * chosen['test_accuracy']:.2f} %, local MACs cut {chosen['local_macs_cut_pct']} %, "
+        f"local time cut {chosen['local_time_cut_pct']} %",
+        highlight=False,
+    )
+
+
+@models_app.command("layers")
+def models_layers(
+    spec_file: Annotated[Path, typer.Option("--file", "-f", help="Build spec of the model.")],
+) -> None:
+    """List the model's graph layers (index, node, module) and the blocks the spec cuts."""
+    from braid.tooling.build_spec import load_build_spec
+    from braid.tooling.graph_split import graph_layers, trace_model
+    from braid.tooling.user_build import load_model, resolve_partition
+
+    try:
+        spec = load_build_spec(spec_file)
+        model, leaves = load_model(spec)
+        layers = graph_layers(trace_model(model, leaves))
+        partition = resolve_partition(spec, layers)
+    except _spec_errors() as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    starts = {b.first_layer: b.name for b in partition.blocks}
+    for layer in layers:
+        if layer.index in starts:
+            typer.echo(f"-- block {starts[layer.index]}")
+        typer.echo(f"{layer.index:4d}  {layer.name:32s} {layer.module_path}")

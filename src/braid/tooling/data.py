@@ -70,6 +70,8 @@ class Dataset:
     train: Split
     test: Split
     digest: str
+    validation: Split | None = None
+    """Chooses paths and thresholds where a build selects on it (user builds do)."""
 
 
 def load_fashion_mnist(root: Path | None = None) -> Dataset:
@@ -94,3 +96,20 @@ def load_fashion_mnist(root: Path | None = None) -> Dataset:
         return Split(images.unsqueeze(1).contiguous(), labels)
 
     return Dataset("fashion-mnist", split("train"), split("test"), digest.hexdigest()[:16])
+
+
+FASHION_MNIST_VALIDATION = 10000
+"""The last 10 000 training images: the validation split a user build selects on."""
+
+
+def fashion_mnist_splits() -> dict[str, Split]:
+    """Fashion-MNIST as a build spec's dataset loader: train, validation, test.
+
+    The validation split is held out of the training images, so choosing paths and
+    thresholds on it leaves the test set for reporting only.
+    """
+    data = load_fashion_mnist()
+    cut = len(data.train) - FASHION_MNIST_VALIDATION
+    train = Split(data.train.images[:cut], data.train.labels[:cut])
+    validation = Split(data.train.images[cut:], data.train.labels[cut:])
+    return {"train": train, "validation": validation, "test": data.test}

@@ -18,6 +18,10 @@ from braid.tooling.progress import Progress
 logger = logging.getLogger(__name__)
 
 
+KEPT_SECTIONS = ("architectures",)
+"""Sections of the results file that another tool writes and a build keeps."""
+
+
 @dataclass
 class PipelineOutput:
     out: Path
@@ -78,6 +82,10 @@ def run_pipeline(
         "build_seconds": round(build_seconds, 1),
         **results,
     }
+    if results_path is not None and results_path.is_file():
+        # Sections other tools write into the same file (bench/architectures.py) stay.
+        earlier = json.loads(results_path.read_text())
+        summary.update({k: earlier[k] for k in KEPT_SECTIONS if k in earlier})
     if results_path is not None:
         results_path.parent.mkdir(parents=True, exist_ok=True)
         results_path.write_text(json.dumps(summary, indent=2) + "\n")

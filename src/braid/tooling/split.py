@@ -33,11 +33,12 @@ class Block:
     name: str
     first_layer: int
     last_layer: int
-    module: nn.Sequential
+    module: nn.Module
     input_shape: Shape
     output_shape: Shape
     params: int
     macs: int
+    input_dtype: torch.dtype = torch.float32
 
 
 def count_params(module: nn.Module) -> int:
@@ -55,7 +56,8 @@ def evaluating(module: nn.Module) -> Iterator[nn.Module]:
     from blocks traced with statistics drifted that way).
     """
     modes = [(m, m.training) for m in module.modules()]
-    module.eval()
+    for m, _ in modes:  # not module.eval(): a torch.export module refuses it
+        m.training = False
     try:
         with torch.no_grad():
             yield module
@@ -64,8 +66,11 @@ def evaluating(module: nn.Module) -> Iterator[nn.Module]:
             m.training = training
 
 
-def count_macs(module: nn.Module, input_shape: Shape) -> int:
-    """Multiply-accumulates of one forward pass on one sample (conv and linear layers)."""
+def count_macs(
+    module: nn.Module, input_shape: Shape, input_dtype: torch.dtype = torch.float32
+) -> int:
+    """Multiply-accumulates of one forward pass on one sample (conv and linear layers; the
+    matrix products inside attention are not counted)."""
     total = 0
 
     def hook(layer: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
@@ -75,12 +80,13 @@ def count_macs(module: nn.Module, input_shape: Shape) -> int:
             per_out = (layer.in_channels // layer.groups) * kh * kw
             total += int(output[0].numel()) * per_out
         elif isinstance(layer, nn.Linear):
-            total += layer.in_features * layer.out_features
+            # Per output element (a token's features in a transformer, not just one vector).
+            total += layer.in_features * int(output[0].numel())
 
     handles = [m.register_forward_hook(hook) for m in module.modules()]
     try:
         with evaluating(module):
-            module(torch.zeros((1, *input_shape)))
+            module(torch.zeros((1, *input_shape), dtype=input_dtype))
     finally:
         for h in handles:
             h.remove()

@@ -102,6 +102,7 @@ def train_classifier(
     lr: float,
     seed: int,
     on_step: ProgressFn | None = None,
+    augment: bool = True,
 ) -> None:
     """Train the local model end to end (Adam, one-cycle schedule, light augmentation).
 
@@ -116,7 +117,7 @@ def train_classifier(
     model.train()
     for _ in range(epochs):
         for idx in batches(len(labels), batch_size, gen):
-            x = _augment(images[idx], gen)
+            x = _augment(images[idx], gen) if augment else images[idx]
             loss = F.cross_entropy(model(x), labels[idx], label_smoothing=0.05)
             opt.zero_grad(set_to_none=True)
             _backward(loss)
