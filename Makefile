@@ -41,10 +41,11 @@ lint: install-python ## ruff (lint + format check), mypy --strict on src/ and be
 	$(VENV)/bin/mypy bench
 	$(VENV)/bin/lint-imports
 
-manifests: install-python ## Regenerate crds/*.yaml, the chart's copy and docs/crds/*.md from src/braid/api
+manifests: install-python ## Regenerate crds/*.yaml, the chart's copy, docs/crds/*.md and the chart's Prometheus files from src/braid
 	$(PY) -m braid.tooling.manifests crds
 	$(PY) -m braid.tooling.manifests charts/braid/files/crds
 	$(PY) -m braid.tooling.manifests --docs docs/crds
+	$(PY) -m braid.tooling.manifests --monitoring charts/braid/files/monitoring
 
 fmt: install-python ## Apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix src dev/src tests bench operator controllers

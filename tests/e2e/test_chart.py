@@ -121,6 +121,47 @@ def test_pods_are_restricted_and_on_the_local_pool(helm_binary: Path) -> None:
     assert not by_kind(render(helm_binary, "braid-system"), "ServiceMonitor")
 
 
+def test_triton_pods_are_scraped_with_the_labels_the_controller_queries(
+    helm_binary: Path,
+) -> None:
+    from braid.controller.metrics import MODEL_LABEL, NAMESPACE_LABEL
+    from braid.render.prometheus_config import render_pod_monitor_relabelings
+
+    docs = render(
+        helm_binary,
+        "provider-a",
+        "--set",
+        "serviceMonitor.enabled=true",
+        "--set",
+        "serviceMonitor.interval=30s",
+        "--set-json",
+        'controller.capacity=["local=1","host=4"]',
+    )
+    (monitor,) = by_kind(docs, "PodMonitor")
+    (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+    assert endpoint["relabelings"] == render_pod_monitor_relabelings()
+    targets = {r["targetLabel"] for r in endpoint["relabelings"]}
+    assert {MODEL_LABEL, NAMESPACE_LABEL} <= targets
+    (controller,) = [
+        d for d in by_kind(docs, "Deployment") if d["metadata"]["name"].endswith("controller")
+    ]
+    args = controller["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--scrape-interval=30s" in args
+    assert not [a for a in args if a.startswith("--window")]
+    # The capacity keys are the roles the controller prices; pool names are refused.
+    bad = helm(
+        helm_binary,
+        "template",
+        RELEASE,
+        str(CHART),
+        "--set-json",
+        'controller.capacity=["edge=2"]',
+        check=False,
+    )
+    assert bad.returncode != 0
+    assert "capacity" in bad.stderr
+
+
 def test_the_webhook_is_registered_as_the_operator_renders_it(helm_binary: Path) -> None:
     """Fail closed, create and update of every braid kind, dry-runs included; the chart's
     certificate is what the operator mounts and what the API server trusts."""

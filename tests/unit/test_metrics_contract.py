@@ -4,6 +4,8 @@ windows follow the scrape interval."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from braid.api.v1alpha1.offloadpolicy import OffloadPolicySpec
@@ -20,7 +22,10 @@ from braid.render.prometheus_config import (
     render_pod_monitor_relabelings,
     render_triton_pod_scrape_job,
 )
+from braid.tooling.manifests import monitoring_documents
 from braid_dev import synthetic as syn
+
+CHART_FILES = Path(__file__).resolve().parents[2] / "charts" / "braid" / "files" / "monitoring"
 
 pytestmark = pytest.mark.unit
 
@@ -79,3 +84,9 @@ def test_queries_name_each_role_in_the_tier_label_the_decision_reads() -> None:
     assert '"tier", "host"' in compute
     assert "[60s]" in compute
     assert f'{MODEL_LABEL}=~"{syn.HOST}"' in q.tiers_up
+
+
+@pytest.mark.parametrize("name", sorted(monitoring_documents()))
+def test_the_charts_prometheus_files_match_the_generator(name: str) -> None:
+    committed = (CHART_FILES / name).read_text()
+    assert committed == monitoring_documents()[name], f"{name} is stale: run `make manifests`"
