@@ -85,6 +85,12 @@ class OperatorSettings(BaseSettings):
         default_factory=list,
         description="Image prefixes a Block's Triton may come from; empty allows any.",
     )
+    fetcher_image: str = Field(
+        default="ghcr.io/braid-dev/braid-gateway:0.1.0",
+        max_length=255,
+        description="Image of the init container that fetches s3://, gs:// and https:// "
+        "model repositories (`braid artifacts assemble`; every braid image has the CLI).",
+    )
     webhook_port: int = Field(
         default=0,
         ge=0,

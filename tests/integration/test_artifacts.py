@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from braid.api.repository_plan import PlannedArtifact, PlannedConfig, RepositoryPlan
+from braid.api.repository_plan import PlannedArtifact, RepositoryPlan, ServingSettings
 from braid.artifacts.fetch import FetchError, FetchOptions, fetch
 from braid.artifacts.plan import assemble
 from braid.settings import get_settings
@@ -197,10 +197,17 @@ def _tar_gz(members: dict[str, bytes]) -> bytes:
     return buffer.getvalue()
 
 
-def test_assemble_unpacks_a_repository_and_writes_the_blocks_configs(
+def test_assemble_unpacks_a_repository_and_writes_the_blocks_serving(
     s3_env: S3Store, store_root: Path, tmp_path: Path
 ) -> None:
-    archive = _tar_gz({"block-0/1/model.pt": b"weights", "block-0/1/model.py": b"# runtime"})
+    exported = 'name: "block-0"\nbackend: "python"\nmax_batch_size: 8\n'
+    archive = _tar_gz(
+        {
+            "block-0/config.pbtxt": exported.encode(),
+            "block-0/1/model.pt": b"weights",
+            "block-0/1/model.py": b"# runtime",
+        }
+    )
     (store_root / "models" / "repo.tar.gz").write_bytes(archive)
     plan = RepositoryPlan(
         artifacts=[
@@ -211,12 +218,32 @@ def test_assemble_unpacks_a_repository_and_writes_the_blocks_configs(
                 unpack=True,
             )
         ],
-        configs=[PlannedConfig(model="repo/block-0", config_pbtxt='name: "block-0"\n')],
+        repository="repo",
+        models=["block-0"],
+        serving=ServingSettings(
+            max_batch_size=32, instance_kind="KIND_GPU", instance_count=2, gpus=[0]
+        ),
     )
     assemble(plan, tmp_path / "models", QUICK)
     assert (tmp_path / "models" / "repo" / "block-0" / "1" / "model.pt").read_bytes() == b"weights"
-    config = tmp_path / "models" / "repo" / "block-0" / "config.pbtxt"
-    assert config.read_text() == 'name: "block-0"\n'
+    config = (tmp_path / "models" / "repo" / "block-0" / "config.pbtxt").read_text()
+    assert "max_batch_size: 32" in config
+    assert "kind: KIND_GPU" in config
+
+
+def test_a_repository_without_a_served_model_is_refused(
+    s3_env: S3Store, store_root: Path, tmp_path: Path
+) -> None:
+    archive = _tar_gz({"other/config.pbtxt": b'name: "other"\n'})
+    (store_root / "models" / "partial.tar.gz").write_bytes(archive)
+    plan = RepositoryPlan(
+        artifacts=[PlannedArtifact(uri="s3://models/partial.tar.gz", dest="repo", unpack=True)],
+        repository="repo",
+        models=["block-0"],
+    )
+    with pytest.raises(FetchError) as err:
+        assemble(plan, tmp_path / "models", QUICK)
+    assert err.value.reason == "ModelMissingFromRepository"
 
 
 def test_a_hostile_archive_writes_nothing_outside(

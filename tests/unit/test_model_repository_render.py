@@ -1,9 +1,8 @@
-"""Triton configs rendered from the Block, each parsed by Triton's own model-config schema
-(the ``ModelConfig`` protobuf that tritonclient ships)."""
+"""A Block's serving settings, written into the configs its repository artifact ships: each
+result parsed by Triton's own model-config schema (the ``ModelConfig`` protobuf that
+tritonclient ships), the way the init container writes them."""
 
 from __future__ import annotations
-
-import itertools
 
 import pytest
 from google.protobuf import text_format
@@ -11,20 +10,26 @@ from tritonclient.grpc import model_config_pb2
 
 from braid.api.common import TensorSpec
 from braid.api.v1alpha1.block import BlockSpec
-from braid.render.model_repository import (
-    REPOSITORY_DIR,
-    ServedModel,
-    instance_group,
-    render_block_model_config,
-    render_repository_plan,
+from braid.artifacts.fetch import FetchError
+from braid.artifacts.serving import apply_serving
+from braid.render.block import (
+    BlockRender,
+    ObjectMeta,
+    render_block_deployment,
+    render_block_plan_configmap,
 )
+from braid.render.model_repository import REPOSITORY_DIR, render_repository_plan, serving_settings
+from braid.render.triton_config import render_model_config
 
 pytestmark = pytest.mark.unit
 
-MODEL = ServedModel(
-    name="fmnist-cnn.b0",
-    inputs=(TensorSpec(name="INPUT__0", datatype="FP32", shape=[1, 28, 28]),),
-    outputs=(TensorSpec(name="OUTPUT__0", datatype="FP32", shape=[32, 14, 14]),),
+# What `braid models build` exports: the signature and the runtime, CPU by default.
+EXPORTED = render_model_config(
+    "fmnist-cnn.b0",
+    [TensorSpec(name="INPUT__0", datatype="FP32", shape=[1, 28, 28])],
+    [TensorSpec(name="OUTPUT__0", datatype="FP32", shape=[32, 14, 14])],
+    16,
+    parameters={"torchscript_file": "model.pt"},
 )
 
 
@@ -33,6 +38,7 @@ def block(**overrides: object) -> BlockSpec:
         "modelRef": {"name": "fmnist-cnn"},
         "partitions": {"first": 0, "last": 0},
         "tier": "local",
+        "modelRepository": {"uri": "s3://models/fmnist.tar.gz", "format": "triton-repository"},
     }
     body.update(overrides)
     return BlockSpec.model_validate(body)
@@ -57,15 +63,18 @@ VARIANTS = [
 
 
 @pytest.mark.parametrize("spec", VARIANTS)
-def test_every_rendered_config_parses_as_a_triton_model_config(spec: BlockSpec) -> None:
-    config = parse(render_block_model_config(spec, MODEL))
-    assert config.name == MODEL.name
+def test_every_served_config_parses_and_keeps_the_exported_signature(spec: BlockSpec) -> None:
+    config = parse(apply_serving(EXPORTED, serving_settings(spec), "b0"))
+    exported = parse(EXPORTED)
     assert config.max_batch_size == spec.triton.max_batch_size
+    assert config.input == exported.input
+    assert config.output == exported.output
     assert config.backend == "python"
+    assert config.parameters["torchscript_file"].string_value == "model.pt"
 
 
 def test_gpu_pools_get_kind_gpu_on_every_requested_gpu() -> None:
-    config = parse(render_block_model_config(VARIANTS[-1], MODEL))
+    config = parse(apply_serving(EXPORTED, serving_settings(VARIANTS[-1]), "b0"))
     (group,) = config.instance_group
     assert group.kind == model_config_pb2.ModelInstanceGroup.KIND_GPU
     assert list(group.gpus) == [0, 1, 2, 3]
@@ -73,7 +82,7 @@ def test_gpu_pools_get_kind_gpu_on_every_requested_gpu() -> None:
 
 
 def test_cpu_pools_get_kind_cpu() -> None:
-    config = parse(render_block_model_config(block(triton={"instanceCount": 3}), MODEL))
+    config = parse(apply_serving(EXPORTED, serving_settings(VARIANTS[2]), "b0"))
     (group,) = config.instance_group
     assert group.kind == model_config_pb2.ModelInstanceGroup.KIND_CPU
     assert not group.gpus
@@ -81,45 +90,62 @@ def test_cpu_pools_get_kind_cpu() -> None:
 
 
 def test_batching_follows_the_block() -> None:
-    spec = VARIANTS[3]
-    config = parse(render_block_model_config(spec, MODEL))
+    config = parse(apply_serving(EXPORTED, serving_settings(VARIANTS[3]), "b0"))
     assert list(config.dynamic_batching.preferred_batch_size) == [4, 8]
     assert config.dynamic_batching.max_queue_delay_microseconds == 500
-    off = parse(render_block_model_config(block(triton={"maxBatchSize": 0}), MODEL))
+    off = parse(apply_serving(EXPORTED, serving_settings(VARIANTS[1]), "b0"))
     assert not off.HasField("dynamic_batching")
 
 
-def test_instance_group_kinds() -> None:
-    kinds = {instance_group(spec).kind for spec in VARIANTS}
-    assert kinds == {"KIND_CPU", "KIND_GPU"}
+def test_a_config_triton_would_refuse_is_refused_with_its_reason() -> None:
+    with pytest.raises(FetchError) as err:
+        apply_serving("name: 'x'\nmax_batch_size: banana\n", serving_settings(VARIANTS[0]), "x")
+    assert err.value.reason == "InvalidModelConfig"
 
 
-def test_the_plan_unpacks_the_repository_then_writes_the_blocks_configs() -> None:
-    other = ServedModel(
-        "fmnist-cnn.b1",
-        (TensorSpec(name="INPUT__0", datatype="FP32", shape=[32, 14, 14]),),
-        (TensorSpec(name="OUTPUT__0", datatype="FP32", shape=[64, 7, 7]),),
+def _render(spec: BlockSpec, secret: str | None = None) -> BlockRender:
+    if secret is not None:
+        assert spec.model_repository is not None
+        spec = spec.model_copy(
+            update={
+                "model_repository": spec.model_repository.model_copy(
+                    update={"credentials_secret": secret}
+                )
+            }
+        )
+    return BlockRender(
+        owner=ObjectMeta(name="fmnist-b0", namespace="provider-a", uid="u"),
+        spec=spec,
+        model_name="fmnist-cnn",
+        triton_models=["fmnist-cnn.b0"],
+        link_models=["fmnist-cnn.skip.0-2.normal"],
+        fetcher_image="registry.example/braid-gateway:1",
     )
-    spec = VARIANTS[4]
-    plan = render_repository_plan(spec, [other, MODEL], "s3://models/fmnist.tar.gz", "a" * 64)
-    (artifact,) = plan.artifacts
-    assert artifact.unpack
-    assert artifact.dest == REPOSITORY_DIR
-    assert [c.model for c in plan.configs] == [
-        f"{REPOSITORY_DIR}/fmnist-cnn.b0",
-        f"{REPOSITORY_DIR}/fmnist-cnn.b1",
-    ]
-    for config, model in zip(
-        plan.configs, sorted([MODEL, other], key=lambda m: m.name), strict=True
-    ):
-        assert parse(config.config_pbtxt).name == model.name
 
 
-@pytest.mark.parametrize(
-    ("gpus", "kind"), list(itertools.product([(0,), (1, 1), (-1,)], ["KIND_CPU"]))
-)
-def test_gpus_are_refused_where_they_mean_nothing(gpus: tuple[int, ...], kind: str) -> None:
-    from braid.render.triton_config import render_model_config
+def test_a_fetched_repository_gets_an_init_container_and_its_plan() -> None:
+    r = _render(VARIANTS[4], secret="s3-credentials")
+    pod = render_block_deployment(r)["spec"]["template"]["spec"]
+    (init,) = pod["initContainers"]
+    assert init["image"] == "registry.example/braid-gateway:1"
+    assert init["command"] == ["braid", "artifacts", "assemble"]
+    # Credentials by reference only: the kubelet reads the Secret, the operator never.
+    assert init["envFrom"] == [{"secretRef": {"name": "s3-credentials"}}]
+    assert init["securityContext"]["runAsNonRoot"] is True
+    triton = pod["containers"][0]
+    assert f"--model-repository=/models/{REPOSITORY_DIR}" in triton["args"]
+    assert {"name": "models", "emptyDir": {}} in pod["volumes"]
+    plan_cm = render_block_plan_configmap(r)
+    assert plan_cm is not None
+    plan = render_repository_plan(r.spec, [*r.triton_models, *r.link_models])
+    assert plan_cm["data"]["plan.json"].strip() == plan.model_dump_json(indent=2)
+    assert plan.models == ["fmnist-cnn.b0", "fmnist-cnn.skip.0-2.normal"]
+    assert plan.serving is not None
+    assert plan.serving.instance_kind == "KIND_GPU"
 
-    with pytest.raises(ValueError, match="gpus"):
-        render_model_config("m", MODEL.inputs, MODEL.outputs, 8, instance_kind=kind, gpus=gpus)
+
+def test_a_mounted_repository_has_no_fetcher() -> None:
+    r = _render(block(modelRepository={"uri": "pvc://models/fmnist"}))
+    pod = render_block_deployment(r)["spec"]["template"]["spec"]
+    assert "initContainers" not in pod
+    assert render_block_plan_configmap(r) is None

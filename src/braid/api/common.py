@@ -137,6 +137,20 @@ class ArtifactRef(ApiModel):
     format: Literal["torchscript", "triton-repository"] = Field(
         default="torchscript", description="How the artifact is packaged."
     )
+    sha256: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="Expected sha256 (hex) of the artifact; the init container that fetches "
+        "s3://, gs:// and https:// artifacts refuses one that does not match.",
+    )
+    credentials_secret: str | None = Field(
+        default=None,
+        max_length=253,
+        pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+        description="A Secret in this object's namespace whose keys become the fetcher's "
+        "environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL, AWS_REGION, "
+        "BRAID_HTTPS_TOKEN). braid references it by name and never reads it.",
+    )
 
     model_config = ApiModel.model_config | {
         "json_schema_extra": {

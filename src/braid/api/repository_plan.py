@@ -33,22 +33,44 @@ class PlannedArtifact(BaseModel):
         return _inside(value)
 
 
-class PlannedConfig(BaseModel):
+class ServingSettings(BaseModel):
+    """How the Block wants Triton to serve each model: written over the exported configs'
+    batching and instance groups, so a Block edit changes serving without a re-export."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    model: str = Field(min_length=1, max_length=253)
-    config_pbtxt: str = Field(max_length=1 << 20)
-
-    @field_validator("model")
-    @classmethod
-    def _model_inside(cls, value: str) -> str:
-        return _inside(value)
+    max_batch_size: int = Field(ge=0, le=1024)
+    dynamic_batching: bool = True
+    max_queue_delay_microseconds: int = Field(default=100, ge=0, le=10_000_000)
+    preferred_batch_sizes: list[int] = Field(default_factory=list, max_length=16)
+    instance_kind: str = Field(pattern=r"^KIND_(CPU|GPU)$")
+    instance_count: int = Field(ge=1, le=64)
+    gpus: list[int] = Field(default_factory=list, max_length=16)
 
 
 class RepositoryPlan(BaseModel):
-    """What one pod's init container does, in order: fetch, unpack, write configs."""
+    """What one pod's init container does, in order: fetch and unpack the artifacts, check
+    every served model is there, and write the Block's serving settings into its config."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     artifacts: list[PlannedArtifact] = Field(default_factory=list, max_length=256)
-    configs: list[PlannedConfig] = Field(default_factory=list, max_length=256)
+    repository: str = Field(
+        default="repository", min_length=1, max_length=253, description="Triton's repository dir."
+    )
+    models: list[str] = Field(default_factory=list, max_length=256)
+    """The models the pod serves; each must be in the repository once it is unpacked."""
+    serving: ServingSettings | None = None
+
+    @field_validator("repository")
+    @classmethod
+    def _repository_inside(cls, value: str) -> str:
+        return _inside(value)
+
+    @field_validator("models")
+    @classmethod
+    def _plain_model_names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if "/" in name or name in (".", "..") or not name:
+                raise ValueError(f"model name {name!r} must be a plain directory name")
+        return value

@@ -1,9 +1,11 @@
-"""Assemble a pod's model repository: fetch every artifact of its plan, unpack archives, and
-write the ``config.pbtxt`` files the operator rendered from the Block.
+"""Assemble a pod's model repository: fetch every artifact of its plan, unpack archives,
+check every model the pod serves is there, and write the Block's serving settings into each
+model's ``config.pbtxt``.
 
 The plan is the operator's (a ConfigMap mounted into the init container), so what a pod
-serves follows the Block spec without re-exporting anything: the Triton configs come from
-the plan, the weights from their URIs. Archives are unpacked with tarfile's ``data`` filter
+serves follows the Block spec without re-exporting anything: the weights and signatures come
+from the artifact, batching and instance groups (KIND_GPU on GPU pools) from the Block.
+Archives are unpacked with tarfile's ``data`` filter
 (no absolute paths, no ``..``, no links leaving the target, no devices) and a size bound, so
 a hostile archive cannot write outside the repository or fill the node's disk.
 """
@@ -17,6 +19,7 @@ from pathlib import Path, PurePosixPath
 
 from braid.api.repository_plan import RepositoryPlan
 from braid.artifacts.fetch import Fetched, FetchError, FetchOptions, fetch
+from braid.artifacts.serving import apply_serving
 from braid.logs import log_event
 
 log = logging.getLogger(__name__)
@@ -57,11 +60,18 @@ def assemble(
         else:
             got = fetch(item.uri, dest, item.sha256, options)
         fetched.append(got)
-    for config in plan.configs:
-        path = root / config.model / "config.pbtxt"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(config.config_pbtxt)
+    repository = root / plan.repository
+    for model in plan.models:
+        config = repository / model / "config.pbtxt"
+        if not config.is_file():
+            raise FetchError(
+                "ModelMissingFromRepository",
+                f"{plan.repository}/{model}/config.pbtxt is not in the fetched repository",
+            )
+        if plan.serving is not None:
+            where = f"{model}/config.pbtxt"
+            config.write_text(apply_serving(config.read_text()[: 1 << 20], plan.serving, where))
     log_event(
-        log, "repository_assembled", root=root, artifacts=len(fetched), configs=len(plan.configs)
+        log, "repository_assembled", root=root, artifacts=len(fetched), models=len(plan.models)
     )
     return fetched

@@ -77,7 +77,7 @@ def assemble_command(
     max_gib: MaxOpt = 64.0,
     termination_log: TermOpt = TERMINATION_LOG,
 ) -> None:
-    """Fetch every artifact of a plan, unpack archives and write the Triton configs."""
+    """Fetch every artifact of a plan, unpack archives, apply the Block's serving settings."""
     from pydantic import ValidationError
 
     from braid.api.repository_plan import RepositoryPlan
@@ -98,4 +98,4 @@ def assemble_command(
     except FetchError as exc:
         _fail(exc.reason, str(exc), termination_log)
         return
-    typer.echo(f"{root}: {len(fetched)} artifacts, {len(parsed.configs)} configs")
+    typer.echo(f"{root}: {len(fetched)} artifacts, {len(parsed.models)} models")

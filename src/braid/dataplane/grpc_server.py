@@ -16,7 +16,7 @@ from typing import Any
 
 import grpc
 import numpy as np
-from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
+from google.protobuf.message import DecodeError
 from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
 
 from braid.dataplane.errors import InferenceError, bad_request

@@ -36,6 +36,7 @@ from braid.render.block import (
     BlockRender,
     ObjectMeta,
     render_block_deployment,
+    render_block_plan_configmap,
     render_block_service,
     service_endpoint,
     workload_name,
@@ -220,11 +221,16 @@ def reconcile_block(
         ],
         link_models=lookup.links_served_by(namespace, meta["name"]),
         allow_local_paths=config.allow_local_paths,
+        fetcher_image=config.fetcher_image,
     )
     try:
         deployment, service = render_block_deployment(r), render_block_service(r)
+        plan = render_block_plan_configmap(r)
     except ValueError as exc:
         raise SpecError("RenderFailed", str(exc)) from exc
+    if plan is not None:
+        # Before the Deployment: its pods' init container mounts the plan.
+        apply_or_refuse(kube, plan)
     apply_or_refuse(kube, deployment)
     apply_or_refuse(kube, service)
     log_event(logger, "block.reconciled", block=meta["name"], namespace=namespace)

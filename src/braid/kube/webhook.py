@@ -47,6 +47,7 @@ def admission_config(settings: OperatorSettings) -> AdmissionConfig:
     return AdmissionConfig(
         allow_local_paths=settings.allow_local_paths,
         image_prefixes=tuple(settings.image_prefixes),
+        fetcher_image=settings.fetcher_image,
     )
 
 

@@ -32,6 +32,9 @@ class AdmissionConfig:
     stack only, where the operator, Triton and the user share one machine."""
     image_prefixes: tuple[str, ...] = field(default_factory=tuple)
     """Images a Block may run must start with one of these; empty allows any."""
+    fetcher_image: str = "ghcr.io/braid-dev/braid-gateway:0.1.0"
+    """The image of the init container that fetches s3/gs/https repositories (the operator
+    renders it; tenants do not choose it, so the allow-list does not apply)."""
 
 
 # The condition reason of a refusal, by the field its first problem is about.

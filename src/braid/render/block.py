@@ -14,6 +14,13 @@ from typing import Any
 
 from braid.api.common import API_VERSION, TIER_LABEL
 from braid.api.v1alpha1.block import BlockSpec
+from braid.render.model_repository import (
+    PLAN_FILE,
+    REPOSITORY_DIR,
+    fetched,
+    plan_configmap_data,
+    render_repository_plan,
+)
 
 HTTP_PORT = 8000
 GRPC_PORT = 8001
@@ -67,6 +74,9 @@ class BlockRender:
     link_models: Sequence[str] = field(default_factory=tuple)
     allow_local_paths: bool = False
     """Render file:// repositories as hostPath mounts (the local stack only)."""
+    fetcher_image: str = "ghcr.io/braid-dev/braid-gateway:0.1.0"
+    """The image whose ``braid artifacts assemble`` fills a fetched repository (any braid
+    image has the CLI; the operator's setting picks one)."""
 
 
 def owner_reference(owner: ObjectMeta) -> dict[str, Any]:
@@ -103,32 +113,104 @@ def selector_labels(r: BlockRender) -> dict[str, str]:
     return {"app.kubernetes.io/name": "triton", "braid.dev/block": r.owner.name}
 
 
-def _model_repository(
-    spec: BlockSpec, allow_local_paths: bool = False
-) -> tuple[str, list[dict[str, Any]], list[dict[str, Any]]]:
-    """Triton's ``--model-repository`` value plus the volumes and mounts it needs.
+def plan_configmap_name(block_name: str) -> str:
+    return f"{workload_name(block_name)[:58].rstrip('-')}-plan"
 
-    Cloud storage URIs are fetched by Triton itself; a PVC or ConfigMap is mounted; with no
-    repository the image's own ``/models`` is used (an image that bakes the models in).
+
+def render_block_plan_configmap(r: BlockRender) -> dict[str, Any] | None:
+    """The init container's repository plan, for a Block whose repository is fetched."""
+    if not fetched(r.spec):
+        return None
+    plan = render_repository_plan(r.spec, [*r.triton_models, *r.link_models])
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": plan_configmap_name(r.owner.name),
+            "namespace": r.owner.namespace,
+            "labels": block_labels(r),
+            "ownerReferences": [owner_reference(r.owner)],
+        },
+        "data": plan_configmap_data(plan),
+    }
+
+
+def _fetcher(r: BlockRender) -> dict[str, Any]:
+    """The init container that fills ``/models`` from the Block's plan: streamed, digest-
+    checked, retried; a failure's reason lands in the pod's status (termination message)."""
+    repo = r.spec.model_repository
+    assert repo is not None
+    container: dict[str, Any] = {
+        "name": "fetch-models",
+        "image": r.fetcher_image,
+        "command": ["braid", "artifacts", "assemble"],
+        "args": [f"--plan=/etc/braid/plan/{PLAN_FILE}", f"--root={MODEL_MOUNT}"],
+        "volumeMounts": [
+            {"name": "models", "mountPath": MODEL_MOUNT},
+            {"name": "plan", "mountPath": "/etc/braid/plan", "readOnly": True},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+        "resources": {
+            "requests": {"cpu": "100m", "memory": "128Mi"},
+            "limits": {"memory": "256Mi"},
+        },
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": CONTAINER_SECURITY_CONTEXT,
+    }
+    if repo.credentials_secret:
+        # By name only: the kubelet reads the Secret into this container, the operator never.
+        container["envFrom"] = [{"secretRef": {"name": repo.credentials_secret}}]
+    return container
+
+
+@dataclass(frozen=True)
+class RepositoryMount:
+    """Triton's ``--model-repository``, the volumes and mounts it needs, and the init
+    containers that fill it."""
+
+    repository: str
+    volumes: list[dict[str, Any]] = field(default_factory=list)
+    mounts: list[dict[str, Any]] = field(default_factory=list)
+    init_containers: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _model_repository(r: BlockRender) -> RepositoryMount:
+    """Where Triton reads its models from.
+
+    s3://, gs:// and https:// are fetched into an emptyDir by an init container (Triton
+    never holds storage credentials); a PVC or ConfigMap is mounted; with no repository the
+    image's own ``/models`` is used (an image that bakes the models in).
     """
+    spec = r.spec
     if spec.model_repository is None:
-        return MODEL_MOUNT, [], []
+        return RepositoryMount(MODEL_MOUNT)
     uri = spec.model_repository.uri
     scheme, _, rest = uri.partition("://")
     if ".." in rest.split("/"):
         raise ValueError(f"spec.modelRepository.uri: {uri!r} has a '..' path segment")
-    if scheme in ("s3", "gs"):
-        return spec.model_repository.uri, [], []
+    if fetched(spec):
+        return RepositoryMount(
+            f"{MODEL_MOUNT}/{REPOSITORY_DIR}",
+            volumes=[
+                {"name": "models", "emptyDir": {}},
+                {"name": "plan", "configMap": {"name": plan_configmap_name(r.owner.name)}},
+            ],
+            mounts=[{"name": "models", "mountPath": MODEL_MOUNT, "readOnly": True}],
+            init_containers=[_fetcher(r)],
+        )
+    allow_local_paths = r.allow_local_paths
     if scheme == "pvc":
         claim, _, sub = rest.partition("/")
         volume = {"name": "models", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}}
         mount: dict[str, Any] = {"name": "models", "mountPath": MODEL_MOUNT, "readOnly": True}
         if sub:
             mount["subPath"] = sub
-        return MODEL_MOUNT, [volume], [mount]
+        return RepositoryMount(MODEL_MOUNT, [volume], [mount])
     if scheme == "configmap":
         volume = {"name": "models", "configMap": {"name": rest}}
-        return MODEL_MOUNT, [volume], [{"name": "models", "mountPath": MODEL_MOUNT}]
+        return RepositoryMount(
+            MODEL_MOUNT, [volume], [{"name": "models", "mountPath": MODEL_MOUNT}]
+        )
     if scheme == "file":
         if not allow_local_paths:
             raise ValueError(
@@ -139,13 +221,10 @@ def _model_repository(
             "name": "models",
             "hostPath": {"path": "/" + rest.lstrip("/"), "type": "Directory"},
         }
-        return (
-            MODEL_MOUNT,
-            [volume],
-            [{"name": "models", "mountPath": MODEL_MOUNT, "readOnly": True}],
+        return RepositoryMount(
+            MODEL_MOUNT, [volume], [{"name": "models", "mountPath": MODEL_MOUNT, "readOnly": True}]
         )
-    # https:// repositories are fetched by an init step on real clusters; Triton reads a path.
-    return MODEL_MOUNT, [], []
+    raise ValueError(f"spec.modelRepository.uri: {uri!r}: unknown scheme {scheme!r}")
 
 
 def triton_args(r: BlockRender, repository: str) -> list[str]:
@@ -174,7 +253,8 @@ was rendered from, which the Deployment's watch events carry back as observedGen
 def render_block_deployment(r: BlockRender) -> dict[str, Any]:
     """The Triton Deployment of one Block, pinned to its tier's node pool."""
     spec = r.spec
-    repository, volumes, mounts = _model_repository(spec, r.allow_local_paths)
+    repo = _model_repository(r)
+    repository, volumes, mounts = repo.repository, repo.volumes, repo.mounts
     resources: dict[str, Any] = {
         "requests": {"cpu": spec.resources.cpu, "memory": spec.resources.memory},
         "limits": {"memory": spec.resources.memory},
@@ -255,6 +335,7 @@ def render_block_deployment(r: BlockRender) -> dict[str, Any]:
                     "tolerations": tolerations,
                     "automountServiceAccountToken": False,
                     "securityContext": POD_SECURITY_CONTEXT,
+                    **({"initContainers": repo.init_containers} if repo.init_containers else {}),
                     "containers": [container],
                     "volumes": [
                         # The Python backend exchanges tensors through /dev/shm.
