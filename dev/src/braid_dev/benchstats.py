@@ -1,0 +1,184 @@
+"""Repeats, intervals and machine facts for ``bench/``: what an outside reader needs to trust
+a figure (CONVENTIONS.md, "Benchmarks").
+
+- **Order.** ``alternated(a, b, repeat)`` runs the two compared modes in turn, the first
+  one first in even repeats and last in odd ones, so drift in a shared machine's load does
+  not always land on the same side.
+- **Interval.** ``median_interval`` is the distribution-free confidence interval of a
+  median from order statistics (the ranks come from the binomial distribution with p = 1/2):
+  no assumption about the shape of the repeats, and exact for any continuous distribution.
+  With 5 repeats the widest such interval (min..max) covers the median with probability
+  1 - 2/2^5 = 0.9375, just short of 95 %, so the coverage reached is reported beside it.
+- **Machine.** ``machine_facts`` reads cores, CPU model, load average and versions from the
+  machine; ``LoadSampler`` records the load average while a benchmark runs, so a figure taken
+  on a busy machine says so.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import math
+import os
+import platform
+import statistics
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+
+T = TypeVar("T")
+
+CONFIDENCE = 0.95
+QUIET_LOAD_PER_CORE = 0.5
+"""A 1-minute load average at or below this share of the cores, all through a run, counts as
+a quiet machine: enough of it was left to the benchmark for its figures to mean something."""
+
+
+def alternated(first: T, second: T, repeat: int) -> tuple[T, T]:
+    """The two compared modes in the order repeat ``repeat`` runs them."""
+    return (first, second) if repeat % 2 == 0 else (second, first)
+
+
+def _binomial_cdf(k: int, n: int) -> float:
+    """P(X <= k) for X ~ Binomial(n, 1/2)."""
+    return sum(math.comb(n, i) for i in range(k + 1)) / (1 << n)
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A median with its order-statistic confidence interval over ``n`` repeats."""
+
+    median: float
+    low: float
+    high: float
+    coverage: float
+    """The probability that [low, high] holds the true median (>= 0.95 when n >= 6)."""
+    n: int
+
+    def as_dict(self, digits: int = 3) -> dict[str, float | int | str]:
+        return {
+            "median": round(self.median, digits),
+            "ci95_low": round(self.low, digits),
+            "ci95_high": round(self.high, digits),
+            "coverage": round(self.coverage, 4),
+            "repeats": self.n,
+            "interval": "order statistics of the repeats (distribution-free, binomial ranks)",
+        }
+
+
+def median_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> Interval:
+    """The median of ``values`` and the narrowest symmetric order-statistic interval whose
+    coverage reaches ``confidence``; min..max (and its lower coverage) when none does."""
+    if not values:
+        raise ValueError("no values")
+    ordered = sorted(float(v) for v in values)
+    n = len(ordered)
+    # [x_(k+1), x_(n-k)] (1-based) covers the median with probability 1 - 2 P(X <= k).
+    best_k = 0
+    for k in range(n // 2):
+        if 1 - 2 * _binomial_cdf(k, n) >= confidence:
+            best_k = k
+        else:
+            break
+    coverage = 1 - 2 * _binomial_cdf(best_k, n) if n > 1 else 0.0
+    return Interval(
+        median=statistics.median(ordered),
+        low=ordered[best_k],
+        high=ordered[n - 1 - best_k],
+        coverage=coverage,
+        n=n,
+    )
+
+
+def cpu_model() -> str:
+    """The CPU's model name as the kernel reports it."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _version(distribution: str) -> str | None:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def machine_facts() -> dict[str, Any]:
+    """Cores, CPU model, load average, OS and Python, read now."""
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": cpu_model(),
+        "architecture": platform.machine(),
+        "kernel": platform.release(),
+        "load_average_1_5_15": [round(v, 2) for v in os.getloadavg()],
+        "python": platform.python_version(),
+        "braid": _version("braid"),
+        "braid_dev": _version("braid-dev"),
+    }
+
+
+def server_metadata(http_address: str) -> dict[str, Any]:
+    """A KServe v2 server's own metadata (``GET /v2``): name, version, extensions."""
+    try:
+        answer = httpx.get(f"http://{http_address}/v2", timeout=10)
+        answer.raise_for_status()
+        meta: dict[str, Any] = answer.json()
+        return meta
+    except (httpx.HTTPError, ValueError) as exc:
+        return {"error": f"{type(exc).__name__}: {exc}"}
+
+
+@dataclass
+class LoadSampler:
+    """Samples the machine's 1-minute load average every ``every_s`` on a thread."""
+
+    every_s: float = 5.0
+    samples: list[float] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def __enter__(self) -> LoadSampler:
+        self.samples.append(os.getloadavg()[0])
+        self._thread = threading.Thread(target=self._run, name="load-sampler", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(self.every_s + 1)
+        self.samples.append(os.getloadavg()[0])
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every_s):
+            self.samples.append(os.getloadavg()[0])
+
+    def summary(self, cpus: int | None = None) -> dict[str, Any]:
+        """Min, median and max of the samples, and whether the machine was quiet."""
+        cores = cpus or os.cpu_count() or 1
+        if not self.samples:
+            return {"samples": 0}
+        peak = max(self.samples)
+        return {
+            "samples": len(self.samples),
+            "every_s": self.every_s,
+            "load_1min_min": round(min(self.samples), 2),
+            "load_1min_median": round(statistics.median(self.samples), 2),
+            "load_1min_max": round(peak, 2),
+            "quiet": peak <= QUIET_LOAD_PER_CORE * cores,
+            "quiet_means": f"1-minute load average <= {QUIET_LOAD_PER_CORE} x {cores} cores "
+            "at every sample",
+        }
+
+
+def now_utc() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
