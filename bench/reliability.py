@@ -12,7 +12,13 @@ What runs (all real processes on loopback):
 - the fuzz campaigns (``braid_dev.reliability.fuzz_rest`` / ``fuzz_grpc``) against a gateway
   process, and the invalid-CR campaign (``braid_dev.reliability.invalid_crs``) on the cluster.
 
-Each fault holds for a while under a heavier load than the tests use. The merged report
+Each fault holds for a while under a heavier load than the tests use. Every request is
+counted as served, refused (a prompt 4xx/503 naming its reason) or failed (a deadline, the
+client's or the gateway's; a reset; a 5xx; wrong outputs); a lost request is one that failed
+(``braid_dev.reliability.load``). The fuzz campaigns keep ``FUZZ_CONCURRENCY`` requests in
+flight, one of them valid, so malformed and good requests share the gateway's coalesced hop
+calls; each reports how many good requests failed and the gateway's RSS growth. The machine's
+facts and the load average sampled through the run are read, not typed. The merged report
 goes to ``results/reliability.json`` (``braid_dev.reliability.report.ReliabilityReport``); parts
 not run this time (``--skip-...``) keep their figures from the previous file.
 
@@ -25,8 +31,6 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib
-import os
-import platform
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -39,6 +43,7 @@ from rich.table import Table
 
 from braid.settings import Settings
 from braid_dev import synthetic as syn
+from braid_dev.benchstats import LoadSampler, machine_facts
 from braid_dev.local_runtime import LocalRuntime, start_local_runtime
 from braid_dev.reliability.control_plane import (
     control_plane_rig,
@@ -72,6 +77,8 @@ FULL = LoadSize(
     wait_s=240.0,
 )
 QUICK = LoadSize(concurrency=3, before=10, during=20, after=10, wait_s=150.0)
+FUZZ_CONCURRENCY = 8
+"""Requests in flight during the binary and gRPC fuzz campaigns (one of them valid)."""
 
 
 def _data_plane(
@@ -136,10 +143,20 @@ def _fuzz(
         say(f"fuzz: schemathesis, {cases} cases")
         tallies.append(fuzz_rest.run_schemathesis(base, cases, pid=pid))
         say(f"fuzz: malformed binary tensors, {cases // 2} cases")
-        tallies.append(fuzz_rest.run_binary_tensor_fuzz(base, syn.LOCAL, cases // 2, pid=pid))
+        tallies.append(
+            fuzz_rest.run_binary_tensor_fuzz(
+                base, syn.LOCAL, cases // 2, pid=pid, concurrency=FUZZ_CONCURRENCY
+            )
+        )
         say(f"fuzz: malformed gRPC messages, {cases // 2} cases")
         tallies.append(
-            fuzz_grpc.run_grpc_fuzz(gateway.grpc_address, syn.LOCAL, cases // 2, pid=pid)
+            fuzz_grpc.run_grpc_fuzz(
+                gateway.grpc_address,
+                syn.LOCAL,
+                cases // 2,
+                pid=pid,
+                concurrency=FUZZ_CONCURRENCY,
+            )
         )
     finally:
         gateway.stop()
@@ -177,7 +194,8 @@ def _previous(out: Path) -> dict[str, Any]:
 
 def _summary(report: ReliabilityReport) -> Table:
     table = Table(title="reliability")
-    for col in ("scenario", "sent", "served", "fallback", "refused", "lost", "converged"):
+    columns = ("scenario", "sent", "served", "fallback", "refused", "failed", "converged")
+    for col in columns:
         table.add_column(col, justify="right" if col not in ("scenario", "converged") else "left")
     for s in report.scenarios:
         table.add_row(
@@ -186,21 +204,46 @@ def _summary(report: ReliabilityReport) -> Table:
             str(s.served),
             str(s.served_by_fallback),
             str(s.refused),
-            str(s.lost),
+            str(s.lost) if s.unaccounted == 0 else f"{s.failed} (+{s.unaccounted} unseen)",
             "yes" if s.converged else "NO",
         )
     for f in report.fuzz:
-        table.add_row(f"fuzz:{f.campaign}", str(f.cases), "", "", "", f"5xx {f.status_5xx}", "")
+        table.add_row(
+            f"fuzz:{f.campaign}",
+            str(f.cases),
+            f"good {f.good_sent}",
+            "",
+            "",
+            f"5xx {f.status_5xx}, good {f.good_failed}, RSS +{f.rss_growth_mib} MiB",
+            "",
+        )
     return table
 
 
 def _meta(
-    previous: dict[str, Any], size: LoadSize, faults: bool, fuzz: bool, crs: bool
+    previous: dict[str, Any],
+    size: LoadSize,
+    faults: bool,
+    fuzz: bool,
+    crs: bool,
+    load: dict[str, Any],
 ) -> dict[str, float | int | str]:
-    """What this run measured, and when; parts not run keep the previous run's entries."""
+    """What this run measured, when, on what machine under what load; parts not run keep
+    the previous run's entries."""
     now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     meta = {k: v for k, v in previous.items() if k.split("_")[0] in ("faults", "fuzz", "crs")}
-    meta["machine"] = f"{platform.machine()}, {os.cpu_count()} cores (shared with other work)"
+    machine = machine_facts()
+    meta |= {
+        f"machine_{key}": value if isinstance(value, int | float | str) else str(value)
+        for key, value in machine.items()
+        if value is not None
+    }
+    meta |= {
+        f"load_{key}": str(value).lower() if isinstance(value, bool) else value
+        for key, value in load.items()
+        if key != "every_s"
+    }
+    meta["size"] = "quick" if size == QUICK else "full"
     if faults:
         meta["faults_at"] = now
         meta["faults_load"] = (
@@ -209,6 +252,7 @@ def _meta(
         )
     if fuzz:
         meta["fuzz_at"] = now
+        meta["fuzz_concurrency"] = FUZZ_CONCURRENCY
     if crs:
         meta["crs_at"] = now
     return meta
@@ -230,7 +274,9 @@ def main(
     scenarios: list[RequestTally] = []
     fuzz: list[FuzzTally] = []
     crs: CrTally | None = None
+    sampler = LoadSampler(every_s=15.0)
     with (
+        sampler,
         tempfile.TemporaryDirectory(prefix="braid-reliability-") as tmp,
         Progress(
             SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console
@@ -269,13 +315,21 @@ def main(
         scenarios=[*scenarios, *kept_scenarios],
         fuzz=fuzz or [FuzzTally.model_validate(f) for f in previous.get("fuzz", [])],
         crs=crs or (CrTally.model_validate(previous["crs"]) if previous.get("crs") else None),
-        meta=_meta(previous.get("meta") or {}, size, bool(scenarios), bool(fuzz), crs is not None),
+        meta=_meta(
+            previous.get("meta") or {},
+            size,
+            bool(scenarios),
+            bool(fuzz),
+            crs is not None,
+            sampler.summary(),
+        ),
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(report.model_dump_json(indent=2) + "\n")
     console.print(_summary(report))
     console.print(
-        f"requests_sent {report.requests_sent}  requests_lost {report.requests_lost}  "
+        f"requests_sent {report.requests_sent}  served {report.requests_served}  "
+        f"refused {report.requests_refused}  lost (failed) {report.requests_lost}  "
         f"fuzz_cases {report.fuzz_cases}  fuzz_5xx {report.fuzz_5xx}  "
         f"invalid_crs {report.invalid_crs_tried}/{report.invalid_crs_admitted} admitted  "
         f"hostile_crs {report.hostile_crs_tried}/{report.hostile_crs_admitted} admitted -> {out}"

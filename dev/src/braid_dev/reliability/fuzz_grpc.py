@@ -274,13 +274,19 @@ def run_grpc_fuzz(
     *,
     pid: int | None = None,
     seed: int = 0,
-    concurrency: int = 1,
+    concurrency: int = 8,
 ) -> FuzzTally:
-    """``cases`` raw and malformed ModelInfer messages to the gateway's gRPC ``address``,
-    ``concurrency`` of them in flight at once."""
+    """``cases`` raw and malformed ModelInfer messages to the gateway's gRPC ``address``.
+
+    ``concurrency`` calls are in flight at once: ``concurrency - 1`` cases and one valid
+    companion, so malformed and good requests reach the same coalesced hop calls. A good
+    request (a companion or a ``valid`` case) that is not answered OK is a ``good_failed``.
+    """
     require_loopback(address)
     codes: Counter[str] = Counter()
     examples: list[str] = []
+    good_sent = good_failed = 0
+    companions = random.Random(seed + 1)
     with grpc.insecure_channel(
         address, options=[("grpc.max_send_message_length", 2**31 - 1)]
     ) as channel:
@@ -288,7 +294,11 @@ def run_grpc_fuzz(
         before = ProcessUsage.of(pid) if pid is not None else None
         methods: dict[str, grpc.UnaryUnaryMultiCallable] = {}
         pending = grpc_cases(target, cases, seed)
-        while window := list(itertools.islice(pending, max(1, concurrency))):
+        while window := list(itertools.islice(pending, max(1, concurrency - 1))):
+            if concurrency > 1:
+                window.append(
+                    GrpcCase("good_companion", target.valid(companions).SerializeToString())
+                )
             calls = []
             for case in window:
                 if case.method not in methods:
@@ -304,6 +314,16 @@ def run_grpc_fuzz(
                 except grpc.RpcError as exc:
                     code = exc.code()
                     details = str(exc.details())
+                if case.kind in ("valid", "good_companion"):
+                    good_sent += 1
+                    if code != grpc.StatusCode.OK:
+                        good_failed += 1
+                        if len(examples) < _EXAMPLES:
+                            examples.append(f"good request {code.name}: {details[:300]}")
+                    if case.kind == "good_companion":
+                        if code in SERVER_FAILURES:
+                            codes[code.name] += 1  # a 5xx, whoever sent it
+                        continue
                 if code == grpc.StatusCode.DEADLINE_EXCEEDED and CLIENT_DEADLINE in details:
                     codes["DEADLINE_SET_BY_THE_REQUEST"] += 1
                     continue
@@ -323,8 +343,11 @@ def run_grpc_fuzz(
     notes: dict[str, float | int | str] = dict(sorted(codes.items()))
     for i, example in enumerate(examples):
         notes[f"example_5xx_{i}"] = example
+    growth = None
     if before is not None and pid is not None and not crashed:
-        notes |= before.notes("before") | ProcessUsage.of(pid).notes("after")
+        after = ProcessUsage.of(pid)
+        notes |= before.notes("before") | after.notes("after")
+        growth = before.growth_mib(after)
     notes["concurrency"] = concurrency
     tally = FuzzTally(
         campaign="grpc-model-infer",
@@ -335,6 +358,9 @@ def run_grpc_fuzz(
             if name in grpc.StatusCode.__members__ and grpc.StatusCode[name] in SERVER_FAILURES
         ),
         crashes=int(crashed),
+        good_sent=good_sent,
+        good_failed=good_failed,
+        rss_growth_mib=growth,
         notes=notes,
     )
     log_event(

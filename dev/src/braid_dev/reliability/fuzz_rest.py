@@ -69,6 +69,23 @@ class _Outcomes:
     client_deadline: int = 0
     """504s for a time budget the request itself set and the path could not meet."""
 
+    good_sent: int = 0
+    good_failed: int = 0
+    """Valid requests sent beside malformed ones, and those not answered 200."""
+
+    def record_good(self, status: int, body: bytes | str, *, is_case: bool = False) -> None:
+        """A valid request's answer: anything but 200 is a failure. A companion (not a
+        case) that got a 5xx is counted among the statuses too, so ``status_5xx`` sees it."""
+        self.good_sent += 1
+        if status == 200:
+            return
+        self.good_failed += 1
+        if not is_case:
+            self.statuses[status] += 1
+        text = body if isinstance(body, str) else body[:300].decode("utf-8", "replace")
+        if len(self.examples) < _EXAMPLES:
+            self.examples.append(f"{status} good request: {text[:300]}")
+
     def record(self, status: int, what: str, body: bytes | str) -> None:
         self.statuses[status] += 1
         text = body if isinstance(body, str) else body[:300].decode("utf-8", "replace")
@@ -110,14 +127,19 @@ def _tally(
     notes["deadline_set_by_the_request"] = outcomes.client_deadline
     for i, example in enumerate(outcomes.examples):
         notes[f"example_5xx_{i}"] = example
+    growth = None
     if before is not None and pid is not None and not crashed:
         after = ProcessUsage.of(pid)
         notes |= before.notes("before") | after.notes("after")
+        growth = before.growth_mib(after)
     tally = FuzzTally(
         campaign=campaign,
         cases=outcomes.cases,
         status_5xx=outcomes.status_5xx,
         crashes=int(crashed),
+        good_sent=outcomes.good_sent,
+        good_failed=outcomes.good_failed,
+        rss_growth_mib=growth,
         notes=notes,
     )
     log_event(
@@ -548,12 +570,13 @@ def run_binary_tensor_fuzz(
     *,
     pid: int | None = None,
     seed: int = 0,
-    concurrency: int = 1,
+    concurrency: int = 8,
 ) -> FuzzTally:
     """``cases`` malformed KServe v2 binary requests to ``model``'s infer route.
 
-    With ``concurrency`` > 1 that many are in flight at once, so bad requests meet good ones
-    at the same hops (the gateway coalesces concurrent calls of a hop into one).
+    ``concurrency`` requests are in flight at once: ``concurrency - 1`` cases and one valid
+    companion, so bad requests meet good ones at the same hops (the gateway coalesces
+    concurrent calls of a hop into one). A companion not answered 200 is a ``good_failed``.
     """
     require_loopback(base_url)
     local = threading.local()
@@ -583,18 +606,29 @@ def run_binary_tensor_fuzz(
     kinds: Counter[str] = Counter()
     # A few cases cannot be sent (httpx refuses the header); draw more to answer ``cases``.
     pending = binary_cases(target, 2 * cases, seed)
+    companions = random.Random(seed + 1)
+    valid = next(m for m in _mutations(target) if m.__name__ == "valid")
+    per_window = max(1, concurrency - 1)
     try:
         with ThreadPoolExecutor(max(1, concurrency)) as pool:
             while outcomes.cases < cases:
-                window = list(itertools.islice(pending, min(concurrency, cases - outcomes.cases)))
+                window = list(itertools.islice(pending, min(per_window, cases - outcomes.cases)))
                 if not window:
                     break
-                for case, (status, body) in zip(window, pool.map(post, window), strict=True):
+                companion = valid(companions) if concurrency > 1 else None
+                sent = [*window, companion] if companion is not None else window
+                answers = list(pool.map(post, sent))
+                if companion is not None:
+                    status, body = answers.pop()
+                    outcomes.record_good(599 if status is None else status, body)
+                for case, (status, body) in zip(window, answers, strict=True):
                     if status is None:
                         outcomes.client_errors += 1
                         continue
                     kinds[case.kind] += 1
                     outcomes.record(status, case.kind, body)
+                    if case.kind == "valid":
+                        outcomes.record_good(status, body, is_case=True)
     finally:
         for client in clients:
             client.close()

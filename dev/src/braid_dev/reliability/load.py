@@ -11,11 +11,15 @@ What counts as what, decided here once:
 - **served**: outputs came back (and, when a checker is given, they are the right ones for
   the path the gateway says served them); ``braid_fallback`` in the response parameters
   marks a fallback.
-- **refused**: the gateway answered with an error that names its reason (every
-  ``braid.dataplane.errors.Reason`` value starts the message) and is not an internal error:
-  a 4xx-like status, UNAVAILABLE (503) or the gateway's own DEADLINE_EXCEEDED (504).
-- **lost**: everything else: the client's deadline passed without an answer, the connection
-  was reset or refused, an INTERNAL error, an answer with wrong outputs.
+- **refused**: the gateway answered *promptly* with an error that names its reason (every
+  ``braid.dataplane.errors.Reason`` value starts the message) and a 4xx-like status or
+  UNAVAILABLE (503): the client learns at once that it should go elsewhere or retry. Prompt
+  means within ``PROMPT_SHARE`` of the request's deadline.
+- **failed**: everything else: a deadline (the client's own, or the gateway's DEADLINE_EXCEEDED
+  (504): either way the client waited it out), a reset or refused connection, an INTERNAL or
+  upstream error (5xx), a CANCELLED the client did not ask for, a refusal that only came
+  after most of the deadline, an answer with wrong outputs. A *lost* request is one that
+  failed.
 """
 
 from __future__ import annotations
@@ -39,18 +43,25 @@ from braid_dev.reliability.report import RequestTally
 
 SERVED = "served"
 REFUSED = "refused"
-LOST = "lost"
+FAILED = "failed"
+
+PROMPT_SHARE = 0.5
+"""A refusal that took longer than this share of the request's deadline is a failure: the
+client spent most of its time budget before it learned anything."""
 
 _REASONS = tuple(r.value for r in Reason)
-_LOST_REASONS = (Reason.INTERNAL.value, Reason.UPSTREAM_ERROR.value)
+_FAILING_REASONS = (
+    Reason.INTERNAL.value,
+    Reason.UPSTREAM_ERROR.value,
+    Reason.DEADLINE.value,
+    Reason.CANCELLED.value,
+)
 _REFUSING_CODES = {
     "StatusCode.INVALID_ARGUMENT",
     "StatusCode.NOT_FOUND",
     "StatusCode.RESOURCE_EXHAUSTED",
     "StatusCode.UNIMPLEMENTED",
     "StatusCode.UNAVAILABLE",
-    "StatusCode.DEADLINE_EXCEEDED",
-    "StatusCode.CANCELLED",
 }
 
 Checker = Callable[[str, npt.NDArray[Any]], bool]
@@ -67,18 +78,22 @@ class Outcome:
     path: str | None = None
     fallback: str | None = None
     detail: str = ""
-    """The refusal's reason, or why the request counts as lost."""
+    """The refusal's reason, or why the request failed."""
 
 
-def classify_error(status: str | None, message: str) -> tuple[str, str]:
-    """``(kind, detail)`` for a gRPC error the client received."""
+def classify_error(
+    status: str | None, message: str, waited_s: float = 0.0, deadline_s: float = float("inf")
+) -> tuple[str, str]:
+    """``(kind, detail)`` for a gRPC error the client received after ``waited_s``."""
     text = (message or "").strip()
     reason = next((r for r in _REASONS if text.startswith(f"{r}:")), None)
     if reason is None:
         # No reason: the client's own deadline, a reset, a refused connection.
-        return LOST, f"{status or 'no status'}: {text[:120]}"
-    if reason in _LOST_REASONS or status not in _REFUSING_CODES:
-        return LOST, f"{status}: {reason}"
+        return FAILED, f"{status or 'no status'}: {text[:120]}"
+    if reason in _FAILING_REASONS or status not in _REFUSING_CODES:
+        return FAILED, f"{status}: {reason}"
+    if waited_s > PROMPT_SHARE * deadline_s:
+        return FAILED, f"slow_refusal: {reason}"
     return REFUSED, reason
 
 
@@ -205,6 +220,7 @@ class GatewayLoad:
             served=sum(1 for o in outcomes if o.kind == SERVED),
             served_by_fallback=sum(1 for o in outcomes if o.kind == SERVED and o.fallback),
             refused=sum(1 for o in outcomes if o.kind == REFUSED),
+            failed=sum(1 for o in outcomes if o.kind == FAILED),
             converged=converged,
             notes={**dict(details), **dict(fallbacks), **dict(served_by), **notes},
         )
@@ -256,11 +272,14 @@ class GatewayLoad:
                 self.model, [tensor], outputs=list(wanted), client_timeout=self.deadline_s
             )
         except InferenceServerException as exc:
-            kind, detail = classify_error(exc.status(), exc.message())
-            self._record(Outcome(sent_at, time.monotonic(), kind, detail=detail))
+            done_at = time.monotonic()
+            kind, detail = classify_error(
+                exc.status(), exc.message(), done_at - sent_at, self.deadline_s
+            )
+            self._record(Outcome(sent_at, done_at, kind, detail=detail))
             return False
         except Exception as exc:  # a reset or anything else the client raised: no answer
-            self._record(Outcome(sent_at, time.monotonic(), LOST, detail=type(exc).__name__))
+            self._record(Outcome(sent_at, time.monotonic(), FAILED, detail=type(exc).__name__))
             return False
         params = {
             k: getattr(v, v.WhichOneof("parameter_choice"))
@@ -270,7 +289,7 @@ class GatewayLoad:
         fallback = params.get("braid_fallback")
         outputs = result.as_numpy(self.output_name)
         if outputs is None or (self.checker is not None and not self.checker(path, outputs)):
-            self._record(Outcome(sent_at, time.monotonic(), LOST, path, detail="wrong_outputs"))
+            self._record(Outcome(sent_at, time.monotonic(), FAILED, path, detail="wrong_outputs"))
             return False
         self._record(
             Outcome(

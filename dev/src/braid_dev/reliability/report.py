@@ -2,8 +2,10 @@
 
 Every scenario returns one of these records; the tests assert on them and
 ``bench/reliability.py`` runs them all at full size and writes the merged report. Keeping the
-accounting in one place means "lost" is defined once: a request that got neither an answer
-(served, possibly by fallback) nor a clear refusal (a 4xx/503 naming why).
+accounting in one place means each kind is defined once (``braid_dev.reliability.load``):
+served (outputs, possibly by fallback), refused (a prompt 4xx/503 naming why) and failed
+(a deadline, a reset, a 5xx, wrong outputs), counted apart. A *lost* request is any that
+failed, or that was sent and never recorded at all.
 """
 
 from __future__ import annotations
@@ -19,15 +21,28 @@ class RequestTally(BaseModel):
     sent: int = Field(default=0, ge=0)
     served: int = Field(default=0, ge=0, description="Answered with outputs (fallback included).")
     served_by_fallback: int = Field(default=0, ge=0)
-    refused: int = Field(default=0, ge=0, description="A clear 4xx/503 naming the reason.")
+    refused: int = Field(
+        default=0, ge=0, description="A prompt 4xx/503 naming the reason (not a deadline)."
+    )
+    failed: int = Field(
+        default=0,
+        ge=0,
+        description="A deadline (the client's or the gateway's), a reset, a 5xx, wrong outputs.",
+    )
     converged: bool = Field(default=False, description="The system recovered after the fault.")
     notes: dict[str, float | int | str] = Field(default_factory=dict)
 
     @computed_field  # type: ignore[prop-decorator]
     @property
+    def unaccounted(self) -> int:
+        """Sent but neither served, refused nor failed: should be 0 once the load stopped."""
+        return max(0, self.sent - self.served - self.refused - self.failed)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
     def lost(self) -> int:
-        """Requests with no answer and no refusal (timeouts, resets, 5xx without a reason)."""
-        return self.sent - self.served - self.refused
+        """Every request that failed, and any the load never saw come back."""
+        return self.failed + self.unaccounted
 
 
 class FuzzTally(BaseModel):
@@ -37,6 +52,17 @@ class FuzzTally(BaseModel):
     cases: int = Field(ge=0)
     status_5xx: int = Field(ge=0)
     crashes: int = Field(default=0, ge=0, description="The server died or stopped answering.")
+    good_sent: int = Field(
+        default=0,
+        ge=0,
+        description="Valid requests in flight beside the malformed ones (coalesced with them).",
+    )
+    good_failed: int = Field(
+        default=0, ge=0, description="Valid requests that were not served: each one is a bug."
+    )
+    rss_growth_mib: float | None = Field(
+        default=None, description="The gateway's resident memory after the campaign minus before."
+    )
     notes: dict[str, float | int | str] = Field(default_factory=dict)
 
 
@@ -74,8 +100,25 @@ class ReliabilityReport(BaseModel):
 
     @computed_field  # type: ignore[prop-decorator]
     @property
+    def requests_served(self) -> int:
+        return sum(s.served for s in self.scenarios)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def requests_refused(self) -> int:
+        return sum(s.refused for s in self.scenarios)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
     def requests_lost(self) -> int:
+        """Requests that failed (a deadline, a reset, a 5xx, wrong outputs)."""
         return sum(s.lost for s in self.scenarios)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def fuzz_good_failed(self) -> int:
+        """Valid requests sent beside malformed ones that were not served."""
+        return sum(f.good_failed for f in self.fuzz)
 
     @computed_field  # type: ignore[prop-decorator]
     @property

@@ -25,6 +25,10 @@ class ProcessUsage:
                 break
         return cls(rss_bytes=rss, open_fds=len(os.listdir(f"/proc/{pid}/fd")))
 
+    def growth_mib(self, after: ProcessUsage) -> float:
+        """Resident memory gained between this reading and ``after``, MiB."""
+        return round((after.rss_bytes - self.rss_bytes) / 2**20, 1)
+
     def notes(self, prefix: str) -> dict[str, float | int | str]:
         """The figures as ``FuzzTally.notes`` entries (``rss_mib_<prefix>``, ``fds_<prefix>``)."""
         return {
