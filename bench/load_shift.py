@@ -1,31 +1,41 @@
-"""The path controller on the real stack while the local provider's load steps light -> heavy.
+"""The path controller on the real stack while the local provider's load steps light -> heavy,
+against the same load with the original path held fixed, repeated in alternating order.
 
 What runs (all real processes on loopback): one tritonserver per tier (the local provider's
 ``fmnist-cnn`` and the host's ``mnist-cnn``, from ``braid models build``'s repository), the
 gateway (``braid gateway``), Debian's Prometheus scraping all three every second, and the path
 controller (``braid.controller.loop.PathController``, local mode: it writes the gateway's
 routing file). Labelled Fashion-MNIST test images go through the gateway at a steady rate
-(open loop, eight images per request by default), so latency and accuracy are measured on
-served responses.
+(open loop, ``samples_per_request`` images per request), so latency and accuracy are measured
+on served responses, and each response names the path that served it (``braid_path`` in its
+parameters).
 
-The *load* is the local provider's own traffic: a separate process runs the original path's
-blocks on the local Triton server directly, in batches, from a few threads — the local
-device busy with other work, as in CoDE. Phases:
+One *episode* is a light phase then a heavy phase, on a fresh start: the original path's
+routing and a new controller. In a controlled episode the controller writes the routing; in
+a fixed one it decides the same way but nothing applies its decisions (the original path
+held), so both sides pay for its rounds on the same cores. A *pair* is a controlled episode
+and a fixed one, in alternating order: controlled first in even repeats, fixed
+first in odd ones, so drift in the machine's load does not always favour one side. Every
+episode replays the same image sequence. Two ways to make the heavy phase heavy:
 
-    light -> heavy -> light (controller on) -> heavy again with the original path held fixed
+- ``traffic``: the provider's own requests through the gateway step up to a fraction of the
+  original path's capacity (measured once, closed loop, before the episodes); the sweep
+  covers ``heavy_fractions`` (0.5 .. 1.0). The path the controller picks changes the load
+  itself (fewer blocks per request), which is the case CoDE's controller is for.
+- ``background``: the local device busy with other work (a separate process runs the
+  original path's blocks on the local Triton, batched); the controller's choice cannot
+  lighten that load, only spend fewer hops in it. One operating point.
 
-The last phase replays the same image sequence as the controlled heavy phase, so
-``heavy_latency_ratio`` and ``accuracy_drop_pt`` compare like with like in one run.
+Per pair: ``p50_ratio`` / ``p99_ratio`` (controlled heavy-phase latency over fixed) and the
+accuracy drop; per episode, ``switch_s``: from the heavy phase's start to the first request
+*served* by a path other than the one serving at the end of the light phase (read from the
+responses, not the controller's decision; the decision time is reported beside it). Over the
+repeats each is a median with a distribution-free 95 % interval (order statistics,
+``braid_dev.benchstats``; its coverage is reported). Parameters are a fixed ``Profile``; the
+command line picks one. Machine facts and the sampled load average are read from the machine.
 
-Two ways to make the heavy phases heavy, run one after the other by default:
-
-- ``traffic``: the provider's own requests through the gateway step from ``--rps`` to
-  ``--heavy-rps``; the path the controller picks changes the load itself (fewer blocks per
-  request), which is the case CoDE's controller is for.
-- ``background``: the local device busy with other work, as above; the controller's choice
-  cannot lighten that load, only spend fewer hops in it.
-
-    python bench/load_shift.py   # ~8 minutes; results/controller.json, docs/img/load-shift*.png
+    python bench/load_shift.py --profile smoke --repository DIR --out /tmp/c.json --figure /tmp/c.png
+    python bench/load_shift.py --profile full   # results/controller.json, docs/img/load-shift.png
 """
 
 from __future__ import annotations
@@ -34,14 +44,13 @@ import asyncio
 import json
 import multiprocessing as mp
 import os
-import platform
-import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -51,7 +60,6 @@ import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as grpcaio
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from braid.api.catalog import PathCatalog
 from braid.api.common import ObjectRef
@@ -60,18 +68,19 @@ from braid.api.v1alpha1.offloadpolicy import (
     CostCoefficients,
     Hysteresis,
     OffloadPolicySpec,
-    OffloadPolicyStatus,
 )
 from braid.controller.loop import PathController, routing_file_sink
 from braid.controller.metrics import MetricQueries
 from braid.dataplane.promql import PrometheusClient
 from braid.dataplane.routing import write_routing_table
 from braid.dataplane.service import read_catalog
-from braid.policy.decision import ControlSettings, Decision
+from braid.policy.decision import ControlSettings
 from braid.render.prometheus_config import ScrapeTarget
 from braid.tooling.data import load_fashion_mnist
+from braid_dev.benchstats import LoadSampler, alternated, machine_facts, now_utc
+from braid_dev.load_shift_analysis import Episode, Sample, summarise_episode, summarise_point
 from braid_dev.local_runtime import start_local_runtime
-from braid_dev.stack.gateway_process import GatewayProcess, start_gateway_process
+from braid_dev.stack.gateway_process import start_gateway_process
 from braid_dev.stack.prometheus import start_prometheus
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -80,6 +89,69 @@ SCRAPE_INTERVAL_S = 1.0
 # The controller asks Prometheus twice per scrape: a decision then follows a scrape by half an
 # interval at most instead of a whole one (a round only costs a few PromQL queries).
 CONTROL_INTERVAL_S = SCRAPE_INTERVAL_S / 2
+SETTLE_S = 2.0
+"""After a routing change by hand (the start of an episode): the gateway reloads the file."""
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Every parameter of a run, fixed before it starts."""
+
+    repeats: int
+    heavy_fractions: tuple[float, ...]
+    """Traffic scenario: the heavy rate as fractions of the original path's capacity. A fixed
+    rate does not carry across runs: with the gateway's batching the original's latency is
+    flat up to its capacity and unbounded past it, and the capacity moves with the machine."""
+    light_s: float
+    heavy_s: float
+    light_rps: float
+    samples_per_request: int
+    """Test images per request. With one, coalescing and fused segments make each sample so
+    cheap for Triton that 2 cores run out in the gateway and the client before the local
+    tier is busy; small batches put the load on the local model's compute, as in CoDE."""
+    capacity_s: float
+    background_batch: int
+    background_threads: int
+    min_dwell_s: int
+    """The policy's hysteresis: no switch sooner than this after the last one."""
+    max_drop: float
+    """Candidate paths: within this accuracy drop of the original."""
+
+
+class ProfileName(StrEnum):
+    smoke = "smoke"
+    full = "full"
+
+
+PROFILES = {
+    ProfileName.smoke: Profile(
+        repeats=2,
+        heavy_fractions=(0.5, 1.0),
+        light_s=3.0,
+        heavy_s=6.0,
+        light_rps=15.0,
+        samples_per_request=8,
+        capacity_s=4.0,
+        background_batch=64,
+        background_threads=3,
+        min_dwell_s=5,
+        max_drop=0.02,
+    ),
+    ProfileName.full: Profile(
+        repeats=5,
+        heavy_fractions=(0.5, 0.625, 0.75, 0.875, 1.0),
+        light_s=10.0,
+        heavy_s=30.0,
+        light_rps=25.0,
+        samples_per_request=8,
+        capacity_s=8.0,
+        background_batch=64,
+        background_threads=3,
+        min_dwell_s=10,
+        max_drop=0.02,
+    ),
+}
+SCENARIOS = ("traffic", "background")
 
 
 # --------------------------------------------------------------------------- the local load
@@ -156,49 +228,7 @@ class BackgroundLoad:
         return stopped
 
 
-# --------------------------------------------------------------------------- the gateway
-
-
 # --------------------------------------------------------------------------- measurement
-
-
-@dataclass
-class Sample:
-    sent: float
-    latency_s: float
-    correct: int
-    """How many of the request's samples were classified right."""
-    phase: str
-    ok: bool = True
-    samples: int = 1
-
-
-@dataclass
-class Recorder:
-    samples: list[Sample] = field(default_factory=list)
-    decisions: list[tuple[float, tuple[tuple[str, float], ...], bool]] = field(default_factory=list)
-    loads: list[tuple[float, float]] = field(default_factory=list)
-    trace: list[dict[str, Any]] = field(default_factory=list)
-    """Every round's view: load, reason, and each candidate's modelled latency and cost."""
-
-    def sink(self, decision: Decision, _status: OffloadPolicyStatus) -> None:
-        self.decisions.append(
-            (time.time(), tuple((p.id, p.weight) for p in decision.active), decision.degraded)
-        )
-        self.loads.append((time.time(), decision.load.get("local", float("nan"))))
-        self.trace.append(
-            {
-                "t": round(time.time(), 3),
-                "load": {k: round(v, 3) for k, v in decision.load.items()},
-                "reason": decision.reason,
-                "active": [[p.id, p.weight] for p in decision.active],
-                "paths": {
-                    a.id: [round(a.latency_us), round(a.cost, 4), a.feasible]
-                    for a in decision.assessments
-                    if a.latency_us is not None and a.cost is not None
-                },
-            }
-        )
 
 
 def request_input(
@@ -211,24 +241,25 @@ def request_input(
     return rows, tensor
 
 
+def served_path(result: grpcaio.InferResult) -> str | None:
+    parameter = result.get_response().parameters.get("braid_path")
+    return None if parameter is None else str(parameter.string_param)
+
+
 async def drive(
     grpc_address: str,
     model: str,
-    images: npt.NDArray[np.float32],
-    labels: npt.NDArray[np.int64],
-    rates: dict[str, float],
-    phases: list[tuple[str, float]],
+    data: tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]],
+    phases: list[tuple[str, float, float]],
     on_phase: Any,
-    recorder: Recorder,
-    progress: Progress,
-    samples_per_request: int = 1,
-) -> dict[str, float]:
-    """Open-loop requests at each phase's rate through the phases; returns each phase's start
-    time. Each request carries ``samples_per_request`` consecutive test images."""
+    episode: Episode,
+    samples_per_request: int,
+) -> None:
+    """Open-loop requests through ``phases`` (name, seconds, requests/s); ``on_phase(name)``
+    runs (on a thread) as each begins. Every episode sends the same image sequence."""
+    images, labels = data
     client = grpcaio.InferenceServerClient(grpc_address)
-    starts: dict[str, float] = {}
     pending: set[asyncio.Task[None]] = set()
-
     k = samples_per_request
 
     async def one(index: int, phase: str) -> None:
@@ -236,35 +267,29 @@ async def drive(
         sent = time.time()
         try:
             result = await client.infer(model, [tensor])
-            pred = np.argmax(result.as_numpy("OUTPUT__0"), axis=1)
-            right = int((pred == labels[rows]).sum())
-            recorder.samples.append(Sample(sent, time.time() - sent, right, phase, samples=k))
         except Exception:
-            recorder.samples.append(Sample(sent, time.time() - sent, 0, phase, ok=False, samples=k))
+            episode.samples.append(Sample(sent, time.time() - sent, 0, k, phase, False, None))
+            return
+        latency = time.time() - sent
+        right = int((np.argmax(result.as_numpy("OUTPUT__0"), axis=1) == labels[rows]).sum())
+        episode.samples.append(Sample(sent, latency, right, k, phase, True, served_path(result)))
 
-    total = sum(d for _, d in phases)
-    task = progress.add_task("load shift", total=total)
+    index = 0
     try:
-        for phase, duration in phases:
-            starts[phase] = await asyncio.to_thread(on_phase, phase)
-            progress.update(task, description=f"phase {phase}")
+        for phase, seconds, rps in phases:
+            await asyncio.to_thread(on_phase, phase)
             t0 = time.monotonic()
-            index = 0  # every phase replays the same image sequence
-            rps = rates[phase]
-            while (elapsed := time.monotonic() - t0) < duration:
-                due = t0 + index / rps
-                await asyncio.sleep(max(0.0, due - time.monotonic()))
-                t = asyncio.create_task(one(index, phase))
-                pending.add(t)
-                t.add_done_callback(pending.discard)
+            n = 0
+            while time.monotonic() - t0 < seconds:
+                await asyncio.sleep(max(0.0, t0 + n / rps - time.monotonic()))
+                task = asyncio.create_task(one(index, phase))
+                pending.add(task)
+                task.add_done_callback(pending.discard)
+                n += 1
                 index += 1
-                progress.update(
-                    task, completed=sum(d for p, d in phases[: len(starts) - 1]) + elapsed
-                )
         await asyncio.gather(*pending)
     finally:
         await client.close()
-    return starts
 
 
 async def capacity(
@@ -272,11 +297,11 @@ async def capacity(
     model: str,
     images: npt.NDArray[np.float32],
     samples_per_request: int,
-    seconds: float = 8.0,
+    seconds: float,
     concurrency: int = 32,
 ) -> float:
-    """Requests per second the gateway serves on the current routing (the original path)
-    with ``concurrency`` requests always in flight; the first quarter is warm-up."""
+    """Requests per second the gateway serves on the original path with ``concurrency``
+    requests always in flight; the first quarter is warm-up."""
     client = grpcaio.InferenceServerClient(grpc_address)
     done: list[float] = []
     start = time.monotonic()
@@ -297,174 +322,81 @@ async def capacity(
     return len(counted) / (max(counted) - start - seconds / 4) if counted else 0.0
 
 
-# --------------------------------------------------------------------------- analysis
-
-
-def primary(active: tuple[tuple[str, float], ...]) -> str:
-    return max(active, key=lambda p: p[1])[0]
-
-
-def analyse(
-    recorder: Recorder,
-    starts: dict[str, float],
-    ends: dict[str, float],
-    light_path: str | None,
-) -> dict[str, Any]:
-    def lat(phase: str, since: float | None = None) -> list[float]:
-        return [
-            s.latency_s
-            for s in recorder.samples
-            if s.phase == phase and s.ok and (since is None or s.sent >= since)
-        ]
-
-    def acc(phase: str, n: int) -> float:
-        got = sorted((s for s in recorder.samples if s.phase == phase), key=lambda s: s.sent)[:n]
-        return sum(s.correct for s in got) / max(sum(s.samples for s in got), 1)
-
-    changes = [
-        (t, primary(a))
-        for i, (t, a, _) in enumerate(recorder.decisions)
-        if i == 0 or primary(a) != primary(recorder.decisions[i - 1][1])
-    ]
-    heavy_start, heavy_end = starts["heavy"], ends["heavy"]
-    to_heavy = next((t for t, _ in changes if heavy_start <= t <= heavy_end), None)
-    # Back: the first change after the load drops (to the light path or a path cheaper still).
-    back = next((t for t, _ in changes if t > heavy_end), None)
-    switch_s = None if to_heavy is None else to_heavy - heavy_start
-    switch_back_s = None if back is None else back - heavy_end
-
-    def flaps(lo: float, hi: float) -> int:
-        inside = [t for t, _ in changes if lo < t <= hi]
-        return max(len(inside) - 1, 0)  # the first change in a phase is the expected switch
-
-    n = min(
-        sum(1 for s in recorder.samples if s.phase == "heavy"),
-        sum(1 for s in recorder.samples if s.phase == "heavy-fixed"),
-    )
-    heavy = lat("heavy")
-
-    def heavy_before(t: float) -> list[float]:
-        return [s.latency_s for s in recorder.samples if s.phase == "heavy" and s.ok and s.sent < t]
-
-    fixed = lat("heavy-fixed")
-    steady = lat("heavy", to_heavy) if to_heavy else heavy
-    return {
-        "switch_seconds": None if switch_s is None else round(switch_s, 2),
-        "switch_back_seconds": None if switch_back_s is None else round(switch_back_s, 2),
-        "scrape_interval_s": SCRAPE_INTERVAL_S,
-        "switch_within_2_scrapes": switch_s is not None and switch_s <= 2 * SCRAPE_INTERVAL_S,
-        "heavy_latency_ratio": round(statistics.mean(heavy) / statistics.mean(fixed), 3),
-        # Same phase, same background, before vs after the switch: free of drift between
-        # phases (other tenants of the machine), unlike the ratio against the later phase.
-        "heavy_latency_ratio_within_phase": (
-            round(statistics.mean(steady) / statistics.mean(before), 3)
-            if to_heavy and (before := heavy_before(to_heavy)) and steady
-            else None
-        ),
-        "heavy_latency_ratio_after_switch": round(
-            statistics.mean(steady) / statistics.mean(fixed), 3
-        ),
-        # The fixed path's queue must be stable for the ratio to mean anything: the mean of
-        # the phase's last third over its first third (about 1 when it is; growing when the
-        # offered load is beyond what the original path can serve).
-        "heavy_fixed_growth": _growth(recorder, "heavy-fixed"),
-        "accuracy_drop_pt": round(100 * (acc("heavy-fixed", n) - acc("heavy", n)), 2),
-        "flaps_steady": flaps(starts["light"], heavy_start)
-        + flaps(heavy_start, heavy_end)
-        + flaps(heavy_end, ends["light-after"]),
-        "latency_ms": {
-            phase: {
-                "mean": round(1e3 * statistics.mean(v), 2),
-                "p50": round(1e3 * float(np.percentile(v, 50)), 2),
-                "p99": round(1e3 * float(np.percentile(v, 99)), 2),
-                "n": len(v),
-            }
-            for phase in starts
-            if (v := lat(phase))
-        },
-        "accuracy": {phase: round(acc(phase, 10**9), 4) for phase in starts},
-        "errors": sum(not s.ok for s in recorder.samples),
-        "local_utilisation_mean": {
-            phase: round(statistics.mean(v), 3)
-            for phase in starts
-            if (
-                v := [
-                    rho
-                    for t, rho in recorder.loads
-                    if starts[phase] <= t < ends.get(phase, float("inf"))
-                ]
-            )
-        },
-        "path_changes": [{"t": round(t - starts["light"], 2), "primary": p} for t, p in changes],
-    }
-
-
-def _growth(recorder: Recorder, phase: str) -> float | None:
-    got = sorted((s for s in recorder.samples if s.phase == phase and s.ok), key=lambda s: s.sent)
-    third = len(got) // 3
-    if third == 0:
-        return None
-    first = statistics.mean(s.latency_s for s in got[:third])
-    last = statistics.mean(s.latency_s for s in got[-third:])
-    return round(last / first, 2)
-
-
-def plot(
-    recorder: Recorder,
-    starts: dict[str, float],
-    ends: dict[str, float],
-    out: Path,
-    load: str = "background",
-) -> None:
+def plot(report: dict[str, Any], out: Path) -> None:
+    """Latency ratios and switch times by heavy load (traffic), and the background point."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    t0 = starts["light"]
-    fig, (ax_load, ax_path, ax_lat) = plt.subplots(3, 1, figsize=(10, 8), sharex=True)
-    # Offered load: requests per second through the gateway, and the background on/off.
-    sent = np.array([s.sent - t0 for s in recorder.samples])
-    bins = np.arange(0, max(sent.max(), 1) + 1, 1.0)
-    counts, _ = np.histogram(sent, bins)
-    ax_load.step(bins[:-1], counts, where="post", label="gateway req/s (measured)")
-    for phase in ("heavy", "heavy-fixed"):
-        ax_load.axvspan(starts[phase] - t0, ends[phase] - t0, color="tab:red", alpha=0.15)
-    ax_load.set_ylabel("req/s")
-    ax_load.set_title(
-        "offered load (shaded: heavy phases, "
-        + ("the provider's own requests stepped up)" if load == "traffic" else "background load)")
+    def errorbar(ax: Any, xs: list[float], summaries: list[Any], **kw: Any) -> None:
+        kept = [(x, s) for x, s in zip(xs, summaries, strict=True) if s]
+        if not kept:
+            return
+        med = [s["median"] for _, s in kept]
+        err = [
+            [m - s["ci95_low"] for m, (_, s) in zip(med, kept, strict=True)],
+            [s["ci95_high"] - m for m, (_, s) in zip(med, kept, strict=True)],
+        ]
+        ax.errorbar([x for x, _ in kept], med, yerr=err, marker="o", capsize=3, **kw)
+
+    scenarios: dict[str, dict[str, Any]] = report["scenarios"]
+    fig, (ax_ratio, ax_switch, ax_bg) = plt.subplots(1, 3, figsize=(16, 4.8))
+    traffic = scenarios.get("traffic", {})
+    fractions = sorted(float(f) for f in traffic)
+    for figure, label in (("p50_ratio", "p50"), ("p99_ratio", "p99")):
+        errorbar(ax_ratio, fractions, [traffic[str(f)][figure] for f in fractions], label=label)
+    ax_ratio.axhline(1.0, color="black", ls="--", lw=1, label="no gain")
+    ax_ratio.set_yscale("log")
+    ax_ratio.set_xlabel("heavy rate / original path's capacity")
+    ax_ratio.set_ylabel("controlled / fixed, heavy phase")
+    ax_ratio.set_title("traffic: latency ratio (median of repeats, 95 % CI)")
+    ax_ratio.legend(fontsize=8)
+    errorbar(
+        ax_switch,
+        fractions,
+        [traffic[str(f)]["switch_s"] for f in fractions],
+        label="served by another path",
     )
-    ax_load.legend(loc="upper right")
-    # Active paths and weights.
-    ids = sorted({p for _, a, _ in recorder.decisions for p, _ in a})
-    short = {i: i.removeprefix("fmnist-cnn/") for i in ids}
-    for path in ids:
-        xs = [t - t0 for t, _, _ in recorder.decisions]
-        ys = [dict(a).get(path, 0.0) for _, a, _ in recorder.decisions]
-        if any(ys):
-            ax_path.step(xs, ys, where="post", label=short[path])
-    ax_path.set_ylabel("weight")
-    ax_path.set_ylim(-0.05, 1.05)
-    ax_path.set_title("active paths (controller; the last phase holds the original)")
-    ax_path.legend(loc="center right", fontsize=7)
-    # Latency p50 / p99 per second.
-    ok = [s for s in recorder.samples if s.ok]
-    by_bin: dict[int, list[float]] = {}
-    for s in ok:
-        by_bin.setdefault(int(s.sent - t0), []).append(s.latency_s * 1e3)
-    seconds = sorted(by_bin)
-    ax_lat.plot(seconds, [np.percentile(by_bin[x], 50) for x in seconds], label="p50")
-    ax_lat.plot(seconds, [np.percentile(by_bin[x], 99) for x in seconds], label="p99")
-    ax_lat.set_yscale("log")
-    ax_lat.set_ylabel("latency (ms)")
-    ax_lat.set_xlabel("seconds")
-    ax_lat.legend(loc="upper right")
-    for ax in (ax_load, ax_path, ax_lat):
-        for start in starts.values():
-            ax.axvline(start - t0, color="grey", lw=0.5)
-    for phase, start in starts.items():
-        ax_load.text(start - t0 + 0.5, ax_load.get_ylim()[1] * 0.9, phase, fontsize=8)
+    errorbar(
+        ax_switch,
+        fractions,
+        [traffic[str(f)]["decision_switch_s"] for f in fractions],
+        label="controller decided",
+    )
+    for f in fractions:
+        ax_switch.annotate(
+            traffic[str(f)]["switched"], (f, 0), fontsize=7, ha="center", va="bottom"
+        )
+    if fractions and not any(traffic[str(f)]["switch_s"] for f in fractions):
+        ax_switch.text(0.5, 0.5, "no switch in any repeat", transform=ax_switch.transAxes,
+                       ha="center")  # fmt: skip
+    if fractions:
+        ax_switch.set_xlim(min(fractions) - 0.05, max(fractions) + 0.05)
+    ax_switch.set_xlabel("heavy rate / original path's capacity")
+    ax_switch.set_ylabel("seconds after the heavy phase began")
+    ax_switch.set_title("traffic: switch time (switched / repeats at the bottom)")
+    if any(traffic[str(f)]["switch_s"] or traffic[str(f)]["decision_switch_s"] for f in fractions):
+        ax_switch.legend(fontsize=8)
+    background = next(iter(scenarios.get("background", {}).values()), None)
+    if background:
+        for x, (figure, label) in enumerate((("p50_ratio", "p50"), ("p99_ratio", "p99"))):
+            errorbar(ax_bg, [float(x)], [background[figure]], label=label)
+        ax_bg.set_xticks([0, 1], ["p50", "p99"])
+        ax_bg.set_xlim(-0.5, 1.5)
+        ax_bg.set_yscale("log")
+        ax_bg.axhline(1.0, color="black", ls="--", lw=1)
+        ax_bg.set_title(f"background load: latency ratio (switched {background['switched']})")
+        ax_bg.set_ylabel("controlled / fixed, heavy phase")
+    load = report["conditions"]["load"]
+    machine = report["machine"]
+    fig.suptitle(
+        f"load shift, profile {report['profile_name']}, {report['repeats']} repeats in "
+        f"alternating order ({report['date']}; {machine['cpus']} × {machine['cpu_model']}; "
+        f"1-min load {load.get('load_1min_min')}–{load.get('load_1min_max')}"
+        f"{'' if load.get('quiet') else ', BUSY machine'})",
+        fontsize=9,
+    )
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
@@ -507,91 +439,160 @@ def candidate_catalog(catalog: PathCatalog, max_drop: float, with_cross: bool) -
     return catalog.model_copy(update={"paths": keep})
 
 
+@dataclass
+class Stack:
+    """What every episode of a run shares: servers, gateway, Prometheus, catalog, policy."""
+
+    catalog: PathCatalog
+    policy: OffloadPolicySpec
+    routing: Path
+    gateway_address: str
+    prometheus: PrometheusClient
+    local_address: str
+    data: tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]
+    profile: Profile
+
+    def reset_routing(self) -> None:
+        """The original path, as a gateway starts; then wait for the gateway to read it and
+        for the controller's rate window to forget the previous episode."""
+        original = single_path_table(self.catalog.local_model, self.catalog.original_path)
+        write_routing_table(original, self.routing)
+        time.sleep(SETTLE_S)
+
+    def episode(
+        self, scenario: str, mode: str, fraction: float | None, repeat: int, heavy_rps: float
+    ) -> Episode:
+        fixed = self.profile
+        episode = Episode(scenario, mode, fraction, repeat)
+        self.reset_routing()
+        stop = threading.Event()
+        # The fixed side runs the controller too, deciding without acting (no routing sink):
+        # both sides pay for its rounds in this process, only one applies them.
+        sinks: list[Any] = [episode.sink]
+        if mode == "controlled":
+            sinks.insert(0, routing_file_sink(self.catalog, self.policy, self.routing))
+        controller = PathController(
+            catalog=self.catalog,
+            policy=self.policy,
+            prometheus=self.prometheus,
+            sinks=sinks,
+            queries=MetricQueries(model=self.catalog.local_model, window="3s"),
+            settings=ControlSettings(capacity={"local": 2.0, "host": 2.0}),
+        )
+        thread = threading.Thread(
+            target=controller.run, args=(CONTROL_INTERVAL_S, stop), daemon=True
+        )
+        thread.start()
+        original = self.catalog.path(self.catalog.original_path)
+        background = BackgroundLoad(
+            self.local_address,
+            [(h.triton_model, list(h.input.shape)) for h in original.hops],
+            fixed.background_batch,
+            fixed.background_threads,
+        )
+
+        def on_phase(phase: str) -> None:
+            if phase == "heavy":
+                episode.heavy_start = (
+                    background.start() if scenario == "background" else time.time()
+                )
+
+        try:
+            asyncio.run(
+                drive(
+                    self.gateway_address,
+                    self.catalog.local_model,
+                    self.data,
+                    [
+                        ("light", fixed.light_s, fixed.light_rps),
+                        ("heavy", fixed.heavy_s, heavy_rps),
+                    ],
+                    on_phase,
+                    episode,
+                    fixed.samples_per_request,
+                )
+            )
+        finally:
+            stop.set()
+            thread.join(10)
+            background.stop()
+        return episode
+
+
+def run_scenarios(stack: Stack, wanted: list[str]) -> tuple[dict[str, Any], float | None]:
+    """Every operating point of ``wanted``, each ``repeats`` pairs in alternating order."""
+    fixed = stack.profile
+    capacity_rps: float | None = None
+    if "traffic" in wanted:
+        stack.reset_routing()
+        console.print(f"measuring the original path's capacity ({fixed.capacity_s:g} s)")
+        capacity_rps = asyncio.run(
+            capacity(
+                stack.gateway_address,
+                stack.catalog.local_model,
+                stack.data[0],
+                fixed.samples_per_request,
+                fixed.capacity_s,
+            )
+        )
+        console.print(f"capacity {capacity_rps:.0f} requests/s")
+    results: dict[str, Any] = {}
+    for scenario in wanted:
+        points: list[float | None] = (
+            list(fixed.heavy_fractions) if scenario == "traffic" else [None]
+        )
+        results[scenario] = {}
+        for fraction in points:
+            heavy_rps = (
+                round(fraction * capacity_rps, 1)
+                if fraction is not None and capacity_rps
+                else fixed.light_rps
+            )
+            pairs = []
+            for repeat in range(fixed.repeats):
+                summaries = {}
+                for mode in alternated("controlled", "fixed", repeat):
+                    episode = stack.episode(scenario, mode, fraction, repeat, heavy_rps)
+                    summaries[mode] = summarise_episode(episode)
+                    s = summaries[mode]
+                    console.print(
+                        f"{scenario} {fraction or ''} repeat {repeat + 1} {mode:<10} "
+                        f"p50 {s['heavy_p50_ms']} ms p99 {s['heavy_p99_ms']} ms "
+                        f"switch {s['switch_s']} s served by {s['heavy_served_by']}"
+                    )
+                pairs.append((summaries["controlled"], summaries["fixed"]))
+            point = summarise_point(pairs)
+            point["heavy_rps"] = heavy_rps
+            results[scenario][str(fraction) if fraction is not None else "background"] = point
+    return results, capacity_rps
+
+
 def main(
+    profile: Annotated[
+        ProfileName, typer.Option(help="Which fixed set of parameters to run.")
+    ] = ProfileName.full,
     repository: Annotated[Path, typer.Option(help="Triton repository with catalog.json.")] = ROOT
     / "model-repo",
-    rps: Annotated[
-        float, typer.Option(help="Labelled requests per second via the gateway.")
-    ] = 25.0,
-    load: Annotated[
-        str,
-        typer.Option(
-            help="What makes the heavy phases heavy: 'traffic' (the provider's own requests "
-            "through the gateway step up to --heavy-rps), 'background' (other work on the "
-            "local Triton, batched, from a separate process), or 'both', one after the other "
-            "(the results file's top level is the traffic run; both are under 'scenarios')."
-        ),
+    scenarios: Annotated[
+        str, typer.Option(help="'traffic', 'background' or 'both' (one after the other).")
     ] = "both",
-    heavy_rps: Annotated[
-        float | None,
-        typer.Option(
-            help="Gateway requests per second in the heavy phases (traffic); default: "
-            "--heavy-load times the original path's capacity, measured before the phases."
-        ),
-    ] = None,
-    heavy_load: Annotated[
-        float,
-        typer.Option(
-            help="The heavy rate as a fraction of the original path's measured capacity "
-            "(traffic). A fixed rate does not carry across runs: with the gateway's batching "
-            "the original's latency is flat up to its capacity and unbounded past it, and "
-            "the capacity moves with the machine's other tenants (at 190 requests/s of 8 "
-            "samples the fixed phase averaged 64 ms in one run and 299 ms in another; at 180, "
-            "33 ms, barely heavy)."
-        ),
-    ] = 0.9,
-    samples_per_request: Annotated[
-        int,
-        typer.Option(
-            help="Test images per request (the batch dimension). With one, the gateway's "
-            "coalescing and fused segments make each sample so cheap for Triton that the "
-            "machine's 2 cores run out in the gateway and the client before the local tier "
-            "is busy (260 single-sample requests/s: local utilisation 0.4); small batches "
-            "put the load where CoDE puts it, on the local model's compute."
-        ),
-    ] = 8,
-    light_s: Annotated[float, typer.Option(help="Each light phase, seconds.")] = 20.0,
-    heavy_s: Annotated[float, typer.Option(help="Each heavy phase, seconds.")] = 60.0,
-    batch: Annotated[int, typer.Option(help="Background batch size.")] = 64,
-    threads: Annotated[int, typer.Option(help="Background threads.")] = 3,
-    max_drop: Annotated[float, typer.Option(help="Candidates within this accuracy drop.")] = 0.02,
     out: Annotated[Path, typer.Option(help="Results file.")] = ROOT / "results/controller.json",
-    figure: Annotated[Path, typer.Option(help="Timeline plot.")] = ROOT / "docs/img/load-shift.png",
-    trace: Annotated[
-        Path | None, typer.Option(help="Write every decision round here (JSON lines).")
+    figure: Annotated[Path, typer.Option(help="Plot.")] = ROOT / "docs/img/load-shift.png",
+    plot_from: Annotated[
+        Path | None, typer.Option(help="Only redraw the plot from this results JSON.")
     ] = None,
 ) -> None:
-    if load == "both":
-        scenarios: dict[str, Any] = {}
-        scratch = Path(tempfile.mkdtemp(prefix="braid-load-shift-results-"))
-        for kind in ("traffic", "background"):
-            main(
-                repository=repository,
-                rps=rps,
-                load=kind,
-                heavy_rps=heavy_rps,
-                heavy_load=heavy_load,
-                samples_per_request=samples_per_request,
-                light_s=light_s,
-                heavy_s=heavy_s,
-                batch=batch,
-                threads=threads,
-                max_drop=max_drop,
-                out=scratch / f"{kind}.json",
-                figure=figure if kind == "traffic" else figure.with_stem(f"{figure.stem}-{kind}"),
-                trace=None if trace is None else trace.with_stem(f"{trace.stem}-{kind}"),
-            )
-            scenarios[kind] = json.loads((scratch / f"{kind}.json").read_text())
-        out.parent.mkdir(parents=True, exist_ok=True)
-        summary = {**scenarios["traffic"], "scenarios": scenarios}
-        summary["command"] = "python bench/load_shift.py"
-        out.write_text(json.dumps(summary, indent=2) + "\n")
+    if plot_from is not None:
+        plot(json.loads(plot_from.read_text()), figure)
         return
-    if load not in ("background", "traffic"):
-        raise typer.BadParameter("--load is 'traffic', 'background' or 'both'")
+    wanted = list(SCENARIOS) if scenarios == "both" else [scenarios]
+    if any(s not in SCENARIOS for s in wanted):
+        raise typer.BadParameter("--scenarios is 'traffic', 'background' or 'both'")
+    fixed = PROFILES[profile]
     repository = ensure_repository(repository)
-    full = read_catalog(repository / "catalog.json")
-    catalog = candidate_catalog(full, max_drop, with_cross=False)
+    catalog = candidate_catalog(
+        read_catalog(repository / "catalog.json"), fixed.max_drop, with_cross=False
+    )
     workdir = Path(tempfile.mkdtemp(prefix="braid-load-shift-"))
     catalog_file = workdir / "catalog.json"
     catalog_file.write_text(catalog.model_dump_json())
@@ -602,24 +603,15 @@ def main(
         cost=CostCoefficients(a=100.0, c_local=1e-4),
         latency_bound_microseconds=200_000,
         all_paths=True,
-        hysteresis=Hysteresis(cost_margin=0.1, min_dwell_seconds=30),
+        hysteresis=Hysteresis(cost_margin=0.1, min_dwell_seconds=fixed.min_dwell_s),
     )
-    data = load_fashion_mnist().test
-    images = data.images.numpy().astype(np.float32)
-    labels = data.labels.numpy()
-    local_chain = [
-        (h.triton_model, list(h.input.shape)) for h in catalog.path(catalog.original_path).hops
-    ]
-    console.print(
-        f"{len(catalog.paths)} candidate paths; starting Triton per tier (logs {workdir})"
-    )
+    test = load_fashion_mnist().test
+    data = (test.images.numpy().astype(np.float32), test.labels.numpy())
+    console.print(f"{len(catalog.paths)} candidate paths; starting Triton per tier ({workdir})")
     runtime = start_local_runtime(repository, catalog, workdir)
-    gateway: GatewayProcess | None = None
+    gateway = None
     prometheus = None
-    background = BackgroundLoad(runtime.servers["local"].grpc_address, local_chain, batch, threads)
-    recorder = Recorder()
-    stop_controller = threading.Event()
-    controller_thread: threading.Thread | None = None
+    sampler = LoadSampler(every_s=10.0)
     try:
         gateway = start_gateway_process(
             catalog_file, {t: s.grpc_address for t, s in runtime.servers.items()}, routing
@@ -631,131 +623,62 @@ def main(
         prometheus = start_prometheus(
             targets, workdir=workdir / "prometheus", scrape_interval=f"{SCRAPE_INTERVAL_S:g}s"
         )
-        client = PrometheusClient(prometheus.url)
-        controller = PathController(
+        stack = Stack(
             catalog=catalog,
             policy=policy,
-            prometheus=client,
-            sinks=[routing_file_sink(catalog, policy, routing), recorder.sink],
-            queries=MetricQueries(model=catalog.local_model, window="3s"),
-            settings=ControlSettings(capacity={"local": 2.0, "host": 2.0}),
+            routing=routing,
+            gateway_address=gateway.grpc_address,
+            prometheus=PrometheusClient(prometheus.url),
+            local_address=runtime.servers["local"].grpc_address,
+            data=data,
+            profile=fixed,
         )
-        controller_thread = threading.Thread(
-            target=controller.run, args=(CONTROL_INTERVAL_S, stop_controller), daemon=True
-        )
-        capacity_rps: float | None = None
-        if load == "traffic" and heavy_rps is None:
-            console.print("measuring the original path's capacity (closed loop, 8 s)")
-            capacity_rps = asyncio.run(
-                capacity(gateway.grpc_address, catalog.local_model, images, samples_per_request)
-            )
-            heavy_rps = round(heavy_load * capacity_rps, 1)
-            console.print(f"capacity {capacity_rps:.0f} requests/s -> heavy phases {heavy_rps}")
-            # The burst must leave Prometheus's rate window before the controller's first look.
-            time.sleep(4)
-        heavy = heavy_rps if heavy_rps is not None else rps
-        ends: dict[str, float] = {}
-
-        started: list[str] = []
-
-        def on_phase(phase: str) -> float:
-            """Switch the background load for ``phase``; returns when the phase really began."""
-            assert controller_thread is not None
-            if not started:
-                controller_thread.start()
-                time.sleep(3)  # let the first decision settle before measuring
-            if phase == "heavy-fixed":
-                stop_controller.set()
-                controller_thread.join(10)
-                fixed = single_path_table(catalog.local_model, catalog.original_path, 10_000)
-                write_routing_table(fixed, routing)
-                time.sleep(2)
-            if load == "traffic":
-                now = time.time()  # the rate itself steps, in drive()
-            elif phase.startswith("heavy"):
-                now = background.start()
-            else:
-                now = background.stop() if background.process is not None else time.time()
-            if started:
-                ends[started[-1]] = now
-            started.append(phase)
-            return now
-
-        phases = [
-            ("light", light_s),
-            ("heavy", heavy_s),
-            ("light-after", light_s),
-            ("heavy-fixed", heavy_s),
-        ]
-        with Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            TimeRemainingColumn(),
-            console=console,
-        ) as progress:
-            starts = asyncio.run(
-                drive(
-                    gateway.grpc_address,
-                    catalog.local_model,
-                    images,
-                    labels,
-                    {
-                        p: heavy if load == "traffic" and p.startswith("heavy") else rps
-                        for p, _ in phases
-                    },
-                    phases,
-                    on_phase,
-                    recorder,
-                    progress,
-                    samples_per_request,
-                )
-            )
-        ends["heavy-fixed"] = background.stop() if load == "background" else time.time()
-        light_decisions = [
-            a for t, a, _ in recorder.decisions if starts["light"] <= t < starts["heavy"]
-        ]
-        light_path = primary(light_decisions[-1]) if light_decisions else None
-        result = analyse(recorder, starts, ends, light_path)
-        result.update(
-            {
-                "light_path": light_path,
-                "load": load,
-                "rps": rps,
-                "samples_per_request": samples_per_request,
-                **(
-                    {"background": {"batch": batch, "threads": threads, "chain": len(local_chain)}}
-                    if load == "background"
-                    else {
-                        "heavy_rps": heavy,
-                        "original_capacity_rps": capacity_rps,
-                        "heavy_load": heavy_load if capacity_rps else None,
-                    }
-                ),
-                "phases_s": dict(phases),
-                "candidate_paths": len(catalog.paths),
-                "policy": policy.model_dump(by_alias=True, mode="json"),
-                "controller": {"interval_s": CONTROL_INTERVAL_S, "irate_window": "3s"},
-                "host": {"cpu_count": os.cpu_count(), "python": platform.python_version()},
-                "command": "python bench/load_shift.py"
-                + (f" --load traffic --heavy-load {heavy_load:g}" if load == "traffic" else "")
-                + f" --samples-per-request {samples_per_request}",
-            }
-        )
-        plot(recorder, starts, ends, figure, load)
-        if trace is not None:
-            rows = [{**r, "t": round(r["t"] - starts["light"], 2)} for r in recorder.trace]
-            trace.write_text("".join(json.dumps(r) + "\n" for r in rows))
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=2) + "\n")
-        console.print_json(json.dumps({k: v for k, v in result.items() if k != "policy"}))
+        with sampler:
+            results, capacity_rps = run_scenarios(stack, wanted)
     finally:
-        stop_controller.set()
-        background.stop()
         if gateway is not None:
             gateway.stop()
         if prometheus is not None:
             prometheus.stop()
         runtime.stop()
+    machine = machine_facts()
+    report: dict[str, Any] = {
+        "benchmark": "load_shift",
+        "date": now_utc(),
+        "profile_name": profile.value,
+        "repeats": fixed.repeats,
+        "order": "each pair alternates: controlled first in even repeats, fixed first in odd",
+        "original_capacity_rps": None if capacity_rps is None else round(capacity_rps, 1),
+        "summary": {
+            scenario: {
+                point: {
+                    key: value
+                    for key, value in summary.items()
+                    if key not in ("episodes", "accuracy_drop_pt", "decision_switch_s")
+                }
+                for point, summary in points.items()
+            }
+            for scenario, points in results.items()
+        },
+        "scenarios": results,
+        "machine": machine,
+        "conditions": {"load": sampler.summary(machine["cpus"])},
+        "setup": {
+            "profile": asdict(fixed),
+            "repository": str(repository),
+            "candidate_paths": len(catalog.paths),
+            "policy": policy.model_dump(by_alias=True, mode="json"),
+            "controller": {"interval_s": CONTROL_INTERVAL_S, "irate_window": "3s"},
+            "switch_s": "heavy phase start -> first request served by a path other than the "
+            "light phase's (from the responses' braid_path)",
+            "command": f"python bench/load_shift.py --profile {profile.value} "
+            f"--scenarios {scenarios}",
+        },
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    plot(report, figure)
+    console.print_json(json.dumps({"summary": report["summary"], **report["conditions"]}))
 
 
 if __name__ == "__main__":
