@@ -35,12 +35,13 @@ def test_more_repeats_narrow_the_interval_and_keep_95_percent_coverage() -> None
 def test_the_interval_is_reported_with_its_method_and_repeats() -> None:
     summary = median_interval([1.0, 2.0, 3.0, 4.0, 5.0, 6.0]).as_dict()
     assert summary["repeats"] == 6
-    assert summary["ci95_low"] == 1.0 and summary["ci95_high"] == 6.0
+    assert summary["ci95_low"] == 1.0
+    assert summary["ci95_high"] == 6.0
     assert "order statistics" in str(summary["interval"])
 
 
 def test_no_values_is_an_error() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="no values"):
         median_interval([])
 
 
