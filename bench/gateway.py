@@ -41,8 +41,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import shutil
-import subprocess
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -74,6 +72,7 @@ from braid_dev.benchstats import (
     now_utc,
     server_metadata,
 )
+from braid_dev.gateway_profile import sample_with_py_spy
 from braid_dev.local_runtime import make_tier_views
 from braid_dev.stack.gateway_process import GatewayProcess, start_gateway_process
 from braid_dev.stack.triton import TritonServer, start_triton
@@ -278,60 +277,6 @@ def breakdown(acc: dict[Any, float]) -> dict[str, float]:
     }
 
 
-def classify_frame(frame: str) -> str:
-    """The area of a py-spy frame (``function (file:line)`` or ``function (library)``)."""
-    name, _, where = frame.partition(" (")
-    if name in ("sendmsg", "write", "writev", "recvmsg", "recv", "read", "send"):
-        return "socket syscalls (gRPC / HTTP transport)"
-    if name.startswith("epoll") or name in ("poll", "syscall", "futex"):
-        return "waiting in epoll / futex"
-    if "braid/dataplane" in where:
-        return "braid.dataplane (Python)"
-    if "_message" in where or "upb" in name.lower():
-        return "protobuf (upb)"
-    if "grpc" in where or "cygrpc" in where or "grpc" in name:
-        return "grpc (Cython / core)"
-    if "prometheus_client" in where:
-        return "prometheus_client"
-    if any(x in where for x in ("uvicorn", "starlette", "fastapi", "httptools")):
-        return "REST stack"
-    if "asyncio" in where or "loop.c" in where or "uvloop" in where:
-        return "event loop"
-    if "numpy" in where:
-        return "numpy"
-    if where.endswith(".py") or ".py:" in where:
-        return "other Python"
-    return "other native (interpreter, libc, grpc core)"
-
-
-def summarize_py_spy(raw: Path) -> dict[str, Any]:
-    """Leaf-frame shares of a ``py-spy record --native -f raw`` file, by area and function."""
-    areas: dict[str, int] = {}
-    leaves: dict[str, int] = {}
-    total = 0
-    for line in raw.read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not stack or not count.isdigit():
-            continue
-        n = int(count)
-        total += n
-        leaf = stack.split(";")[-1]
-        area = classify_frame(leaf)
-        areas[area] = areas.get(area, 0) + n
-        key = leaf.split(" (")[0] + " [" + area + "]"
-        leaves[key] = leaves.get(key, 0) + n
-    if not total:
-        return {}
-    top = sorted(leaves.items(), key=lambda kv: -kv[1])[:15]
-    return {
-        "samples": total,
-        "by_area_share": {
-            k: round(v / total, 3) for k, v in sorted(areas.items(), key=lambda kv: -kv[1])
-        },
-        "top_leaf_functions_share": {k: round(v / total, 3) for k, v in top},
-    }
-
-
 def interval(values: list[float]) -> dict[str, float | int | str]:
     return median_interval(values).as_dict()
 
@@ -465,50 +410,6 @@ def plot(report: dict[str, Any], out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
     plt.close(fig)
-
-
-def sample_with_py_spy(
-    gateway: GatewayProcess,
-    seconds: float,
-    concurrency: int,
-    request: tuple[str, str, npt.NDArray[np.float32]],
-    workdir: Path,
-) -> dict[str, Any]:
-    """py-spy (when on PATH) on ``gateway`` for ``seconds`` of load at ``concurrency``."""
-    spy = shutil.which("py-spy")
-    if not spy or seconds <= 0:
-        return {}
-    raw = workdir / "gateway.spy.txt"
-    sampler = subprocess.Popen(
-        [spy, "record", "--native", "-r", "100", "-d", str(int(seconds)),
-         "-f", "raw", "-o", str(raw), "-p", str(gateway.process.pid)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-
-    model, input_name, x = request
-
-    async def load() -> None:
-        client = grpcaio.InferenceServerClient(gateway.grpc_address)
-        end = time.perf_counter() + seconds + 1
-
-        async def worker() -> None:
-            while time.perf_counter() < end:
-                tensor = grpcaio.InferInput(input_name, list(x.shape), "FP32")
-                tensor.set_data_from_numpy(x)
-                await client.infer(model, [tensor])
-
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        await client.close()
-
-    uvloop.run(load())
-    sampler.wait(60)
-    summary = summarize_py_spy(raw) if raw.exists() else {}
-    summary["how"] = (
-        f"py-spy record --native at 100 Hz for {seconds:g} s of fused gateway gRPC load at "
-        f"concurrency {concurrency}; shares of leaf frames"
-    )
-    return summary
 
 
 @dataclass
