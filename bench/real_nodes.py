@@ -108,7 +108,7 @@ def main(
         devcluster.down(settings)
         down_seconds = round(time.monotonic() - t, 3)
     leftovers = {
-        "mounts": nodes.mounts_under(layout.root),
+        "mounts": nodes.mounts_under(layout.root) + nodes.mounts_under(nr.WORK_ROOT),
         "interfaces": sorted(set(nodes.interfaces()) - interfaces_before),
         "node_dirs": [str(p) for p in nodes.node_layouts(layout.root)],
     }

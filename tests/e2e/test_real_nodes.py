@@ -163,7 +163,7 @@ def test_down_leaves_no_container_mount_interface_rule_or_process(
         assert nodes.container_cgroups(ids)
         running = nodes.node_processes(node)
         assert set(running.values()) >= {"kubelet", "containerd", "shim", "container"}
-        assert nodes.mounts_under(node.root)
+        assert nodes.mounts_under(node.work_dir)
         assert nr.NodeNet(**_net(node)).bridge == bridge
         assert bridge in nodes.interfaces()
     finally:
@@ -171,6 +171,7 @@ def test_down_leaves_no_container_mount_interface_rule_or_process(
     assert down.returncode == 0, down.stdout + down.stderr
     assert nodes.node_processes(node) == {}
     assert nodes.mounts_under(root) == []
+    assert nodes.mounts_under(node.work_dir) == []
     assert bridge not in nodes.interfaces()
     assert set(nodes.interfaces()) <= interfaces_before
     rules = _iptables_rules()
@@ -178,7 +179,7 @@ def test_down_leaves_no_container_mount_interface_rule_or_process(
     if not nodes.kubelets_running():  # the session cluster's kubelet keeps them otherwise
         assert nodes.kubelet_chains_left(rules) == []
     assert not node.root.exists()
-    assert not node.socket_dir.exists()
+    assert not node.work_dir.exists()
     assert nodes.container_cgroups(ids) == []
 
 

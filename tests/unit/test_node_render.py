@@ -22,11 +22,11 @@ def test_containerd_config_is_valid_toml_with_the_node_own_paths() -> None:
     config = tomllib.loads(text)
     assert config["version"] == 2
     for key in ("root", "state"):
-        assert config[key].startswith(str(LAYOUT.root) + "/")
+        assert config[key].startswith(str(LAYOUT.work_dir) + "/")
     assert config["grpc"]["address"] == str(LAYOUT.containerd_socket)
-    assert config["ttrpc"]["address"].startswith(str(LAYOUT.socket_dir))
+    assert config["ttrpc"]["address"].startswith(str(LAYOUT.work_dir))
     runc_options = config["plugins"]["io.containerd.grpc.v1.cri"]["containerd"]["runtimes"]["runc"]
-    assert runc_options["options"]["Root"].startswith(str(LAYOUT.root))
+    assert runc_options["options"]["Root"].startswith(str(LAYOUT.work_dir))
     cri = config["plugins"]["io.containerd.grpc.v1.cri"]
     # Without CAP_SYS_RESOURCE every sandbox dies unless this is on.
     assert cri["restrict_oom_score_adj"] is True
@@ -51,7 +51,7 @@ def test_cni_network_adds_no_iptables_rules_and_keeps_leases_in_the_node() -> No
     assert bridge["ipMasq"] is False
     assert all(p["type"] != "portmap" for p in conflist["plugins"])
     ipam = bridge["ipam"]
-    assert ipam["dataDir"].startswith(str(LAYOUT.root))
+    assert ipam["dataDir"].startswith(str(LAYOUT.work_dir))
     assert ipam["ranges"] == [[{"subnet": "10.241.17.0/24", "gateway": "10.241.17.1"}]]
 
 
@@ -72,7 +72,7 @@ def test_kubelet_config_has_the_settings_this_machine_needs() -> None:
     assert config["readOnlyPort"] == 0
     assert config["authentication"]["anonymous"]["enabled"] is False
     for key in ("podLogsDir", "volumePluginDir"):
-        assert config[key].startswith(str(LAYOUT.root))
+        assert config[key].startswith(str(LAYOUT.work_dir))
 
 
 def test_kubelet_runs_as_the_node_with_pool_labels_kwok_does_not_select() -> None:
@@ -81,7 +81,7 @@ def test_kubelet_runs_as_the_node_with_pool_labels_kwok_does_not_select() -> Non
     flags = dict(arg[2:].split("=", 1) for arg in argv[1:])
     assert flags["hostname-override"] == "braid-local-real-0"
     assert flags["node-ip"] == NET.node_ip
-    assert flags["root-dir"].startswith(str(LAYOUT.root))
+    assert flags["root-dir"].startswith(str(LAYOUT.work_dir))
     given = dict(pair.split("=", 1) for pair in flags["node-labels"].split(","))
     assert given[render.TIER_LABEL] == "local"
     assert given[render.POOL_LABEL] == "local-pool"

@@ -573,7 +573,7 @@ def status(settings: Settings) -> ClusterStatus:
             )
     if state is not None and state.real_nodes:
         running_services = {name: pid for pid, name in services.processes(layout.root).items()}
-        for name in services.BINARIES:
+        for name in services.started(layout.root):
             pid = running_services.get(name)
             components.append(
                 ComponentStatus(

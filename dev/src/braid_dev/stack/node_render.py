@@ -32,8 +32,10 @@ POD_NETWORK_PREFIX = "10.241"
 CRI_NAMESPACE = "k8s.io"
 #: A unix socket's path must fit ``sun_path`` (108 bytes, with the terminating NUL).
 MAX_SOCKET_PATH = 107
-#: Sockets live here, not in the state dir: a test's tmp_path is too deep for ``sun_path``.
-SOCKET_ROOT = Path("/run/braid")
+#: Where nodes keep what holds unix sockets (containerd's, the kubelet's pod-resources,
+#: device-plugin and plugin-registry sockets), its containers and volumes: a short path,
+#: because a state dir under a test's tmp_path is too deep for ``sun_path``.
+WORK_ROOT = Path("/var/lib/braid/nodes")
 
 
 def real_node_name(tier: str, index: int) -> str:
@@ -52,11 +54,11 @@ class NodeLayout:
 
     @property
     def containerd_root(self) -> Path:
-        return self.root / "containerd"
+        return self.work_dir / "containerd"
 
     @property
     def containerd_state(self) -> Path:
-        return self.root / "containerd-state"
+        return self.work_dir / "containerd-state"
 
     @property
     def containerd_config(self) -> Path:
@@ -67,13 +69,13 @@ class NodeLayout:
         return self.root.parent.parent
 
     @property
-    def socket_dir(self) -> Path:
-        """Short, and unique per state dir and node."""
-        return SOCKET_ROOT / f"{cluster_tag(self.cluster_root)}-{self.name}"
+    def work_dir(self) -> Path:
+        """Short, and unique per state dir and node: sockets, containers, volumes, logs."""
+        return WORK_ROOT / f"{cluster_tag(self.cluster_root)}-{self.name}"
 
     @property
     def containerd_socket(self) -> Path:
-        return self.socket_dir / "containerd.sock"
+        return self.work_dir / "containerd.sock"
 
     @property
     def runc_root(self) -> Path:
@@ -82,7 +84,7 @@ class NodeLayout:
 
     @property
     def kubelet_root(self) -> Path:
-        return self.root / "kubelet"
+        return self.work_dir / "kubelet"
 
     @property
     def kubelet_config(self) -> Path:
@@ -94,7 +96,7 @@ class NodeLayout:
 
     @property
     def pod_logs(self) -> Path:
-        return self.root / "pod-logs"
+        return self.work_dir / "pod-logs"
 
     @property
     def cni_conf_dir(self) -> Path:
@@ -103,11 +105,11 @@ class NodeLayout:
     @property
     def cni_ipam_dir(self) -> Path:
         """host-local IPAM's leases (its default, /var/lib/cni, would outlive the node)."""
-        return self.root / "cni" / "ipam"
+        return self.work_dir / "cni-ipam"
 
     @property
     def volume_plugin_dir(self) -> Path:
-        return self.root / "volume-plugins"
+        return self.work_dir / "volume-plugins"
 
     @property
     def net_file(self) -> Path:

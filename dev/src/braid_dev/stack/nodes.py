@@ -381,7 +381,7 @@ def start_node(
     nr.check_socket_path(layout)
     teardown_node(layout)  # whatever a crashed run left of it
     layout.root.mkdir(parents=True)
-    layout.socket_dir.mkdir(parents=True, exist_ok=True)
+    layout.work_dir.mkdir(parents=True, exist_ok=True)
     net = nr.choose_node_net(cluster.root, index, taken_subnets())
     _write(layout.net_file, json.dumps(net.as_dict()))
     _create_bridge(net)
@@ -468,7 +468,7 @@ def teardown_node(layout: nr.NodeLayout) -> list[str]:
     (killing a PID namespace's first process ends the whole namespace), the shims, and
     containerd. Mounts, the bridge, cgroups and files follow.
     """
-    if not layout.root.exists():
+    if not layout.root.exists() and not layout.work_dir.exists():
         return []
     stopped: list[str] = []
     ids = container_ids(layout)
@@ -490,17 +490,17 @@ def teardown_node(layout: nr.NodeLayout) -> list[str]:
         stopped.append("containerd")
     # Anything a container forked after its namespace's first process died.
     stop_pids([pid for pid in node_processes(layout)], 2.0)
-    _unmount_all(layout.root)
+    for directory in (layout.work_dir, layout.root):
+        _unmount_all(directory)
     net = _read_net(layout)
     if net is not None:
         _delete_bridge(net.bridge)
     _remove_cgroups(container_cgroups(ids))
-    if mounts_under(layout.root):
-        raise NodeError(
-            f"mounts under {layout.root} survived tear-down: {mounts_under(layout.root)}"
-        )
+    left = mounts_under(layout.work_dir) + mounts_under(layout.root)
+    if left:
+        raise NodeError(f"mounts of {layout.name} survived tear-down: {left}")
     shutil.rmtree(layout.root, ignore_errors=True)
-    shutil.rmtree(layout.socket_dir, ignore_errors=True)
+    shutil.rmtree(layout.work_dir, ignore_errors=True)
     log_event(logger, "node.torn_down", node=layout.name, stopped=",".join(stopped) or "-")
     return stopped
 
@@ -532,7 +532,8 @@ def kubelets_running() -> bool:
 def _shared_dirs() -> list[Path]:
     """Directories every containerd of the machine shares: the shims' sockets, the CRI
     namespace's parent cgroups. They go (when empty) once the last containerd has."""
-    dirs = [Path("/run/containerd/s"), Path("/run/containerd"), nr.SOCKET_ROOT]
+    dirs = [Path("/run/containerd/s"), Path("/run/containerd")]
+    dirs += [nr.WORK_ROOT, nr.WORK_ROOT.parent]
     if CGROUP_MOUNT.is_dir():
         dirs += [controller / nr.CRI_NAMESPACE for controller in CGROUP_MOUNT.iterdir()]
     return dirs

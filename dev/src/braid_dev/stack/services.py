@@ -62,6 +62,16 @@ def processes(cluster_root: Path) -> dict[int, str]:
     return found
 
 
+def started(cluster_root: Path) -> list[str]:
+    """What ``start`` started for this stack (kube-proxy is skipped beside another stack's)."""
+    layout = services_layout(cluster_root)
+    return [
+        name
+        for name, marker in (("coredns", layout.corefile), ("kube-proxy", layout.kube_proxy_config))
+        if marker.exists()
+    ]
+
+
 def _http_ok(url: str) -> bool:
     try:
         return httpx.get(url, timeout=3.0).status_code == 200
