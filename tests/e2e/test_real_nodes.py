@@ -9,6 +9,8 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -223,3 +225,74 @@ def test_pod_reaches_a_service_by_name(cluster: E2ECluster, namespace: str) -> N
         timeout=60,
     )
     assert page.strip().endswith("served-by-web")
+
+
+def test_missing_image_is_reported_in_the_pod_status(cluster: E2ECluster, namespace: str) -> None:
+    pod = _probe_pod("ghost")
+    pod["spec"]["containers"][0]["image"] = "braid.local/never-built:0"
+    _apply(cluster.kubectl, pod, namespace)
+
+    def waiting_reason() -> str | None:
+        status = cluster.kubectl_json("get", "pod", "ghost", "-n", namespace)["status"]
+        for container in status.get("containerStatuses", []):
+            reason: str | None = container.get("state", {}).get("waiting", {}).get("reason")
+            return reason if reason and reason != "ContainerCreating" else None
+        return None
+
+    assert wait_for(waiting_reason, "the kubelet to report the image", timeout=90) == (
+        "ErrImageNeverPull"
+    )
+
+
+class _Poller(threading.Thread):
+    """GETs a URL over and over, counting answers and failures, until told to stop."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(daemon=True)
+        self.url = url
+        self.answers = 0
+        self.failures: list[str] = []
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        with httpx.Client(timeout=2.0) as client:
+            while not self.halt.is_set():
+                try:
+                    client.get(self.url).raise_for_status()
+                    self.answers += 1
+                except httpx.HTTPError as exc:
+                    self.failures.append(repr(exc))
+                time.sleep(0.05)
+
+
+@pytest.mark.parametrize("role", ["kubelet", "containerd"])
+def test_pod_keeps_serving_while_its_node_restarts(
+    cluster: E2ECluster, namespace: str, role: str
+) -> None:
+    _apply(cluster.kubectl, _probe_pod("web"), namespace)
+    pod = wait_for(
+        lambda: (
+            p if _ready(p := cluster.kubectl_json("get", "pod", "web", "-n", namespace)) else None
+        ),
+        "the pod on the real node to become Ready",
+        timeout=120,
+    )
+    poller = _Poller(f"http://{pod['status']['podIP']}:8080/index.html")
+    poller.start()
+    try:
+        layout = devcluster.layout_for(cluster.settings)
+        nodes.restart_component(layout, REAL_NODE, role, down_s=2.0)
+        wait_for(
+            lambda: _ready(cluster.kubectl_json("get", "pod", "web", "-n", namespace)),
+            f"the pod Ready after its {role} restarted",
+            timeout=120,
+        )
+        answers_before = poller.answers
+        wait_for(lambda: poller.answers > answers_before, "an answer after the restart")
+    finally:
+        poller.halt.set()
+        poller.join()
+    assert poller.failures == []
+    after = cluster.kubectl_json("get", "pod", "web", "-n", namespace)
+    assert after["metadata"]["uid"] == pod["metadata"]["uid"]
+    assert after["status"]["containerStatuses"][0]["restartCount"] == 0

@@ -35,7 +35,7 @@ from braid_dev.stack import cluster_render as render
 from braid_dev.stack import images
 from braid_dev.stack import node_render as nr
 from braid_dev.stack.ports import free_ports
-from braid_dev.stack.processes import ManagedProcess, pid_alive, wait_until
+from braid_dev.stack.processes import ManagedProcess, pid_alive, start_process, wait_until
 
 logger = logging.getLogger(__name__)
 
@@ -328,10 +328,10 @@ class StartedNode:
 Launch = Callable[[str, list[str]], ManagedProcess]
 
 
-def _containerd_ready(tools: NodeTools, layout: nr.NodeLayout) -> bool:
+def _containerd_ready(ctr: Path, layout: nr.NodeLayout) -> bool:
     if not layout.containerd_socket.exists():
         return False
-    argv = nr.ctr_argv(tools.ctr, layout, "version")
+    argv = nr.ctr_argv(ctr, layout, "version")
     return subprocess.run(argv, capture_output=True, timeout=10, check=False).returncode == 0
 
 
@@ -395,7 +395,7 @@ def start_node(
     )
     containerd = launch(f"{name}-containerd", nr.containerd_argv(tools.containerd, layout))
     wait_until(
-        lambda: _containerd_ready(tools, layout),
+        lambda: _containerd_ready(tools.ctr, layout),
         f"{name}'s containerd to answer",
         timeout,
         containerd,
@@ -420,6 +420,42 @@ def start_node(
     kubelet = launch(f"{name}-kubelet", argv)
     log_event(logger, "node.started", node=name, ip=net.node_ip, bridge=net.bridge)
     return StartedNode(name, net, containerd, kubelet, imported)
+
+
+def restart_component(
+    cluster: render.Layout, node: str, role: str, down_s: float = 0.0, timeout: float = 90.0
+) -> int:
+    """Stop a real node's kubelet or containerd and start it again as it was (fault tests).
+
+    Same command line, log and pid file; what the node's pods see is their kubelet or
+    runtime going away for a while (``down_s`` longer). Returns the new pid once it
+    answers again.
+    """
+    layout = nr.NodeLayout(nodes_root(cluster.root) / node)
+    pids = [pid for pid, r in node_processes(layout).items() if r == role]
+    if role not in ("kubelet", "containerd") or not pids:
+        raise NodeError(f"{node} has no running {role} to restart")
+    argv = cmdline(pids[0])
+    stop_pids(pids)
+    if down_s > 0:
+        time.sleep(down_s)
+    component = f"{node}-{role}"
+    proc = start_process(
+        component,
+        argv,
+        cluster.log(component),
+        env=render.GO_RUNTIME_ENV,
+        pid_path=cluster.pid_file(component),
+    )
+    ctr = shutil.which("ctr") or "ctr"
+    check: Callable[[], bool] = (
+        (lambda: kubelet_healthy(layout) is True)
+        if role == "kubelet"
+        else (lambda: _containerd_ready(Path(ctr), layout))
+    )
+    wait_until(check, f"{component} to answer after a restart", timeout, proc, interval=0.25)
+    log_event(logger, "node.component_restarted", node=node, role=role, pid=proc.pid)
+    return proc.pid
 
 
 # ---------------------------------------------------------------------------------------------
