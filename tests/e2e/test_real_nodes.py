@@ -296,3 +296,35 @@ def test_pod_keeps_serving_while_its_node_restarts(
     after = cluster.kubectl_json("get", "pod", "web", "-n", namespace)
     assert after["metadata"]["uid"] == pod["metadata"]["uid"]
     assert after["status"]["containerStatuses"][0]["restartCount"] == 0
+
+
+def test_python_image_from_a_debian_rootfs_runs_a_server(
+    cluster: E2ECluster, namespace: str
+) -> None:
+    """The base of braid's Python images: mmdebstrap's root filesystem, imported on demand."""
+    settings = cluster.settings
+    recipe = images.python_recipe(settings.cache)
+    node = nr.NodeLayout(nodes.nodes_root(devcluster.layout_for(settings).root) / REAL_NODE)
+    nodes.import_image(nodes.find_tools(settings.bin_dir), node, recipe, settings.cache)
+    pod = _probe_pod("py")
+    container = pod["spec"]["containers"][0]
+    container["image"] = recipe.reference
+    container["command"] = ["python3", "-m", "http.server", "8080", "--directory", "/etc"]
+    container["readinessProbe"]["httpGet"]["path"] = "/debian_version"
+    _apply(cluster.kubectl, pod, namespace)
+    wait_for(
+        lambda: _ready(cluster.kubectl_json("get", "pod", "py", "-n", namespace)),
+        "the Python pod to become Ready",
+        timeout=120,
+    )
+    version = cluster.kubectl(
+        "exec",
+        "py",
+        "-n",
+        namespace,
+        "--",
+        "python3",
+        "-c",
+        "import sys; print(sys.version_info[:2])",
+    )
+    assert version.strip() == "(3, 11)"

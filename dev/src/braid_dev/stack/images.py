@@ -10,6 +10,7 @@ that hash, so a changed input is a new image and an unchanged one is never rebui
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -58,6 +59,8 @@ class ImageRecipe:
     text_files: tuple[tuple[str, str], ...] = ()  # (path in image, content)
     env: tuple[str, ...] = ("PATH=/usr/local/bin:/usr/bin:/bin",)
     labels: dict[str, str] = field(default_factory=dict)
+    #: Layer tars added verbatim under the recipe's own layer (a Debian root filesystem).
+    base_layers: tuple[Path, ...] = ()
 
     def content_hash(self) -> str:
         """The hash of every input: file contents, layout and start-up settings."""
@@ -75,8 +78,8 @@ class ImageRecipe:
             "format": 1,
         }
         digest.update(json.dumps(meta, sort_keys=True).encode())
-        for item in self.files:
-            digest.update(_file_digest(item.source).encode())
+        for path in (*self.base_layers, *(item.source for item in self.files)):
+            digest.update(_file_digest(path).encode())
         return digest.hexdigest()
 
     @property
@@ -93,8 +96,15 @@ class ImageRecipe:
 
 
 def _file_digest(path: Path) -> str:
+    stat = path.stat()
+    return _cached_digest(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_digest(path: str, _size: int, _mtime_ns: int) -> str:
+    """A file's SHA-256, computed once per version of it (base layers are hundreds of MB)."""
     digest = hashlib.sha256()
-    with path.open("rb") as handle:
+    with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
@@ -181,7 +191,8 @@ def build_image(recipe: ImageRecipe, cache: Path) -> Path:
         image = f"{oci}:{recipe.tag}"
         _run([umoci, "init", "--layout", str(oci)], "umoci init")
         _run([umoci, "new", "--image", image], "umoci new")
-        _run([umoci, "raw", "add-layer", "--image", image, str(layer)], "umoci raw add-layer")
+        for base in (*recipe.base_layers, layer):
+            _run([umoci, "raw", "add-layer", "--image", image, str(base)], "umoci raw add-layer")
         config = [umoci, "config", "--image", image, "--config.workingdir=/"]
         config += ["--clear=config.entrypoint", "--clear=config.cmd", "--clear=config.env"]
         config += [f"--config.entrypoint={arg}" for arg in recipe.entrypoint]
@@ -236,4 +247,40 @@ def busybox_recipe(busybox: Path = BUSYBOX) -> ImageRecipe:
             ("/etc/group", "root:x:0:\nnogroup:x:65534:\n"),
         ),
         cmd=("/bin/sh",),
+    )
+
+
+def debian_rootfs(cache: Path, packages: Sequence[str], suite: str = "bookworm") -> Path:
+    """A minimal Debian root filesystem with ``packages``, as a tar (mmdebstrap, no engine).
+
+    Cached by suite and package list: a Debian point release does not rebuild it (delete
+    the file to take one). The suite matches this machine's, so its Python (3.11) is the
+    one wheels built here run on.
+    """
+    key = hashlib.sha256(json.dumps([suite, sorted(packages)]).encode()).hexdigest()[:16]
+    rootfs = cache_dir(cache) / f"debian-{suite}-{key}.rootfs.tar"
+    if rootfs.exists():
+        return rootfs
+    mmdebstrap = shutil.which("mmdebstrap")
+    if mmdebstrap is None:
+        raise ImageBuildError("mmdebstrap is missing; install it with `make install-system`")
+    rootfs.parent.mkdir(parents=True, exist_ok=True)
+    partial = rootfs.with_name(rootfs.name + ".part")
+    argv = [mmdebstrap, "--variant=minbase", "--quiet", "--format=tar"]
+    argv += [f"--include={','.join(sorted(packages))}"] if packages else []
+    _run([*argv, suite, str(partial)], f"mmdebstrap {suite}")
+    os.replace(partial, rootfs)
+    log_event(
+        logger, "image.rootfs_built", rootfs=rootfs, size_mb=round(rootfs.stat().st_size / 1e6)
+    )
+    return rootfs
+
+
+def python_recipe(cache: Path) -> ImageRecipe:
+    """Debian's Python 3.11 on a minimal root filesystem: the base of braid's Python images."""
+    return ImageRecipe(
+        name="python",
+        files=(),
+        base_layers=(debian_rootfs(cache, ["python3"]),),
+        cmd=("python3",),
     )
