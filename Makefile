@@ -28,10 +28,10 @@ $(STAMP): pyproject.toml dev/pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]' -e ./dev
 	@rm -f $(VENV)/.braid-* && touch $@
 
-install-system: ## Debian packages the harness runs (Prometheus)
+install-system: ## Debian packages the harness runs (Prometheus; containerd, runc, CNI plugins, umoci for real nodes)
 	@bash hack/install-system.sh
 
-install-binaries: ## Build kube-apiserver, controller-manager, scheduler, kubectl, etcd, kwok, helm (cached by version)
+install-binaries: ## Build kube-apiserver, controller-manager, scheduler, kubectl, kubelet, kube-proxy, etcd, kwok, helm, CoreDNS, pause (cached by version)
 	@bash hack/cluster/build-binaries.sh all
 
 lint: install-python ## ruff (lint + format check), mypy --strict on src/ and bench/, import-linter layer contracts

@@ -13,6 +13,8 @@ VERSITYGW_VERSION="${VERSITYGW_VERSION:-v1.8.0}"
 # Prometheus 3 (module v0.316.0) with Kubernetes service discovery alone: Debian's 2.42 is
 # built without kubernetes_sd_configs, which the metrics-contract test needs.
 PROMETHEUS_SD_VERSION="${PROMETHEUS_SD_VERSION:-v0.316.0}"
+COREDNS_VERSION="${COREDNS_VERSION:-v1.14.7}"
+HACK="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 CACHE="${BRAID_CACHE:-$HOME/.cache/braid}"
 BIN="$CACHE/bin"
@@ -36,7 +38,8 @@ link() { # link NAME VERSION -> stable name used by the harness
 }
 
 build_kubernetes() {
-  local names=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
+  # kubelet and kube-proxy run the local stack's real nodes (dev/src/braid_dev/stack/nodes.py).
+  local names=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy)
   local missing=0
   for n in "${names[@]}"; do have "$n" "$K8S_VERSION" || missing=1; done
   if [ "$missing" = 0 ]; then for n in "${names[@]}"; do link "$n" "$K8S_VERSION"; done; return; fi
@@ -70,6 +73,8 @@ import (
 	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
 	_ "k8s.io/kubernetes/cmd/kube-scheduler"
 	_ "k8s.io/kubernetes/cmd/kubectl"
+	_ "k8s.io/kubernetes/cmd/kubelet"
+	_ "k8s.io/kubernetes/cmd/kube-proxy"
 )
 GO
     go mod tidy -e >/dev/null 2>&1 || true
@@ -112,6 +117,41 @@ build_helm() { build_simple helm "$HELM_VERSION" helm.sh/helm/v3 helm.sh/helm/v3
 build_prometheus_sd() { build_simple prometheus-sd "$PROMETHEUS_SD_VERSION" github.com/prometheus/prometheus github.com/prometheus/prometheus/cmd/prometheus remove_all_sd,enable_kubernetes_sd; }
 build_versitygw() { build_simple versitygw "$VERSITYGW_VERSION" github.com/versity/versitygw github.com/versity/versitygw/cmd/versitygw; }
 
+build_from_source() { # build_from_source NAME VERSION SRC_DIR [REQUIRE...] -> a main package of ours
+  local name=$1 version=$2 src=$3
+  shift 3
+  if ! have "$name" "$version"; then
+    local dir="$WORK/$name-$version"
+    mkdir -p "$dir"
+    log "$name $version: go build $src"
+    (
+      cd "$dir"
+      printf 'module braid.dev/hack/%s\n\ngo 1.24\n' "$name" > go.mod
+      for req in "$@"; do printf 'require %s\n' "$req" >> go.mod; done
+      cp "$src"/*.go .
+      go mod tidy -e >/dev/null 2>&1 || true
+      go build -p "$PAR" -ldflags "$LDFLAGS" -o "$BIN/$name-$version.tmp" .
+      mv "$BIN/$name-$version.tmp" "$BIN/$name-$version"
+    )
+  fi
+  link "$name" "$version"
+}
+
+# CoreDNS from its Go module, with the plugins a cluster's DNS uses (hack/cluster/coredns).
+build_coredns() { # versioned by CoreDNS's version and our main.go's hash (its plugin list)
+  local version
+  version="$COREDNS_VERSION-$(sha256sum "$HACK/cluster/coredns/main.go" | cut -c1-8)"
+  build_from_source coredns "$version" "$HACK/cluster/coredns" \
+    "github.com/coredns/coredns $COREDNS_VERSION"
+}
+
+# The real nodes' sandbox ("pause") program; versioned by its source's hash.
+build_pause() {
+  local version
+  version="src-$(sha256sum "$HACK/images/pause/main.go" | cut -c1-12)"
+  build_from_source pause "$version" "$HACK/images/pause"
+}
+
 what="${1:-all}"
 start=$(date +%s)
 case "$what" in
@@ -122,13 +162,17 @@ case "$what" in
     build_versitygw
     build_prometheus_sd
     build_kubernetes
+    build_coredns
+    build_pause
     ;;
   kubernetes) build_kubernetes ;;
+  coredns) build_coredns ;;
+  pause) build_pause ;;
   etcd) build_etcd ;;
   kwok) build_kwok ;;
   helm) build_helm ;;
   versitygw) build_versitygw ;;
   prometheus-sd) build_prometheus_sd ;;
-  *) echo "usage: $0 [all|kubernetes|etcd|kwok|helm|versitygw|prometheus-sd]" >&2; exit 2 ;;
+  *) echo "usage: $0 [all|kubernetes|etcd|kwok|helm|versitygw|prometheus-sd|coredns|pause]" >&2; exit 2 ;;
 esac
 log "done in $(( $(date +%s) - start ))s; binaries in $BIN"

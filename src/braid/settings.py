@@ -46,6 +46,12 @@ class Settings(BaseSettings):
         default=None,
         description="Address in the kubernetes Service endpoints; default: the host's address.",
     )
+    cluster_real_nodes: int = Field(
+        default=1,
+        ge=0,
+        le=4,
+        description="Real nodes (kubelet + containerd + runc) in the local pool; 0: kwok only.",
+    )
     cluster_start_timeout: float = Field(
         default=240.0, gt=0, description="Seconds `cluster up` may take before it gives up."
     )

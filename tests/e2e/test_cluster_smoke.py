@@ -53,9 +53,11 @@ def test_six_pool_nodes_are_ready_with_their_labels_and_gpus(cluster: E2ECluster
         gpu_taints = [t for t in node["spec"].get("taints", []) if t["key"] == GPU]
         assert bool(gpu_taints) == (gpus > 0)
 
-    # What a person sees: `kubectl get nodes -L braid.dev/tier` lists every pool.
+    # What a person sees: `kubectl get nodes -L braid.dev/tier` lists every pool, with the
+    # local pool's real nodes (kubelet + containerd) beside the kwok ones.
     table = cluster.kubectl("get", "nodes", "-L", TIER, "--no-headers")
-    assert sum(" Ready " in line for line in table.splitlines()) == 6
+    real = cluster.settings.cluster_real_nodes
+    assert sum(" Ready " in line for line in table.splitlines()) == 6 + real
 
 
 def test_gpu_deployment_lands_on_an_edge_node_and_runs(cluster: E2ECluster, namespace: str) -> None:

@@ -37,6 +37,8 @@ import yaml
 from braid.logs import log_event
 from braid.settings import Settings
 from braid_dev.stack import cluster_render as render
+from braid_dev.stack import node_render, services, services_render
+from braid_dev.stack import nodes as real_nodes
 from braid_dev.stack.pki import ensure_pki
 from braid_dev.stack.ports import free_port
 from braid_dev.stack.processes import (
@@ -75,6 +77,8 @@ class ClusterState:
     phases: dict[str, float]
     versions: dict[str, str]
     advertise_address: str
+    #: Names of the real nodes (kubelet + containerd) in the local pool.
+    real_nodes: list[str] = field(default_factory=list)
 
     def to_json(self) -> str:
         data = dict(self.__dict__)
@@ -197,6 +201,13 @@ def find_cluster_processes(layout: render.Layout) -> dict[int, str]:
     return found
 
 
+def _read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
 def _recorded_pids(layout: render.Layout) -> dict[str, int]:
     pids: dict[str, int] = {}
     for component in render.COMPONENTS:
@@ -240,8 +251,20 @@ def _zombie(pid: int) -> bool:
     return bool(fields) and fields[0] == "Z"
 
 
-def _stop_all(layout: render.Layout) -> list[str]:
-    """Stop this cluster's processes in reverse start order; returns what was running."""
+def _stop_all(layout: render.Layout, bin_dir: Path) -> list[str]:
+    """Stop this cluster's processes in reverse start order; returns what was running.
+
+    Real nodes go first: their tear-down needs nothing from the control plane, and a
+    kubelet left without its API server would only log errors meanwhile.
+    """
+    real = services.teardown(layout.root, bin_dir)
+    real += real_nodes.teardown_all(layout.root)
+    for name in services.BINARIES:
+        layout.pid_file(name).unlink(missing_ok=True)
+    for pid_file in layout.run.glob(
+        f"{node_render.real_node_name(real_nodes.REAL_TIER, 0)[:-1]}*.pid"
+    ):
+        pid_file.unlink(missing_ok=True)
     by_pid: dict[int, str] = {}
     for component, pid in _recorded_pids(layout).items():
         if _is_ours(pid, layout, component):
@@ -255,7 +278,7 @@ def _stop_all(layout: render.Layout) -> list[str]:
         log_event(logger, "cluster.component_stopped", component=component, pid=pid)
     for component in render.COMPONENTS:
         layout.pid_file(component).unlink(missing_ok=True)
-    return stopped
+    return real + stopped
 
 
 def _clear_run_state(layout: render.Layout) -> None:
@@ -385,12 +408,17 @@ def _collection_path(obj: dict[str, Any]) -> str:
         "Node": "nodes",
         "ClusterRole": "clusterroles",
         "ClusterRoleBinding": "clusterrolebindings",
+        "Service": "services",
+        "EndpointSlice": "endpointslices",
     }
     kind = obj["kind"]
     if kind not in plural:
         raise ValueError(f"bootstrap does not create {kind}")
     api_version: str = obj["apiVersion"]
     prefix = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+    namespace = obj["metadata"].get("namespace")
+    if namespace:
+        prefix = f"{prefix}/namespaces/{namespace}"
     return f"{prefix}/{plural[kind]}"
 
 
@@ -524,6 +552,40 @@ def status(settings: Settings) -> ClusterStatus:
                 log=layout.log(component),
             )
         )
+    for node in state.real_nodes if state is not None else []:
+        node_layout = node_render.NodeLayout(real_nodes.nodes_root(layout.root) / node)
+        for role in ("containerd", "kubelet"):
+            component = f"{node}-{role}"
+            pid = _read_pid(layout.pid_file(component))
+            running = pid is not None and real_nodes.is_node_process(pid, node_layout, role)
+            components.append(
+                ComponentStatus(
+                    name=component,
+                    pid=pid if running else None,
+                    running=running,
+                    healthy=real_nodes.kubelet_healthy(node_layout)
+                    if running and role == "kubelet"
+                    else None,
+                    rss_bytes=rss_bytes(pid) if running and pid is not None else None,
+                    port=None,
+                    log=layout.log(component),
+                )
+            )
+    if state is not None and state.real_nodes:
+        running_services = {name: pid for pid, name in services.processes(layout.root).items()}
+        for name in services.started(layout.root):
+            pid = running_services.get(name)
+            components.append(
+                ComponentStatus(
+                    name=name,
+                    pid=pid,
+                    running=pid is not None,
+                    healthy=None,
+                    rss_bytes=rss_bytes(pid) if pid is not None else None,
+                    port=None,
+                    log=layout.log(name),
+                )
+            )
     known = {c.pid for c in components if c.pid is not None}
     strays = {pid: name for pid, name in find_cluster_processes(layout).items() if pid not in known}
     nodes: list[str] | None = None
@@ -556,7 +618,7 @@ def down(settings: Settings) -> list[str]:
     if not layout.root.exists():
         return []
     with _locked(layout):
-        stopped = _stop_all(layout)
+        stopped = _stop_all(layout, settings.bin_dir)
         _clear_run_state(layout)
     log_event(logger, "cluster.down", root=layout.root, stopped=",".join(stopped) or "-")
     return stopped
@@ -568,6 +630,14 @@ def up(settings: Settings, progress: Progress | None = None) -> UpResult:
     layout = layout_for(settings)
     say = progress or (lambda _msg: None)
     binaries = find_binaries(settings.bin_dir)
+    node_tools: real_nodes.NodeTools | None = None
+    if settings.cluster_real_nodes:
+        try:
+            node_tools = real_nodes.find_tools(settings.bin_dir)
+        except real_nodes.NodeError as exc:
+            raise ClusterError(
+                f"{exc}; or set BRAID_CLUSTER_REAL_NODES=0 for kwok nodes only"
+            ) from exc
     kubectl: Path | None
     try:
         kubectl = find_kubectl(settings.bin_dir)
@@ -578,11 +648,11 @@ def up(settings: Settings, progress: Progress | None = None) -> UpResult:
         if running is not None:
             log_event(logger, "cluster.already_running", root=layout.root)
             return UpResult(running, layout.admin_kubeconfig, kubectl, already_running=True)
-        stale = _stop_all(layout)
+        stale = _stop_all(layout, settings.bin_dir)
         if stale:
             log_event(logger, "cluster.stale_cleaned", stopped=",".join(stale))
         _clear_run_state(layout)
-        state = _start(settings, layout, binaries, _previous_ports(layout), say)
+        state = _start(settings, layout, binaries, node_tools, _previous_ports(layout), say)
         return UpResult(state, layout.admin_kubeconfig, kubectl, already_running=False)
 
 
@@ -591,6 +661,15 @@ def _previous_ports(layout: render.Layout) -> render.Ports | None:
         return render.Ports(**json.loads(layout.ports_file.read_text()))
     except (OSError, ValueError, TypeError):
         return None
+
+
+def _kubeconfig(layout: render.Layout, ports: render.Ports, cert: str, user: str) -> str:
+    """A kubeconfig for one of the PKI's client certificates (a kubelet's, kube-proxy's...)."""
+    pair = layout.pki.read(cert)
+    ca = layout.pki.ca_cert.read_bytes()
+    server = render.apiserver_url(ports)
+    config = render.render_kubeconfig(server, ca, pair.cert_pem, pair.key_pem, user)
+    return yaml.safe_dump(config)
 
 
 def _write_config(layout: render.Layout, ports: render.Ports) -> None:
@@ -617,10 +696,19 @@ def _start(
     settings: Settings,
     layout: render.Layout,
     binaries: dict[str, Path],
+    node_tools: real_nodes.NodeTools | None,
     previous_ports: render.Ports | None,
     say: Progress,
 ) -> ClusterState:
     started = time.monotonic()
+    real_names = (
+        [
+            node_render.real_node_name(real_nodes.REAL_TIER, i)
+            for i in range(settings.cluster_real_nodes)
+        ]
+        if node_tools is not None
+        else []
+    )
     deadline = started + settings.cluster_start_timeout
     phases: dict[str, float] = {}
     procs: dict[str, ManagedProcess] = {}
@@ -658,7 +746,14 @@ def _start(
     try:
         t = time.monotonic()
         say("issuing certificates")
-        ensure_pki(layout.pki.root, render.cert_specs())
+        ensure_pki(
+            layout.pki.root,
+            [
+                *render.cert_specs(),
+                *node_render.node_cert_specs(real_names),
+                *services_render.service_cert_specs(),
+            ],
+        )
         ports = choose_ports(settings, previous_ports)
         _write_atomic(layout.ports_file, json.dumps(ports.as_dict()))
         advertise = settings.cluster_advertise_address or host_address()
@@ -718,11 +813,57 @@ def _start(
                 "the default ServiceAccount",
             )
             t = mark("default_serviceaccount", t)
+            if node_tools is not None:
+                say(f"starting {len(real_names)} real node(s): containerd, images, kubelet")
+                started_nodes = [
+                    real_nodes.start_node(
+                        layout,
+                        index,
+                        node_tools,
+                        settings.cache,
+                        _kubeconfig(
+                            layout,
+                            ports,
+                            node_render.kubelet_cert_name(name),
+                            f"system:node:{name}",
+                        ),
+                        launch,
+                        remaining(),
+                        cluster_dns=[services_render.CLUSTER_DNS_IP],
+                    )
+                    for index, name in enumerate(real_names)
+                ]
+                t = mark("real_nodes_started", t)
+                say("waiting for the real nodes to become Ready")
+                real_key, real_value = node_render.REAL_NODE_LABEL
+                wait(
+                    lambda: schedulable_nodes(api, f"{real_key}={real_value}") == real_names,
+                    f"{len(real_names)} real nodes Ready",
+                )
+                t = mark("real_nodes_ready", t)
+                say("starting CoreDNS and kube-proxy")
+                dns_ip = started_nodes[0].net.node_ip
+                for obj in services_render.render_dns_objects(dns_ip):
+                    api.create(obj)
+                services.start(
+                    layout,
+                    lambda cert, user: _kubeconfig(layout, ports, cert, user),
+                    settings.bin_dir,
+                    dns_ip,
+                    real_names[0],
+                    launch,
+                    remaining(),
+                )
+                t = mark("coredns_and_kube_proxy", t)
     except BaseException as exc:
         for proc in reversed(list(procs.values())):
             with contextlib.suppress(Exception):
                 proc.stop(timeout=5.0)
+        with contextlib.suppress(Exception):
+            real_nodes.teardown_all(layout.root)
         _clear_run_state(layout)
+        if isinstance(exc, real_nodes.NodeError):
+            raise ClusterError(f"cluster up failed: {exc}") from exc
         if isinstance(exc, StartupError | ClusterError):
             raise ClusterError(f"cluster up failed: {exc}") from exc
         if isinstance(exc, httpx.HTTPError | OSError):
@@ -736,8 +877,11 @@ def _start(
         started_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         up_seconds=total,
         phases=phases,
-        versions=binary_versions(settings.bin_dir, SERVER_BINARIES),
+        versions=binary_versions(
+            settings.bin_dir, [*SERVER_BINARIES, *(["kubelet"] if real_names else [])]
+        ),
         advertise_address=advertise,
+        real_nodes=real_names,
     )
     _write_atomic(layout.state_file, state.to_json())
     phase_text = ",".join(f"{k}:{v}" for k, v in phases.items())

@@ -143,6 +143,13 @@ def cert_specs(extra_ips: Sequence[str] = ()) -> list[CertSpec]:
         CertSpec("kube-controller-manager", "system:kube-controller-manager", client=True),
         CertSpec("kube-scheduler", "system:kube-scheduler", client=True),
         CertSpec("kwok", KWOK_USER, client=True),
+        # What the API server shows kubelets (logs, exec, port-forward on real nodes).
+        CertSpec(
+            "apiserver-kubelet-client",
+            "kube-apiserver-kubelet-client",
+            organizations=("system:masters",),
+            client=True,
+        ),
         # The aggregation layer's client: the apiserver presents it to extension API
         # servers (metrics, custom metrics), which trust it through the front-proxy CA.
         CertSpec("front-proxy-client", FRONT_PROXY_CLIENT, client=True, issuer="front-proxy-ca"),
@@ -271,6 +278,10 @@ def apiserver_argv(
         "--requestheader-username-headers=X-Remote-User",
         "--requestheader-group-headers=X-Remote-Group",
         "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+        f"--kubelet-client-certificate={pki.cert('apiserver-kubelet-client')}",
+        f"--kubelet-client-key={pki.key('apiserver-kubelet-client')}",
+        # Real nodes are reached by their IP; their names resolve nowhere.
+        "--kubelet-preferred-address-types=InternalIP,Hostname",
         "--authorization-mode=Node,RBAC",
         # The default plugin set stays on; NodeRestriction is the one kubeadm adds.
         "--enable-admission-plugins=NodeRestriction",
