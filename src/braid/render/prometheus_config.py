@@ -150,13 +150,15 @@ def render_triton_pod_scrape_job(
     api_server: str | None = None,
     tls_config: Mapping[str, object] | None = None,
     bearer_token_file: str | None = None,
+    kubeconfig_file: str | None = None,
 ) -> dict[str, object]:
     """A stock Prometheus's scrape job for braid's Triton pods: ``kubernetes_sd_configs``
     (role ``pod``), kept to the pods the operator renders and their ``metrics`` port, with
     the labels the controller queries relabelled from pod labels.
 
-    ``api_server``, ``tls_config`` and ``bearer_token_file`` are for a Prometheus outside the
-    cluster (the local stack's); inside, the pod's service account is used.
+    ``api_server``, ``tls_config``, ``bearer_token_file`` or ``kubeconfig_file`` are for a
+    Prometheus outside the cluster (the local stack's); inside, the pod's service account is
+    used.
     """
     duration_seconds(scrape_interval)
     sd: dict[str, object] = {"role": "pod"}
@@ -168,6 +170,8 @@ def render_triton_pod_scrape_job(
         sd["tls_config"] = dict(tls_config)
     if bearer_token_file is not None:
         sd["authorization"] = {"credentials_file": bearer_token_file}
+    if kubeconfig_file is not None:
+        sd["kubeconfig_file"] = kubeconfig_file
     keep = [
         {"source_labels": [_pod_label(k)], "regex": re.escape(v), "action": "keep"}
         for k, v in sorted(TRITON_POD_SELECTOR.items())
