@@ -1,0 +1,202 @@
+"""The real-cluster contract, measured: artifacts by URI, configs from the Block, a stock
+Prometheus feeding the controller. Writes ``results/real_cluster.json``.
+
+1. **Artifacts.** The synthetic provider pair's Triton repository is packed as a
+   ``.tar.gz``, served by versitygw (``s3://``) and nginx over TLS (``https://``), and
+   assembled by the init container's code (``braid.artifacts.plan.assemble``) from the plan
+   the operator renders for a GPU Block: digest checked, every served model present, the
+   Block's batching and ``KIND_GPU`` instance groups written into each config. Every
+   resulting config is parsed by Triton's ``ModelConfig`` protobuf.
+2. **Unknown scheme.** A Block whose repository is ``ftp://`` is sent to the real API server
+   (server-side dry run) and must be refused naming the field.
+3. **Prometheus.** On a cluster with a real node, a Triton-labelled pod runs in a container;
+   a stock Prometheus with Kubernetes service discovery and the chart's relabeling scrapes it;
+   the controller's role query must find it up.
+
+``gpu_check_ran`` says whether ``hack/gpu-check.sh`` ran on a GPU (it writes
+``gpu_check.json`` there); ``dimee_e2e_accuracy`` stays null until DIMEE runs as Blocks.
+
+    python bench/real_cluster.py
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
+
+from braid.api.v1alpha1.block import BlockSpec
+from braid.artifacts.plan import assemble
+from braid.controller.metrics import MetricQueries
+from braid.dataplane.promql import PrometheusClient
+from braid.render.model_repository import REPOSITORY_DIR, render_repository_plan
+from braid.settings import Settings, get_settings
+from braid_dev import synthetic as syn
+from braid_dev.stack import cluster as devcluster
+from braid_dev.stack import prometheus_sd as sd
+from braid_dev.stack.artifact_servers import start_https_store, start_s3_store
+
+ROOT = Path(__file__).resolve().parent.parent
+GPU_BLOCK = {
+    "modelRef": {"name": syn.LOCAL},
+    "partitions": {"first": 0, "last": 0},
+    "tier": "edge",
+    "resources": {"gpu": 2},
+    "triton": {"maxBatchSize": 32, "instanceCount": 2},
+}
+
+
+def _archive(repository: Path, out: Path) -> str:
+    with tarfile.open(out, "w:gz") as tar:
+        for path in sorted(repository.rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts:
+                tar.add(path, arcname=str(path.relative_to(repository)))
+    return hashlib.sha256(out.read_bytes()).hexdigest()
+
+
+def artifacts(work: Path, settings: Settings) -> dict[str, Any]:
+    built = syn.build_synthetic_repository(work / "export")
+    store = work / "store" / "models"
+    store.mkdir(parents=True)
+    digest = _archive(built.repository, store / "toy.tar.gz")
+    models = sorted(p.parent.name for p in built.repository.glob("*/config.pbtxt"))
+    s3 = start_s3_store(work / "store", work / "versitygw", settings.bin_dir)
+    https = start_https_store(work / "store", work / "nginx")
+    delivered, validated = {}, 0
+    saved = dict(os.environ)
+    try:
+        os.environ.update(s3.env())
+        os.environ["BRAID_CA_BUNDLE"] = str(https.ca_path)
+        for uri in ("s3://models/toy.tar.gz", f"{https.url}/models/toy.tar.gz"):
+            spec = BlockSpec.model_validate(
+                {
+                    **GPU_BLOCK,
+                    "modelRepository": {
+                        "uri": uri,
+                        "format": "triton-repository",
+                        "sha256": digest,
+                    },
+                }
+            )
+            plan = render_repository_plan(spec, models)
+            root = work / "pods" / uri.partition("://")[0]
+            assemble(plan, root)
+            for model in models:
+                text = (root / REPOSITORY_DIR / model / "config.pbtxt").read_text()
+                config = text_format.Parse(text, model_config_pb2.ModelConfig())
+                (group,) = config.instance_group
+                assert group.kind == model_config_pb2.ModelInstanceGroup.KIND_GPU
+                assert list(group.gpus) == [0, 1]
+                validated += 1
+            delivered[uri.partition("://")[0]] = True
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+        s3.stop()
+        https.stop()
+    return {"delivered_by_scheme": delivered, "models": len(models), "configs_validated": validated}
+
+
+def cluster_checks(work: Path, settings: Settings) -> dict[str, Any]:
+    result = devcluster.up(settings)
+    access = devcluster.access(settings)
+    namespace = "real-cluster-bench"
+    try:
+        access.kubectl("create", "namespace", namespace, check=False)
+        block = {
+            "apiVersion": "braid.dev/v1alpha1",
+            "kind": "Block",
+            "metadata": {"name": "ftp-block", "namespace": namespace},
+            "spec": {**GPU_BLOCK, "modelRepository": {"uri": "ftp://models/toy.tar.gz"}},
+        }
+        access.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
+        refused = access.kubectl(
+            "apply", "--dry-run=server", "-f", "-", input=json.dumps(block), check=False
+        )
+        unknown_refused = refused.returncode != 0 and "modelRepository" in refused.stderr
+        access.kubectl("wait", "--for=condition=Ready", "node", "--all", "--timeout=120s")
+        for _ in range(60):
+            if (
+                access.kubectl(
+                    "get", "serviceaccount", "default", "-n", namespace, check=False
+                ).returncode
+                == 0
+            ):
+                break
+            time.sleep(1)
+        access.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(sd.triton_like_pod()))
+        access.kubectl(
+            "wait", "--for=condition=Ready", f"pod/{sd.POD_NAME}", "-n", namespace, "--timeout=120s"
+        )
+        prometheus = sd.start_sd_prometheus(
+            settings.bin_dir / "prometheus-sd", access.kubeconfig, [namespace], work / "prometheus"
+        )
+        try:
+            targets = prometheus.up_targets()
+            queries = MetricQueries(
+                model=sd.MODEL,
+                window="4s",
+                roles={"local": f'braid_model=~"{sd.MODEL}",namespace=~"{namespace}"'},
+            )
+            with PrometheusClient(prometheus.url) as client:
+                up = client.query(queries.tiers_up)
+        finally:
+            prometheus.stop()
+    finally:
+        access.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+        if not result.already_running:
+            devcluster.down(settings)
+    return {
+        "unknown_scheme_refused": unknown_refused,
+        "unknown_scheme_message": refused.stderr.strip().splitlines()[-1][:300],
+        "prometheus_sd_targets_up": len(targets),
+        "controller_role_query_up": [s.value for s in up],
+    }
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory(prefix="braid-real-cluster-") as tmp:
+        work = Path(tmp)
+        settings = get_settings().model_copy(update={"state_dir": work / "state"})
+        delivered = artifacts(work, settings)
+        checks = cluster_checks(work, settings)
+    gpu = ROOT / "results" / "gpu_check.json"
+    report = {
+        "benchmark": "real_cluster",
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "load_average": os.getloadavg(),
+        },
+        "artifacts_delivered": int(all(delivered["delivered_by_scheme"].values())),
+        "artifacts": delivered,
+        "artifacts_delivered_to_pods_in_containers": False,
+        "triton_configs_validated": delivered["configs_validated"],
+        "unknown_scheme_refused": int(checks["unknown_scheme_refused"]),
+        "unknown_scheme_message": checks["unknown_scheme_message"],
+        "prometheus_sd_targets_up": checks["prometheus_sd_targets_up"],
+        "controller_role_query_up": checks["controller_role_query_up"],
+        "dimee_e2e_accuracy": None,
+        "gpu_check_ran": bool(gpu.exists() and json.loads(gpu.read_text()).get("gpu")),
+        "notes": (
+            "Artifacts are assembled by the init container's code on this machine, not yet in a "
+            "pod: braid's images are not built here. DIMEE does not run as Blocks yet."
+        ),
+    }
+    out = ROOT / "results" / "real_cluster.json"
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

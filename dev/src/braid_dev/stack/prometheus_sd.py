@@ -1,0 +1,121 @@
+"""A stock Prometheus with Kubernetes service discovery, and a pod that looks like a Triton
+pod to it: what the metrics-contract test and ``bench/real_cluster.py`` run on the real node.
+
+Debian's Prometheus (2.42) is built without ``kubernetes_sd_configs``; ``prometheus-sd`` is
+Prometheus 3 built from its Go module with that discovery alone
+(``hack/cluster/build-binaries.sh prometheus-sd``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from braid.render.prometheus_config import METRICS_PORT_NAME, render_triton_pod_scrape_job
+from braid_dev.stack import images
+from braid_dev.stack import node_render as nr
+from braid_dev.stack.ports import free_port
+from braid_dev.stack.processes import ManagedProcess, start_process, wait_until
+
+MODEL, BLOCK = "fmnist-cnn", "fmnist-b0"
+POD_NAME = "triton-fmnist-b0"
+# What Triton's metrics port says of one model: enough for the controller's queries.
+METRICS = 'nv_inference_count{model="fmnist-cnn.b0",version="1"} 7\n'
+
+
+def triton_like_pod() -> dict[str, Any]:
+    """A pod on the real node with a Block pod's labels and a ``metrics`` port."""
+    key, value = nr.REAL_NODE_LABEL
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": POD_NAME,
+            # The labels the operator puts on a Block's pods (braid.render.block.block_labels).
+            "labels": {
+                "app.kubernetes.io/name": "triton",
+                "app.kubernetes.io/part-of": "braid",
+                "braid.dev/model": MODEL,
+                "braid.dev/block": BLOCK,
+                "braid.dev/tier": "local",
+            },
+        },
+        "spec": {
+            "nodeSelector": {key: value},
+            "tolerations": [{"key": key, "operator": "Exists", "effect": "NoSchedule"}],
+            "terminationGracePeriodSeconds": 1,
+            "containers": [
+                {
+                    "name": "metrics",
+                    "image": images.busybox_recipe().reference,
+                    "imagePullPolicy": "Never",
+                    "command": [
+                        "sh",
+                        "-c",
+                        f"mkdir -p /www && printf '{METRICS}' > /www/metrics && "
+                        "exec httpd -f -p 8002 -h /www",
+                    ],
+                    "ports": [{"name": METRICS_PORT_NAME, "containerPort": 8002}],
+                    "readinessProbe": {
+                        "httpGet": {"path": "/metrics", "port": 8002},
+                        "periodSeconds": 1,
+                    },
+                }
+            ],
+        },
+    }
+
+
+@dataclass
+class SdPrometheus:
+    process: ManagedProcess
+    url: str
+
+    def up_targets(self) -> list[dict[str, Any]]:
+        active = httpx.get(f"{self.url}/api/v1/targets", timeout=2).json()["data"]["activeTargets"]
+        return [t for t in active if t["health"] == "up"]
+
+    def stop(self) -> None:
+        self.process.stop()
+
+
+def start_sd_prometheus(
+    binary: Path, kubeconfig: Path, namespaces: list[str], workdir: Path
+) -> SdPrometheus:
+    """Prometheus scraping braid's Triton pods through the chart's job, every second."""
+    if not binary.exists():
+        raise FileNotFoundError(f"{binary} is missing: `make install-binaries` builds it")
+    job = render_triton_pod_scrape_job(
+        scrape_interval="1s", namespaces=namespaces, kubeconfig_file=str(kubeconfig)
+    )
+    # busybox httpd stands in for Triton's metrics port but sends no Content-Type (Triton
+    # sends text/plain); Prometheus 3 then needs to be told the format.
+    job["fallback_scrape_protocol"] = "PrometheusText0.0.4"
+    workdir.mkdir(parents=True, exist_ok=True)
+    config = workdir / "prometheus.yml"
+    config.write_text(
+        yaml.safe_dump({"global": {"scrape_interval": "1s"}, "scrape_configs": [job]})
+    )
+    port = free_port()
+    process = start_process(
+        "prometheus-sd",
+        [
+            str(binary),
+            f"--config.file={config}",
+            f"--storage.tsdb.path={workdir / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        workdir / "prometheus.log",
+    )
+    prometheus = SdPrometheus(process, f"http://127.0.0.1:{port}")
+    wait_until(
+        lambda: bool(prometheus.up_targets()),
+        "a Triton pod's target up",
+        timeout=90,
+        process=process,
+    )
+    return prometheus
