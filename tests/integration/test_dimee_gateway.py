@@ -23,7 +23,7 @@ import tritonclient.grpc as grpcclient
 
 from braid.api.catalog import PathCatalog
 from braid.api.routing import DimeeRouting, Endpoints, PathWeight, RoutingTable
-from braid.dimee.evaluate import Calibration, calibrate
+from braid.dimee.evaluate import Calibration, serving_calibration
 from braid.dimee.export import INPUT, MODEL, OUTPUT, POOLS_FILE, export_repository, tier_path_id
 from braid.dimee.train import Trained, train
 from braid.policy.dimee import (
@@ -60,7 +60,8 @@ class DimeeDeployment:
 @pytest.fixture(scope="module")
 def dimee(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DimeeDeployment]:
     trained = train("quick")
-    cal = calibrate(trained, Tiers(mobile=2, edge=4, layers=6), CostModel())
+    # What `braid dimee evaluate --export` serves: the pools at Ours-D's validation point.
+    cal = serving_calibration(trained, Tiers(mobile=2, edge=4, layers=6), CostModel())
     repository = tmp_path_factory.mktemp("dimee-repo")
     catalog = export_repository(trained, cal, repository)
     server = start_triton(repository, workdir=tmp_path_factory.mktemp("dimee-triton"), name="dimee")

