@@ -249,7 +249,7 @@ def finetune(
     )
     weights = exit_weights()
     loss_fn = nn.CrossEntropyLoss()
-    running = math.nan
+    running, done = math.nan, 0
     with _stage(progress, "fine-tune encoder + exits", len(batches)) as step:
         for rows in batches:
             width = int(lengths[rows].max())
@@ -265,6 +265,9 @@ def finetune(
             value = float(loss.detach())
             running = value if math.isnan(running) else 0.98 * running + 0.02 * value
             step(1, f"loss {running:.3f}")
+            done += 1
+            if done % 50 == 0:  # the bars do not reach a log file; this does
+                log_event(logger, "dimee.finetune", step=done, of=len(batches), loss=f"{running:.3f}")
     model.eval()
     return model
 
