@@ -50,7 +50,8 @@ def test_no_training_phrase_comes_only_from_a_validation_sentence(seed: int) -> 
     for phrase in trained:  # each comes from a training sentence
         assert any(f" {phrase} " in f" {o} " for o in others)
     if held_text == "the film 's plot is a mess":
-        assert "a mess" not in trained and "'s plot is a mess" not in trained
+        assert "a mess" not in trained
+        assert "'s plot is a mess" not in trained
         assert "the film" in trained  # also a phrase of "the film drags"
     if held_text == "the film drags":
         assert "drags" not in trained
