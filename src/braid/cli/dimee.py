@@ -17,7 +17,10 @@ dimee_app = typer.Typer(
 )
 
 QuickOption = Annotated[
-    bool, typer.Option("--quick", help="The tests' profile: a small training subset, 300 validation sentences.")
+    bool,
+    typer.Option(
+        "--quick", help="The tests' profile: a small training subset, 300 validation sentences."
+    ),
 ]
 CacheOption = Annotated[
     Path | None, typer.Option(help="Artifact cache (default <BRAID_CACHE>/dimee).")

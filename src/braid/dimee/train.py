@@ -24,6 +24,7 @@ import json
 import logging
 import math
 import time
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -267,7 +268,9 @@ def finetune(
             step(1, f"loss {running:.3f}")
             done += 1
             if done % 50 == 0:  # the bars do not reach a log file; this does
-                log_event(logger, "dimee.finetune", step=done, of=len(batches), loss=f"{running:.3f}")
+                log_event(
+                    logger, "dimee.finetune", step=done, of=len(batches), loss=f"{running:.3f}"
+                )
     model.eval()
     return model
 
