@@ -26,9 +26,14 @@ CacheOption = Annotated[
     Path | None, typer.Option(help="Artifact cache (default <BRAID_CACHE>/dimee).")
 ]
 VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", help="Log each stage.")]
+ThreadsOption = Annotated[
+    int, typer.Option(help="torch threads (1 is cheaper on a machine shared with other jobs).")
+]
 
 
-def _train(quick: bool, cache_dir: Path | None, verbose: bool, seed: int = 0) -> Any:
+def _train(
+    quick: bool, cache_dir: Path | None, verbose: bool, seed: int = 0, threads: int = 2
+) -> Any:
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -77,7 +82,11 @@ def _train(quick: bool, cache_dir: Path | None, verbose: bool, seed: int = 0) ->
     try:
         with bar:
             trained = train(
-                "quick" if quick else "full", seed=seed, cache_dir=cache_dir, progress=_Bars()
+                "quick" if quick else "full",
+                seed=seed,
+                cache_dir=cache_dir,
+                progress=_Bars(),
+                threads=threads,
             )
     except DatasetMissingError as exc:
         console.print(f"[red]error:[/red] {exc}", highlight=False)
@@ -98,9 +107,10 @@ def dimee_train(
     cache_dir: CacheOption = None,
     verbose: VerboseOption = False,
     seed: Annotated[int, typer.Option(help="Training seed (subset, order, heads).")] = 0,
+    threads: ThreadsOption = 2,
 ) -> None:
     """Fine-tune MiniLM with its six exits and compute every split's exit logits (cached)."""
-    _train(quick, cache_dir, verbose, seed)
+    _train(quick, cache_dir, verbose, seed, threads)
 
 
 @dimee_app.command("evaluate")
@@ -111,6 +121,7 @@ def dimee_evaluate(
     seeds: Annotated[
         str, typer.Option(help="Training seeds, comma-separated (each trains once, cached).")
     ] = "0",
+    threads: ThreadsOption = 2,
     mobile_layers: Annotated[int, typer.Option(help="m: layers on mobile.")] = 2,
     edge_layers: Annotated[int, typer.Option(help="n: layers on the edge.")] = 4,
     lambda_mobile: Annotated[float, typer.Option(help="Per-layer cost on mobile.")] = 0.1,
@@ -145,7 +156,7 @@ def dimee_evaluate(
     costs = CostModel(lambda_mobile, lambda_edge, offload_edge, offload_cloud, cloud_charge)
     runs, first = [], None
     for seed in [int(s) for s in seeds.split(",") if s.strip()]:
-        trained = _train(quick, cache_dir, verbose, seed)
+        trained = _train(quick, cache_dir, verbose, seed, threads)
         first = first or trained
         run = evaluate(trained, tiers, costs, prior_count=prior_count)
         runs.append(run)
