@@ -31,14 +31,14 @@ def plot_results(results: dict[str, Any], path: Path) -> None:
             x = 1 + cost["mean"] / 100
             y = 100 * acc["mean"]
             hollow = name.endswith("@reward")
+            color = f"C{list(MARKERS).index(name) % 10}" if name in MARKERS else None
             ax.errorbar(
                 x, y,
                 xerr=[[x - (1 + cost["min"] / 100)], [(1 + cost["max"] / 100) - x]],
                 yerr=[[y - 100 * acc["min"]], [100 * acc["max"] - y]],
                 fmt=MARKERS.get(name, "o"), ms=8, capsize=2,
-                mfc="none" if hollow else None, label=name,
+                mfc="none" if hollow else None, label=name, color=color,
             )  # fmt: skip
-            ax.annotate(name, (x, y), textcoords="offset points", xytext=(6, 3), fontsize=8)
         ax.axhline(
             100 * methods["full-model"]["accuracy"]["mean"] - 0.3, color="grey", lw=0.8, ls=":"
         )
@@ -47,6 +47,7 @@ def plot_results(results: dict[str, Any], path: Path) -> None:
         ax.set_ylabel("accuracy, %")
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right")
     n = len(seeds["seeds"])
     fig.suptitle(
         f"DIMEE, MiniLM-L6 fine-tuned (m={results['mobile_layers']}, n={results['edge_layers']}); "
