@@ -227,7 +227,7 @@ def test_container_args_parse_with_the_real_cli(
 
     from braid.cli import app
 
-    docs = render(helm_binary, "ns", "--set-json", 'controller.capacity=["local=1","edge=2"]')
+    docs = render(helm_binary, "ns", "--set-json", 'controller.capacity=["local=1","host=2"]')
     (deployment,) = [
         d for d in by_kind(docs, "Deployment") if d["metadata"]["name"].endswith(component)
     ]
@@ -241,7 +241,8 @@ def test_container_args_parse_with_the_real_cli(
     if component == "controller":
         assert params["policy_name"] == "fmnist-cnn"
         assert params["namespace"] == "ns"
-        assert list(params["capacity"]) == ["local=1", "edge=2"]
+        assert list(params["capacity"]) == ["local=1", "host=2"]
+        assert params["scrape_interval"] == "15s"
     else:
         assert params["host"] == "0.0.0.0"
         assert str(params["routing"]) == "/etc/braid/routing/routing.json"

@@ -304,10 +304,11 @@ def test_kwok_runtime_serves_each_block_and_paths_run_end_to_end(
             cm = _configmap(cluster, local)
             models = json.loads(cm["data"]["endpoints.json"])["models"] if cm else {}
             needed = {h.triton_model for p in catalog.paths for h in p.hops}
-            # Only addresses of servers running now: a rendering from before a restart would
-            # point at a port some other process may hold by now.
-            live = set(runtime.addresses().values())
-            ok = needed <= set(models) and all(models[m] in live for m in needed)
+            # Only servers running now that have the model loaded: a rendering from before a
+            # restart would point at a port some other process may hold by now, and a Link's
+            # endpoint is published before the host's server restarts with the link loaded.
+            serving = runtime.serving()
+            ok = needed <= set(models) and all((models[m], m) in serving for m in needed)
             return models if ok else None
 
         endpoints = wait_for(

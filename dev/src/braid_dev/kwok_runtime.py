@@ -141,6 +141,10 @@ class KwokTritonRuntime:
     def addresses(self) -> Mapping[Key, str]:
         return {k: s.grpc_address for k, (_, s) in self.servers.items()}
 
+    def serving(self) -> set[tuple[str, str]]:
+        """(gRPC address, model) of every model a running server has loaded."""
+        return {(s.grpc_address, m) for models, s in list(self.servers.values()) for m in models}
+
     def run(self, stop: threading.Event, interval: float = 1.0) -> None:
         """Sync until ``stop`` is set, then stop every server."""
         try:
