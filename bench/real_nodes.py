@@ -40,30 +40,12 @@ def _version(argv: list[str]) -> str:
 
 
 def _probe_pod() -> dict[str, Any]:
-    key, value = nr.REAL_NODE_LABEL
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": "probe"},
-        "spec": {
-            "nodeSelector": {key: value},
-            "tolerations": [{"key": key, "operator": "Exists", "effect": "NoSchedule"}],
-            "terminationGracePeriodSeconds": 1,
-            "containers": [
-                {
-                    "name": "web",
-                    "image": images.busybox_recipe().reference,
-                    "imagePullPolicy": "Never",
-                    "command": [
-                        "sh",
-                        "-c",
-                        "echo ok > /var/www/i; exec httpd -f -p 8080 -h /var/www",
-                    ],
-                    "readinessProbe": {"httpGet": {"path": "/i", "port": 8080}, "periodSeconds": 1},
-                }
-            ],
-        },
-    }
+    return nr.real_node_pod(
+        "probe",
+        images.busybox_recipe().reference,
+        "echo ok > /var/www/i; exec httpd -f -p 8080 -h /var/www",
+        probe_path="/i",
+    )
 
 
 def _mib(value: int | None) -> float | None:

@@ -29,38 +29,18 @@ REAL_NODE = nr.real_node_name(nodes.REAL_TIER, 0)
 
 
 def _probe_pod(name: str) -> dict[str, Any]:
-    """A pod that serves a page with busybox httpd and is Ready only once it answers."""
-    key, value = nr.REAL_NODE_LABEL
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name, "labels": {"app": name}},
-        "spec": {
-            "nodeSelector": {key: value},
-            "tolerations": [{"key": key, "operator": "Exists", "effect": "NoSchedule"}],
-            "terminationGracePeriodSeconds": 1,
-            "containers": [
-                {
-                    "name": "web",
-                    "image": images.busybox_recipe().reference,
-                    "imagePullPolicy": "Never",
-                    "command": [
-                        "sh",
-                        "-c",
-                        "echo served-by-$(hostname) > /var/www/index.html; "
-                        "echo started; exec httpd -f -p 8080 -h /var/www",
-                    ],
-                    "ports": [{"containerPort": 8080}],
-                    "readinessProbe": {
-                        "httpGet": {"path": "/index.html", "port": 8080},
-                        "periodSeconds": 1,
-                    },
-                    "volumeMounts": [{"name": "scratch", "mountPath": "/scratch"}],
-                }
-            ],
-            "volumes": [{"name": "scratch", "emptyDir": {"medium": "Memory"}}],
-        },
-    }
+    """A pod that serves a page with busybox httpd and is Ready only once it answers; a
+    memory-backed volume gives tear-down a mount to clean up."""
+    pod = nr.real_node_pod(
+        name,
+        images.busybox_recipe().reference,
+        "echo served-by-$(hostname) > /var/www/index.html; "
+        "echo started; exec httpd -f -p 8080 -h /var/www",
+        probe_path="/index.html",
+    )
+    pod["spec"]["containers"][0]["volumeMounts"] = [{"name": "scratch", "mountPath": "/scratch"}]
+    pod["spec"]["volumes"] = [{"name": "scratch", "emptyDir": {"medium": "Memory"}}]
+    return pod
 
 
 def _ready(pod: dict[str, Any]) -> bool:

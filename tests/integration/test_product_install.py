@@ -77,8 +77,11 @@ def test_wheel_holds_the_product_only(wheel: Path) -> None:
     assert not any("test" in n.split("/")[-1] for n in names if n.endswith(".py")), names
 
 
-def test_every_product_module_imports_without_the_rig(wheel: Path, tmp_path: Path) -> None:
-    target = tmp_path / "site"
+@pytest.fixture(scope="module")
+def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The wheel installed alone into a folder of its own (what ``pip install .`` puts in
+    site-packages), without its dependencies: they come from the venv's site-packages."""
+    target = tmp_path_factory.mktemp("site")
     subprocess.run(
         [
             sys.executable,
@@ -94,39 +97,32 @@ def test_every_product_module_imports_without_the_rig(wheel: Path, tmp_path: Pat
         check=True,
         timeout=300,
     )
-    site = sysconfig.get_paths()["purelib"]
-    code = IMPORT_ALL.format(
-        paths=[str(target), site],
-        dev_only=DEV_ONLY,
-        target=str(target),
-        inside=RUNS_INSIDE_TRITON + ENTRY_SCRIPTS,
-    )
-    done = subprocess.run(
+    return target
+
+
+def _run_isolated(code: str) -> subprocess.CompletedProcess[str]:
+    """``code`` in a fresh interpreter without site processing (no editable installs)."""
+    return subprocess.run(
         [sys.executable, "-S", "-c", code], capture_output=True, text=True, timeout=300
     )
+
+
+def test_every_product_module_imports_without_the_rig(installed: Path) -> None:
+    site = sysconfig.get_paths()["purelib"]
+    code = IMPORT_ALL.format(
+        paths=[str(installed), site],
+        dev_only=DEV_ONLY,
+        target=str(installed),
+        inside=RUNS_INSIDE_TRITON + ENTRY_SCRIPTS,
+    )
+    done = _run_isolated(code)
     assert done.returncode == 0, done.stderr[-3000:]
     assert int(done.stdout.strip().splitlines()[-1]) > 50
 
 
-def test_cli_without_the_rig_has_the_product_commands(wheel: Path, tmp_path: Path) -> None:
-    target = tmp_path / "site"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "--no-deps",
-            "--target",
-            str(target),
-            str(wheel),
-        ],
-        check=True,
-        timeout=300,
-    )
+def test_cli_without_the_rig_has_the_product_commands(installed: Path) -> None:
     code = (
-        f"import sys; sys.path[:0] = [{str(target)!r}, {sysconfig.get_paths()['purelib']!r}]\n"
+        f"import sys; sys.path[:0] = [{str(installed)!r}, {sysconfig.get_paths()['purelib']!r}]\n"
         "import importlib.abc\n"
         "class R(importlib.abc.MetaPathFinder):\n"
         "    def find_spec(self, name, path=None, target=None):\n"
@@ -135,9 +131,7 @@ def test_cli_without_the_rig_has_the_product_commands(wheel: Path, tmp_path: Pat
         "from braid.cli import app\n"
         "app(['--help'], prog_name='braid')\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-S", "-c", code], capture_output=True, text=True, timeout=120
-    )
+    done = _run_isolated(code)
     assert done.returncode == 0, done.stderr[-3000:]
     for command in ("models", "dimee", "controller", "gateway"):
         assert command in done.stdout

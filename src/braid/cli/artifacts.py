@@ -7,10 +7,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from braid.artifacts.fetch import FetchOptions
 
 artifacts_app = typer.Typer(
     help="Fetch artifacts by URI (s3://, gs://, https://) into a model repository.",
@@ -29,10 +33,26 @@ def _fail(reason: str, message: str, termination_log: Path) -> None:
     raise typer.Exit(1)
 
 
-def _options(timeout_s: float, attempts: int, max_gib: float) -> object:
-    from braid.artifacts.fetch import FetchOptions
+def _run(
+    work: Callable[[FetchOptions], str],
+    timeout_s: float,
+    attempts: int,
+    max_gib: float,
+    termination_log: Path,
+) -> None:
+    """Run ``work`` with the options given; a ``FetchError`` ends the command with its
+    reason where the kubelet reads it, anything else prints what ``work`` returned."""
+    from braid.artifacts.fetch import FetchError, FetchOptions
+    from braid.logs import setup_logging
 
-    return FetchOptions(read_timeout_s=timeout_s, attempts=attempts, max_bytes=int(max_gib * 2**30))
+    setup_logging(logging.INFO)
+    options = FetchOptions(
+        read_timeout_s=timeout_s, attempts=attempts, max_bytes=int(max_gib * 2**30)
+    )
+    try:
+        typer.echo(work(options))
+    except FetchError as exc:
+        _fail(exc.reason, str(exc), termination_log)
 
 
 TimeoutOpt = Annotated[
@@ -54,18 +74,13 @@ def fetch_command(
     termination_log: TermOpt = TERMINATION_LOG,
 ) -> None:
     """Fetch one artifact (streamed, retried with resume, digest-checked)."""
-    from braid.artifacts.fetch import FetchError, FetchOptions, fetch
-    from braid.logs import setup_logging
+    from braid.artifacts.fetch import fetch
 
-    setup_logging(logging.INFO)
-    options = _options(timeout_s, attempts, max_gib)
-    assert isinstance(options, FetchOptions)
-    try:
+    def work(options: FetchOptions) -> str:
         got = fetch(uri, dest, sha256, options)
-    except FetchError as exc:
-        _fail(exc.reason, str(exc), termination_log)
-        return
-    typer.echo(f"{got.path} {got.size} bytes sha256={got.sha256}")
+        return f"{got.path} {got.size} bytes sha256={got.sha256}"
+
+    _run(work, timeout_s, attempts, max_gib, termination_log)
 
 
 @artifacts_app.command("assemble")
@@ -81,21 +96,16 @@ def assemble_command(
     from pydantic import ValidationError
 
     from braid.api.repository_plan import RepositoryPlan
-    from braid.artifacts.fetch import FetchError, FetchOptions
     from braid.artifacts.plan import assemble
-    from braid.logs import setup_logging
 
-    setup_logging(logging.INFO)
-    options = _options(timeout_s, attempts, max_gib)
-    assert isinstance(options, FetchOptions)
     try:
         parsed = RepositoryPlan.model_validate_json(plan.read_bytes()[: 4 << 20])
     except (OSError, ValidationError) as exc:
         _fail("InvalidPlan", str(exc).splitlines()[0], termination_log)
         return
-    try:
+
+    def work(options: FetchOptions) -> str:
         fetched = assemble(parsed, root, options)
-    except FetchError as exc:
-        _fail(exc.reason, str(exc), termination_log)
-        return
-    typer.echo(f"{root}: {len(fetched)} artifacts, {len(parsed.models)} models")
+        return f"{root}: {len(fetched)} artifacts, {len(parsed.models)} models"
+
+    _run(work, timeout_s, attempts, max_gib, termination_log)

@@ -38,6 +38,48 @@ MAX_SOCKET_PATH = 107
 WORK_ROOT = Path("/var/lib/braid/nodes")
 
 
+def real_node_pod(
+    name: str,
+    image: str,
+    shell: str,
+    *,
+    labels: Mapping[str, str] | None = None,
+    port: int = 8080,
+    port_name: str | None = None,
+    probe_path: str = "/",
+) -> dict[str, Any]:
+    """A pod pinned to the real node (its taint tolerated) running ``sh -c shell`` in
+    ``image`` (imported into the node: never pulled), Ready once ``probe_path`` answers on
+    ``port``."""
+    key, value = REAL_NODE_LABEL
+    container_port: dict[str, Any] = {"containerPort": port}
+    if port_name is not None:
+        container_port["name"] = port_name
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": dict(labels or {"app": name})},
+        "spec": {
+            "nodeSelector": {key: value},
+            "tolerations": [{"key": key, "operator": "Exists", "effect": "NoSchedule"}],
+            "terminationGracePeriodSeconds": 1,
+            "containers": [
+                {
+                    "name": "main",
+                    "image": image,
+                    "imagePullPolicy": "Never",
+                    "command": ["sh", "-c", shell],
+                    "ports": [container_port],
+                    "readinessProbe": {
+                        "httpGet": {"path": probe_path, "port": port},
+                        "periodSeconds": 1,
+                    },
+                }
+            ],
+        },
+    }
+
+
 def real_node_name(tier: str, index: int) -> str:
     return f"braid-{tier}-real-{index}"
 

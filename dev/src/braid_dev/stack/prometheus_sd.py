@@ -29,45 +29,22 @@ METRICS = 'nv_inference_count{model="fmnist-cnn.b0",version="1"} 7\n'
 
 def triton_like_pod() -> dict[str, Any]:
     """A pod on the real node with a Block pod's labels and a ``metrics`` port."""
-    key, value = nr.REAL_NODE_LABEL
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "name": POD_NAME,
-            # The labels the operator puts on a Block's pods (braid.render.block.block_labels).
-            "labels": {
-                "app.kubernetes.io/name": "triton",
-                "app.kubernetes.io/part-of": "braid",
-                "braid.dev/model": MODEL,
-                "braid.dev/block": BLOCK,
-                "braid.dev/tier": "local",
-            },
+    return nr.real_node_pod(
+        POD_NAME,
+        images.busybox_recipe().reference,
+        f"mkdir -p /www && printf '{METRICS}' > /www/metrics && exec httpd -f -p 8002 -h /www",
+        # The labels the operator puts on a Block's pods (braid.render.block.block_labels).
+        labels={
+            "app.kubernetes.io/name": "triton",
+            "app.kubernetes.io/part-of": "braid",
+            "braid.dev/model": MODEL,
+            "braid.dev/block": BLOCK,
+            "braid.dev/tier": "local",
         },
-        "spec": {
-            "nodeSelector": {key: value},
-            "tolerations": [{"key": key, "operator": "Exists", "effect": "NoSchedule"}],
-            "terminationGracePeriodSeconds": 1,
-            "containers": [
-                {
-                    "name": "metrics",
-                    "image": images.busybox_recipe().reference,
-                    "imagePullPolicy": "Never",
-                    "command": [
-                        "sh",
-                        "-c",
-                        f"mkdir -p /www && printf '{METRICS}' > /www/metrics && "
-                        "exec httpd -f -p 8002 -h /www",
-                    ],
-                    "ports": [{"name": METRICS_PORT_NAME, "containerPort": 8002}],
-                    "readinessProbe": {
-                        "httpGet": {"path": "/metrics", "port": 8002},
-                        "periodSeconds": 1,
-                    },
-                }
-            ],
-        },
-    }
+        port=8002,
+        port_name=METRICS_PORT_NAME,
+        probe_path="/metrics",
+    )
 
 
 @dataclass
