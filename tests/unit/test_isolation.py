@@ -10,14 +10,10 @@ from typing import Any, cast
 import pytest
 
 from braid.api.v1alpha1.block import BlockSpec
+from braid.kube.catalogs import CATALOG_MAX_BYTES, load_catalog
 from braid.kube.client import Kube, refusal
-from braid.kube.reconcile import (
-    CATALOG_MAX_BYTES,
-    SpecError,
-    block_ready,
-    block_status_from_deployment,
-    load_catalog,
-)
+from braid.kube.errors import SpecError
+from braid.kube.reconcile import block_ready, block_status_from_deployment
 from braid.render.admission import AdmissionConfig
 from braid.render.block import BlockRender, ObjectMeta, render_block_deployment
 

@@ -15,9 +15,8 @@ import kopf
 
 from braid.api.common import API_VERSION, GROUP
 from braid.kube.client import default_kube
+from braid.kube.errors import DependencyMissingError, SpecError
 from braid.kube.reconcile import (
-    DependencyMissingError,
-    SpecError,
     block_status_from_deployment,
     links_referencing_model,
     model_status,

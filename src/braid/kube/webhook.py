@@ -30,7 +30,8 @@ from braid.api.v1alpha1.link import LinkSpec
 from braid.api.v1alpha1.model import ModelSpec
 from braid.api.v1alpha1.offloadpolicy import OffloadPolicySpec
 from braid.kube.client import Kube, default_kube
-from braid.kube.reconcile import SpecError, link_refusals, model_spec, parse_spec
+from braid.kube.errors import SpecError
+from braid.kube.reconcile import link_refusals, model_spec, parse_spec
 from braid.render.admission import (
     AdmissionConfig,
     block_problems,
