@@ -473,7 +473,14 @@ def test_the_controllers_status_and_events_read_back_from_the_api_server(
     table = cluster.kubectl("get", "offloadpolicy", "toy", "-n", local)
     header, row = table.splitlines()[:2]
     assert header.split()[:6] == ["NAME", "READY", "MODEL", "ACTIVE-PATH", "F", "RUNNER-UP"]
-    f_column = row.split()[4]
-    assert len(f_column.replace(".", "").lstrip("0")) <= 4, row
+    # Columns by their header's offsets: a column can be blank (READY before the operator
+    # has written its condition), which splitting on whitespace would shift.
+    starts = [header.index(name) for name in header.split()]
+    cells = {
+        name: row[start:end].strip()
+        for name, start, end in zip(header.split(), starts, [*starts[1:], None], strict=True)
+    }
+    assert cells["ACTIVE-PATH"] == synthetic.CROSS
+    assert len(cells["F"].replace(".", "").lstrip("0")) <= 4, row
     wide = cluster.kubectl("get", "offloadpolicy", "toy", "-n", local, "-o", "wide")
     assert "MARGIN" in wide.splitlines()[0]
