@@ -16,13 +16,18 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 FETCHED_SCHEMES = ("s3", "gs", "https")
-MOUNTED_SCHEMES = ("pvc",)
-LOCAL_ONLY_SCHEMES = ("file",)
+NOT_FETCHED_SCHEMES = ("pvc", "configmap", "file")
+"""Schemes a Block mounts (or, ``file://``, the local stack reads) rather than fetches."""
 GCS_S3_ENDPOINT = "https://storage.googleapis.com"
 
 
 class ArtifactLocationError(ValueError):
     """The URI names nothing braid can fetch; the message says which part is wrong."""
+
+
+class NotFetchedError(ArtifactLocationError):
+    """A valid braid URI that is mounted, not fetched (``pvc://``, ``configmap://``,
+    ``file://``)."""
 
 
 @dataclass(frozen=True)
@@ -44,22 +49,7 @@ class HttpsLocation:
     url: str
 
 
-@dataclass(frozen=True)
-class VolumeLocation:
-    """A PersistentVolumeClaim and a path inside it (no ``..``, no leading ``/``)."""
-
-    claim: str
-    sub_path: str
-
-
-@dataclass(frozen=True)
-class LocalLocation:
-    """A directory on the machine running the local stack (never in a cluster)."""
-
-    path: str
-
-
-Location = ObjectStoreLocation | HttpsLocation | VolumeLocation | LocalLocation
+Location = ObjectStoreLocation | HttpsLocation
 
 
 def _clean_relative(path: str, uri: str) -> str:
@@ -93,14 +83,7 @@ def parse_location(uri: str) -> Location:
                 f"{uri!r}: credentials in the URI are refused; reference a Secret instead"
             )
         return HttpsLocation(url=uri)
-    if scheme == "pvc":
-        claim, _, sub = rest.partition("/")
-        if not claim:
-            raise ArtifactLocationError(f"{uri!r}: expected pvc://CLAIM[/PATH]")
-        return VolumeLocation(claim=claim, sub_path=_clean_relative(sub, uri))
-    if scheme == "file":
-        path = "/" + rest.lstrip("/")
-        _clean_relative(path.lstrip("/"), uri)
-        return LocalLocation(path=path)
-    known = ", ".join(f"{s}://" for s in (*FETCHED_SCHEMES, *MOUNTED_SCHEMES))
+    if scheme in NOT_FETCHED_SCHEMES:
+        raise NotFetchedError(f"{uri!r}: {scheme}:// is mounted, not fetched")
+    known = ", ".join(f"{s}://" for s in FETCHED_SCHEMES)
     raise ArtifactLocationError(f"{uri!r}: unknown scheme {scheme!r} (known: {known})")

@@ -24,13 +24,14 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 
 from braid.api.artifact_uri import (
     HttpsLocation,
+    NotFetchedError,
     ObjectStoreLocation,
     parse_location,
 )
@@ -74,26 +75,19 @@ class Fetched:
     attempts: int
 
 
-class _Body(Protocol):
-    """An open response: its chunks, from ``offset`` on, and the full size if known."""
-
-    offset: int
-    total: int | None
-
-    def chunks(self) -> Iterator[bytes]: ...
-
-
-OpenAt = Callable[[int], AbstractContextManager[_Body]]
-
-
 @dataclass
 class _Stream:
+    """An open response: its chunks from ``offset`` on, and the full size if known."""
+
     offset: int
     total: int | None
     iterator: Iterator[bytes]
 
     def chunks(self) -> Iterator[bytes]:
         return self.iterator
+
+
+OpenAt = Callable[[int], AbstractContextManager[_Stream]]
 
 
 def _https_opener(location: HttpsLocation, options: FetchOptions) -> OpenAt:
@@ -107,7 +101,7 @@ def _https_opener(location: HttpsLocation, options: FetchOptions) -> OpenAt:
     client = httpx.Client(headers=headers, timeout=timeout, verify=verify, follow_redirects=True)
 
     @contextmanager
-    def open_at(offset: int) -> Iterator[_Body]:
+    def open_at(offset: int) -> Iterator[_Stream]:
         extra = {"Range": f"bytes={offset}-"} if offset else {}
         try:
             with client.stream("GET", location.url, headers=extra) as response:
@@ -177,7 +171,7 @@ def _object_store_opener(location: ObjectStoreLocation, options: FetchOptions) -
     name = f"{location.scheme}://{location.bucket}/{location.key}"
 
     @contextmanager
-    def open_at(offset: int) -> Iterator[_Body]:
+    def open_at(offset: int) -> Iterator[_Stream]:
         try:
             answer = client.get_object(location.bucket, location.key, offset=offset)
         except S3Error as exc:
@@ -214,14 +208,15 @@ def _guarded(chunks: Iterator[bytes]) -> Iterator[bytes]:
 
 
 def opener_for(uri: str, options: FetchOptions) -> OpenAt:
-    location = parse_location(uri)
+    try:
+        location = parse_location(uri)
+    except NotFetchedError:
+        raise FetchError(
+            "UnsupportedScheme", f"{uri!r}: only s3://, gs:// and https:// are fetched"
+        ) from None
     if isinstance(location, HttpsLocation):
         return _https_opener(location, options)
-    if isinstance(location, ObjectStoreLocation):
-        return _object_store_opener(location, options)
-    raise FetchError(
-        "UnsupportedScheme", f"{uri!r}: only s3://, gs:// and https:// are fetched (pvc:// mounts)"
-    )
+    return _object_store_opener(location, options)
 
 
 class _Partial:

@@ -198,7 +198,6 @@ def _model_repository(r: BlockRender) -> RepositoryMount:
             mounts=[{"name": "models", "mountPath": MODEL_MOUNT, "readOnly": True}],
             init_containers=[_fetcher(r)],
         )
-    allow_local_paths = r.allow_local_paths
     if scheme == "pvc":
         claim, _, sub = rest.partition("/")
         volume = {"name": "models", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}}
@@ -212,7 +211,7 @@ def _model_repository(r: BlockRender) -> RepositoryMount:
             MODEL_MOUNT, [volume], [{"name": "models", "mountPath": MODEL_MOUNT}]
         )
     if scheme == "file":
-        if not allow_local_paths:
+        if not r.allow_local_paths:
             raise ValueError(
                 f"spec.modelRepository.uri: {uri!r}: file:// (a hostPath mount) is refused in "
                 "cluster mode"

@@ -105,7 +105,6 @@ def render_model_config(
     dynamic_batching: DynamicBatching | None = DEFAULT_DYNAMIC_BATCHING,
     instance_count: int = 1,
     instance_kind: str = "KIND_CPU",
-    gpus: Sequence[int] = (),
     parameters: Mapping[str, str] | None = None,
 ) -> str:
     """The text of a complete ``config.pbtxt``.
@@ -135,10 +134,6 @@ def render_model_config(
         raise ValueError(f"instance kind {instance_kind!r} not in {_INSTANCE_KINDS}")
     if instance_count < 1:
         raise ValueError(f"instance count must be >= 1, got {instance_count}")
-    if gpus and instance_kind != "KIND_GPU":
-        raise ValueError(f"gpus {list(gpus)} given for an instance group of kind {instance_kind}")
-    if any(g < 0 for g in gpus) or len(set(gpus)) != len(gpus):
-        raise ValueError(f"gpus must be distinct device ids >= 0, got {list(gpus)}")
     batching = max_batch_size > 0
     if batching and dynamic_batching is not None:
         too_big = [b for b in dynamic_batching.preferred_batch_sizes if b > max_batch_size]
@@ -168,7 +163,6 @@ def render_model_config(
         "  {",
         f"    count: {instance_count}",
         f"    kind: {instance_kind}",
-        *([f"    gpus: {_dims(gpus)}"] if gpus else []),
         "  }",
         "]",
     ]
