@@ -25,7 +25,7 @@ install-python: $(STAMP) ## Create/refresh the venv under ~/.cache/braid (pinned
 $(STAMP): pyproject.toml dev/pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip==26.3
-	$(PY) -m pip install -q -e '.[dev]' -e ./dev
+	$(PY) -m pip install -q -e '.[tooling,triton,dev]' -e ./dev
 	@rm -f $(VENV)/.braid-* && touch $@
 
 install-system: ## Debian packages the harness runs (Prometheus; containerd, runc, CNI plugins, umoci for real nodes)

@@ -57,6 +57,7 @@ class ImageRecipe:
     symlinks: tuple[tuple[str, str], ...] = ()  # (path in image, target)
     directories: tuple[str, ...] = ()
     text_files: tuple[tuple[str, str], ...] = ()  # (path in image, content)
+    executable_files: tuple[str, ...] = ()  # text files written with mode 0755
     env: tuple[str, ...] = ("PATH=/usr/local/bin:/usr/bin:/bin",)
     labels: dict[str, str] = field(default_factory=dict)
     #: Layer tars added verbatim under the recipe's own layer (a Debian root filesystem).
@@ -73,6 +74,7 @@ class ImageRecipe:
             "symlinks": self.symlinks,
             "directories": self.directories,
             "text_files": self.text_files,
+            "executable_files": self.executable_files,
             "env": self.env,
             "labels": sorted(self.labels.items()),
             "format": 1,
@@ -144,7 +146,8 @@ def write_layer(recipe: ImageRecipe, path: Path) -> None:
     for dest, text in recipe.text_files:
         add_parents(dest)
         encoded = text.encode()
-        info = _tar_info(dest, tarfile.REGTYPE, 0o644, len(encoded))
+        mode = 0o755 if dest in recipe.executable_files else 0o644
+        info = _tar_info(dest, tarfile.REGTYPE, mode, len(encoded))
         entries[dest.strip("/")] = (info, encoded)
     for dest, target in recipe.symlinks:
         add_parents(dest)
