@@ -97,6 +97,16 @@ class OperatorSettings(BaseSettings):
         description="Image of the init container that fetches s3://, gs:// and https:// "
         "model repositories (`braid artifacts assemble`; every braid image has the CLI).",
     )
+    triton_node_selector: dict[str, str] = Field(
+        default_factory=dict,
+        description="Node labels every Triton pod also selects (a dedicated node group), beside "
+        "its Block's tier and pool labels, which take precedence.",
+    )
+    triton_tolerations: list[dict[str, str]] = Field(
+        default_factory=list,
+        description="Tolerations every Triton pod gets (taints of dedicated Triton nodes), "
+        "beside the GPU taint's that edge and cloud Blocks carry.",
+    )
     webhook_port: int = Field(
         default=0,
         ge=0,

@@ -84,7 +84,7 @@ def test_kubelet_runs_as_the_node_with_pool_labels_kwok_does_not_select() -> Non
     assert flags["root-dir"].startswith(str(LAYOUT.work_dir))
     given = dict(pair.split("=", 1) for pair in flags["node-labels"].split(","))
     assert given[render.TIER_LABEL] == "local"
-    assert given[render.POOL_LABEL] == "local-pool"
+    assert given[render.POOL_LABEL] == "local-real"
     kwok_key, _ = render.KWOK_NODE_LABEL
     assert kwok_key not in given
 

@@ -22,7 +22,7 @@ app.kubernetes.io/instance: {{ .ctx.Release.Name }}
 {{- end -}}
 
 {{- define "braid.image" -}}
-{{- $tag := .ctx.Values.image.tag | default .ctx.Chart.AppVersion -}}
+{{- $tag := .image.tag | default .ctx.Values.image.tag | default .ctx.Chart.AppVersion -}}
 {{- printf "%s/%s:%s" .ctx.Values.image.registry .image.repository $tag -}}
 {{- end -}}
 

@@ -22,7 +22,7 @@ from braid.api.common import API_VERSION
 from braid.kube.client import Kube
 from braid.kube.reconcile import ENDPOINT_ANNOTATION
 from braid.logs import log_event
-from braid.render.block import MANAGED_BY
+from braid.render.block import MANAGED_BY, POOL_LABEL
 from braid_dev.stack.processes import StartupError
 from braid_dev.stack.triton import TritonServer, start_triton
 
@@ -33,11 +33,14 @@ Key = tuple[str, str]
 """(namespace, Block name)"""
 
 
-def desired_servers(deployments: list[dict[str, Any]]) -> dict[Key, tuple[str, ...]]:
+def desired_servers(
+    deployments: list[dict[str, Any]], real_pools: frozenset[str] = frozenset()
+) -> dict[Key, tuple[str, ...]]:
     """Which Blocks need a server, and the models each loads, from their Deployments.
 
     A Deployment counts once at least one of its pods is ready (kwok made it Running): that
-    is when a kubelet would have started the container.
+    is when a kubelet would have started the container. Deployments pinned to a pool of
+    real nodes (``real_pools``) are the kubelet's own, not this runtime's.
     """
     out: dict[Key, tuple[str, ...]] = {}
     for dep in deployments:
@@ -45,6 +48,9 @@ def desired_servers(deployments: list[dict[str, Any]]) -> dict[Key, tuple[str, .
         block = (meta.get("labels") or {}).get("braid.dev/block")
         if not block or not int((dep.get("status") or {}).get("readyReplicas") or 0):
             continue
+        selector = dep["spec"]["template"]["spec"].get("nodeSelector") or {}
+        if selector.get(POOL_LABEL) in real_pools:
+            continue  # a real node's kubelet runs these pods in containers
         args = dep["spec"]["template"]["spec"]["containers"][0].get("args") or []
         models = tuple(a.split("=", 1)[1] for a in args if a.startswith("--load-model="))
         out[(meta["namespace"], block)] = models
@@ -61,13 +67,18 @@ class KwokTritonRuntime:
     servers: dict[Key, tuple[tuple[str, ...], TritonServer]] = field(default_factory=dict)
     failures: dict[Key, str] = field(default_factory=dict)
     parallel_starts: int = 4
+    host: str = "127.0.0.1"
+    """Where the servers listen: loopback, or a real node's bridge address when pods in
+    containers (a gateway pod) must reach them."""
+    real_pools: frozenset[str] = frozenset()
+    """Pools of real nodes: their Triton pods run in containers, not here."""
 
     def sync(self) -> None:
         """One pass: start what is missing, restart what changed, stop what is gone."""
         deployments = self.kube.list(
             "apps/v1", "Deployment", label_selector=f"app.kubernetes.io/managed-by={MANAGED_BY}"
         )
-        wanted = desired_servers(deployments)
+        wanted = desired_servers(deployments, self.real_pools)
         for key in [k for k in self.servers if k not in wanted]:
             self._stop(key)
         to_start: dict[Key, tuple[str, ...]] = {}
@@ -107,6 +118,7 @@ class KwokTritonRuntime:
                 self.repository,
                 workdir=self.workdir / f"{namespace}.{block}",
                 name=f"{namespace}.{block}",
+                host=self.host,
                 probe_models=models,
                 extra_args=[
                     "--model-control-mode=explicit",

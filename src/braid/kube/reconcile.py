@@ -205,6 +205,8 @@ def reconcile_block(
         link_models=lookup.links_served_by(namespace, meta["name"]),
         allow_local_paths=config.allow_local_paths,
         fetcher_image=config.fetcher_image,
+        node_selector=config.triton_node_selector,
+        tolerations=config.triton_tolerations,
     )
     try:
         deployment, service = render_block_deployment(r), render_block_service(r)

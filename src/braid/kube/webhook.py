@@ -49,6 +49,8 @@ def admission_config(settings: OperatorSettings) -> AdmissionConfig:
         allow_local_paths=settings.allow_local_paths,
         image_prefixes=tuple(settings.image_prefixes),
         fetcher_image=settings.fetcher_image,
+        triton_node_selector=dict(settings.triton_node_selector),
+        triton_tolerations=tuple(settings.triton_tolerations),
     )
 
 

@@ -12,7 +12,7 @@ the field it is about and names the offending value.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from braid.api.common import LOCAL_URI_SCHEMES, has_parent_segment
@@ -35,6 +35,10 @@ class AdmissionConfig:
     fetcher_image: str = "ghcr.io/braid-dev/braid-gateway:0.1.0"
     """The image of the init container that fetches s3/gs/https repositories (the operator
     renders it; tenants do not choose it, so the allow-list does not apply)."""
+    triton_node_selector: Mapping[str, str] = field(default_factory=dict)
+    """Node labels every Triton pod also selects (the platform's, not the tenant's)."""
+    triton_tolerations: Sequence[Mapping[str, str]] = field(default_factory=tuple)
+    """Tolerations every Triton pod gets (dedicated nodes' taints)."""
 
 
 # The condition reason of a refusal, by the field its first problem is about.

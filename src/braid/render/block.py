@@ -8,7 +8,7 @@ the host's own block models stay untouched.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,6 +77,11 @@ class BlockRender:
     fetcher_image: str = "ghcr.io/braid-dev/braid-gateway:0.1.0"
     """The image whose ``braid artifacts assemble`` fills a fetched repository (any braid
     image has the CLI; the operator's setting picks one)."""
+    node_selector: Mapping[str, str] = field(default_factory=dict)
+    """Node labels the platform adds to every Triton pod's selector (the operator's setting);
+    the Block's tier and pool labels take precedence."""
+    tolerations: Sequence[Mapping[str, str]] = field(default_factory=tuple)
+    """Tolerations the platform adds to every Triton pod (dedicated nodes' taints)."""
 
 
 def owner_reference(owner: ObjectMeta) -> dict[str, Any]:
@@ -261,15 +266,16 @@ def render_block_deployment(r: BlockRender) -> dict[str, Any]:
     if spec.resources.gpu > 0:
         resources["requests"][GPU_RESOURCE] = str(spec.resources.gpu)
         resources["limits"][GPU_RESOURCE] = str(spec.resources.gpu)
-    node_selector: dict[str, str] = {TIER_LABEL: spec.tier}
+    node_selector: dict[str, str] = {**r.node_selector, TIER_LABEL: spec.tier}
     if spec.node_pool:
         node_selector[POOL_LABEL] = spec.node_pool
     # Edge and cloud nodes carry the GPU taint; a Block placed there is meant to run there.
-    tolerations = (
+    tolerations: list[dict[str, str]] = (
         []
         if spec.tier == "local"
         else [{"key": GPU_TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}]
     )
+    tolerations += [dict(t) for t in r.tolerations]
     probe_port = {"port": "http"}
     container = {
         "name": "triton",

@@ -109,9 +109,10 @@ def start_https_store(root: Path, workdir: Path) -> HttpsStore:
 
 @dataclass
 class S3Store:
-    """versitygw on ``http://127.0.0.1:<port>``; each folder of ``root`` is a bucket."""
+    """versitygw on ``http://<host>:<port>``; each folder of ``root`` is a bucket."""
 
     root: Path
+    host: str
     port: int
     access_key: str
     secret_key: str
@@ -119,7 +120,7 @@ class S3Store:
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def env(self) -> dict[str, str]:
         """What a provider's credentials Secret holds, as the pod's environment gets it."""
@@ -134,7 +135,8 @@ class S3Store:
         self.process.stop()
 
 
-def start_s3_store(root: Path, workdir: Path, bin_dir: Path) -> S3Store:
+def start_s3_store(root: Path, workdir: Path, bin_dir: Path, host: str = "127.0.0.1") -> S3Store:
+    """versitygw serving ``root``; ``host`` a real node's bridge address when pods fetch."""
     binary = bin_dir / "versitygw"
     if not binary.exists():
         found = shutil.which("versitygw")
@@ -158,7 +160,7 @@ def start_s3_store(root: Path, workdir: Path, bin_dir: Path) -> S3Store:
             "--region",
             "us-east-1",
             "--port",
-            f"127.0.0.1:{port}",
+            f"{host}:{port}",
             "posix",
             str(root),
         ],
@@ -167,10 +169,10 @@ def start_s3_store(root: Path, workdir: Path, bin_dir: Path) -> S3Store:
 
     def answers() -> bool:
         try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1)
+            urllib.request.urlopen(f"http://{host}:{port}/", timeout=1)
         except urllib.error.HTTPError:
             return True  # 403 without credentials: it is up
         return True
 
     wait_until(answers, "versitygw answering", timeout=30, process=process)
-    return S3Store(root, port, access, secret, process)
+    return S3Store(root, host, port, access, secret, process)

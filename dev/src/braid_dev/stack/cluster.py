@@ -770,7 +770,13 @@ def _start(
         say("starting kube-apiserver")
         apiserver = launch(
             "kube-apiserver",
-            render.apiserver_argv(binaries["kube-apiserver"], layout, ports, advertise),
+            render.apiserver_argv(
+                binaries["kube-apiserver"],
+                layout,
+                ports,
+                advertise,
+                pods_reach_it=settings.cluster_real_nodes > 0,
+            ),
         )
         with ApiClient(layout, ports) as api:
             wait(api.ready, "kube-apiserver /readyz", apiserver)
@@ -920,7 +926,11 @@ def restart_apiserver(
         if down_s > 0:
             time.sleep(down_s)
         argv = render.apiserver_argv(
-            binaries[component], layout, state.ports, state.advertise_address
+            binaries[component],
+            layout,
+            state.ports,
+            state.advertise_address,
+            pods_reach_it=bool(state.real_nodes),
         )
         proc = start_process(
             component,

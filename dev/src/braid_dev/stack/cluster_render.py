@@ -247,18 +247,25 @@ def etcd_argv(binary: Path, layout: Layout, ports: Ports) -> list[str]:
 
 
 def apiserver_argv(
-    binary: Path, layout: Layout, ports: Ports, advertise_address: str = LOOPBACK
+    binary: Path,
+    layout: Layout,
+    ports: Ports,
+    advertise_address: str = LOOPBACK,
+    pods_reach_it: bool = False,
 ) -> list[str]:
     """kube-apiserver as kubeadm runs it, bound to loopback.
 
-    ``advertise_address`` only fills the ``kubernetes`` Service's endpoints; endpoint
-    validation refuses loopback addresses, so a host address is passed when there is one.
+    ``advertise_address`` fills the ``kubernetes`` Service's endpoints; endpoint validation
+    refuses loopback addresses, so a host address is passed when there is one. With real
+    nodes (``pods_reach_it``) pods in containers dial that Service (the operator, the
+    controller), so the server also listens beyond loopback; clients still need the
+    cluster CA's certificates or tokens to get anywhere.
     """
     pki = layout.pki
     return [
         str(binary),
         f"--advertise-address={advertise_address}",
-        f"--bind-address={LOOPBACK}",
+        f"--bind-address={'0.0.0.0' if pods_reach_it else LOOPBACK}",
         f"--secure-port={ports.apiserver}",
         f"--etcd-servers=https://{LOOPBACK}:{ports.etcd}",
         f"--etcd-cafile={pki.ca_cert}",

@@ -23,6 +23,10 @@ REAL_NODE_LABEL = ("braid.dev/real-node", "true")
 #: Until braid's images are built for the real nodes, only pods that tolerate this taint
 #: land there; everything else keeps going to the kwok nodes, as before real nodes existed.
 REAL_NODE_TAINT = {"key": "braid.dev/real-node", "value": "true", "effect": "NoSchedule"}
+#: The node pool (``braid.dev/pool``) of real nodes: a Block with ``nodePool`` set to it, and
+#: the real-node taint tolerated (the operator's ``tritonPods.tolerations``), runs its Triton
+#: pods in containers; the kwok nodes of the same tier are ``<tier>-pool``.
+REAL_POOL_SUFFIX = "-real"
 #: Where Debian's containernetworking-plugins puts bridge, host-local and loopback.
 CNI_BIN_DIR = Path("/usr/lib/cni")
 #: Pod subnets of real nodes are /24s carved from this /16 (kwok's fake pod IPs use
@@ -405,6 +409,11 @@ def render_kubelet_config(
     return config
 
 
+def real_pool(tier: str) -> str:
+    """The ``braid.dev/pool`` value of a tier's real nodes."""
+    return f"{tier}{REAL_POOL_SUFFIX}"
+
+
 def node_labels(tier: str) -> dict[str, str]:
     """Labels the kubelet registers with: the pool's, plus the real-node marker.
 
@@ -414,7 +423,7 @@ def node_labels(tier: str) -> dict[str, str]:
     key, value = REAL_NODE_LABEL
     return {
         TIER_LABEL: tier,
-        POOL_LABEL: f"{tier}-pool",
+        POOL_LABEL: real_pool(tier),
         key: value,
         "node.kubernetes.io/instance-type": f"braid.{tier}-real",
         "topology.kubernetes.io/region": f"braid-{tier}",
