@@ -7,6 +7,7 @@ events racing) converges to the same objects with no duplicates.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
@@ -42,6 +43,7 @@ from braid.render.block import (
 )
 from braid.render.conditions import set_condition
 from braid.render.naming import block_model_name, exit_head_model_name, link_model_name
+from braid.render.pod_readiness import block_readiness
 from braid.render.routing import render_policy_routing
 
 logger = logging.getLogger(__name__)
@@ -225,36 +227,34 @@ def reconcile_block(
 
 
 def block_status_from_deployment(
-    block_body: dict[str, Any], deployment: dict[str, Any] | None
+    block_body: dict[str, Any],
+    deployment: dict[str, Any] | None,
+    pods: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
-    """Block status (replicas, readiness, Ready condition, observedGeneration, endpoint) from
-    its Deployment: the Deployment's annotation says which Block generation it was rendered
-    from, so this one write per change says both "applied" and "ready"."""
+    """Block status (pods, readiness, Ready condition, observedGeneration, endpoint) from its
+    Deployment and its pods.
+
+    The Deployment's annotation says which Block generation it was rendered from (so one
+    write says both "applied" and "ready"); the pods say whether the Block serves and, when it
+    does not, why (``braid.render.pod_readiness``)."""
     status = block_body.get("status") or {}
     meta = block_body["metadata"]
     spec = block_body.get("spec") or {}
-    want = int(spec.get("replicas", 1))
-    dep_status = (deployment or {}).get("status") or {}
-    ready = int(dep_status.get("readyReplicas") or 0)
-    # A Block with no ready pod serves nothing, even when none was asked for: Ready=False
-    # keeps every path through it out of the routing table.
-    is_ready = deployment is not None and ready >= want and ready > 0
+    readiness = block_readiness(pods, int(spec.get("replicas", 1)))
     if deployment is None:
+        # Pods of a deleted Deployment may linger; without it nothing keeps them serving.
+        is_ready = False
         reason, message = "DeploymentMissing", "the Triton Deployment does not exist yet"
-    elif want == 0:
-        reason, message = "ScaledToZero", "spec.replicas is 0: no Triton pod serves this Block"
-    elif is_ready:
-        reason, message = "Available", f"{ready}/{want} Triton pods ready"
     else:
-        reason, message = "Progressing", f"{ready}/{want} Triton pods ready"
+        is_ready, reason, message = readiness.ready, readiness.reason, readiness.message
     rendered = ((deployment or {}).get("metadata", {}).get("annotations") or {}).get(
         GENERATION_ANNOTATION
     )
     observed = int(rendered) if rendered else status.get("observedGeneration")
     out: dict[str, Any] = {
         "endpoint": {"grpc": service_endpoint(meta["name"], meta["namespace"])},
-        "replicas": int(dep_status.get("replicas") or 0),
-        "readyReplicas": ready,
+        "replicas": readiness.pods,
+        "readyReplicas": readiness.ready_pods,
         "conditions": set_condition(
             status.get("conditions") or [],
             "Ready",

@@ -30,6 +30,9 @@ GPU_TAINT_KEY = "nvidia.com/gpu"
 POOL_LABEL = "braid.dev/pool"
 MANAGED_BY = "braid-operator"
 MODEL_MOUNT = "/models"
+FETCHER_CONTAINER = "fetch-models"
+"""The init container that fills the model repository; its termination message is the
+reason a fetch failed, which the Block's Ready condition carries."""
 TRITON_UID = 1000
 """The ``triton-server`` user of NVIDIA's Triton images."""
 
@@ -141,7 +144,7 @@ def _fetcher(r: BlockRender) -> dict[str, Any]:
     repo = r.spec.model_repository
     assert repo is not None
     container: dict[str, Any] = {
-        "name": "fetch-models",
+        "name": FETCHER_CONTAINER,
         "image": r.fetcher_image,
         "command": ["braid", "artifacts", "assemble"],
         "args": [f"--plan=/etc/braid/plan/{PLAN_FILE}", f"--root={MODEL_MOUNT}"],
