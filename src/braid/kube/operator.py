@@ -113,7 +113,12 @@ async def links_index(body: kopf.Body, **_: Any) -> Any:
     served = (body["spec"].get("servedBy") or {}).get("name")
     if not served or meta.get("deletionTimestamp"):
         return None
-    return {(meta["namespace"], served): link_model_name(meta["name"])}
+    return {
+        (meta["namespace"], served): {
+            "name": link_model_name(meta["name"]),
+            "artifact": dict(body["spec"].get("artifact") or {}),
+        }
+    }
 
 
 @kopf.index(GROUP, "blocks")
@@ -175,8 +180,8 @@ class IndexLookup:
         found = list(self.models.get((namespace, name), []))
         return found[0] if found else None
 
-    def links_served_by(self, namespace: str, block: str) -> list[str]:
-        return sorted(self.links.get((namespace, block), []))
+    def links_served_by(self, namespace: str, block: str) -> dict[str, dict[str, Any]]:
+        return {link["name"]: link["artifact"] for link in self.links.get((namespace, block), [])}
 
 
 # -- Block --------------------------------------------------------------------------------

@@ -42,6 +42,7 @@ from braid.render.block import (
     workload_name,
 )
 from braid.render.conditions import set_condition
+from braid.render.model_repository import link_artifact_problem, servable_links
 from braid.render.naming import block_model_name, exit_head_model_name, link_model_name
 from braid.render.pod_readiness import block_readiness
 from braid.render.routing import render_policy_routing
@@ -101,7 +102,9 @@ class Lookup(Protocol):
 
     def model(self, namespace: str, name: str) -> dict[str, Any] | None: ...
 
-    def links_served_by(self, namespace: str, block: str) -> list[str]: ...
+    def links_served_by(self, namespace: str, block: str) -> dict[str, dict[str, Any]]:
+        """Triton model name to ``spec.artifact`` of each Link the Block serves."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -111,13 +114,14 @@ class ApiLookup:
     def model(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self.kube.get(API_VERSION, "Model", name, namespace)
 
-    def links_served_by(self, namespace: str, block: str) -> list[str]:
-        names = []
+    def links_served_by(self, namespace: str, block: str) -> dict[str, dict[str, Any]]:
+        found = {}
         for link in self.kube.list(API_VERSION, "Link", namespace=namespace):
-            served = (link.get("spec") or {}).get("servedBy") or {}
+            spec = link.get("spec") or {}
+            served = spec.get("servedBy") or {}
             if served.get("name") == block and link["metadata"].get("deletionTimestamp") is None:
-                names.append(link_model_name(link["metadata"]["name"]))
-        return sorted(names)
+                found[link_model_name(link["metadata"]["name"])] = dict(spec.get("artifact") or {})
+        return found
 
 
 def _owned_by(meta: dict[str, Any], uid: str) -> bool:
@@ -183,6 +187,7 @@ def reconcile_block(
             )
         else:
             owner_references = [*(meta.get("ownerReferences") or []), owner]
+    links = servable_links(lookup.links_served_by(namespace, meta["name"]), spec)
     r = BlockRender(
         owner=ObjectMeta(
             name=meta["name"],
@@ -204,7 +209,8 @@ def reconcile_block(
                 )
             )
         ],
-        link_models=lookup.links_served_by(namespace, meta["name"]),
+        link_models=sorted(links),
+        link_artifacts={name: ref for name, ref in links.items() if ref is not None},
         allow_local_paths=config.allow_local_paths,
         fetcher_image=config.fetcher_image,
     )
@@ -342,10 +348,14 @@ def validate_link(kube: Kube, body: dict[str, Any], config: AdmissionConfig | No
             "ServedByOtherNamespace",
             "spec.servedBy.namespace: a Link is served by a Block in its own namespace",
         )
-    if kube.get(API_VERSION, "Block", spec.served_by.name, namespace) is None:
+    host = kube.get(API_VERSION, "Block", spec.served_by.name, namespace)
+    if host is None:
         raise DependencyMissingError(
             "BlockNotFound", f"spec.servedBy: Block {namespace}/{spec.served_by.name} not found"
         )
+    problem = link_artifact_problem(body["metadata"]["name"], spec.artifact, host)
+    if problem is not None:
+        raise SpecError("ArtifactNotFetchable", problem)
     return workload_name(spec.served_by.name)
 
 

@@ -8,11 +8,11 @@ the host's own block models stay untouched.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from braid.api.common import API_VERSION, TIER_LABEL
+from braid.api.common import API_VERSION, TIER_LABEL, ArtifactRef
 from braid.api.v1alpha1.block import BlockSpec
 from braid.render.model_repository import (
     PLAN_FILE,
@@ -75,6 +75,9 @@ class BlockRender:
     model_name: str
     triton_models: Sequence[str]
     link_models: Sequence[str] = field(default_factory=tuple)
+    link_artifacts: Mapping[str, ArtifactRef] = field(default_factory=dict)
+    """The artifacts of the Links this Block serves (Triton model name to artifact): fetched
+    into this Block's pods, and only theirs, when its repository is fetched."""
     allow_local_paths: bool = False
     """Render file:// repositories as hostPath mounts (the local stack only)."""
     fetcher_image: str = "ghcr.io/braid-dev/braid-gateway:0.1.0"
@@ -124,7 +127,8 @@ def render_block_plan_configmap(r: BlockRender) -> dict[str, Any] | None:
     """The init container's repository plan, for a Block whose repository is fetched."""
     if not fetched(r.spec):
         return None
-    plan = render_repository_plan(r.spec, [*r.triton_models, *r.link_models])
+    served = {n: a for n, a in r.link_artifacts.items() if n in r.link_models}
+    plan = render_repository_plan(r.spec, [*r.triton_models, *r.link_models], served)
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
