@@ -230,7 +230,7 @@ def _summary(status: dict[str, Any]) -> tuple[Any, ...]:
 _written: dict[tuple[str, str], tuple[Any, ...]] = {}
 
 
-async def _mirror_block_status(namespace: str, block_name: str, indices: dict[str, Any]) -> None:
+async def mirror_block_status(namespace: str, block_name: str, indices: dict[str, Any]) -> None:
     """Write a Block's status from its Deployment and pods as the indices hold them, when it
     says something new (a rollout sends several events per pod and per Deployment, and at
     1,000 Blocks the unchanged ones would be most of the operator's API traffic)."""
@@ -265,7 +265,7 @@ async def deployment_event(body: kopf.Body, **kwargs: Any) -> None:
     ready-block count is refreshed by its own timer."""
     block = _block_of_deployment(body)
     if block is not None:
-        await _mirror_block_status(body["metadata"]["namespace"], block, kwargs)
+        await mirror_block_status(body["metadata"]["namespace"], block, kwargs)
 
 
 @kopf.on.event("v1", "pods", labels={"app.kubernetes.io/managed-by": MANAGED_BY})
@@ -274,7 +274,7 @@ async def pod_event(body: kopf.Body, **kwargs: Any) -> None:
     condition says so, with the reason its pods give (``braid.render.pod_readiness``)."""
     block = (body["metadata"].get("labels") or {}).get("braid.dev/block")
     if block:
-        await _mirror_block_status(body["metadata"]["namespace"], block, kwargs)
+        await mirror_block_status(body["metadata"]["namespace"], block, kwargs)
 
 
 # -- Link ---------------------------------------------------------------------------------
