@@ -9,8 +9,9 @@ leaves the patched status alone. The scheduler's verdict needs no stand-in: a Bl
 pool no node has is truly unschedulable.
 
 A case with ``inject=None`` and a Block that truly fails on a real node (an image that node
-does not have, say) runs the same assertions against the real kubelet; add it to ``FAULTS``
-with ``real_node=True``.
+does not have, say) runs the same assertions against the real kubelet: add it to ``FAULTS``
+with ``real_node=True`` (skipped where the cluster has no real node) and a ``block_spec``
+that places the pod there.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from braid_dev.stack.node_render import REAL_NODE_LABEL
 from braid_dev.stack.processes import ManagedProcess
 from tests.e2e.conftest import E2ECluster
 from tests.e2e.helpers import wait_for
@@ -242,20 +244,24 @@ def model(cluster: E2ECluster, operator: ManagedProcess, namespace: str) -> str:
     return namespace
 
 
-@pytest.mark.parametrize("fault", [f for f in FAULTS if not f.real_node], ids=lambda f: f.id)
+@pytest.mark.parametrize("fault", FAULTS, ids=lambda f: f.id)
 def test_a_block_whose_pod_cannot_serve_says_why(
     cluster: E2ECluster, model: str, fault: PodFault
 ) -> None:
     namespace = model
+    if fault.real_node and not cluster.kubectl(
+        "get", "nodes", "-l", f"{REAL_NODE_LABEL[0]}={REAL_NODE_LABEL[1]}", "-o", "name"
+    ):
+        pytest.skip("the cluster has no real node (BRAID_CLUSTER_REAL_NODES=0)")
     block = _block(fault)
     name = block["metadata"]["name"]
     cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(block))
     if fault.inject is not None:
         # Once kwok has started the pod (it has an IP), report what a kubelet would.
-        pod = wait_for(
+        started = wait_for(
             lambda: _pod(cluster, namespace, name, started=True), f"kwok to start {name}'s pod"
         )
-        fault.inject(cluster, namespace, pod)
+        fault.inject(cluster, namespace, started)
     condition = wait_for(
         lambda: (
             (c := _ready_condition(cluster, namespace, name)).get("reason") == fault.reason and c
