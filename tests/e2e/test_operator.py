@@ -112,6 +112,35 @@ def test_links_are_loaded_by_the_host_pods(cluster: E2ECluster, samples: None) -
     assert models[:5] == [f"mnist-cnn.b{i}" for i in range(5)]
 
 
+def test_link_artifacts_are_fetched_by_the_host_pods_only(
+    cluster: E2ECluster, samples: None
+) -> None:
+    """The host's plan ConfigMap (what its pods' init container fetches) holds each Link's
+    own artifact; a Block of the same namespace that serves no Link fetches none."""
+
+    def plan(ns: str, block: str) -> list[dict[str, Any]] | None:
+        cm = _get(cluster, "configmap", f"triton-{block}-plan", ns)
+        return json.loads(cm["data"]["plan.json"])["artifacts"] if cm else None
+
+    def host_plan() -> list[dict[str, Any]] | None:
+        found = plan("provider-b", "mnist-body")
+        return found if found and len(found) == 3 else None
+
+    artifacts = wait_for(host_plan, "the host's plan to fetch both cross links")
+    dests = {a["dest"]: a["uri"] for a in artifacts}
+    for link in (XIN, XOUT):
+        assert dests[f"repository/{link}/1/model.pt"] == (
+            f"s3://provider-b-models/{link}/1/model.pt"
+        )
+    head = wait_for(lambda: plan("provider-a", "fmnist-head"), "fmnist-head's plan")
+    assert [a["dest"] for a in head] == ["repository"]
+    tail = wait_for(
+        lambda: (p := plan("provider-a", "fmnist-tail")) and len(p) == 2 and p,
+        "fmnist-tail's plan to fetch its skip link",
+    )
+    assert tail[1]["dest"] == f"repository/{SKIP}/1/model.pt"
+
+
 def test_kubectl_get_braid_shows_useful_columns(cluster: E2ECluster, samples: None) -> None:
     wait_for(lambda: _ready(_get(cluster, "block", "fmnist-tail", "provider-a")), "Block Ready")
     out = cluster.kubectl("get", "braid", "-n", "provider-a")

@@ -18,9 +18,12 @@ from pathlib import Path
 
 import pytest
 
+from braid.api.common import ArtifactRef
 from braid.api.repository_plan import PlannedArtifact, RepositoryPlan, ServingSettings
+from braid.api.v1alpha1.block import BlockSpec
 from braid.artifacts.fetch import FetchError, FetchOptions, fetch
 from braid.artifacts.plan import assemble
+from braid.render.model_repository import render_repository_plan
 from braid.settings import get_settings
 from braid_dev.reliability.stall_proxy import StallProxy
 from braid_dev.stack.artifact_servers import (
@@ -321,3 +324,55 @@ def test_a_large_artifact_streams_without_being_held_in_memory(
     # The peak resident set grew by a few chunks, not by the artifact.
     assert grown < size // 8, f"peak RSS grew {grown} bytes while fetching {size}"
     big.unlink()
+
+
+def test_the_host_pods_plan_delivers_its_links_own_artifacts(
+    s3_env: S3Store, store_root: Path, tmp_path: Path
+) -> None:
+    """The plan the operator renders for a host Block serving two Links, carried out by the
+    fetcher: each Link's artifact is what its model serves, beside the host's own models."""
+    config = 'name: "{}"\nbackend: "python"\nmax_batch_size: 8\n'
+    block_archive = _tar_gz(
+        {
+            "mnist-cnn.b0/config.pbtxt": config.format("mnist-cnn.b0").encode(),
+            "mnist-cnn.b0/1/model.pt": b"block weights",
+            # The repository ships the TorchScript link's config and runner, stale weights.
+            "xout/config.pbtxt": config.format("xout").encode(),
+            "xout/1/model.py": b"# runtime",
+            "xout/1/model.pt": b"stale link weights",
+        }
+    )
+    link_archive = _tar_gz(
+        {
+            "config.pbtxt": config.format("xin").encode(),
+            "1/model.py": b"# runtime",
+            "1/model.pt": b"entry link weights",
+        }
+    )
+    (store_root / "models" / "host.tar.gz").write_bytes(block_archive)
+    (store_root / "models" / "xin.tar.gz").write_bytes(link_archive)
+    (store_root / "models" / "xout.pt").write_bytes(b"exit link weights")
+    host = BlockSpec.model_validate(
+        {
+            "modelRef": {"name": "mnist-cnn"},
+            "partitions": {"first": 0, "last": 0},
+            "tier": "local",
+            "modelRepository": {"uri": "s3://models/host.tar.gz"},
+        }
+    )
+    links = {
+        "xin": ArtifactRef(
+            uri="s3://models/xin.tar.gz",
+            format="triton-repository",
+            sha256=hashlib.sha256(link_archive).hexdigest(),
+        ),
+        "xout": ArtifactRef(uri="s3://models/xout.pt"),
+    }
+    plan = render_repository_plan(host, ["mnist-cnn.b0", "xin", "xout"], links)
+    assemble(plan, tmp_path / "models", QUICK)
+    repository = tmp_path / "models" / plan.repository
+    assert (repository / "xin" / "1" / "model.pt").read_bytes() == b"entry link weights"
+    assert (repository / "xout" / "1" / "model.pt").read_bytes() == b"exit link weights"
+    assert (repository / "mnist-cnn.b0" / "1" / "model.pt").read_bytes() == b"block weights"
+    # The Block's serving settings reach the links' configs too.
+    assert "max_batch_size: 32" in (repository / "xin" / "config.pbtxt").read_text()

@@ -113,19 +113,32 @@ def _block(replicas: int) -> dict[str, Any]:
     }
 
 
-def _deployment(ready: int) -> dict[str, Any]:
-    return {"metadata": {}, "status": {"replicas": ready, "readyReplicas": ready}}
+def _deployment() -> dict[str, Any]:
+    return {"metadata": {}, "status": {}}
+
+
+def _pods(ready: int) -> list[dict[str, Any]]:
+    return [
+        {
+            "metadata": {"name": f"p{i}"},
+            "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]},
+        }
+        for i in range(ready)
+    ]
 
 
 def test_a_block_with_no_ready_pod_is_not_ready_even_when_none_was_asked_for() -> None:
-    zero = block_status_from_deployment(_block(0), _deployment(0))
+    zero = block_status_from_deployment(_block(0), _deployment(), _pods(0))
     (ready,) = zero["conditions"]
     assert (ready["status"], ready["reason"]) == ("False", "ScaledToZero")
     assert not block_ready({"status": zero})
-    serving = block_status_from_deployment(_block(1), _deployment(1))
+    serving = block_status_from_deployment(_block(1), _deployment(), _pods(1))
     assert block_ready({"status": serving})
-    waiting = block_status_from_deployment(_block(2), _deployment(0))
+    assert serving["readyReplicas"] == 1
+    waiting = block_status_from_deployment(_block(2), _deployment(), _pods(1))
     assert not block_ready({"status": waiting})
+    gone = block_status_from_deployment(_block(1), None, _pods(1))
+    assert not block_ready({"status": gone})
 
 
 def test_a_422_is_a_refusal_with_the_api_servers_message() -> None:

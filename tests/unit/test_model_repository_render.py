@@ -8,7 +8,8 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from braid.api.common import TensorSpec
+from braid.api.common import ArtifactRef, TensorSpec
+from braid.api.repository_plan import RepositoryPlan
 from braid.api.v1alpha1.block import BlockSpec
 from braid.artifacts.fetch import FetchError
 from braid.artifacts.serving import apply_serving
@@ -18,7 +19,13 @@ from braid.render.block import (
     render_block_deployment,
     render_block_plan_configmap,
 )
-from braid.render.model_repository import REPOSITORY_DIR, render_repository_plan, serving_settings
+from braid.render.model_repository import (
+    REPOSITORY_DIR,
+    link_artifact_problem,
+    render_repository_plan,
+    servable_links,
+    serving_settings,
+)
 from braid.render.triton_config import render_model_config
 
 pytestmark = pytest.mark.unit
@@ -149,3 +156,100 @@ def test_a_mounted_repository_has_no_fetcher() -> None:
     pod = render_block_deployment(r)["spec"]["template"]["spec"]
     assert "initContainers" not in pod
     assert render_block_plan_configmap(r) is None
+
+
+# -- Links: their artifacts reach the host Block's pods, and only theirs ----------------------
+
+LINK_ARCHIVE = "s3://provider-b-models/links/mnist-cnn.xin.fmnist-cnn.0-1.tar.gz"
+LINK_WEIGHTS = "s3://provider-b-models/links/mnist-cnn.xout.fmnist-cnn.3-5/1/model.pt"
+DIGEST = "ab" * 32
+
+
+def _host(**links: ArtifactRef) -> BlockRender:
+    return BlockRender(
+        owner=ObjectMeta(name="mnist-body", namespace="provider-b", uid="u"),
+        spec=block(modelRef={"name": "mnist-cnn"}),
+        model_name="mnist-cnn",
+        triton_models=["mnist-cnn.b0"],
+        link_models=sorted(links),
+        link_artifacts=links,
+    )
+
+
+def _plan(r: BlockRender) -> RepositoryPlan:
+    cm = render_block_plan_configmap(r)
+    assert cm is not None
+    return RepositoryPlan.model_validate_json(cm["data"]["plan.json"])
+
+
+def test_the_host_pods_fetch_each_served_links_own_artifact() -> None:
+    plan = _plan(
+        _host(
+            **{
+                "mnist-cnn.xin.fmnist-cnn.0-1": ArtifactRef(
+                    uri=LINK_ARCHIVE, format="triton-repository", sha256=DIGEST
+                ),
+                "mnist-cnn.xout.fmnist-cnn.3-5": ArtifactRef(uri=LINK_WEIGHTS),
+            }
+        )
+    )
+    repository, archive, weights = plan.artifacts
+    assert (repository.dest, repository.unpack) == (REPOSITORY_DIR, True)
+    # A triton-repository artifact is the link's whole Triton model: unpacked as its folder.
+    assert (archive.uri, archive.dest, archive.unpack, archive.sha256) == (
+        LINK_ARCHIVE,
+        f"{REPOSITORY_DIR}/mnist-cnn.xin.fmnist-cnn.0-1",
+        True,
+        DIGEST,
+    )
+    # A TorchScript artifact is the link's weights, in version 1 of its model.
+    assert (weights.uri, weights.dest, weights.unpack) == (
+        LINK_WEIGHTS,
+        f"{REPOSITORY_DIR}/mnist-cnn.xout.fmnist-cnn.3-5/1/model.pt",
+        False,
+    )
+    assert "mnist-cnn.xin.fmnist-cnn.0-1" in plan.models
+
+
+def test_a_block_that_serves_no_link_fetches_no_links_artifact() -> None:
+    served = _host(**{"mnist-cnn.xin.fmnist-cnn.0-1": ArtifactRef(uri=LINK_ARCHIVE)})
+    # The same artifacts handed to a Block whose links do not include them: not fetched.
+    other = BlockRender(
+        owner=ObjectMeta(name="mnist-head", namespace="provider-b", uid="v"),
+        spec=served.spec,
+        model_name="mnist-cnn",
+        triton_models=["mnist-cnn.b0"],
+        link_artifacts=served.link_artifacts,
+    )
+    assert [a.uri for a in _plan(other).artifacts] == ["s3://models/fmnist.tar.gz"]
+    assert [a.uri for a in _plan(served).artifacts] == ["s3://models/fmnist.tar.gz", LINK_ARCHIVE]
+
+
+def test_a_link_artifact_the_host_cannot_fetch_is_left_out_and_said_on_the_link() -> None:
+    host = block(
+        modelRef={"name": "mnist-cnn"},
+        modelRepository={"uri": "s3://models/m.tar.gz", "credentialsSecret": "host-s3"},
+    )
+    links = {
+        "ok": {"uri": LINK_WEIGHTS},
+        "same-secret": {"uri": LINK_WEIGHTS, "credentialsSecret": "host-s3"},
+        "mounted": {"uri": "pvc://links/x"},
+        "other-secret": {"uri": LINK_WEIGHTS, "credentialsSecret": "someone-elses"},
+    }
+    assert sorted(servable_links(links, host)) == ["ok", "same-secret"]
+    body = {"spec": host.model_dump(by_alias=True, exclude_none=True)}
+    mounted = link_artifact_problem("mounted", ArtifactRef(uri="pvc://links/x"), body)
+    assert mounted is not None
+    assert "pvc://links/x" in mounted
+    assert "only s3://, gs:// and https:// are fetched" in mounted
+    secret = link_artifact_problem(
+        "other-secret", ArtifactRef(uri=LINK_WEIGHTS, credentials_secret="someone-elses"), body
+    )
+    assert secret is not None
+    assert "someone-elses" in secret
+    assert link_artifact_problem("ok", ArtifactRef(uri=LINK_WEIGHTS), body) is None
+
+
+def test_a_mounted_repository_holds_its_links_itself() -> None:
+    host = block(modelRepository={"uri": "pvc://models/fmnist"})
+    assert servable_links({"a-link": {"uri": LINK_WEIGHTS}}, host) == {"a-link": None}

@@ -29,13 +29,14 @@ from braid.kube.reconcile import (
 from braid.kube.webhook import admission_config
 from braid.logs import log_event
 from braid.render.admission import AdmissionConfig
-from braid.render.block import MANAGED_BY
+from braid.render.block import GENERATION_ANNOTATION, MANAGED_BY
 from braid.render.conditions import set_condition
 from braid.render.naming import link_model_name
 from braid.settings import OperatorSettings
 
 logger = logging.getLogger(__name__)
 RETRY_SECONDS = 10
+BRAID_PODS = f"app.kubernetes.io/managed-by={MANAGED_BY}"
 
 
 @lru_cache(maxsize=1)
@@ -68,6 +69,9 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # whole operator to be indexed before its handlers run, so with more objects listed at
     # start than the limit, the waiting workers hold every slot and indexing never ends.
     settings.queueing.idle_timeout = 0.5
+    # Only braid's Triton pods, filtered by the API server: a cluster's other pods (thousands,
+    # on a shared cluster) never reach the operator.
+    settings.watching.label_selectors["v1", "pods"] = BRAID_PODS
 
 
 def _fail(kind: str, body: kopf.Body, exc: SpecError | DependencyMissingError) -> None:
@@ -109,7 +113,12 @@ async def links_index(body: kopf.Body, **_: Any) -> Any:
     served = (body["spec"].get("servedBy") or {}).get("name")
     if not served or meta.get("deletionTimestamp"):
         return None
-    return {(meta["namespace"], served): link_model_name(meta["name"])}
+    return {
+        (meta["namespace"], served): {
+            "name": link_model_name(meta["name"]),
+            "artifact": dict(body["spec"].get("artifact") or {}),
+        }
+    }
 
 
 @kopf.index(GROUP, "blocks")
@@ -129,6 +138,39 @@ async def blocks_index(body: kopf.Body, **_: Any) -> dict[Any, Any]:
     }
 
 
+def _block_of_deployment(body: kopf.Body) -> str | None:
+    owners = [o for o in body["metadata"].get("ownerReferences") or [] if o.get("kind") == "Block"]
+    return str(owners[0]["name"]) if owners else None
+
+
+@kopf.index("apps", "v1", "deployments", labels={"app.kubernetes.io/managed-by": MANAGED_BY})
+async def deployments_index(body: kopf.Body, **_: Any) -> Any:
+    """What a Block's status takes from its Deployment: that it exists, and the generation
+    it was rendered from."""
+    block = _block_of_deployment(body)
+    if block is None:
+        return None
+    rendered = (body["metadata"].get("annotations") or {}).get(GENERATION_ANNOTATION)
+    annotations = {GENERATION_ANNOTATION: rendered} if rendered else {}
+    return {(body["metadata"]["namespace"], block): {"metadata": {"annotations": annotations}}}
+
+
+@kopf.index("v1", "pods", labels={"app.kubernetes.io/managed-by": MANAGED_BY})
+async def pods_index(body: kopf.Body, **_: Any) -> Any:
+    """Each Block's pods, with the status that says whether and why not they serve."""
+    meta = body["metadata"]
+    block = (meta.get("labels") or {}).get("braid.dev/block")
+    if not block:
+        return None
+    return {
+        (meta["namespace"], block): {
+            "metadata": {"name": meta["name"], "deletionTimestamp": meta.get("deletionTimestamp")},
+            "spec": {"nodeName": body["spec"].get("nodeName")},
+            "status": dict(body.get("status") or {}),
+        }
+    }
+
+
 @dataclass(frozen=True)
 class IndexLookup:
     models: kopf.Index[Any, Any]
@@ -138,8 +180,8 @@ class IndexLookup:
         found = list(self.models.get((namespace, name), []))
         return found[0] if found else None
 
-    def links_served_by(self, namespace: str, block: str) -> list[str]:
-        return sorted(self.links.get((namespace, block), []))
+    def links_served_by(self, namespace: str, block: str) -> dict[str, dict[str, Any]]:
+        return {link["name"]: link["artifact"] for link in self.links.get((namespace, block), [])}
 
 
 # -- Block --------------------------------------------------------------------------------
@@ -177,40 +219,34 @@ def _summary(status: dict[str, Any]) -> tuple[Any, ...]:
         status.get("observedGeneration"),
         status.get("readyReplicas") or 0,
         ready.get("status"),
+        ready.get("reason"),
         ready.get("message"),
     )
 
 
-# What deployment_event last wrote per Block. The blocks index lags the writes (it follows the
+# What the operator last wrote per Block. The blocks index lags the writes (it follows the
 # Blocks' watch), so comparing with it alone re-wrote the same status for each Deployment
 # event that came before the index caught up: 4.4 status writes per Block at 1,000 Blocks.
 _written: dict[tuple[str, str], tuple[Any, ...]] = {}
 
 
-@kopf.on.event("apps", "v1", "deployments", labels={"app.kubernetes.io/managed-by": MANAGED_BY})
-async def deployment_event(body: kopf.Body, **kwargs: Any) -> None:
-    """Mirror a Triton Deployment's readiness into its Block's status.
-
-    Only a change is written: a Deployment emits several events per rollout, and at 1,000
-    Blocks the unchanged ones would be most of the operator's API traffic. The Model's
-    ready-block count is refreshed by its own timer, for the same reason.
-    """
-    owners = [o for o in body["metadata"].get("ownerReferences") or [] if o.get("kind") == "Block"]
-    if not owners:
-        return
-    namespace, block_name = body["metadata"]["namespace"], owners[0]["name"]
-    known = list(kwargs["blocks_index"].get((namespace, block_name), []))
+async def mirror_block_status(namespace: str, block_name: str, indices: dict[str, Any]) -> None:
+    """Write a Block's status from its Deployment and pods as the indices hold them, when it
+    says something new (a rollout sends several events per pod and per Deployment, and at
+    1,000 Blocks the unchanged ones would be most of the operator's API traffic)."""
+    key = (namespace, block_name)
+    known = list(indices["blocks_index"].get(key, []))
     if not known:
-        _written.pop((namespace, block_name), None)
+        _written.pop(key, None)
         return
     block = {
         **known[0],
         "metadata": {**known[0]["metadata"], "name": block_name, "namespace": namespace},
     }
-    deployment = None if kwargs.get("type") == "DELETED" else dict(body)
-    status = block_status_from_deployment(block, deployment)
+    deployments = list(indices["deployments_index"].get(key, []))
+    pods = list(indices["pods_index"].get(key, []))
+    status = block_status_from_deployment(block, deployments[0] if deployments else None, pods)
     summary = _summary(status)
-    key = (namespace, block_name)
     if summary in (_summary(block["status"]), _written.get(key)):
         return
     _written[key] = summary
@@ -221,6 +257,24 @@ async def deployment_event(body: kopf.Body, **kwargs: Any) -> None:
     except Exception:
         _written.pop(key, None)
         raise
+
+
+@kopf.on.event("apps", "v1", "deployments", labels={"app.kubernetes.io/managed-by": MANAGED_BY})
+async def deployment_event(body: kopf.Body, **kwargs: Any) -> None:
+    """A Block's Deployment was applied, rolled or deleted: its status follows. The Model's
+    ready-block count is refreshed by its own timer."""
+    block = _block_of_deployment(body)
+    if block is not None:
+        await mirror_block_status(body["metadata"]["namespace"], block, kwargs)
+
+
+@kopf.on.event("v1", "pods", labels={"app.kubernetes.io/managed-by": MANAGED_BY})
+async def pod_event(body: kopf.Body, **kwargs: Any) -> None:
+    """A Block's pod changed (scheduled, pulled, fetched, crashed, ready): the Block's Ready
+    condition says so, with the reason its pods give (``braid.render.pod_readiness``)."""
+    block = (body["metadata"].get("labels") or {}).get("braid.dev/block")
+    if block:
+        await mirror_block_status(body["metadata"]["namespace"], block, kwargs)
 
 
 # -- Link ---------------------------------------------------------------------------------

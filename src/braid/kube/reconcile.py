@@ -7,6 +7,7 @@ events racing) converges to the same objects with no duplicates.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
@@ -41,7 +42,9 @@ from braid.render.block import (
     workload_name,
 )
 from braid.render.conditions import set_condition
+from braid.render.model_repository import link_artifact_problem, servable_links
 from braid.render.naming import block_model_name, exit_head_model_name, link_model_name
+from braid.render.pod_readiness import block_readiness
 from braid.render.routing import render_policy_routing
 
 logger = logging.getLogger(__name__)
@@ -99,7 +102,9 @@ class Lookup(Protocol):
 
     def model(self, namespace: str, name: str) -> dict[str, Any] | None: ...
 
-    def links_served_by(self, namespace: str, block: str) -> list[str]: ...
+    def links_served_by(self, namespace: str, block: str) -> dict[str, dict[str, Any]]:
+        """Triton model name to ``spec.artifact`` of each Link the Block serves."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -109,13 +114,14 @@ class ApiLookup:
     def model(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self.kube.get(API_VERSION, "Model", name, namespace)
 
-    def links_served_by(self, namespace: str, block: str) -> list[str]:
-        names = []
+    def links_served_by(self, namespace: str, block: str) -> dict[str, dict[str, Any]]:
+        found = {}
         for link in self.kube.list(API_VERSION, "Link", namespace=namespace):
-            served = (link.get("spec") or {}).get("servedBy") or {}
+            spec = link.get("spec") or {}
+            served = spec.get("servedBy") or {}
             if served.get("name") == block and link["metadata"].get("deletionTimestamp") is None:
-                names.append(link_model_name(link["metadata"]["name"]))
-        return sorted(names)
+                found[link_model_name(link["metadata"]["name"])] = dict(spec.get("artifact") or {})
+        return found
 
 
 def _owned_by(meta: dict[str, Any], uid: str) -> bool:
@@ -181,6 +187,7 @@ def reconcile_block(
             )
         else:
             owner_references = [*(meta.get("ownerReferences") or []), owner]
+    links = servable_links(lookup.links_served_by(namespace, meta["name"]), spec)
     r = BlockRender(
         owner=ObjectMeta(
             name=meta["name"],
@@ -202,7 +209,8 @@ def reconcile_block(
                 )
             )
         ],
-        link_models=lookup.links_served_by(namespace, meta["name"]),
+        link_models=sorted(links),
+        link_artifacts={name: ref for name, ref in links.items() if ref is not None},
         allow_local_paths=config.allow_local_paths,
         fetcher_image=config.fetcher_image,
         node_selector=config.triton_node_selector,
@@ -227,36 +235,34 @@ def reconcile_block(
 
 
 def block_status_from_deployment(
-    block_body: dict[str, Any], deployment: dict[str, Any] | None
+    block_body: dict[str, Any],
+    deployment: dict[str, Any] | None,
+    pods: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
-    """Block status (replicas, readiness, Ready condition, observedGeneration, endpoint) from
-    its Deployment: the Deployment's annotation says which Block generation it was rendered
-    from, so this one write per change says both "applied" and "ready"."""
+    """Block status (pods, readiness, Ready condition, observedGeneration, endpoint) from its
+    Deployment and its pods.
+
+    The Deployment's annotation says which Block generation it was rendered from (so one
+    write says both "applied" and "ready"); the pods say whether the Block serves and, when it
+    does not, why (``braid.render.pod_readiness``)."""
     status = block_body.get("status") or {}
     meta = block_body["metadata"]
     spec = block_body.get("spec") or {}
-    want = int(spec.get("replicas", 1))
-    dep_status = (deployment or {}).get("status") or {}
-    ready = int(dep_status.get("readyReplicas") or 0)
-    # A Block with no ready pod serves nothing, even when none was asked for: Ready=False
-    # keeps every path through it out of the routing table.
-    is_ready = deployment is not None and ready >= want and ready > 0
+    readiness = block_readiness(pods, int(spec.get("replicas", 1)))
     if deployment is None:
+        # Pods of a deleted Deployment may linger; without it nothing keeps them serving.
+        is_ready = False
         reason, message = "DeploymentMissing", "the Triton Deployment does not exist yet"
-    elif want == 0:
-        reason, message = "ScaledToZero", "spec.replicas is 0: no Triton pod serves this Block"
-    elif is_ready:
-        reason, message = "Available", f"{ready}/{want} Triton pods ready"
     else:
-        reason, message = "Progressing", f"{ready}/{want} Triton pods ready"
+        is_ready, reason, message = readiness.ready, readiness.reason, readiness.message
     rendered = ((deployment or {}).get("metadata", {}).get("annotations") or {}).get(
         GENERATION_ANNOTATION
     )
     observed = int(rendered) if rendered else status.get("observedGeneration")
     out: dict[str, Any] = {
         "endpoint": {"grpc": service_endpoint(meta["name"], meta["namespace"])},
-        "replicas": int(dep_status.get("replicas") or 0),
-        "readyReplicas": ready,
+        "replicas": readiness.pods,
+        "readyReplicas": readiness.ready_pods,
         "conditions": set_condition(
             status.get("conditions") or [],
             "Ready",
@@ -344,10 +350,14 @@ def validate_link(kube: Kube, body: dict[str, Any], config: AdmissionConfig | No
             "ServedByOtherNamespace",
             "spec.servedBy.namespace: a Link is served by a Block in its own namespace",
         )
-    if kube.get(API_VERSION, "Block", spec.served_by.name, namespace) is None:
+    host = kube.get(API_VERSION, "Block", spec.served_by.name, namespace)
+    if host is None:
         raise DependencyMissingError(
             "BlockNotFound", f"spec.servedBy: Block {namespace}/{spec.served_by.name} not found"
         )
+    problem = link_artifact_problem(body["metadata"]["name"], spec.artifact, host)
+    if problem is not None:
+        raise SpecError("ArtifactNotFetchable", problem)
     return workload_name(spec.served_by.name)
 
 

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from braid.api.common import API_VERSION, TIER_LABEL
+from braid.api.common import API_VERSION, TIER_LABEL, ArtifactRef
 from braid.api.v1alpha1.block import BlockSpec
 from braid.render.model_repository import (
     PLAN_FILE,
@@ -30,6 +30,9 @@ GPU_TAINT_KEY = "nvidia.com/gpu"
 POOL_LABEL = "braid.dev/pool"
 MANAGED_BY = "braid-operator"
 MODEL_MOUNT = "/models"
+FETCHER_CONTAINER = "fetch-models"
+"""The init container that fills the model repository; its termination message is the
+reason a fetch failed, which the Block's Ready condition carries."""
 TRITON_UID = 1000
 """The ``triton-server`` user of NVIDIA's Triton images."""
 
@@ -72,6 +75,9 @@ class BlockRender:
     model_name: str
     triton_models: Sequence[str]
     link_models: Sequence[str] = field(default_factory=tuple)
+    link_artifacts: Mapping[str, ArtifactRef] = field(default_factory=dict)
+    """The artifacts of the Links this Block serves (Triton model name to artifact): fetched
+    into this Block's pods, and only theirs, when its repository is fetched."""
     allow_local_paths: bool = False
     """Render file:// repositories as hostPath mounts (the local stack only)."""
     fetcher_image: str = "ghcr.io/braid-dev/braid-gateway:0.1.0"
@@ -126,7 +132,8 @@ def render_block_plan_configmap(r: BlockRender) -> dict[str, Any] | None:
     """The init container's repository plan, for a Block whose repository is fetched."""
     if not fetched(r.spec):
         return None
-    plan = render_repository_plan(r.spec, [*r.triton_models, *r.link_models])
+    served = {n: a for n, a in r.link_artifacts.items() if n in r.link_models}
+    plan = render_repository_plan(r.spec, [*r.triton_models, *r.link_models], served)
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -146,7 +153,7 @@ def _fetcher(r: BlockRender) -> dict[str, Any]:
     repo = r.spec.model_repository
     assert repo is not None
     container: dict[str, Any] = {
-        "name": "fetch-models",
+        "name": FETCHER_CONTAINER,
         "image": r.fetcher_image,
         "command": ["braid", "artifacts", "assemble"],
         "args": [f"--plan=/etc/braid/plan/{PLAN_FILE}", f"--root={MODEL_MOUNT}"],

@@ -18,6 +18,18 @@ _READY: dict[str, str | int] = {
     "type": "string",
     "jsonPath": ".status.conditions[?(@.type=='Ready')].status",
 }
+_REASON: dict[str, str | int] = {
+    "name": "Reason",
+    "type": "string",
+    "jsonPath": ".status.conditions[?(@.type=='Ready')].reason",
+}
+_MESSAGE: dict[str, str | int] = {
+    "name": "Message",
+    "type": "string",
+    "priority": 1,
+    "jsonPath": ".status.conditions[?(@.type=='Ready')].message",
+}
+"""Shown with ``-o wide``: why a Block does not serve (an image, an artifact, a crash)."""
 _AGE: dict[str, str | int] = {
     "name": "Age",
     "type": "date",
@@ -105,6 +117,7 @@ KINDS: tuple[KindInfo, ...] = (
         ),
         columns=(
             _READY,
+            _REASON,
             {"name": "Model", "type": "string", "jsonPath": ".spec.modelRef.name"},
             {"name": "Tier", "type": "string", "jsonPath": ".spec.tier"},
             {"name": "First", "type": "integer", "jsonPath": ".spec.partitions.first"},
@@ -113,6 +126,7 @@ KINDS: tuple[KindInfo, ...] = (
             {"name": "Available", "type": "integer", "jsonPath": ".status.readyReplicas"},
             {"name": "GPU", "type": "integer", "jsonPath": ".spec.resources.gpu"},
             _AGE,
+            _MESSAGE,
         ),
     ),
     KindInfo(
