@@ -193,12 +193,17 @@ def release(
     try:
         installed.helm(
             "upgrade", "--install", RELEASE, str(CHART), "--namespace", LOCAL_NAMESPACE,
-            "--wait", "--timeout=5m", *real_deploy.real_node_helm_args(node_images),
+            *real_deploy.real_node_helm_args(node_images),
             *(a for v in values for a in ("--set", v)),
         )  # fmt: skip
-        # The webhook admits braid objects only once the operator's pod answers it.
+        # The webhook admits braid objects only once the operator's pod answers it; the
+        # gateway starts once the operator has written its policy's routing ConfigMap.
+        rollout = ["rollout", "status", "-n", LOCAL_NAMESPACE, "--timeout=300s"]
+        cluster.access.kubectl(*rollout, f"deployment/{RELEASE}-operator", timeout=330)
         for kind in ("Model", "Link", "Block", "OffloadPolicy"):
             _apply(cluster, [o for o in objs if o["kind"] == kind])
+        for component in CHART_COMPONENTS:
+            cluster.access.kubectl(*rollout, f"deployment/{RELEASE}-{component}", timeout=330)
         yield installed
     finally:
         for ns in (LOCAL_NAMESPACE, HOST_NAMESPACE):

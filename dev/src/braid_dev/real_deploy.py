@@ -93,7 +93,8 @@ def real_node_helm_args(node_images: NodeImages) -> list[str]:
         f"controller.image.tag={node_images.tag('controller')}",
         f"gateway.image.tag={node_images.tag('gateway')}",
         f"test.image={node_images.reference('curl')}",
-        f"operator.imagePrefixes={{{images.REGISTRY}/}}",
+        # braid's runtime beside the chart's default (NGC's Triton, what kwok-played Blocks name).
+        f"operator.imagePrefixes={{{images.REGISTRY}/,nvcr.io/nvidia/tritonserver:}}",
     ]
     for scope in ("tolerations", "operator.tritonPods.tolerations"):
         for field, item in REAL_TAINT_TOLERATION.items():

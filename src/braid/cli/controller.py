@@ -111,10 +111,16 @@ def run_command(
         from braid.controller.policy_sink import PolicyStatusSink
         from braid.controller.status import DEGRADED, PATHS_CHOSEN
         from braid.kube.client import default_kube
-        from braid.kube.policy_status import read_policy
+        from braid.kube.policy_status import wait_for_policy
         from braid.logs import log_event
 
-        stored = read_policy(policy_name, namespace)
+        stored = wait_for_policy(
+            policy_name,
+            namespace,
+            on_wait=lambda: log_event(
+                logger, "controller.waiting_for_policy", policy=f"{namespace}/{policy_name}"
+            ),
+        )
         spec = OffloadPolicySpec.model_validate(stored.get("spec") or {})
         generation = (stored.get("metadata") or {}).get("generation")
         # The controller's own conditions as stored: a restart keeps their transition times.

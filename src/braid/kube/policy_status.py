@@ -9,6 +9,8 @@ current ones by type first (the GET before each write is what makes "current" cu
 from __future__ import annotations
 
 import socket
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -50,6 +52,27 @@ def read_policy(name: str, namespace: str, kube: Kube | None = None) -> dict[str
     if obj is None:
         raise LookupError(f"no OffloadPolicy {namespace}/{name}")
     return obj
+
+
+def wait_for_policy(
+    name: str,
+    namespace: str,
+    kube: Kube | None = None,
+    interval_s: float = 5.0,
+    on_wait: Callable[[], None] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> dict[str, Any]:
+    """The OffloadPolicy once it exists. ``helm install`` starts the controller before
+    anyone can create the policy (its CRD comes with the chart), so a missing policy is a
+    wait, not a crash loop."""
+    kube = kube or default_kube()
+    while True:
+        try:
+            return read_policy(name, namespace, kube)
+        except LookupError:
+            if on_wait is not None:
+                on_wait()
+            sleep(interval_s)
 
 
 def read_policy_spec(name: str, namespace: str, kube: Kube | None = None) -> dict[str, Any]:
