@@ -5,9 +5,10 @@ model's ``config.pbtxt``.
 The plan is the operator's (a ConfigMap mounted into the init container), so what a pod
 serves follows the Block spec without re-exporting anything: the weights and signatures come
 from the artifact, batching and instance groups (KIND_GPU on GPU pools) from the Block.
-Archives are unpacked with tarfile's ``data`` filter
-(no absolute paths, no ``..``, no links leaving the target, no devices) and a size bound, so
-a hostile archive cannot write outside the repository or fill the node's disk.
+Archives hold regular files and directories only, each under the target (no absolute paths,
+no ``..``, no links, no devices), within a size bound, so a hostile archive cannot write
+outside the repository or fill the node's disk. tarfile's ``data`` filter applies on top where
+the interpreter has it (3.11.4+; Debian bookworm's 3.11.2, the images' Python, has not).
 """
 
 from __future__ import annotations
@@ -25,19 +26,37 @@ from braid.logs import log_event
 log = logging.getLogger(__name__)
 
 
+def _check_member(archive: str, member: tarfile.TarInfo) -> None:
+    """A Triton repository is files and directories below one root; anything else is refused."""
+    name = PurePosixPath(member.name)
+    if name.is_absolute() or ".." in name.parts:
+        raise FetchError("InvalidArchive", f"{archive}: {member.name!r} leaves the repository")
+    if not (member.isfile() or member.isdir()):
+        raise FetchError(
+            "InvalidArchive", f"{archive}: {member.name!r} is not a regular file or directory"
+        )
+    # No setuid/setgid/sticky bits and nothing executable by others than its owner's group.
+    member.mode &= 0o775
+
+
 def unpack(archive: Path, target: Path, max_bytes: int) -> int:
     """Unpack a tar archive under ``target``; refuses escapes, links out and tar bombs."""
     target.mkdir(parents=True, exist_ok=True)
     try:
         with tarfile.open(archive) as tar:
             members = tar.getmembers()
+            for member in members:
+                _check_member(archive.name, member)
             total = sum(m.size for m in members if m.isfile())
             if total > max_bytes:
                 raise FetchError(
                     "ArtifactTooLarge",
                     f"{archive.name} unpacks to {total} bytes (limit {max_bytes})",
                 )
-            tar.extractall(target, filter="data")
+            if hasattr(tarfile, "data_filter"):
+                tar.extractall(target, members=members, filter="data")
+            else:  # pragma: no cover - interpreters before 3.11.4
+                tar.extractall(target, members=members)
     except (tarfile.TarError, OSError) as exc:
         raise FetchError("InvalidArchive", f"{archive.name}: {exc}") from None
     return total
