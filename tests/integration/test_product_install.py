@@ -21,7 +21,7 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 # Triton's Python backend loads these as model.py inside tritonserver's stub, the only place
 # where triton_python_backend_utils exists; they ship as files for the model repository.
-RUNS_INSIDE_TRITON = ("braid.tooling.triton_torchscript_model",)
+RUNS_INSIDE_TRITON = ("braid.tooling.triton_onnx_model",)
 # ``python -m braid.cli``: importing it runs the command line.
 ENTRY_SCRIPTS = ("braid.cli.__main__",)
 DEV_ONLY = ("braid_dev", "schemathesis", "hypothesis", "pytest", "_pytest", "mypy", "importlinter")

@@ -1,7 +1,7 @@
-"""A real tritonserver serves exported TorchScript models with the outputs torch computes.
+"""A real tritonserver serves exported ONNX models with the outputs torch computes.
 
-Tolerance: rtol=1e-5, atol=1e-6 (float32). The server runs the same TorchScript graph, but
-with one intra-op thread and possibly several requests concatenated into one batch, so the
+Tolerance: rtol=1e-5, atol=1e-6 (float32). The server runs the module's exported ONNX graph
+in onnxruntime, with one intra-op thread and possibly several requests concatenated into one batch, so the
 order of floating-point sums may differ from the in-process reference.
 """
 

@@ -36,7 +36,7 @@ EXPORTED = render_model_config(
     [TensorSpec(name="INPUT__0", datatype="FP32", shape=[1, 28, 28])],
     [TensorSpec(name="OUTPUT__0", datatype="FP32", shape=[32, 14, 14])],
     16,
-    parameters={"torchscript_file": "model.pt"},
+    parameters={"onnx_file": "model.onnx"},
 )
 
 
@@ -77,7 +77,7 @@ def test_every_served_config_parses_and_keeps_the_exported_signature(spec: Block
     assert config.input == exported.input
     assert config.output == exported.output
     assert config.backend == "python"
-    assert config.parameters["torchscript_file"].string_value == "model.pt"
+    assert config.parameters["onnx_file"].string_value == "model.onnx"
 
 
 def test_gpu_pools_get_kind_gpu_on_every_requested_gpu() -> None:

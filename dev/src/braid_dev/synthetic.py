@@ -37,7 +37,7 @@ from braid.api.catalog import (
 from braid.api.common import TensorSpec
 from braid.api.v1alpha1.model import Partition, PartitionBlock
 from braid.render.naming import block_model_name
-from braid.tooling.triton_repository import write_torchscript_model
+from braid.tooling.triton_repository import write_onnx_model
 
 LOCAL = "toy"
 HOST = "toyhost"
@@ -286,7 +286,7 @@ def build_synthetic_repository(
     out.mkdir(parents=True, exist_ok=True)
     for name, module in modules.items():
         inp, outp = shapes[name]
-        write_torchscript_model(
+        write_onnx_model(
             out,
             name,
             module,

@@ -144,10 +144,15 @@ class Measurement(CatalogModel):
     """How the times were taken, so a reader can judge them."""
 
     batch_size: int = 1
-    torch_threads: int = 1
+    torch_threads: int = Field(default=1, description="Intra-op threads of the timed runtime.")
     repeats: int
     statistic: Literal["median"] = "median"
     device: str = "cpu"
+    runtime: str | None = Field(
+        default=None,
+        description="What ran the timed modules (the block runtime, e.g. onnxruntime and "
+        "the ONNX opset); None in catalogs written before it was recorded.",
+    )
 
 
 class PathCatalog(CatalogModel):

@@ -47,7 +47,7 @@ from braid.dimee.evaluate import Calibration
 from braid.dimee.train import Trained
 from braid.policy.dimee import EASY, HARD, MODERATE, TIERS, predictions_at, tier_exits
 from braid.render.naming import block_model_name
-from braid.tooling.triton_repository import write_torchscript_model
+from braid.tooling.triton_repository import write_onnx_model
 
 MODEL = "minilm-sst2"
 INPUT = TensorSpec(name="INPUT_IDS", datatype="INT64", shape=[MAX_TOKENS])
@@ -203,7 +203,7 @@ def export_repository(
     params = {t: sum(p.numel() for p in m.parameters()) for t, m in modules.items()}
     example = torch.from_numpy(trained.splits["test"].ids[:2])
     for tier, module in modules.items():
-        write_torchscript_model(
+        write_onnx_model(
             out,
             tier_model_name(tier),
             module,
@@ -211,7 +211,7 @@ def export_repository(
             outputs=[OUTPUT, EXIT_OUTPUT],
             max_batch_size=max_batch_size,
             example_inputs=(example,),
-            torch_num_threads=1,
+            intra_op_threads=1,
         )
     catalog = build_catalog(trained, cal, params)
     (out / CATALOG_FILE).write_text(json.dumps(catalog.model_dump(mode="json"), indent=2) + "\n")

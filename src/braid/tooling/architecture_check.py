@@ -1,8 +1,9 @@
 """Split, export and re-chain a model: does the served block chain compute the model?
 
-Each block is exported as the block runtime serves it (a traced TorchScript file in a
-Triton model folder, ``braid.tooling.triton_repository``), loaded back, and the chain of the
-loaded blocks is run on a sample batch next to the whole model. ``bench/architectures.py``
+Each block is exported as the block runtime serves it (an ONNX file in a Triton model
+folder, ``braid.tooling.triton_repository``), loaded back into an onnxruntime session as
+the runner loads it, and the chain of those sessions is run on a sample batch (larger than
+the export's batch of one: the batch axis must be dynamic) next to the whole torch model. ``bench/architectures.py``
 writes the result for the three architectures into ``results/code.json``; the integration
 test asserts on it.
 """
@@ -10,23 +11,20 @@ test asserts on it.
 from __future__ import annotations
 
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
+import numpy as np
+import onnxruntime as ort
 import torch
 from torch import nn
 
 from braid.api.common import DataType, TensorSpec
 from braid.tooling.graph_split import graph_layers, partition_from_cuts, split_graph, trace_model
 from braid.tooling.split import Block, count_macs, count_params
-from braid.tooling.triton_repository import (
-    TORCHSCRIPT_FILE,
-    torch_datatype,
-    write_torchscript_model,
-)
+from braid.tooling.triton_repository import ONNX_FILE, torch_datatype, write_onnx_model
 
 
 @dataclass(frozen=True)
@@ -93,28 +91,29 @@ def check_architecture(case: ArchitectureCase, repository: Path, batch: int = 4)
     x = case.sample(batch)
     with torch.no_grad():
         whole = model(x)
-        chained = x
-        for module in served:
-            chained = module(chained)
+    chained: np.ndarray[Any, Any] = x.numpy()
+    for session in served:
+        (chained,) = session.run(["OUTPUT__0"], {"INPUT__0": chained})
+    served_out = torch.from_numpy(chained)
     return ChainCheck(
         name=case.name,
         family=case.family,
         graph_layers=len(layers),
         blocks=blocks,
-        max_abs_diff=float((whole - chained).abs().max()),
-        same_prediction=bool((whole.argmax(-1) == chained.argmax(-1)).all()),
+        max_abs_diff=float((whole - served_out).abs().max()),
+        same_prediction=bool((whole.argmax(-1) == served_out.argmax(-1)).all()),
         params=count_params(model),
         macs=count_macs(model, case.input_shape, case.input_dtype),
         seconds=time.monotonic() - started,
     )
 
 
-def _export_and_load(repository: Path, model: str, block: Block) -> torch.jit.ScriptModule:
+def _export_and_load(repository: Path, model: str, block: Block) -> ort.InferenceSession:
     name = f"{model}.{block.name}"
     example = torch.zeros((1, *block.input_shape), dtype=block.input_dtype)
     with torch.no_grad():
         out = block.module(example)
-    folder = write_torchscript_model(
+    folder = write_onnx_model(
         repository,
         name,
         block.module,
@@ -123,12 +122,11 @@ def _export_and_load(repository: Path, model: str, block: Block) -> torch.jit.Sc
         max_batch_size=8,
         example_inputs=(example,),
     )
-    with warnings.catch_warnings():  # TorchScript is the block runtime's format, on purpose
-        warnings.simplefilter("ignore", FutureWarning)
-        loaded: torch.jit.ScriptModule = torch.jit.load(  # type: ignore[no-untyped-call]
-            str(folder / "1" / TORCHSCRIPT_FILE)
-        )
-    return loaded
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1  # as the runner does (see triton_onnx_model)
+    return ort.InferenceSession(
+        str(folder / "1" / ONNX_FILE), sess_options=options, providers=["CPUExecutionProvider"]
+    )
 
 
 def _spec(name: str, t: torch.Tensor) -> TensorSpec:

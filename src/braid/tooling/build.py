@@ -51,7 +51,7 @@ from braid.tooling.measure import accuracy, compute_us, evaluate_paths, time_mod
 from braid.tooling.paths import Grid, HopRef, LinkPlan, PathPlan, block_model, plan_paths
 from braid.tooling.progress import Progress, stage
 from braid.tooling.split import Block, Shape, count_macs, count_params, split_model
-from braid.tooling.triton_repository import torch_datatype
+from braid.tooling.triton_repository import BLOCK_RUNTIME, torch_datatype
 from braid.tooling.zoo import (
     FMNIST_PARTITION,
     HOST_MODEL,
@@ -207,8 +207,17 @@ def build(
     data = dataset if dataset is not None else load_fashion_mnist()
     if providers is None:
         providers = _providers(config, data, cache, progress)
+    # The block runtime keys the build (its timings, catalog and export) but not the trained
+    # weights: links, heads and the local model are state dicts, the same whatever serves them.
     build_hash = _hash(
-        [ARTIFACT_VERSION, config.digest(), providers.local_hash, providers.host_hash, data.digest]
+        [
+            ARTIFACT_VERSION,
+            BLOCK_RUNTIME,
+            config.digest(),
+            providers.local_hash,
+            providers.host_hash,
+            data.digest,
+        ]
     )
     plans = plan_paths(providers.local_blocks, providers.host_blocks, config.grid)
     modules: dict[str, nn.Module] = {}
@@ -564,7 +573,7 @@ def _catalog(
         baseline_accuracy=round(path_accuracy[original], 6),
         original_path=original,
         models=models,
-        measurement=Measurement(repeats=config.timing_repeats),
+        measurement=Measurement(repeats=config.timing_repeats, runtime=BLOCK_RUNTIME),
         paths=entries,
     )
 

@@ -1,7 +1,7 @@
 """Export a build as a Triton model repository: one Triton model per block, link and exit head.
 
-Each model is a Python-backend model running a traced TorchScript module (the layout and the
-generic ``model.py`` come from ``braid.tooling.triton_repository``), with dynamic batching so
+Each model is a Python-backend model running an ONNX file with onnxruntime (the layout and
+the generic ``model.py`` come from ``braid.tooling.triton_repository``), with dynamic batching so
 a loaded Triton batches concurrent requests of different paths that share a block. The
 catalog goes beside the models as ``catalog.json``; Triton ignores a top-level file.
 """
@@ -20,7 +20,7 @@ from braid.api.catalog import PathCatalog
 from braid.api.v1alpha1.block import DynamicBatching
 from braid.logs import log_event
 from braid.tooling.build import BuildResult
-from braid.tooling.triton_repository import write_torchscript_model
+from braid.tooling.triton_repository import write_onnx_model
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def export_repository(
     for name in names:
         sig = hops.get(name) or blocks[name]
         in_shape, _ = result.shapes[name]
-        write_torchscript_model(
+        write_onnx_model(
             out,
             name,
             result.modules[name],

@@ -1,5 +1,9 @@
 """Measuring a build's paths: test accuracy (with adaptive-exit statistics) and module times.
 
+Times are taken on the serving runtime: each module is exported to ONNX exactly as the
+Triton repository holds it and timed in an onnxruntime session set up as the runner sets
+it up (one intra-op thread), so the catalog's ``compute_us`` is what a block costs served.
+
 The catalog is made of these figures, so a figure that is missing is an error of the build,
 never a zero: a module without a measured time would look free to the path controller.
 """
@@ -7,10 +11,15 @@ never a zero: a module without a measured time would look free to the path contr
 from __future__ import annotations
 
 import statistics
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from functools import partial
+from pathlib import Path
+from typing import Any
 
+import numpy as np
+import onnxruntime as ort
 import torch
 from torch import nn
 
@@ -19,6 +28,7 @@ from braid.tooling.data import Split
 from braid.tooling.paths import PathPlan, block_model
 from braid.tooling.progress import Progress, stage
 from braid.tooling.split import Block, Shape
+from braid.tooling.triton_repository import export_onnx
 
 
 class MissingTimingError(KeyError):
@@ -93,18 +103,40 @@ def evaluate_paths(
     return acc, exits
 
 
-def measure_us(module: nn.Module, in_shape: Shape, repeats: int) -> float:
-    """Median wall time of one batch-1 forward pass, µs, on one torch thread."""
-    x = torch.rand((1, *in_shape))
+def serving_session(path: Path, intra_op_threads: int = 1) -> ort.InferenceSession:
+    """An onnxruntime CPU session configured as the Triton runner configures its own."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = intra_op_threads
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+
+
+def time_session(session: ort.InferenceSession, x: np.ndarray[Any, Any], repeats: int) -> float:
+    """Median wall time of ``session.run`` on ``x``, µs (after a short warm-up)."""
+    feeds = {session.get_inputs()[0].name: x}
     samples: list[float] = []
-    with torch.inference_mode():
-        for _ in range(max(3, repeats // 10)):
-            module(x)
-        for _ in range(repeats):
-            t0 = time.perf_counter_ns()
-            module(x)
-            samples.append((time.perf_counter_ns() - t0) / 1000.0)
+    for _ in range(max(3, repeats // 10)):
+        session.run(None, feeds)
+    for _ in range(repeats):
+        t0 = time.perf_counter_ns()
+        session.run(None, feeds)
+        samples.append((time.perf_counter_ns() - t0) / 1000.0)
     return float(statistics.median(samples))
+
+
+def measure_us(module: nn.Module, in_shape: Shape, repeats: int) -> float:
+    """Median wall time of one batch-1 call of ``module`` served by onnxruntime, µs."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = export_onnx(
+            module,
+            (torch.zeros((1, *in_shape)),),
+            ["INPUT__0"],
+            ["OUTPUT__0"],
+            Path(tmp) / "m.onnx",
+        )
+        session = serving_session(path)
+    x = np.random.default_rng(0).random((1, *in_shape), dtype=np.float32)
+    return time_session(session, x, repeats)
 
 
 def time_modules(
@@ -114,15 +146,10 @@ def time_modules(
     used: Sequence[str],
     progress: Progress,
 ) -> dict[str, float]:
-    """``measure_us`` of each module named in ``used``, with torch on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    """``measure_us`` of each module named in ``used`` (onnxruntime, one intra-op thread)."""
     out: dict[str, float] = {}
-    try:
-        with stage(progress, f"time {len(used)} modules", len(used)) as step:
-            for name in used:
-                out[name] = measure_us(modules[name], shapes[name][0], repeats)
-                step()
-    finally:
-        torch.set_num_threads(threads)
+    with stage(progress, f"time {len(used)} modules", len(used)) as step:
+        for name in used:
+            out[name] = measure_us(modules[name], shapes[name][0], repeats)
+            step()
     return out

@@ -1,10 +1,19 @@
-"""Write Triton models into a model repository: one TorchScript file per model.
+"""Write Triton models into a model repository: one ONNX file per model.
 
 Every block, link and exit head braid serves becomes one Triton model laid out as::
 
     <repository>/<name>/config.pbtxt
-    <repository>/<name>/<version>/model.py   (the generic TorchScript runner)
-    <repository>/<name>/<version>/model.pt   (the scripted or traced module)
+    <repository>/<name>/<version>/model.py     (the generic onnxruntime runner)
+    <repository>/<name>/<version>/model.onnx   (the exported graph, batch axis dynamic)
+
+Why ONNX run by onnxruntime, not TorchScript run by torch: the Triton runtime image then
+holds tritonserver, Python, numpy and onnxruntime (tens of MB) instead of the CUDA build of
+torch (~4.5 GB), and on a GPU cluster the same files are served by onnxruntime's CUDA
+execution provider (``onnxruntime-gpu``). The graph's input and output names are the
+config's tensor names, so the version folder is also exactly what Triton's native
+``onnxruntime`` backend reads (``backend: "onnxruntime"``, ``model.onnx``) where a cluster's
+Triton image ships it; the Python-backend runner is what the CPU ``tritonserver`` of the
+nvidia-pytriton wheel can run.
 
 The config comes from the pure renderer in ``braid.render.triton_config`` so the exporter,
 the operator and the tests agree on it.
@@ -28,12 +37,14 @@ from braid.render.triton_config import DEFAULT_DYNAMIC_BATCHING, render_model_co
 
 logger = logging.getLogger(__name__)
 
-TORCHSCRIPT_FILE = "model.pt"
-_RUNNER_MODULE = "triton_torchscript_model.py"
-# torch 2.x marks TorchScript deprecated in favour of torch.export, but a self-contained
-# scripted file is exactly what the Python-backend runner needs: it loads without the
-# model's Python source. The warning is expected, so it is silenced where we script.
-_JIT_DEPRECATION = r".*torch\.jit\..* is deprecated.*"
+ONNX_FILE = "model.onnx"
+ONNX_OPSET = 17
+"""Opset 17 (LayerNormalization is one op there) is read by every onnxruntime since 1.14,
+so the files also load in the older onnxruntime that a cluster's Triton backend bundles."""
+BLOCK_RUNTIME = "onnxruntime-1.31.1/onnx-opset-17"
+"""What serves (and so what times) the exported blocks: part of the build's cache key, so a
+build measured on another runtime is never reused."""
+_RUNNER_MODULE = "triton_onnx_model.py"
 
 _TORCH_TO_DATATYPE: dict[torch.dtype, str] = {
     torch.bool: "BOOL",
@@ -47,6 +58,7 @@ _TORCH_TO_DATATYPE: dict[torch.dtype, str] = {
     torch.float64: "FP64",
     torch.bfloat16: "BF16",
 }
+_DATATYPE_TO_TORCH = {v: k for k, v in _TORCH_TO_DATATYPE.items()}
 
 
 def torch_datatype(dtype: torch.dtype) -> str:
@@ -58,31 +70,66 @@ def torch_datatype(dtype: torch.dtype) -> str:
 
 
 def runner_source() -> str:
-    """The text of the generic Python-backend ``model.py`` that runs a TorchScript file."""
+    """The text of the generic Python-backend ``model.py`` that runs an ONNX file."""
     return resources.files("braid.tooling").joinpath(_RUNNER_MODULE).read_text()
 
 
-def _script(
-    module: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...] | None
-) -> torch.jit.ScriptModule:
-    if isinstance(module, torch.jit.ScriptModule):
-        return module
+def example_batch(inputs: Sequence[TensorSpec]) -> tuple[torch.Tensor, ...]:
+    """Zeros of batch 1 for each input: what the exporter traces with when given nothing.
+
+    Variable dimensions (-1) trace at 1; only the batch axis is exported dynamic.
+    """
+    out = []
+    for spec in inputs:
+        if spec.datatype not in _DATATYPE_TO_TORCH:
+            raise ValueError(f"input {spec.name}: {spec.datatype} has no torch dtype")
+        shape = [1, *(d if d > 0 else 1 for d in spec.shape)]
+        out.append(torch.zeros(shape, dtype=_DATATYPE_TO_TORCH[spec.datatype]))
+    return tuple(out)
+
+
+def export_onnx(
+    module: torch.nn.Module,
+    example_inputs: tuple[torch.Tensor, ...],
+    input_names: Sequence[str],
+    output_names: Sequence[str],
+    path: Path,
+    *,
+    dynamic_batch: bool = True,
+) -> Path:
+    """Export ``module`` (eval mode) to ``path`` as ONNX, axis 0 dynamic when batching.
+
+    torch's TorchScript-based exporter (``dynamo=False``), on purpose: it traces every block
+    kind braid serves (flat CNNs, fx-split residual stages, MiniLM encoder layers, links,
+    exit heads) in well under a second each, with outputs equal to torch's within float
+    rounding; the dynamo exporter gave the same graphs ~35x slower, and a build exports and
+    times dozens of modules. The module returns a tensor, or a tuple/list of tensors in the
+    order of ``output_names``.
+    """
     module = module.eval()
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=FutureWarning, message=_JIT_DEPRECATION)
-        if example_inputs is not None:
-            # Tracing records one path through the module: right for frozen feed-forward
-            # blocks, and it works where scripting fails on dynamic Python.
-            with torch.no_grad():
-                traced: torch.jit.ScriptModule = torch.jit.trace(  # type: ignore[no-untyped-call]
-                    module, example_inputs
-                )
-            return traced
-        scripted: torch.jit.ScriptModule = torch.jit.script(module)
-        return scripted
+    names = [*input_names, *output_names]
+    axes = {name: {0: "batch"} for name in names} if dynamic_batch else None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings(), torch.no_grad():
+        # The legacy exporter is deprecated in favour of dynamo (see above for why not) and
+        # warns on tracing-time constants the blocks have on purpose (MiniLM's alpha).
+        warnings.simplefilter("ignore", (DeprecationWarning, FutureWarning))
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # type: ignore[attr-defined]
+        torch.onnx.export(
+            module,
+            example_inputs,
+            str(path),
+            input_names=list(input_names),
+            output_names=list(output_names),
+            dynamic_axes=axes,
+            opset_version=ONNX_OPSET,
+            do_constant_folding=True,
+            dynamo=False,
+        )
+    return path
 
 
-def write_torchscript_model(
+def write_onnx_model(
     repository: Path,
     name: str,
     module: torch.nn.Module | Path,
@@ -94,21 +141,22 @@ def write_torchscript_model(
     dynamic_batching: DynamicBatching | None = DEFAULT_DYNAMIC_BATCHING,
     instance_count: int = 1,
     instance_kind: str = "KIND_CPU",
-    torch_num_threads: int = 1,
+    intra_op_threads: int = 1,
     example_inputs: tuple[torch.Tensor, ...] | None = None,
     parameters: Mapping[str, str] | None = None,
 ) -> Path:
-    """Write model ``name`` (config, runner, TorchScript file) into ``repository``.
+    """Write model ``name`` (config, runner, ONNX file) into ``repository``.
 
-    ``module`` is a scripted module, a plain module (scripted, or traced when
-    ``example_inputs`` are given) or the path of a saved TorchScript file (copied).
-    The module takes the inputs positionally in the order given and returns a tensor, a
-    tuple of tensors in the order of ``outputs``, or a dict keyed by output name.
+    ``module`` is a torch module (exported with ``example_inputs``, or zeros of batch 1 built
+    from ``inputs``) or the path of an ONNX file (copied; its tensor names must be the
+    config's). The module takes the inputs positionally in the order given and returns a
+    tensor or a tuple of tensors in the order of ``outputs``. ``intra_op_threads`` is
+    onnxruntime's thread count per instance (see the runner for why 1).
     Rewrites an existing version in place; returns the model's directory.
     """
     if version < 1:
         raise ValueError(f"model versions start at 1, got {version}")
-    params = {"torch_num_threads": str(torch_num_threads), "torchscript_file": TORCHSCRIPT_FILE}
+    params = {"intra_op_threads": str(intra_op_threads), "onnx_file": ONNX_FILE}
     params.update(parameters or {})
     config = render_model_config(
         name,
@@ -124,14 +172,18 @@ def write_torchscript_model(
     model_dir = repository / name
     version_dir = model_dir / str(version)
     version_dir.mkdir(parents=True, exist_ok=True)
-    artifact = version_dir / TORCHSCRIPT_FILE
+    artifact = version_dir / ONNX_FILE
     if isinstance(module, Path):
         shutil.copyfile(module, artifact)
     else:
-        scripted = _script(module, example_inputs)
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", category=FutureWarning, message=_JIT_DEPRECATION)
-            torch.jit.save(scripted, str(artifact))
+        export_onnx(
+            module,
+            example_inputs if example_inputs is not None else example_batch(inputs),
+            [t.name for t in inputs],
+            [t.name for t in outputs],
+            artifact,
+            dynamic_batch=max_batch_size > 0,
+        )
     (version_dir / "model.py").write_text(runner_source())
     (model_dir / "config.pbtxt").write_text(config)
     log_event(logger, "triton.model.written", model=name, version=version, path=model_dir)

@@ -64,7 +64,7 @@ def _link(
             "from": ref(*src),
             "to": ref(*dst),
             "architecture": {"type": "linear" if vector_out else "conv", "reduction": reduction},
-            "artifact": {"uri": f"file://{repository / name / '1' / 'model.pt'}"},
+            "artifact": {"uri": f"file://{repository / name / '1' / 'model.onnx'}"},
             "servedBy": {"name": served_by},
         },
     }
