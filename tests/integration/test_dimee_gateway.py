@@ -7,6 +7,11 @@ tier the offline router picks, and the served predictions (hence accuracy) must 
 offline evaluation of the same samples, in every mode: in ``adaptive`` (Ours-D) the tiers'
 ``EXIT`` outputs come back through the gateway and move its centroids exactly as the
 offline evaluation moves them.
+
+The tiers are served as ONNX files run by onnxruntime while the offline logits come from
+torch, so beside the exact equality of predictions, exits and centroids, the served logits
+are checked against the offline logits of the exit each sample took (rtol=atol=1e-4: float
+sums in another order; a wrong exit or a lost layer moves logits by far more).
 """
 
 from __future__ import annotations
@@ -71,6 +76,15 @@ def dimee(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DimeeDeployment]
         server.stop()
 
 
+def offline_logits(dimee: DimeeDeployment, tier_of: np.ndarray) -> np.ndarray:
+    """The offline (torch) logits of the exit each of the first ``SAMPLES`` samples takes."""
+    cal = dimee.calibration
+    logits = dimee.trained.logits["test"][:SAMPLES]
+    exit_at = tier_exits(confidences(logits), tier_of, cal.alpha, cal.tiers)
+    taken: np.ndarray = logits[np.arange(SAMPLES), exit_at - 1]
+    return taken
+
+
 def offline(dimee: DimeeDeployment, mode: RouterMode) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Tier and prediction of the first ``SAMPLES`` test samples, and the final centroids, as
     ``evaluate`` computes them for the method that ``mode`` serves (one sample at a time)."""
@@ -113,10 +127,10 @@ def offline_in_batches(
 
 def serve(
     dimee: DimeeDeployment, mode: str, tmp_path: Path, batch: int = 1
-) -> tuple[list[Any], np.ndarray, dict[str, float], np.ndarray]:
+) -> tuple[list[Any], np.ndarray, dict[str, float], np.ndarray, np.ndarray]:
     """Send the first ``SAMPLES`` test samples through the gateway in order, ``batch`` per
     request, one request at a time; the paths it reports, its predictions, the calls each
-    tier model got, and the router's centroids afterwards."""
+    tier model got, the router's centroids afterwards, and the logits it returned."""
     table = RoutingTable(
         model=MODEL,
         paths=[PathWeight(id=tier_path_id("full"), weight=1)],
@@ -134,6 +148,7 @@ def serve(
         client = grpcclient.InferenceServerClient(thread.gateway.grpc_address)
         served_paths: list[Any] = []
         served = np.empty(SAMPLES, dtype=np.int64)
+        served_logits = np.empty((SAMPLES, OUTPUT.shape[0]), dtype=np.float32)
         try:
             # In order, one request at a time: Ours-D's centroids move after each answer.
             for start in range(0, SAMPLES, batch):
@@ -142,7 +157,8 @@ def serve(
                 x.set_data_from_numpy(rows)
                 result = client.infer(MODEL, [x], client_timeout=60)
                 served_paths.append(grpc_parameters(result)["braid_path"])
-                served[start : start + batch] = result.as_numpy(OUTPUT.name).argmax(axis=1)
+                served_logits[start : start + batch] = result.as_numpy(OUTPUT.name)
+                served[start : start + batch] = served_logits[start : start + batch].argmax(axis=1)
         finally:
             client.close()
         hops = {
@@ -158,7 +174,7 @@ def serve(
         router = thread.gateway.service.executor(MODEL).sample_router
         assert isinstance(router, TierRouter)
         centroids = router.pools.centroids.copy()
-    return served_paths, served, hops, centroids
+    return served_paths, served, hops, centroids, served_logits
 
 
 @pytest.mark.parametrize("mode", ROUTER_MODES)
@@ -170,8 +186,9 @@ def test_each_sample_reaches_its_centroids_tier_and_answers_as_offline(
     if mode == "adaptive":
         # The premise of checking Ours-D: its feedback changes where samples go.
         assert (tier_of != offline(dimee, "fixed")[0]).any()
-    served_paths, served, hops, centroids = serve(dimee, mode, tmp_path)
+    served_paths, served, hops, centroids, logits = serve(dimee, mode, tmp_path)
     assert served_paths == [tier_path_id(TIERS[k]) for k in tier_of]
+    np.testing.assert_allclose(logits, offline_logits(dimee, tier_of), rtol=1e-4, atol=1e-4)
     counts = Counter(tier_of.tolist())
     assert hops == {tier: float(counts.get(k, 0)) for k, tier in enumerate(TIERS)}
     np.testing.assert_array_equal(served, want)
@@ -186,7 +203,8 @@ def test_ours_d_learns_from_every_tier_of_a_batched_request(
     # Eight samples per request: a request spans tiers, each tier's EXIT comes back for
     # its own rows, and the centroids move by all of them before the next request.
     tier_of, want, want_centroids = offline_in_batches(dimee, 8)
-    served_paths, served, hops, centroids = serve(dimee, "adaptive", tmp_path, batch=8)
+    served_paths, served, hops, centroids, logits = serve(dimee, "adaptive", tmp_path, batch=8)
+    np.testing.assert_allclose(logits, offline_logits(dimee, tier_of), rtol=1e-4, atol=1e-4)
     assert any("," in p for p in served_paths)  # some request was served by several tiers
     # One call per tier a request spans: each tier got the rows the offline router sends it.
     calls = Counter(k for start in range(0, SAMPLES, 8) for k in set(tier_of[start : start + 8]))

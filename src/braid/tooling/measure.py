@@ -25,10 +25,10 @@ from torch import nn
 
 from braid.tooling import train as training
 from braid.tooling.data import Split
+from braid.tooling.onnx_export import export_onnx
 from braid.tooling.paths import PathPlan, block_model
 from braid.tooling.progress import Progress, stage
 from braid.tooling.split import Block, Shape
-from braid.tooling.triton_repository import export_onnx
 
 
 class MissingTimingError(KeyError):

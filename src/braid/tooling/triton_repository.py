@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import warnings
 from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
@@ -34,14 +33,12 @@ from braid.api.common import TensorSpec
 from braid.api.v1alpha1.block import DynamicBatching
 from braid.logs import log_event
 from braid.render.triton_config import DEFAULT_DYNAMIC_BATCHING, render_model_config
+from braid.tooling.onnx_export import ONNX_OPSET, export_onnx
 
 logger = logging.getLogger(__name__)
 
 ONNX_FILE = "model.onnx"
-ONNX_OPSET = 17
-"""Opset 17 (LayerNormalization is one op there) is read by every onnxruntime since 1.14,
-so the files also load in the older onnxruntime that a cluster's Triton backend bundles."""
-BLOCK_RUNTIME = "onnxruntime-1.31.1/onnx-opset-17"
+BLOCK_RUNTIME = f"onnxruntime-1.31.1/onnx-opset-{ONNX_OPSET}"
 """What serves (and so what times) the exported blocks: part of the build's cache key, so a
 build measured on another runtime is never reused."""
 _RUNNER_MODULE = "triton_onnx_model.py"
@@ -86,47 +83,6 @@ def example_batch(inputs: Sequence[TensorSpec]) -> tuple[torch.Tensor, ...]:
         shape = [1, *(d if d > 0 else 1 for d in spec.shape)]
         out.append(torch.zeros(shape, dtype=_DATATYPE_TO_TORCH[spec.datatype]))
     return tuple(out)
-
-
-def export_onnx(
-    module: torch.nn.Module,
-    example_inputs: tuple[torch.Tensor, ...],
-    input_names: Sequence[str],
-    output_names: Sequence[str],
-    path: Path,
-    *,
-    dynamic_batch: bool = True,
-) -> Path:
-    """Export ``module`` (eval mode) to ``path`` as ONNX, axis 0 dynamic when batching.
-
-    torch's TorchScript-based exporter (``dynamo=False``), on purpose: it traces every block
-    kind braid serves (flat CNNs, fx-split residual stages, MiniLM encoder layers, links,
-    exit heads) in well under a second each, with outputs equal to torch's within float
-    rounding; the dynamo exporter gave the same graphs ~35x slower, and a build exports and
-    times dozens of modules. The module returns a tensor, or a tuple/list of tensors in the
-    order of ``output_names``.
-    """
-    module = module.eval()
-    names = [*input_names, *output_names]
-    axes = {name: {0: "batch"} for name in names} if dynamic_batch else None
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings(), torch.no_grad():
-        # The legacy exporter is deprecated in favour of dynamo (see above for why not) and
-        # warns on tracing-time constants the blocks have on purpose (MiniLM's alpha).
-        warnings.simplefilter("ignore", (DeprecationWarning, FutureWarning))
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # type: ignore[attr-defined]
-        torch.onnx.export(
-            module,
-            example_inputs,
-            str(path),
-            input_names=list(input_names),
-            output_names=list(output_names),
-            dynamic_axes=axes,
-            opset_version=ONNX_OPSET,
-            do_constant_folding=True,
-            dynamo=False,
-        )
-    return path
 
 
 def write_onnx_model(
