@@ -51,10 +51,9 @@ class BinnedAdaptivePool2d(nn.Module):
         oh = self.output_size[0] or h
         ow = self.output_size[1] or w
         if h % oh == 0 and w % ow == 0:
-            pool = nn.functional.adaptive_avg_pool2d
             if self.reduce == "max":
-                pool = nn.functional.adaptive_max_pool2d
-            return pool(x, (oh, ow))
+                return nn.functional.adaptive_max_pool2d(x, (oh, ow))
+            return nn.functional.adaptive_avg_pool2d(x, (oh, ow))
         rows = []
         for i in range(oh):
             top, bottom = (i * h) // oh, -(-(i + 1) * h // oh)
