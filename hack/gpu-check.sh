@@ -10,12 +10,22 @@
 #
 # With the device tool: prepare here, then one run with carry [".gpu-wheels"] and the command
 # `bash hack/gpu-check.sh run`. The GPU machines' image has torch, numpy, grpcio, protobuf,
-# httpx, uvloop, typer and rich; what braid needs beside them travels as wheels (~45 MB).
+# httpx, uvloop, typer and rich; what braid needs beside them travels as wheels (~54 MB).
+# The block runtime is onnxruntime; on a GPU it must be onnxruntime-gpu (the runner refuses a
+# KIND_GPU instance without CUDAExecutionProvider). Its wheel is 244 MiB, over the device
+# tool's 64 MiB carry, so prepare also cuts it into .gpu-ort/part-00..04 (60 MiB each) with
+# its sha256: on one warm machine, four calls carry [".gpu-ort/part-0N"] (N = 0..3, command
+# `true`: ignored files already there are kept), then the run call carries [".gpu-wheels",
+# ".gpu-ort/part-04", ".gpu-ort/SHA256SUMS"] (56 MB); `run` joins, checks and installs it.
+# A GPU machine that reaches PyPI needs none of this: `run` installs it from there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WHEELS=.gpu-wheels
+ORT_PARTS=.gpu-ort
+ORT_GPU=onnxruntime-gpu==1.31.1  # pyproject.toml pins onnxruntime==1.31.1; same build, CUDA EP
 # Pinned as in pyproject.toml; pydantic's companions at the versions the venv resolved.
 PACKAGES=(
+  onnx==1.23.2
   tritonclient==2.73.0
   pydantic==2.14.3 pydantic-core==2.50.4 annotated-types==0.8.0 typing-inspection==0.4.5
   pydantic-settings==2.16.3 python-dotenv==1.2.4
@@ -47,8 +57,17 @@ with zipfile.ZipFile(full) as src, zipfile.ZipFile(wheels / "tritonserver-slim.z
             out.writestr(item, src.read(name))
 PYEOF
     rm -rf "$WHEELS/full"
-    grep -qxF "/$WHEELS/" .git/info/exclude 2>/dev/null || echo "/$WHEELS/" >> .git/info/exclude
-    du -sh "$WHEELS"
+    rm -rf "$ORT_PARTS"; mkdir -p "$ORT_PARTS/whl"
+    "$PY" -m pip download -q --no-deps --only-binary=:all: --implementation cp \
+      --python-version 3.12 --platform manylinux_2_28_x86_64 -d "$ORT_PARTS/whl" "$ORT_GPU"
+    (cd "$ORT_PARTS" && whl=$(ls whl) && sha256sum "whl/$whl" | sed "s|whl/||" > SHA256SUMS \
+      && split -b 60M -d "whl/$whl" part- && rm -rf whl)
+    exclude=$(git rev-parse --git-path info/exclude)  # .git is a file in a worktree
+    mkdir -p "$(dirname "$exclude")"
+    for dir in "$WHEELS" "$ORT_PARTS"; do
+      grep -qxF "/$dir/" "$exclude" 2>/dev/null || echo "/$dir/" >> "$exclude"
+    done
+    du -sh "$WHEELS" "$ORT_PARTS"/part-*
     ;;
   run)
     shift
@@ -66,6 +85,19 @@ PYEOF
       site=$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
       "$PY" -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])' "$WHEELS/tritonserver-slim.zip" "$site"
       chmod +x "$site"/pytriton/tritonserver/bin/tritonserver "$site"/pytriton/tritonserver/python_backend_stubs/*/triton_python_backend_stub
+    fi
+    # On a GPU machine, onnxruntime-gpu over the CPU onnxruntime (both install the
+    # `onnxruntime` package; the GPU build also has the CPU provider). Never elsewhere: on a
+    # dev machine it would replace the shared venv's onnxruntime.
+    if command -v nvidia-smi >/dev/null; then
+      if [ -f "$ORT_PARTS/SHA256SUMS" ]; then
+        whl=/tmp/$(cut -d' ' -f3 "$ORT_PARTS/SHA256SUMS")
+        cat "$ORT_PARTS"/part-* > "$whl"
+        (cd /tmp && sha256sum -c "$OLDPWD/$ORT_PARTS/SHA256SUMS")
+        "$PY" -m pip install -q --no-index --no-deps --force-reinstall "$whl"
+      else
+        "$PY" -m pip install -q --no-deps "$ORT_GPU"  # a GPU machine that reaches PyPI
+      fi
     fi
     command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv || true
     export OUT="${OUT:-results}"

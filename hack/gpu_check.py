@@ -206,6 +206,15 @@ def main() -> int:
     parser.add_argument("--cpu-only", action="store_true")
     args = parser.parse_args()
     gpu = torch.cuda.is_available() and not args.cpu_only
+    import onnxruntime
+
+    providers = onnxruntime.get_available_providers()
+    if gpu and "CUDAExecutionProvider" not in providers:
+        # The runner would refuse every KIND_GPU instance; say so before starting servers.
+        sys.exit(
+            f"onnxruntime {onnxruntime.__version__} offers no CUDAExecutionProvider "
+            f"({providers}): install onnxruntime-gpu (hack/gpu-check.sh prepare/run do)"
+        )
     report: dict[str, Any] = {
         "benchmark": "gpu_check",
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -214,6 +223,8 @@ def main() -> int:
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
             "torch": torch.__version__,
+            "onnxruntime": onnxruntime.__version__,
+            "onnxruntime_providers": providers,
             "device": torch.cuda.get_device_name(0) if gpu else None,
         },
     }
