@@ -50,7 +50,7 @@ parameters {
   value: { string_value: "x" }
 }
 parameters {
-  key: "torch_num_threads"
+  key: "intra_op_threads"
   value: { string_value: "1" }
 }
 """
@@ -66,7 +66,7 @@ def test_full_config_renders_exactly() -> None:
             preferred_batch_sizes=[4, 8], max_queue_delay_microseconds=250
         ),
         instance_count=2,
-        parameters={"torch_num_threads": "1", "a_first": "x"},
+        parameters={"intra_op_threads": "1", "a_first": "x"},
     )
     assert text == EXPECTED
 
