@@ -235,6 +235,15 @@ def test_runner_refuses_a_gpu_instance_without_the_cuda_provider(runner: Any) ->
         module.instance_providers({"model_instance_kind": "GPU"}, ["CPUExecutionProvider"])
 
 
+def test_runner_refuses_a_session_that_fell_back_to_the_cpu(runner: Any) -> None:
+    module = sys.modules[type(runner).__module__]
+    asked = [("CUDAExecutionProvider", {"device_id": 0}), "CPUExecutionProvider"]
+    module.check_session_device(asked, ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    module.check_session_device(["CPUExecutionProvider"], ["CPUExecutionProvider"])
+    with pytest.raises(RuntimeError, match="could not start CUDAExecutionProvider"):
+        module.check_session_device(asked, ["CPUExecutionProvider"])
+
+
 def test_runner_refuses_a_config_whose_names_the_graph_lacks(runner: Any, tmp_path: Path) -> None:
     config = {
         "max_batch_size": 8,

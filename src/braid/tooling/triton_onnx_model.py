@@ -54,6 +54,21 @@ def instance_providers(
     return [CPU_PROVIDER]
 
 
+def check_session_device(asked: list[str | tuple[str, dict[str, Any]]], got: list[str]) -> None:
+    """Refuse a session that dropped the CUDA provider it was asked for.
+
+    onnxruntime logs and falls back to the CPU when the CUDA provider cannot load (CUDA 13
+    or cuDNN 9 libraries missing: onnxruntime-gpu's ``[cuda,cudnn]`` extras or the image's
+    CUDA provide them); on a GPU instance that would serve from the CPU unnoticed.
+    """
+    wanted = {p if isinstance(p, str) else p[0] for p in asked}
+    if CUDA_PROVIDER in wanted and CUDA_PROVIDER not in got:
+        raise RuntimeError(
+            f"onnxruntime could not start {CUDA_PROVIDER} for this GPU instance (session "
+            f"providers: {', '.join(got)}); are the CUDA 13 and cuDNN 9 libraries installed?"
+        )
+
+
 def session_options(intra_op_threads: int) -> ort.SessionOptions:
     """One intra-op thread by default: Triton already runs instances (``instance_count``)
     and requests in parallel, and onnxruntime's default (a thread per core, per session)
@@ -78,11 +93,13 @@ class TritonPythonModel:
             args["model_version"],
             params.get("onnx_file", "model.onnx"),
         )
+        providers = instance_providers(args, ort.get_available_providers())
         self.session = ort.InferenceSession(
             path,
             sess_options=session_options(int(params.get("intra_op_threads", "1"))),
-            providers=instance_providers(args, ort.get_available_providers()),
+            providers=providers,
         )
+        check_session_device(providers, self.session.get_providers())
         self.batching = int(config.get("max_batch_size", 0)) > 0
         self.input_names = [tensor["name"] for tensor in config["input"]]
         self.outputs = [
