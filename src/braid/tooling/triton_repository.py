@@ -27,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 
+import onnxruntime
 import torch
 
 from braid.api.common import TensorSpec
@@ -38,7 +39,7 @@ from braid.tooling.onnx_export import ONNX_OPSET, export_onnx
 logger = logging.getLogger(__name__)
 
 ONNX_FILE = "model.onnx"
-BLOCK_RUNTIME = f"onnxruntime-1.31.1/onnx-opset-{ONNX_OPSET}"
+BLOCK_RUNTIME = f"onnxruntime-{onnxruntime.__version__}/onnx-opset-{ONNX_OPSET}"
 """What serves (and so what times) the exported blocks: part of the build's cache key, so a
 build measured on another runtime is never reused."""
 _RUNNER_MODULE = "triton_onnx_model.py"
