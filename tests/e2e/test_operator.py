@@ -129,8 +129,8 @@ def test_link_artifacts_are_fetched_by_the_host_pods_only(
     artifacts = wait_for(host_plan, "the host's plan to fetch both cross links")
     dests = {a["dest"]: a["uri"] for a in artifacts}
     for link in (XIN, XOUT):
-        assert dests[f"repository/{link}/1/model.pt"] == (
-            f"s3://provider-b-models/{link}/1/model.pt"
+        assert dests[f"repository/{link}/1/model.onnx"] == (
+            f"s3://provider-b-models/{link}/1/model.onnx"
         )
     head = wait_for(lambda: plan("provider-a", "fmnist-head"), "fmnist-head's plan")
     assert [a["dest"] for a in head] == ["repository"]
@@ -138,7 +138,7 @@ def test_link_artifacts_are_fetched_by_the_host_pods_only(
         lambda: (p := plan("provider-a", "fmnist-tail")) and len(p) == 2 and p,
         "fmnist-tail's plan to fetch its skip link",
     )
-    assert tail[1]["dest"] == f"repository/{SKIP}/1/model.pt"
+    assert tail[1]["dest"] == f"repository/{SKIP}/1/model.onnx"
 
 
 def test_kubectl_get_braid_shows_useful_columns(cluster: E2ECluster, samples: None) -> None:

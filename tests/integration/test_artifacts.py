@@ -207,7 +207,7 @@ def test_assemble_unpacks_a_repository_and_writes_the_blocks_serving(
     archive = _tar_gz(
         {
             "block-0/config.pbtxt": exported.encode(),
-            "block-0/1/model.pt": b"weights",
+            "block-0/1/model.onnx": b"weights",
             "block-0/1/model.py": b"# runtime",
         }
     )
@@ -228,7 +228,9 @@ def test_assemble_unpacks_a_repository_and_writes_the_blocks_serving(
         ),
     )
     assemble(plan, tmp_path / "models", QUICK)
-    assert (tmp_path / "models" / "repo" / "block-0" / "1" / "model.pt").read_bytes() == b"weights"
+    assert (
+        tmp_path / "models" / "repo" / "block-0" / "1" / "model.onnx"
+    ).read_bytes() == b"weights"
     config = (tmp_path / "models" / "repo" / "block-0" / "config.pbtxt").read_text()
     assert "max_batch_size: 32" in config
     assert "kind: KIND_GPU" in config
@@ -335,23 +337,23 @@ def test_the_host_pods_plan_delivers_its_links_own_artifacts(
     block_archive = _tar_gz(
         {
             "mnist-cnn.b0/config.pbtxt": config.format("mnist-cnn.b0").encode(),
-            "mnist-cnn.b0/1/model.pt": b"block weights",
-            # The repository ships the TorchScript link's config and runner, stale weights.
+            "mnist-cnn.b0/1/model.onnx": b"block weights",
+            # The repository ships the ONNX link's config and runner, stale weights.
             "xout/config.pbtxt": config.format("xout").encode(),
             "xout/1/model.py": b"# runtime",
-            "xout/1/model.pt": b"stale link weights",
+            "xout/1/model.onnx": b"stale link weights",
         }
     )
     link_archive = _tar_gz(
         {
             "config.pbtxt": config.format("xin").encode(),
             "1/model.py": b"# runtime",
-            "1/model.pt": b"entry link weights",
+            "1/model.onnx": b"entry link weights",
         }
     )
     (store_root / "models" / "host.tar.gz").write_bytes(block_archive)
     (store_root / "models" / "xin.tar.gz").write_bytes(link_archive)
-    (store_root / "models" / "xout.pt").write_bytes(b"exit link weights")
+    (store_root / "models" / "xout.onnx").write_bytes(b"exit link weights")
     host = BlockSpec.model_validate(
         {
             "modelRef": {"name": "mnist-cnn"},
@@ -366,13 +368,13 @@ def test_the_host_pods_plan_delivers_its_links_own_artifacts(
             format="triton-repository",
             sha256=hashlib.sha256(link_archive).hexdigest(),
         ),
-        "xout": ArtifactRef(uri="s3://models/xout.pt"),
+        "xout": ArtifactRef(uri="s3://models/xout.onnx"),
     }
     plan = render_repository_plan(host, ["mnist-cnn.b0", "xin", "xout"], links)
     assemble(plan, tmp_path / "models", QUICK)
     repository = tmp_path / "models" / plan.repository
-    assert (repository / "xin" / "1" / "model.pt").read_bytes() == b"entry link weights"
-    assert (repository / "xout" / "1" / "model.pt").read_bytes() == b"exit link weights"
-    assert (repository / "mnist-cnn.b0" / "1" / "model.pt").read_bytes() == b"block weights"
+    assert (repository / "xin" / "1" / "model.onnx").read_bytes() == b"entry link weights"
+    assert (repository / "xout" / "1" / "model.onnx").read_bytes() == b"exit link weights"
+    assert (repository / "mnist-cnn.b0" / "1" / "model.onnx").read_bytes() == b"block weights"
     # The Block's serving settings reach the links' configs too.
     assert "max_batch_size: 32" in (repository / "xin" / "config.pbtxt").read_text()

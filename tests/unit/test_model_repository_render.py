@@ -161,7 +161,7 @@ def test_a_mounted_repository_has_no_fetcher() -> None:
 # -- Links: their artifacts reach the host Block's pods, and only theirs ----------------------
 
 LINK_ARCHIVE = "s3://provider-b-models/links/mnist-cnn.xin.fmnist-cnn.0-1.tar.gz"
-LINK_WEIGHTS = "s3://provider-b-models/links/mnist-cnn.xout.fmnist-cnn.3-5/1/model.pt"
+LINK_WEIGHTS = "s3://provider-b-models/links/mnist-cnn.xout.fmnist-cnn.3-5/1/model.onnx"
 DIGEST = "ab" * 32
 
 
@@ -205,7 +205,7 @@ def test_the_host_pods_fetch_each_served_links_own_artifact() -> None:
     # A TorchScript artifact is the link's weights, in version 1 of its model.
     assert (weights.uri, weights.dest, weights.unpack) == (
         LINK_WEIGHTS,
-        f"{REPOSITORY_DIR}/mnist-cnn.xout.fmnist-cnn.3-5/1/model.pt",
+        f"{REPOSITORY_DIR}/mnist-cnn.xout.fmnist-cnn.3-5/1/model.onnx",
         False,
     )
     assert "mnist-cnn.xin.fmnist-cnn.0-1" in plan.models

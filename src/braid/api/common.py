@@ -134,8 +134,10 @@ class ArtifactRef(ApiModel):
         description="Location of the artifact: pvc://, s3://, gs://, https:// or configmap:// "
         "(file:// only where the operator allows local paths: the local stack).",
     )
-    format: Literal["torchscript", "triton-repository"] = Field(
-        default="torchscript", description="How the artifact is packaged."
+    format: Literal["onnx", "triton-repository"] = Field(
+        default="onnx",
+        description="How the artifact is packaged: one ONNX file (what braid's block runtime "
+        "serves with onnxruntime) or an archive of Triton model folders.",
     )
     sha256: str | None = Field(
         default=None,

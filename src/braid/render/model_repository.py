@@ -20,9 +20,9 @@ from braid.api.common import ArtifactRef
 from braid.api.repository_plan import PlannedArtifact, RepositoryPlan, ServingSettings
 from braid.api.v1alpha1.block import BlockSpec
 
-TORCHSCRIPT_FILE = "model.pt"
-"""Where a TorchScript link lands in its model's version 1, as ``braid models build`` lays
-a Triton model out (the Python-backend runner reads this file name)."""
+ONNX_FILE = "model.onnx"
+"""Where an ONNX link lands in its model's version 1, as ``braid models build`` lays a
+Triton model out (braid's onnxruntime runner and Triton's onnxruntime backend read it)."""
 REPOSITORY_DIR = "repository"
 """Where the Block's repository archive is unpacked, under the pod's model root."""
 PLAN_FILE = "plan.json"
@@ -55,7 +55,7 @@ def link_artifact(name: str, artifact: ArtifactRef, block_secret: str | None) ->
 
     A ``triton-repository`` artifact is the link's whole Triton model (an archive of
     ``config.pbtxt`` and its version directory), unpacked as the model's directory. A
-    ``torchscript`` artifact is the link's weights, placed in version 1 over what the Block's
+    ``onnx`` artifact is the link's exported model, placed in version 1 over what the Block's
     repository ships; its config and runner come from there. Either way the Link's artifact
     is what is served, and a link model missing from both stops the pod with a reason.
     """
@@ -80,7 +80,7 @@ def link_artifact(name: str, artifact: ArtifactRef, block_secret: str | None) ->
     return PlannedArtifact(
         uri=artifact.uri,
         sha256=artifact.sha256,
-        dest=f"{REPOSITORY_DIR}/{name}/1/{TORCHSCRIPT_FILE}",
+        dest=f"{REPOSITORY_DIR}/{name}/1/{ONNX_FILE}",
     )
 
 

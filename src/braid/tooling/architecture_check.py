@@ -22,9 +22,10 @@ import torch
 from torch import nn
 
 from braid.api.common import DataType, TensorSpec
+from braid.render.model_repository import ONNX_FILE
 from braid.tooling.graph_split import graph_layers, partition_from_cuts, split_graph, trace_model
 from braid.tooling.split import Block, count_macs, count_params
-from braid.tooling.triton_repository import ONNX_FILE, torch_datatype, write_onnx_model
+from braid.tooling.triton_repository import torch_datatype, write_onnx_model
 
 
 @dataclass(frozen=True)

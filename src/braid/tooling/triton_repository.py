@@ -33,12 +33,12 @@ import torch
 from braid.api.common import TensorSpec
 from braid.api.v1alpha1.block import DynamicBatching
 from braid.logs import log_event
+from braid.render.model_repository import ONNX_FILE
 from braid.render.triton_config import DEFAULT_DYNAMIC_BATCHING, render_model_config
 from braid.tooling.onnx_export import ONNX_OPSET, export_onnx
 
 logger = logging.getLogger(__name__)
 
-ONNX_FILE = "model.onnx"
 BLOCK_RUNTIME = f"onnxruntime-{onnxruntime.__version__}/onnx-opset-{ONNX_OPSET}"
 """What serves (and so what times) the exported blocks: part of the build's cache key, so a
 build measured on another runtime is never reused."""

@@ -41,7 +41,7 @@ DELETE = "<delete>"
 """As a variant's value: remove the field."""
 
 MODEL: dict[str, Any] = {
-    "artifact": {"uri": "s3://bucket/m.pt", "format": "torchscript"},
+    "artifact": {"uri": "s3://bucket/m.onnx", "format": "onnx"},
     "input": {"name": "image", "datatype": "FP32", "shape": [1, 28, 28]},
     "output": {"name": "logits", "datatype": "FP32", "shape": [10]},
     "baselineAccuracy": 0.9,

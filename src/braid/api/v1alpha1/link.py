@@ -43,7 +43,7 @@ class LinkSpec(ApiModel):
     from_: BlockEndpointRef = Field(alias="from", description="Block whose output feeds the link.")
     to: BlockEndpointRef = Field(description="Block whose input the link produces.")
     architecture: LinkArchitecture = Field(description="The link module's architecture.")
-    artifact: ArtifactRef = Field(description="The trained link (TorchScript).")
+    artifact: ArtifactRef = Field(description="The trained link (its exported ONNX model).")
     input: TensorSpec | None = Field(default=None, description="Input tensor (from-block output).")
     output: TensorSpec | None = Field(default=None, description="Output tensor (to-block input).")
     served_by: ObjectRef | None = Field(
