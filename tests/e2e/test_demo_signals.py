@@ -108,9 +108,7 @@ def _started(demo: Demo) -> Snapshot:
 
 def _send_during_teardown(demo: Demo, snapshot: Snapshot, sig: signal.Signals) -> None:
     """Send ``sig`` once the tear-down has visibly begun (one of the servers has exited)."""
-    servers = [
-        p for p in snapshot.processes if any(name in " ".join(p.argv) for name in EXPECTED)
-    ]
+    servers = [p for p in snapshot.processes if any(name in " ".join(p.argv) for name in EXPECTED)]
     while all(p.alive() for p in servers) and demo.process.poll() is None:
         time.sleep(0.1)
     if demo.process.poll() is None:

@@ -145,9 +145,7 @@ def _start_serve(tmp_path: Path) -> tuple[subprocess.Popen[str], dict[str, str]]
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
-def test_serve_stops_everything_on_sigterm_and_sighup(
-    tmp_path: Path, sig: signal.Signals
-) -> None:
+def test_serve_stops_everything_on_sigterm_and_sighup(tmp_path: Path, sig: signal.Signals) -> None:
     """Like Ctrl-C: a stop while serving is the normal end (exit 0); nothing it started (the
     tritonservers, their Python-backend stubs) nor any port it listened on is left."""
     process, _ = _start_serve(tmp_path)
