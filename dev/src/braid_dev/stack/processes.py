@@ -296,8 +296,12 @@ class OwnedProcesses:
             yield
 
     def record(self, name: str, pid: int, argv: Sequence[str]) -> None:
-        # After Popen returns the child has exec'd, so /proc shows its own command line.
-        identity = ProcessIdentity.of(pid) or ProcessIdentity(pid, list(argv), -1)
+        # The argv given, not /proc's: the kernel may not have set the new command line up
+        # yet when Popen returns. /proc shows the same once it has (no server here is a
+        # script re-executing itself). The start time is the fork's, there from the start.
+        fields = _stat_fields(pid)
+        start_ticks = int(fields[19]) if len(fields) > 19 else -1
+        identity = ProcessIdentity(pid, [str(a) for a in argv], start_ticks)
         _write_json(self.directory / f"{pid}.json", {"name": name, **asdict(identity)})
 
     def forget(self, pid: int) -> None:
@@ -318,19 +322,22 @@ _current_owner: OwnedProcesses | None = None
 
 
 @contextlib.contextmanager
-def owned_processes(directory: Path) -> Iterator[OwnedProcesses]:
+def owned_processes(directory: Path, stay_closed: bool = False) -> Iterator[OwnedProcesses]:
     """Record every server this process starts in ``directory``; stop what is left on exit.
 
-    The registry stays installed (closed) after the block: a late thread cannot start a
-    server that nothing would stop.
+    With ``stay_closed`` (a command about to exit) the closed registry stays installed after
+    the block, so a late thread cannot start a server that nothing would stop.
     """
     global _current_owner
+    previous = _current_owner
     owner = OwnedProcesses(directory)
     _current_owner = owner
     try:
         yield owner
     finally:
         owner.close()
+        if not stay_closed:
+            _current_owner = previous
 
 
 def _write_json(path: Path, data: object) -> None:

@@ -94,7 +94,7 @@ def stoppable_command(owned_root: Path, command: str) -> Iterator[StopSignals]:
         stale = stop_owned(owned_root, running_owners=False)
         if stale:
             log_event(logger, "command.stale_servers_stopped", stopped=",".join(stale))
-        with owned_processes(owned_root / f"{command}-{os.getpid()}"):
+        with owned_processes(owned_root / f"{command}-{os.getpid()}", stay_closed=True):
             try:
                 yield guard
             finally:
