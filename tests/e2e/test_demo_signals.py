@@ -124,21 +124,6 @@ def _assert_nothing_left(demo: Demo, snapshot: Snapshot) -> None:
 
 
 @pytest.mark.timeout(900)
-def test_sigterm_stops_a_kept_demo_like_ctrl_c(tmp_path: Path, demo_runs: list[Demo]) -> None:
-    """SIGTERM while ``--keep`` serves is its normal end (exit 0), and a SIGHUP arriving
-    during the tear-down does not cut it short."""
-    demo = Demo(tmp_path, "--keep", "--duration=3")
-    demo_runs.append(demo)
-    demo.wait_for(KEEPS_SERVING)
-    snapshot = _started(demo)
-    demo.process.send_signal(signal.SIGTERM)
-    _send_during_teardown(demo, snapshot, signal.SIGHUP)
-    assert demo.finish() == 0, demo.output()
-    assert "summary per phase" in demo.output()
-    _assert_nothing_left(demo, snapshot)
-
-
-@pytest.mark.timeout(900)
 def test_sighup_during_traffic_stops_everything(tmp_path: Path, demo_runs: list[Demo]) -> None:
     """A hang-up in the middle of the traffic ends the demo with 128 + SIGHUP; a second
     signal (Ctrl-C) during the tear-down is only reported."""
@@ -150,18 +135,34 @@ def test_sighup_during_traffic_stops_everything(tmp_path: Path, demo_runs: list[
     _send_during_teardown(demo, snapshot, signal.SIGINT)
     assert demo.finish() == 128 + signal.SIGHUP, demo.output()
     assert "interrupted" in demo.output()
+    assert "SIGINT: already stopping" in demo.output()
     _assert_nothing_left(demo, snapshot)
 
 
 @pytest.mark.timeout(900)
-def test_cluster_down_stops_a_kept_demo(tmp_path: Path, demo_runs: list[Demo]) -> None:
+def test_cluster_down_sigterms_a_kept_demo_which_stops_everything(
+    tmp_path: Path, demo_runs: list[Demo]
+) -> None:
+    """``braid dev cluster down`` sends a kept demo SIGTERM: the demo ends as on Ctrl-C
+    (exit 0 and its summary: a stop while ``--keep`` serves is its normal end), and a
+    SIGHUP arriving during that tear-down does not cut it short."""
     demo = Demo(tmp_path, "--keep", "--duration=3")
     demo_runs.append(demo)
     demo.wait_for(KEEPS_SERVING)
     snapshot = _started(demo)
-    down = demo.braid("dev", "cluster", "down")
-    assert down.returncode == 0, down.stdout + down.stderr
-    assert "braid.cli demo" in down.stdout, down.stdout
-    # The demo was asked to stop (SIGTERM), so it ended as a kept demo ends.
+    down = subprocess.Popen(
+        [sys.executable, "-m", "braid.cli", "dev", "cluster", "down"],
+        env=demo.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    _send_during_teardown(demo, snapshot, signal.SIGHUP)
+    down_out, _ = down.communicate(timeout=600)
+    assert down.returncode == 0, down_out
+    # The demo was still running: down asked it to stop rather than killing its servers.
+    assert "braid.cli demo" in down_out, down_out
     assert demo.finish() == 0, demo.output()
+    assert "summary per phase" in demo.output()
+    assert "SIGHUP: already stopping" in demo.output()
     _assert_nothing_left(demo, snapshot)

@@ -144,10 +144,10 @@ def _start_serve(tmp_path: Path) -> tuple[subprocess.Popen[str], dict[str, str]]
     return process, env
 
 
-def test_serve_stops_everything_on_sighup(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
+def test_serve_stops_everything_on_sigterm_and_sighup(tmp_path: Path, sig: signal.Signals) -> None:
     """Like Ctrl-C: a stop while serving is the normal end (exit 0); nothing it started (the
-    tritonservers, their Python-backend stubs) nor any port it listened on is left. (SIGHUP:
-    the signal the gateway's event loop did not take before; SIGTERM goes the same way.)"""
+    tritonservers, their Python-backend stubs) nor any port it listened on is left."""
     process, _ = _start_serve(tmp_path)
     try:
         wait_for_line(process, "gateway ready", 300)
@@ -156,7 +156,7 @@ def test_serve_stops_everything_on_sighup(tmp_path: Path) -> None:
         assert {"tritonserver", "triton_python_backend_stub"} <= names, names
         # Three per tritonserver, and the gateway's (in braid serve's own process).
         assert len(snapshot.ports) >= 8, snapshot.ports
-        process.send_signal(signal.SIGHUP)
+        process.send_signal(sig)
         out, _ = process.communicate(timeout=120)
         assert process.returncode == 0, out
         assert "stopping Triton servers" in out

@@ -111,19 +111,26 @@ def start_process(
     if env:
         full_env.update(env)
     owner = _current_owner if owned else None
+    popen: subprocess.Popen[bytes] | None = None
     with owner.starting(name) if owner is not None else contextlib.nullcontext():
-        with log_path.open("ab") as log_file:
-            popen = subprocess.Popen(
-                list(argv),
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=full_env,
-                cwd=cwd,
-                start_new_session=True,
-            )
-        if owner is not None:
-            owner.record(name, popen.pid, argv)
+        try:
+            with log_path.open("ab") as log_file:
+                popen = subprocess.Popen(
+                    list(argv),
+                    stdout=log_file,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    env=full_env,
+                    cwd=cwd,
+                    start_new_session=True,
+                )
+            if owner is not None:
+                owner.record(name, popen.pid, argv)
+        except BaseException:
+            # A stop signal between the start and the record: nobody would stop it later.
+            if popen is not None:
+                stop_group(popen.pid, timeout=5.0)
+            raise
     if pid_path is not None:
         pid_path.parent.mkdir(parents=True, exist_ok=True)
         pid_path.write_text(str(popen.pid))
