@@ -406,12 +406,14 @@ def stop_owned(
             continue
         if owner is not None and owner.alive():
             command = " ".join(owner.argv[:4])
-            os.kill(owner.pid, signal.SIGTERM)
+            with contextlib.suppress(ProcessLookupError):  # it may just have ended
+                os.kill(owner.pid, signal.SIGTERM)
             deadline = time.monotonic() + owner_timeout
             while owner.alive() and time.monotonic() < deadline:
                 time.sleep(0.2)
             if owner.alive():
-                os.kill(owner.pid, signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(owner.pid, signal.SIGKILL)
             stopped.append(f"{command} (pid {owner.pid})")
             log_event(logger, "process.owner_stopped", pid=owner.pid, command=command)
         stopped += stop_recorded(directory)
