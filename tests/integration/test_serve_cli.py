@@ -21,6 +21,7 @@ from braid_dev import synthetic as syn
 from braid_dev.local_runtime import LocalRuntime
 from braid_dev.stack.processes import pid_alive
 from braid_dev.synthetic import SyntheticModels
+from tests.process_tree import Snapshot, wait_until_gone
 
 BRAID = Path(sys.executable).parent / "braid"
 
@@ -127,6 +128,71 @@ def test_serve_starts_every_tier_and_ctrl_c_stops_everything(tmp_path: Path) -> 
         assert process.returncode == 0, "\n".join(lines)
         assert "stopping Triton servers" in out
         assert not any(pid_alive(pid) for pid in pids)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def _start_serve(tmp_path: Path) -> tuple[subprocess.Popen[str], dict[str, str]]:
+    env = {**os.environ, "BRAID_STATE_DIR": str(tmp_path / "state")}
+    argv = [str(BRAID), "serve", "--synthetic", "--http-port", "0", "--grpc-port", "0"]
+    argv += ["--workdir", str(tmp_path / "serve")]
+    process = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+    )
+    return process, env
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
+def test_serve_stops_everything_on_sigterm_and_sighup(tmp_path: Path, sig: signal.Signals) -> None:
+    """Like Ctrl-C: a stop while serving is the normal end (exit 0); nothing it started (the
+    tritonservers, their Python-backend stubs) nor any port it listened on is left."""
+    process, _ = _start_serve(tmp_path)
+    try:
+        wait_for_line(process, "gateway ready", 300)
+        snapshot = Snapshot.of(process.pid)
+        names = snapshot.names()
+        assert {"tritonserver", "triton_python_backend_stub"} <= names, names
+        # Three per tritonserver, and the gateway's (in braid serve's own process).
+        assert len(snapshot.ports) >= 8, snapshot.ports
+        process.send_signal(sig)
+        out, _ = process.communicate(timeout=120)
+        assert process.returncode == 0, out
+        assert "stopping Triton servers" in out
+        wait_until_gone(snapshot)
+        assert snapshot.survivors() == []
+        assert snapshot.open_ports() == set()
+        assert not list((tmp_path / "state" / "owned").glob("*/*.json"))
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_cluster_down_stops_what_a_killed_serve_left(tmp_path: Path) -> None:
+    """SIGKILL cannot be handled: the tritonservers outlive braid serve, and ``braid dev
+    cluster down`` stops them from the records serve left in the state directory."""
+    process, env = _start_serve(tmp_path)
+    try:
+        wait_for_line(process, "gateway ready", 300)
+        snapshot = Snapshot.of(process.pid)
+        assert "tritonserver" in snapshot.names()
+        process.kill()
+        process.wait()
+        assert snapshot.survivors(), "the servers outlive a SIGKILLed braid serve"
+        down = subprocess.run(
+            [str(BRAID), "dev", "cluster", "down"],
+            env={**env, "BRAID_CLUSTER_REAL_NODES": "0"},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert down.returncode == 0, down.stdout + down.stderr
+        assert "tritonserver[local]" in down.stdout, down.stdout
+        wait_until_gone(snapshot)
+        assert snapshot.survivors() == []
+        assert snapshot.open_ports() == set()
     finally:
         if process.poll() is None:
             process.kill()

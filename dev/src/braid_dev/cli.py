@@ -76,12 +76,23 @@ def cluster_up(
 def cluster_down(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log each step."),
 ) -> None:
-    """Stop every process of the control plane; safe to run when nothing is running."""
+    """Stop every process of the control plane, and what a ``braid demo --keep`` or ``braid
+    serve`` under the same state directory started; safe to run when nothing is running.
+
+    A demo or serve still running is sent SIGTERM and tears down as on Ctrl-C; servers left
+    by one that was killed are stopped from their records (pid, command line, start time).
+    """
     from braid.settings import get_settings
     from braid_dev.stack import cluster
+    from braid_dev.stack.processes import owned_root, stop_owned
 
     _setup_cli_logging(verbose)
-    stopped = cluster.down(get_settings())
+    settings = get_settings()
+    # Before the cluster: a running demo's tear-down still needs its API server.
+    owned = stop_owned(owned_root(settings.state))
+    if owned:
+        typer.echo(f"stopped what demo/serve started ({', '.join(owned)})")
+    stopped = cluster.down(settings)
     if stopped:
         typer.echo(f"cluster stopped ({', '.join(stopped)})")
     else:

@@ -1,16 +1,22 @@
 """``braid serve``: the local runtime. It starts one tritonserver per tier from an exported
-repository, then the gateway, and stops all of it on Ctrl-C (a dev-stack command: in a
-cluster the operator's pods run Triton and ``braid gateway`` runs alone).
+repository, then the gateway, and stops all of it on Ctrl-C, SIGTERM or SIGHUP (a dev-stack
+command: in a cluster the operator's pods run Triton and ``braid gateway`` runs alone).
+
+Exit status: 0 after a stop while serving (its normal end), 128 + the signal's number when
+a signal interrupts the start-up (see ``braid_dev.stack.stop_signals``).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from braid.cli.gateway import ready_line, setup_logging
+
+if TYPE_CHECKING:
+    from braid_dev.stack.stop_signals import StopSignals
 
 
 def serve_command(
@@ -33,7 +39,33 @@ def serve_command(
     ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log each event.")] = False,
 ) -> None:
-    """Start a tritonserver per tier (local / host) and the gateway; Ctrl-C stops everything."""
+    """Start a tritonserver per tier (local / host) and the gateway; Ctrl-C, SIGTERM or SIGHUP
+    stops everything."""
+    from braid.settings import get_settings
+    from braid_dev.stack.processes import owned_root
+    from braid_dev.stack.stop_signals import StopRequested, stoppable_command
+
+    setup_logging(verbose)
+    if (repository is None) == (not synthetic):
+        raise typer.BadParameter("give exactly one of --repository DIR or --synthetic")
+    try:
+        with stoppable_command(owned_root(get_settings().state), "serve") as guard:
+            _serve(repository, synthetic, routing, host, http_port, grpc_port, workdir, guard)
+    except StopRequested as exc:
+        typer.echo(f"interrupted by {exc}: everything braid serve started is stopped")
+        raise typer.Exit(exc.exit_code) from None
+
+
+def _serve(
+    repository: Path | None,
+    synthetic: bool,
+    routing: Path | None,
+    host: str,
+    http_port: int,
+    grpc_port: int,
+    workdir: Path | None,
+    guard: StopSignals,
+) -> None:
     from braid.api.routing import single_path_table
     from braid.dataplane.routing import write_routing_table
     from braid.dataplane.server import GatewayOptions, serve_gateway
@@ -41,9 +73,6 @@ def serve_command(
     from braid.settings import get_settings
     from braid_dev.local_runtime import start_local_runtime
 
-    setup_logging(verbose)
-    if (repository is None) == (not synthetic):
-        raise typer.BadParameter("give exactly one of --repository DIR or --synthetic")
     workdir = workdir if workdir is not None else get_settings().state / "serve"
     workdir.mkdir(parents=True, exist_ok=True)
     if synthetic:
@@ -74,5 +103,8 @@ def serve_command(
             on_ready=ready_line,
         )
     finally:
+        # The gateway's event loop handled the stop signals and gave them back to their
+        # defaults on closing: from here on they must not cut the tear-down short.
+        guard.tearing_down()
         typer.echo("stopping Triton servers")
         runtime.stop()

@@ -167,7 +167,8 @@ def serve_gateway(
     options: GatewayOptions,
     on_ready: Callable[[Gateway], None] | None = None,
 ) -> None:
-    """Run a gateway in the foreground until SIGINT or SIGTERM, then stop it gracefully.
+    """Run a gateway in the foreground until SIGINT, SIGTERM or SIGHUP (its terminal closed),
+    then stop it gracefully.
 
     ``build`` makes the service inside the gateway's event loop (grpc.aio channels belong to
     the loop that creates them).
@@ -176,7 +177,7 @@ def serve_gateway(
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.add_signal_handler(sig, stop.set)
         gateway = Gateway(await build(), options)
         await gateway.start()

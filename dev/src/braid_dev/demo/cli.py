@@ -82,8 +82,15 @@ def run_demo_cli(
     png: Path,
     verbose: bool,
 ) -> None:
+    """Run the demo; SIGTERM and SIGHUP stop it as Ctrl-C does (see ``stop_signals``).
+
+    Exit status: 0 when it ran (a stop during ``--keep``'s serving is its normal end), 1
+    when nothing could be served, 128 + the signal's number when a signal cut it short.
+    """
     from braid.logs import setup_logging
     from braid.settings import get_settings
+    from braid_dev.stack.processes import owned_root
+    from braid_dev.stack.stop_signals import StopRequested, stoppable_command
 
     setup_logging(logging.INFO if verbose else logging.WARNING)
     console = Console()
@@ -119,7 +126,7 @@ def run_demo_cli(
     def wait_forever(addresses: dict[str, str]) -> None:
         for name, value in addresses.items():
             console.print(f"  {name:<13} {value}", highlight=False)
-        console.print("the stack keeps serving; Ctrl-C stops it")
+        console.print("the stack keeps serving; Ctrl-C (or SIGTERM, SIGHUP) stops it")
         try:
             while True:
                 time.sleep(3600)
@@ -127,10 +134,11 @@ def run_demo_cli(
             return
 
     try:
-        result = run_demo(options, settings, progress, _live(console), wait_forever)
-    except KeyboardInterrupt:
+        with stoppable_command(owned_root(settings.state), "demo"):
+            result = run_demo(options, settings, progress, _live(console), wait_forever)
+    except KeyboardInterrupt as exc:
         console.print("[yellow]interrupted[/yellow]: everything the demo started is stopped")
-        raise typer.Exit(130) from None
+        raise typer.Exit(exc.exit_code if isinstance(exc, StopRequested) else 130) from None
     _summary(console, result)
     if result.state.errors and not result.state.samples:
         raise typer.Exit(1)

@@ -64,6 +64,7 @@ from braid_dev.stack.operator_process import REPO_ROOT, start_operator
 from braid_dev.stack.ports import free_port
 from braid_dev.stack.processes import ManagedProcess, start_process, wait_until
 from braid_dev.stack.prometheus import PrometheusServer, start_prometheus
+from braid_dev.stack.stop_signals import shielded_teardown
 
 logger = logging.getLogger(__name__)
 
@@ -638,14 +639,16 @@ def run_demo(
 ) -> DemoResult:
     """Run every step; ``live(state, traffic)`` runs ``traffic`` while showing the state.
 
-    Everything started here is stopped on the way out, also on Ctrl-C and errors; a cluster
-    that was already running is left running (only the demo's namespaces are deleted).
+    Everything started here is stopped on the way out, also on Ctrl-C, SIGTERM, SIGHUP and
+    errors; a cluster that was already running is left running (only the demo's namespaces
+    are deleted).
     """
     state = DemoState()
     workdir = options.workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
-    with contextlib.ExitStack() as stack:
+    # shielded_teardown exits first: the stack's callbacks run shielded from stop signals.
+    with contextlib.ExitStack() as stack, shielded_teardown():
         with _stage(state, "models", progress):
             repository, catalog, cached = build_models(options)
         with _stage(state, "cluster", progress):

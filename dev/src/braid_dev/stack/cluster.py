@@ -728,6 +728,8 @@ def _start(
             layout.log(component),
             env=render.GO_RUNTIME_ENV,
             pid_path=layout.pid_file(component),
+            # The cluster outlives the command that started it; ``down`` stops it.
+            owned=False,
         )
         procs[component] = proc
         return proc
@@ -938,6 +940,8 @@ def restart_apiserver(
             layout.log(component),
             env=render.GO_RUNTIME_ENV,
             pid_path=layout.pid_file(component),
+            # The cluster outlives the command that started it; ``down`` stops it.
+            owned=False,
         )
         with ApiClient(layout, state.ports) as api:
             wait_until(
