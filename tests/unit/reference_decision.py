@@ -7,9 +7,10 @@ difference between the two is a bug in one of them.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
-from braid.api.catalog import PathCatalog
+from braid.api.catalog import PathCatalog, PathEntry
 from braid.api.v1alpha1.offloadpolicy import OffloadPolicySpec
 from braid.policy.cost import (
     Candidate,
@@ -30,8 +31,7 @@ from braid.policy.decision import (
     _keep,
     _moved,
     _track_challenger,
-    candidate_entries,
-    split_weights,
+    normalise,
 )
 from braid.policy.feasibility import Infeasible, after_costing, before_costing
 from braid.policy.load_model import (
@@ -39,8 +39,69 @@ from braid.policy.load_model import (
     calibration,
     hop_overhead_us,
     loaded_figures,
+    tier_work_s,
     utilisation,
 )
+
+
+def candidate_entries(catalog: PathCatalog, policy: OffloadPolicySpec) -> list[PathEntry]:
+    """The policy's candidate paths that the catalog has, the original path always among them."""
+    wanted = None if policy.all_paths or not policy.candidate_paths else set(policy.candidate_paths)
+    return [
+        p
+        for p in catalog.paths
+        if wanted is None or p.id in wanted or p.id == catalog.original_path
+    ]
+
+
+def split_weights(
+    ranked: Sequence[PathEntry],
+    metrics: Metrics,
+    settings: ControlSettings,
+    scale: Mapping[str, float] | None = None,
+) -> tuple[WeightedPath, ...]:
+    """Weights for ``ranked`` (best first): each takes what its tiers' headroom allows.
+
+    The headroom of a tier is ``max_utilisation`` minus its background load (what the tier
+    does besides this model's routed traffic). Traffic no path has room for goes to the first
+    path: every tier is saturated then, and the cheapest path is the least bad place for it.
+    """
+    if not ranked:
+        raise ValueError("no path to weigh")
+    offered = metrics.offered_rps
+    if offered <= 0:
+        return (WeightedPath(ranked[0].id, 1.0),)
+    headroom = {
+        tier: settings.max_utilisation - busy
+        for tier, busy in background_utilisation(ranked, metrics, settings, scale).items()
+    }
+    left = 1.0
+    weights: dict[str, float] = {}
+    for entry in ranked:
+        if left <= 1e-9:
+            break
+        demand = {
+            tier: offered * seconds / settings.capacity.get(tier, 1.0)
+            for tier, seconds in tier_work_s(entry, scale).items()
+        }
+        room = min(
+            (
+                max(headroom.get(t, settings.max_utilisation), 0.0) / d
+                for t, d in demand.items()
+                if d
+            ),
+            default=left,
+        )
+        share = min(left, room)
+        if share <= 1e-3:
+            continue
+        weights[entry.id] = share
+        left -= share
+        for tier, d in demand.items():
+            headroom[tier] = headroom.get(tier, settings.max_utilisation) - share * d
+    if left > 1e-9:
+        weights[ranked[0].id] = weights.get(ranked[0].id, 0.0) + left
+    return normalise(weights)
 
 
 def reference_assess(

@@ -25,6 +25,7 @@ from braid.api.v1alpha1.offloadpolicy import (
     Hysteresis,
     OffloadPolicySpec,
 )
+from braid.policy import decision
 from braid.policy.cost import Network
 from braid.policy.decision import (
     ControlSettings,
@@ -78,7 +79,7 @@ def entries(draw: Any, path_id: str) -> PathEntry:
     ]
     metrics = ENTRY.metrics.model_copy(
         update={
-            "accuracy": draw(small([0.8, 0.85, 0.9, 0.9, 0.92])),
+            "accuracy": draw(small([0.85, 0.9, 0.9, 0.92, 0.92])),
             "params_local": draw(small([0, 10_000, 200_000])),
             "params_host": draw(small([0, 10_000, 500_000])),
             "compute_us_local": draw(times),
@@ -131,12 +132,14 @@ def measurements(draw: Any, catalog: PathCatalog) -> Metrics:
         at=NOW,
         tiers=draw(
             st.fixed_dictionaries(
-                {"local": tier_metrics()},
+                {"local": tier_metrics()} if draw(st.integers(0, 5)) else {},
                 optional={"host": tier_metrics()},
             )
-            | st.fixed_dictionaries({}, optional={"host": tier_metrics()})
         ),
-        path_rps=draw(st.dictionaries(small([*ids, "gone"]), small([1.0, 50.0, 400.0, 3000.0]))),
+        path_rps=draw(
+            st.dictionaries(small([*ids, "gone"]), small([1.0, 50.0, 400.0, 3000.0]), min_size=1)
+            | st.just({})
+        ),
         network=Network(rtt_us=draw(small([0.0, 200.0])), bandwidth_mbit_s=1000.0),
         hop_us=draw(st.none() | st.just({}))
         or draw(st.dictionaries(small(MODELS), small([90.0, 400.0]), max_size=3)),
@@ -228,3 +231,37 @@ def test_costs_round_as_python_rounds(costs: list[float]) -> None:
     import numpy as np
 
     assert round_costs(np.array(costs, dtype=np.float64)).tolist() == [round(c, 9) for c in costs]
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rounds(), small([400.0, 3000.0, 20_000.0]), small([1, 2, decision.SPLIT_CHUNK]))
+def test_a_split_under_heavy_traffic_is_the_scalar_split(
+    case: tuple[PathCatalog, Metrics, OffloadPolicySpec, PolicyState], rps: float, chunk: int
+) -> None:
+    """Traffic beyond a tier's headroom: the paths share it in rank order, or all saturated
+    tiers pass every path over and the first takes it all, the same in both forms (with
+    chunks small enough that a split crosses their edges)."""
+    catalog, metrics, policy, _ = case
+    better = [  # every other path more accurate, so the pool is large
+        p
+        if p.id == catalog.original_path
+        else p.model_copy(update={"metrics": p.metrics.model_copy(update={"accuracy": 0.92})})
+        for p in catalog.paths
+    ]
+    catalog = catalog.model_copy(update={"paths": better})
+    policy = policy.model_copy(update={"all_paths": True, "latency_bound_microseconds": 10**6})
+    heavy = Metrics(
+        at=NOW,
+        tiers=metrics.tiers,
+        path_rps={catalog.original_path: rps},
+        network=metrics.network,
+        hop_us=metrics.hop_us,
+    )
+    default, decision.SPLIT_CHUNK = decision.SPLIT_CHUNK, chunk
+    try:
+        new = choose_paths(catalog, heavy, policy, PolicyState())
+    finally:
+        decision.SPLIT_CHUNK = default
+    old = reference_decide(catalog, heavy, policy, PolicyState(), ControlSettings())
+    event(f"{old.code}, {len(old.active)} active")
+    assert (new.active, new.code, new.reason) == (old.active, old.code, old.reason)

@@ -30,14 +30,21 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from braid.api.catalog import PathCatalog, PathEntry
+from braid.api.catalog import PathCatalog
 from braid.api.v1alpha1.offloadpolicy import OffloadPolicySpec
 from braid.policy.load_model import RHO_CLIP as RHO_CLIP
 from braid.policy.load_model import ControlSettings as ControlSettings
 from braid.policy.load_model import Metrics as Metrics
 from braid.policy.load_model import TierMetrics as TierMetrics
-from braid.policy.load_model import background_utilisation, tier_work_s, utilisation
-from braid.policy.pricing import Assessments, background_of, calibrate, price_paths
+from braid.policy.load_model import utilisation
+from braid.policy.pricing import (
+    TIERS,
+    Assessments,
+    RankedPaths,
+    background_of,
+    calibrate,
+    price_paths,
+)
 from braid.policy.pricing import PathAssessment as PathAssessment
 from braid.policy.pricing import compile_catalog as compile_catalog
 
@@ -110,16 +117,6 @@ def find_assessment(assessments: Sequence[PathAssessment], path_id: str) -> Path
     return next((a for a in assessments if a.id == path_id), None)
 
 
-def candidate_entries(catalog: PathCatalog, policy: OffloadPolicySpec) -> list[PathEntry]:
-    """The policy's candidate paths that the catalog has, the original path always among them."""
-    wanted = None if policy.all_paths or not policy.candidate_paths else set(policy.candidate_paths)
-    return [
-        p
-        for p in catalog.paths
-        if wanted is None or p.id in wanted or p.id == catalog.original_path
-    ]
-
-
 def _keep(
     state: PolicyState,
     catalog: PathCatalog,
@@ -143,54 +140,69 @@ def _keep(
     return Decision(active, assessments, False, degraded, reason, kept, load, code, at)
 
 
+SPLIT_CHUNK = 256
+"""Paths whose room a split weighs at once: a split mostly ends in the first few."""
+
+
 def split_weights(
-    ranked: Sequence[PathEntry],
+    ranked: RankedPaths,
     metrics: Metrics,
     settings: ControlSettings,
-    scale: Mapping[str, float] | None = None,
-    background: Mapping[str, float] | None = None,
+    scale: Mapping[str, float],
+    background: Mapping[str, float],
 ) -> tuple[WeightedPath, ...]:
     """Weights for ``ranked`` (best first): each takes what its tiers' headroom allows.
 
     The headroom of a tier is ``max_utilisation`` minus its background load (what the tier
-    does besides this model's routed traffic to ``ranked``; ``background`` when the caller
-    has it). Traffic no path has room for goes to the first path: every tier is saturated
-    then, and the cheapest path is the least bad place for it.
+    does besides this model's routed traffic to ``ranked``). Traffic no path has room for
+    goes to the first path: every tier is saturated then, and the cheapest path is the least
+    bad place for it. A path with room for no more than 0.1 % of the traffic is passed over;
+    on saturated tiers that is every path, so the room of the paths after the last taker is
+    weighed as arrays, ``SPLIT_CHUNK`` at a time, with the very operations of a path-by-path
+    loop (``tests/unit/reference_decision.py`` keeps that loop as the reference).
     """
-    if not ranked:
-        raise ValueError("no path to weigh")
     offered = metrics.offered_rps
     if offered <= 0:
-        return (WeightedPath(ranked[0].id, 1.0),)
-    if background is None:
-        background = background_utilisation(ranked, metrics, settings, scale)
-    headroom = {tier: settings.max_utilisation - busy for tier, busy in background.items()}
+        return (WeightedPath(ranked.compiled.ids[ranked.best], 1.0),)
+    ids = ranked.compiled.ids
+    cap = [settings.capacity.get(t, 1.0) for t in TIERS]
+    limit = settings.max_utilisation
+    headroom = [limit - background[t] if t in background else limit for t in TIERS]
+    work = ranked.tier_work_s(scale)
     left = 1.0
     weights: dict[str, float] = {}
-    paths = iter(ranked)
-    # The next path is read only while traffic is left: past the first, ranking costs time.
-    while left > 1e-9 and (entry := next(paths, None)) is not None:
-        demand = {
-            tier: offered * seconds / settings.capacity.get(tier, 1.0)
-            for tier, seconds in tier_work_s(entry, scale).items()
-        }
-        room = min(
-            (
-                max(headroom.get(t, settings.max_utilisation), 0.0) / d
-                for t, d in demand.items()
-                if d
-            ),
-            default=left,
-        )
-        share = min(left, room)
-        if share <= 1e-3:
+    first = ranked.best
+    rows = np.array([first], dtype=np.int64)
+    pos, past_first = 0, False
+    while left > 1e-9:
+        if pos >= len(rows):
+            if past_first:
+                break
+            # Only now do the other paths need ranking.
+            rows, pos, past_first = ranked.rows(), 1, True
             continue
-        weights[entry.id] = share
-        left -= share
-        for tier, d in demand.items():
-            headroom[tier] = headroom.get(tier, settings.max_utilisation) - share * d
+        chunk = rows[pos : pos + SPLIT_CHUNK]
+        demand = [offered * work[i][chunk] / cap[i] for i in range(len(TIERS))]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            per_tier = [
+                np.where(d != 0, max(headroom[i], 0.0) / d, np.inf) for i, d in enumerate(demand)
+            ]
+        room = np.minimum.reduce(per_tier)
+        room = np.where(np.isinf(room) & (demand[0] == 0) & (demand[1] == 0), left, room)
+        share = np.minimum(left, room)
+        takers = np.flatnonzero(share > 1e-3)
+        if takers.size == 0:
+            pos += len(chunk)
+            continue
+        j = int(takers[0])
+        taken = float(share[j])
+        weights[ids[int(chunk[j])]] = taken
+        left -= taken
+        for i in range(len(TIERS)):
+            headroom[i] -= taken * float(demand[i][j])
+        pos += j + 1
     if left > 1e-9:
-        weights[ranked[0].id] = weights.get(ranked[0].id, 0.0) + left
+        weights[ids[first]] = weights.get(ids[first], 0.0) + left
     return normalise(weights)
 
 

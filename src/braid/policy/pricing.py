@@ -405,13 +405,21 @@ def _loaded_times(
         seen = np.array([m in metrics.hop_us for m in c.models], dtype=np.bool_)[c.hop_model]
         observed = np.array([metrics.hop_us.get(m, 0.0) for m in c.models])[c.hop_model]
         return per_path(np.where(seen, observed, modelled))
-    factor = np.array([scale.get(t, 1.0) if scale else 1.0 for t in TIERS])[c.hop_tier]
-    work_l, work_h = per_path(c.hop_compute_us * factor / 1e6)
+    work_l, work_h = tier_work(c, scale)
     t_local, t_host = work_l * 1e6, work_h * 1e6
     if not any(m.model_busy for m in metrics.tiers.values()):
         return t_local * load.local_factor, t_host * load.host_factor
     wait_l, wait_h = per_path(waits() / 1e6)
     return t_local + wait_l * 1e6, t_host + wait_h * 1e6
+
+
+def tier_work(c: CompiledCatalog, scale: Mapping[str, float]) -> tuple[Array, Array]:
+    """Seconds of service one request of each path needs on each tier (hop sums in order)."""
+    n = len(c.ids)
+    factor = np.array([scale.get(t, 1.0) if scale else 1.0 for t in TIERS])[c.hop_tier]
+    summed = np.bincount(c.hop_cell, weights=c.hop_compute_us * factor / 1e6, minlength=2 * n)
+    sums: Array = summed.astype(np.float64).reshape(n, 2)
+    return sums[:, 0], sums[:, 1]
 
 
 def hop_overhead(
@@ -574,6 +582,14 @@ class RankedPaths(Sequence[PathEntry]):
         self._paths = priced.compiled.catalog.paths
         self.best, self.members = best, members
         self._sorted: IntArray | None = None
+
+    @property
+    def compiled(self) -> CompiledCatalog:
+        return self._priced.compiled
+
+    def tier_work_s(self, scale: Mapping[str, float]) -> tuple[Array, Array]:
+        """``load_model.tier_work_s`` of every catalog row: local and host seconds."""
+        return tier_work(self._priced.compiled, scale)
 
     def rows(self) -> IntArray:
         """Catalog rows in rank order (the best first: it is the pool's minimum)."""
