@@ -39,7 +39,9 @@ from braid.policy.load_model import TierMetrics as TierMetrics
 from braid.policy.load_model import utilisation
 from braid.policy.pricing import (
     TIERS,
+    Array,
     Assessments,
+    IntArray,
     RankedPaths,
     background_of,
     calibrate,
@@ -157,9 +159,9 @@ def split_weights(
     does besides this model's routed traffic to ``ranked``). Traffic no path has room for
     goes to the first path: every tier is saturated then, and the cheapest path is the least
     bad place for it. A path with room for no more than 0.1 % of the traffic is passed over;
-    on saturated tiers that is every path, so the room of the paths after the last taker is
-    weighed as arrays, ``SPLIT_CHUNK`` at a time, with the very operations of a path-by-path
-    loop (``tests/unit/reference_decision.py`` keeps that loop as the reference).
+    on saturated tiers that is every path, so rooms are weighed as arrays (``SPLIT_CHUNK``
+    paths at a time) with the very operations of a path-by-path loop
+    (``tests/unit/reference_decision.py`` keeps that loop as the reference).
     """
     offered = metrics.offered_rps
     if offered <= 0:
@@ -170,26 +172,34 @@ def split_weights(
     headroom = [limit - background[t] if t in background else limit for t in TIERS]
     work = ranked.tier_work_s(scale)
     left = 1.0
-    weights: dict[str, float] = {}
-    first = ranked.best
-    rows = np.array([first], dtype=np.int64)
-    pos, past_first = 0, False
-    while left > 1e-9:
-        if pos >= len(rows):
-            if past_first:
-                break
-            # Only now do the other paths need ranking.
-            rows, pos, past_first = ranked.rows(), 1, True
-            continue
-        chunk = rows[pos : pos + SPLIT_CHUNK]
-        demand = [offered * work[i][chunk] / cap[i] for i in range(len(TIERS))]
+
+    def shares(rows: IntArray) -> tuple[list[Array], Array]:
+        """Each path's demand per tier and the share its tiers' headroom allows it now."""
+        demand = [offered * work[i][rows] / cap[i] for i in range(len(TIERS))]
         with np.errstate(divide="ignore", invalid="ignore"):
             per_tier = [
                 np.where(d != 0, max(headroom[i], 0.0) / d, np.inf) for i, d in enumerate(demand)
             ]
         room = np.minimum.reduce(per_tier)
         room = np.where(np.isinf(room) & (demand[0] == 0) & (demand[1] == 0), left, room)
-        share = np.minimum(left, room)
+        return demand, np.minimum(left, room)
+
+    weights: dict[str, float] = {}
+    first = ranked.best
+    rows: IntArray = np.array([first], dtype=np.int64)
+    pos, past_first = 0, False
+    while left > 1e-9:
+        if pos >= len(rows):
+            if past_first:
+                break
+            # Headroom and what is left only shrink, so a path with no room now never gets
+            # any: only the others need ranking (none, when every tier is saturated).
+            others = ranked.members[ranked.members != first]
+            _, now = shares(others)
+            rows, pos, past_first = ranked.ranked(others[now > 1e-3]), 0, True
+            continue
+        chunk = rows[pos : pos + SPLIT_CHUNK]
+        demand, share = shares(chunk)
         takers = np.flatnonzero(share > 1e-3)
         if takers.size == 0:
             pos += len(chunk)

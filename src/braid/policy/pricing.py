@@ -597,6 +597,11 @@ class RankedPaths(Sequence[PathEntry]):
             self._sorted = self.members[self._priced.order(self.members, self._rounded)]
         return self._sorted
 
+    def ranked(self, rows: IntArray) -> IntArray:
+        """``rows`` (some of the members) in rank order."""
+        ordered: IntArray = rows[self._priced.order(rows, self._rounded)]
+        return ordered
+
     def __len__(self) -> int:
         return len(self.members)
 
