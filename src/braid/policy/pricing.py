@@ -27,7 +27,7 @@ from typing import overload
 import numpy as np
 import numpy.typing as npt
 
-from braid.api.catalog import Hop, PathCatalog, PathEntry
+from braid.api.catalog import Hop, PathCatalog
 from braid.api.v1alpha1.offloadpolicy import InfeasibleReason, OffloadPolicySpec
 from braid.policy.cost import Load, loaded_coefficients
 from braid.policy.feasibility import SATURATED, after_costing, before_costing
@@ -570,18 +570,13 @@ _TERM_NAMES = (
 )
 
 
-class RankedPaths(Sequence[PathEntry]):
-    """Eq. 2's feasible pool in rank order, best first, ranked only when read past the best.
-
-    A split mostly ends at the first path (it has room for all the traffic); sorting 10,000
-    paths for it would be most of a round's time.
-    """
+class RankedPaths:
+    """Eq. 2's feasible pool: the best path, and the others ranked only when a split needs
+    them (it mostly ends at the first; sorting 10,000 paths would be most of a round)."""
 
     def __init__(self, priced: Priced, best: int, members: IntArray, rounded: Array) -> None:
         self._priced, self._rounded = priced, rounded
-        self._paths = priced.compiled.catalog.paths
         self.best, self.members = best, members
-        self._sorted: IntArray | None = None
 
     @property
     def compiled(self) -> CompiledCatalog:
@@ -591,31 +586,7 @@ class RankedPaths(Sequence[PathEntry]):
         """``load_model.tier_work_s`` of every catalog row: local and host seconds."""
         return tier_work(self._priced.compiled, scale)
 
-    def rows(self) -> IntArray:
-        """Catalog rows in rank order (the best first: it is the pool's minimum)."""
-        if self._sorted is None:
-            self._sorted = self.members[self._priced.order(self.members, self._rounded)]
-        return self._sorted
-
     def ranked(self, rows: IntArray) -> IntArray:
         """``rows`` (some of the members) in rank order."""
         ordered: IntArray = rows[self._priced.order(rows, self._rounded)]
         return ordered
-
-    def __len__(self) -> int:
-        return len(self.members)
-
-    @overload
-    def __getitem__(self, i: int) -> PathEntry: ...
-    @overload
-    def __getitem__(self, i: slice) -> Sequence[PathEntry]: ...
-    def __getitem__(self, i: int | slice) -> PathEntry | Sequence[PathEntry]:
-        if isinstance(i, slice):
-            return [self._paths[int(r)] for r in self.rows()[i]]
-        if i == 0:
-            return self._paths[self.best]
-        return self._paths[int(self.rows()[i])]
-
-    def __iter__(self) -> Iterator[PathEntry]:
-        yield self._paths[self.best]
-        yield from (self._paths[int(r)] for r in self.rows()[1:])
