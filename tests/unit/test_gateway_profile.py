@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import pytest
 
-from braid_dev.gateway_profile import classify_frame, summarize_py_spy
+from braid_dev.gateway_profile import classify_frame, summarize_py_spy, thread_cpu_s
 
 
 def test_frames_are_grouped_by_area() -> None:
@@ -28,3 +30,14 @@ def test_leaf_frames_are_counted_into_shares(tmp_path: Path) -> None:
     assert summary["by_area_share"]["socket syscalls (gRPC / HTTP transport)"] == pytest.approx(
         0.25
     )
+
+
+def test_a_process_cpu_time_is_read_per_thread() -> None:
+    before = sum(thread_cpu_s(os.getpid()).values())
+    end = time.process_time() + 0.05
+    while time.process_time() < end:  # spend CPU on this thread
+        pass
+    after = thread_cpu_s(os.getpid())
+    assert after
+    assert all(v >= 0 for v in after.values())
+    assert sum(after.values()) >= before

@@ -1,11 +1,16 @@
 """Where a gateway process spends its CPU under load: ``py-spy record --native`` leaf frames,
 grouped by area (transport syscalls, grpc core, protobuf, braid's own Python, the event
 loop). Used by ``bench/gateway.py`` when ``py-spy`` is on PATH.
+
+``thread_cpu_s`` reads a process's CPU time per thread from ``/proc`` (user + system, by
+thread name): CPU seconds a process spent over N requests is its cost per request whatever
+else runs on the machine, where wall-clock latency on a shared machine is mostly the others'.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import subprocess
 import time
@@ -18,6 +23,23 @@ import tritonclient.grpc.aio as grpcaio
 import uvloop
 
 from braid_dev.stack.gateway_process import GatewayProcess
+
+
+def thread_cpu_s(pid: int) -> dict[str, float]:
+    """CPU seconds (user + system) each live thread of ``pid`` has used, summed by name."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    task = Path(f"/proc/{pid}/task")
+    for tid in os.listdir(task):
+        try:
+            stat = (task / tid / "stat").read_text()
+            name = (task / tid / "comm").read_text().strip()
+        except OSError:  # the thread ended meanwhile
+            continue
+        # Fields after the ")" closing the command: utime and stime are the 12th and 13th.
+        fields = stat.rsplit(")", 1)[1].split()
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
 
 
 def classify_frame(frame: str) -> str:

@@ -83,10 +83,10 @@ class PathController:
         decision = choose_paths(self.catalog, metrics, self.policy, self.state, self.settings)
         self.state = decision.state
         self.status = policy_status(decision, self.status, now=now, generation=self.generation)
-        costs = {a.id: a.cost for a in decision.assessments}
 
         def f(path: str | None) -> str:
-            cost = costs.get(path or "")
+            found = decision.assessment(path or "")
+            cost = found.cost if found is not None else None
             return str(sig(cost)) if cost is not None else "n/a"
 
         # One INFO line per decision that changed something; the rounds that hold are DEBUG.

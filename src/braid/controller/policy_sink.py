@@ -49,7 +49,9 @@ class PolicyStatusSink:
 
     def __call__(self, decision: Decision, status: OffloadPolicyStatus) -> None:
         now = self.clock()
-        change = path_change(self._primary, decision, {a.id: a for a in decision.assessments})
+        named = {self._primary, decision.primary} - {None}
+        costs = {p: a for p in named if p is not None and (a := decision.assessment(p))}
+        change = path_change(self._primary, decision, costs)
         self._primary = decision.primary
         if change is not None:
             # Kept until it is written: a failed round must not lose the story of a switch.

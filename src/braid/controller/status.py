@@ -112,8 +112,7 @@ def policy_status(
 ) -> OffloadPolicyStatus:
     """The status that explains ``decision``; conditions carry over from ``previous``."""
     when = rfc3339(now)
-    costs = {a.id: a for a in decision.assessments}
-    primary = costs.get(decision.primary)
+    primary = decision.assessment(decision.primary)
     second, margin = runner_up(decision.assessments, decision.primary)
     conditions: list[dict[str, Any]] = [
         c.model_dump(by_alias=True, exclude_none=True) for c in (previous or _EMPTY).conditions

@@ -7,8 +7,9 @@ tested like the rest. ``metrics.at`` is the clock: nothing here reads the time.
 
 How measured load becomes CoDE's terms is ``braid.policy.load_model``.
 
-Choice: eq. 2 over the feasible candidates (``braid.policy.cost.choose_path``; what makes a
-path infeasible, with its reason, is ``braid.policy.feasibility``); when none is feasible the
+Choice: eq. 2 over the feasible candidates (the rule of ``braid.policy.cost.choose_path``,
+computed for every candidate at once by ``braid.policy.pricing``; what makes a path
+infeasible, with its reason, is ``braid.policy.feasibility``); when none is feasible the
 original path takes all traffic (it needs no host). A path whose tiers have no measurement is
 never chosen; with no local measurement at all, or with an active path's tier unmeasured, the
 last decision stays and the decision is marked degraded. When the chosen path alone would
@@ -24,33 +25,30 @@ accurate original for good. With a dwell of 0 only the margin applies.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from braid.api.catalog import PathCatalog, PathEntry
-from braid.api.v1alpha1.offloadpolicy import InfeasibleReason, OffloadPolicySpec
-from braid.policy.cost import (
-    Candidate,
-    Load,
-    PathFigures,
-    choose_path,
-    cost_terms,
-    figures_from_entry,
-    loaded_coefficients,
-)
-from braid.policy.feasibility import Infeasible, after_costing, before_costing
+import numpy as np
+
+from braid.api.catalog import PathCatalog
+from braid.api.v1alpha1.offloadpolicy import OffloadPolicySpec
 from braid.policy.load_model import RHO_CLIP as RHO_CLIP
 from braid.policy.load_model import ControlSettings as ControlSettings
 from braid.policy.load_model import Metrics as Metrics
 from braid.policy.load_model import TierMetrics as TierMetrics
-from braid.policy.load_model import (
-    background_utilisation,
-    calibration,
-    hop_overhead_us,
-    loaded_figures,
-    tier_work_s,
-    utilisation,
+from braid.policy.load_model import utilisation
+from braid.policy.pricing import (
+    TIERS,
+    Array,
+    Assessments,
+    IntArray,
+    RankedPaths,
+    background_of,
+    calibrate,
+    price_paths,
 )
+from braid.policy.pricing import PathAssessment as PathAssessment
+from braid.policy.pricing import compile_catalog as compile_catalog
 
 WEIGHT_DECIMALS = 3
 WEIGHT_TOLERANCE = 0.1
@@ -88,33 +86,16 @@ class PolicyState:
 
 
 @dataclass(frozen=True)
-class PathAssessment:
-    """One candidate as this round saw it: F(p), its terms, and whether it may be chosen.
-
-    ``cost`` is None only for a path without metrics; ``stretch`` is, per tier, the loaded
-    compute time over the catalog's idle one (the queueing the cost was priced with).
-    """
-
-    id: str
-    cost: float | None
-    feasible: bool
-    latency_us: float | None
-    terms: Mapping[str, float]
-    reason: InfeasibleReason | None = None
-    message: str | None = None
-    stretch: Mapping[str, float] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
 class Decision:
     """The outcome of one round; ``state`` is what the next round must be given.
 
     ``code`` is the CamelCase reason of the outcome (a condition's reason), ``reason`` the
     sentence that explains it; ``load`` is each tier's utilisation F(p) was priced at.
+    ``assessments`` builds each ``PathAssessment`` when read (``assessment`` finds one by id).
     """
 
     active: tuple[WeightedPath, ...]
-    assessments: tuple[PathAssessment, ...]
+    assessments: Sequence[PathAssessment]
     changed: bool
     degraded: bool
     reason: str
@@ -127,21 +108,21 @@ class Decision:
     def primary(self) -> str:
         return max(self.active, key=lambda p: p.weight).id
 
+    def assessment(self, path_id: str) -> PathAssessment | None:
+        """The assessment of ``path_id`` this round, without building the others."""
+        return find_assessment(self.assessments, path_id)
 
-def candidate_entries(catalog: PathCatalog, policy: OffloadPolicySpec) -> list[PathEntry]:
-    """The policy's candidate paths that the catalog has, the original path always among them."""
-    wanted = None if policy.all_paths or not policy.candidate_paths else set(policy.candidate_paths)
-    return [
-        p
-        for p in catalog.paths
-        if wanted is None or p.id in wanted or p.id == catalog.original_path
-    ]
+
+def find_assessment(assessments: Sequence[PathAssessment], path_id: str) -> PathAssessment | None:
+    if isinstance(assessments, Assessments):
+        return assessments.get(path_id)
+    return next((a for a in assessments if a.id == path_id), None)
 
 
 def _keep(
     state: PolicyState,
     catalog: PathCatalog,
-    assessments: tuple[PathAssessment, ...],
+    assessments: Sequence[PathAssessment],
     *,
     degraded: bool,
     reason: str,
@@ -161,53 +142,77 @@ def _keep(
     return Decision(active, assessments, False, degraded, reason, kept, load, code, at)
 
 
+SPLIT_CHUNK = 256
+"""Paths whose room a split weighs at once: a split mostly ends in the first few."""
+
+
 def split_weights(
-    ranked: Sequence[PathEntry],
+    ranked: RankedPaths,
     metrics: Metrics,
     settings: ControlSettings,
-    scale: Mapping[str, float] | None = None,
+    scale: Mapping[str, float],
+    background: Mapping[str, float],
 ) -> tuple[WeightedPath, ...]:
     """Weights for ``ranked`` (best first): each takes what its tiers' headroom allows.
 
     The headroom of a tier is ``max_utilisation`` minus its background load (what the tier
-    does besides this model's routed traffic). Traffic no path has room for goes to the first
-    path: every tier is saturated then, and the cheapest path is the least bad place for it.
+    does besides this model's routed traffic to ``ranked``). Traffic no path has room for
+    goes to the first path: every tier is saturated then, and the cheapest path is the least
+    bad place for it. A path with room for no more than 0.1 % of the traffic is passed over;
+    on saturated tiers that is every path, so rooms are weighed as arrays (``SPLIT_CHUNK``
+    paths at a time) with the very operations of a path-by-path loop
+    (``tests/unit/reference_decision.py`` keeps that loop as the reference).
     """
-    if not ranked:
-        raise ValueError("no path to weigh")
     offered = metrics.offered_rps
     if offered <= 0:
-        return (WeightedPath(ranked[0].id, 1.0),)
-    headroom = {
-        tier: settings.max_utilisation - busy
-        for tier, busy in background_utilisation(ranked, metrics, settings, scale).items()
-    }
+        return (WeightedPath(ranked.compiled.ids[ranked.best], 1.0),)
+    ids = ranked.compiled.ids
+    cap = [settings.capacity.get(t, 1.0) for t in TIERS]
+    limit = settings.max_utilisation
+    headroom = [limit - background[t] if t in background else limit for t in TIERS]
+    work = ranked.tier_work_s(scale)
     left = 1.0
+
+    def shares(rows: IntArray) -> tuple[list[Array], Array]:
+        """Each path's demand per tier and the share its tiers' headroom allows it now."""
+        demand = [offered * work[i][rows] / cap[i] for i in range(len(TIERS))]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            per_tier = [
+                np.where(d != 0, max(headroom[i], 0.0) / d, np.inf) for i, d in enumerate(demand)
+            ]
+        room = np.minimum.reduce(per_tier)
+        room = np.where(np.isinf(room) & (demand[0] == 0) & (demand[1] == 0), left, room)
+        return demand, np.minimum(left, room)
+
     weights: dict[str, float] = {}
-    for entry in ranked:
-        if left <= 1e-9:
-            break
-        demand = {
-            tier: offered * seconds / settings.capacity.get(tier, 1.0)
-            for tier, seconds in tier_work_s(entry, scale).items()
-        }
-        room = min(
-            (
-                max(headroom.get(t, settings.max_utilisation), 0.0) / d
-                for t, d in demand.items()
-                if d
-            ),
-            default=left,
-        )
-        share = min(left, room)
-        if share <= 1e-3:
+    first = ranked.best
+    rows: IntArray = np.array([first], dtype=np.int64)
+    pos, past_first = 0, False
+    while left > 1e-9:
+        if pos >= len(rows):
+            if past_first:
+                break
+            # Headroom and what is left only shrink, so a path with no room now never gets
+            # any: only the others need ranking (none, when every tier is saturated).
+            others = ranked.members[ranked.members != first]
+            _, now = shares(others)
+            rows, pos, past_first = ranked.ranked(others[now > 1e-3]), 0, True
             continue
-        weights[entry.id] = share
-        left -= share
-        for tier, d in demand.items():
-            headroom[tier] = headroom.get(tier, settings.max_utilisation) - share * d
+        chunk = rows[pos : pos + SPLIT_CHUNK]
+        demand, share = shares(chunk)
+        takers = np.flatnonzero(share > 1e-3)
+        if takers.size == 0:
+            pos += len(chunk)
+            continue
+        j = int(takers[0])
+        taken = float(share[j])
+        weights[ids[int(chunk[j])]] = taken
+        left -= taken
+        for i in range(len(TIERS)):
+            headroom[i] -= taken * float(demand[i][j])
+        pos += j + 1
     if left > 1e-9:
-        weights[ranked[0].id] = weights.get(ranked[0].id, 0.0) + left
+        weights[ids[first]] = weights.get(ids[first], 0.0) + left
     return normalise(weights)
 
 
@@ -271,63 +276,6 @@ def smooth(new: float, previous: float | None, settings: ControlSettings) -> flo
     return alpha * new + (1 - alpha) * previous
 
 
-def _assess(
-    catalog: PathCatalog,
-    metrics: Metrics,
-    policy: OffloadPolicySpec,
-    settings: ControlSettings,
-) -> tuple[tuple[PathAssessment, ...], list[PathFigures], Load]:
-    """Every candidate's cost and feasibility, and the figures of those eq. 2 may choose."""
-    rho = utilisation(metrics, settings)
-    entries = candidate_entries(catalog, policy)
-    scale = calibration(catalog, metrics.tiers)
-    overhead = hop_overhead_us(catalog, metrics, scale, settings) if metrics.hop_us else {}
-    background = background_utilisation(entries, metrics, settings, scale)
-    bound = float(policy.latency_bound_microseconds)
-    priced: list[tuple[PathFigures, PathFigures, Infeasible | None]] = []
-    unpriced: list[PathAssessment] = []
-    load = Load()
-    for entry in entries:
-        why = before_costing(entry, policy, set(metrics.tiers))
-        if why is not None and why.reason == "MetricsMissing":
-            unpriced.append(
-                PathAssessment(entry.id, None, False, None, {}, why.reason, why.message)
-            )
-            continue
-        idle = figures_from_entry(entry, metrics.network)
-        f, load = loaded_figures(entry, metrics, rho, scale, settings, overhead, idle)
-        why = why or after_costing(entry, f.latency_us, bound, background)
-        priced.append((idle, f, why))
-    coefficients = loaded_coefficients(policy.cost, load.local_factor, load.host_factor)
-    assessed: list[PathAssessment] = []
-    for idle, f, why in priced:
-        terms = cost_terms(f, catalog.baseline_accuracy, coefficients)
-        stretch = {
-            tier: loaded / base
-            for tier, loaded, base in (
-                ("local", f.t_local_us, idle.t_local_us),
-                ("host", f.t_host_us, idle.t_host_us),
-            )
-            if base > 0
-        }
-        assessed.append(
-            PathAssessment(
-                id=f.path_id,
-                cost=sum(terms.values()),
-                feasible=why is None,
-                latency_us=f.latency_us,
-                terms=terms,
-                reason=why.reason if why else None,
-                message=why.message if why else None,
-                stretch=stretch,
-            )
-        )
-    # Eq. 2 chooses among the feasible paths; the original is always among them (it is the
-    # fallback), so a saturated original still takes traffic when nothing else may.
-    choosable = [f for _, f, why in priced if why is None or f.path_id == catalog.original_path]
-    return tuple(assessed + unpriced), choosable, load
-
-
 def _decide(
     catalog: PathCatalog,
     metrics: Metrics | None,
@@ -348,13 +296,15 @@ def _decide(
         )
     now = metrics.at
     rho = utilisation(metrics, settings)
-    entries = candidate_entries(catalog, policy)
-    by_id = {e.id: e for e in entries}
-    assessments, figures, load = _assess(catalog, metrics, policy, settings)
-    measured = {a.id for a in assessments if a.cost is not None}
+    compiled = compile_catalog(catalog)
+    scale = calibrate(compiled, metrics.tiers)
+    priced = price_paths(catalog, metrics, policy, settings, scale)
+    assessments = Assessments(priced)
+    load = priced.load
     load_info = {"local": load.local, "host": load.host}
+    original = compiled.index.get(catalog.original_path)
 
-    if "local" not in metrics.tiers or catalog.original_path not in measured:
+    if "local" not in metrics.tiers or original is None or not priced.priced[original]:
         return _keep(
             state,
             catalog,
@@ -365,7 +315,13 @@ def _decide(
             code="LocalTierUnmeasured",
             at=now,
         )
-    unmeasured_active = [p.id for p in state.active if p.id in by_id and p.id not in measured]
+    unmeasured_active = [
+        p.id
+        for p in state.active
+        if (row := compiled.index.get(p.id)) is not None
+        and priced.is_candidate[row]
+        and not priced.priced[row]
+    ]
     if unmeasured_active:
         return _keep(
             state,
@@ -377,27 +333,15 @@ def _decide(
             code="ActivePathUnmeasured",
             at=now,
         )
-    degraded = len(measured) < len(entries)
-    feasible = {a.id for a in assessments if a.feasible}
+    degraded = bool(priced.priced[priced.candidates].sum() < len(priced.candidates))
 
-    bound = float(policy.latency_bound_microseconds)
-    coefficients = loaded_coefficients(policy.cost, load.local_factor, load.host_factor)
-    choice = choose_path(
-        figures, catalog.original_path, catalog.baseline_accuracy, coefficients, bound
-    )
-    if choice.within_bound and choice.path_id in feasible:
-        pool: list[Candidate] = [
-            c
-            for c in choice.ranked
-            if c.figures.path_id in feasible
-            and (c.cheaper_than_original or c.figures.path_id == catalog.original_path)
-        ]
-        best = choice.path_id
-        ranked_entries = [by_id[best]] + [
-            by_id[c.figures.path_id] for c in pool if c.figures.path_id != best
-        ]
-        scale = calibration(catalog, metrics.tiers)
-        proposal = split_weights(ranked_entries, metrics, settings, scale)
+    ranked = priced.ranked_choice()
+    if ranked is not None:
+        best = compiled.ids[ranked.best]
+        in_ranked = np.zeros(len(compiled.ids), dtype=np.bool_)
+        in_ranked[ranked.members] = True
+        background = background_of(compiled, in_ranked, metrics, settings, scale)
+        proposal = split_weights(ranked, metrics, settings, scale, background=background)
         reason, code = f"cheapest feasible path: {best}", "CheapestFeasible"
     else:
         proposal = (WeightedPath(catalog.original_path, 1.0),)
@@ -406,7 +350,7 @@ def _decide(
             ("NoFeasiblePath"),
         )
 
-    cost_of = {a.id: a for a in assessments}
+    cost_of = assessments.get
     rho_now = tuple(sorted((t, min(max(r, 0.0), 1.0)) for t, r in rho.items()))
     if not state.rho_at:
         # A split kept since before the first measurement: the load it holds for is this one.
@@ -457,8 +401,9 @@ def _decide(
             kept = keep(f"holding {current}: {reason}", code)
             return replace(kept, state=replace(kept.state, rho_at=rho_now))
     if new_primary != current:
-        current_cost = cost_of.get(current)
-        new_cost = cost_of[new_primary].cost
+        current_cost = cost_of(current)
+        challenger = cost_of(new_primary)
+        new_cost = challenger.cost if challenger is not None else None
         margin_ok = (
             current_cost is None
             or not current_cost.feasible
@@ -483,13 +428,13 @@ def _decide(
 
 def _track_challenger(
     state: PolicyState,
-    cost_of: Mapping[str, PathAssessment],
+    cost_of: Callable[[str], PathAssessment | None],
     current: str,
     proposed: str,
     now: float,
 ) -> PolicyState:
     """Remember since when ``proposed`` has been cheaper than ``current`` without a break."""
-    new, old = cost_of.get(proposed), cost_of.get(current)
+    new, old = cost_of(proposed), cost_of(current)
     cheaper = (
         proposed != current
         and new is not None
