@@ -446,6 +446,7 @@ def restart_component(
         cluster.log(component),
         env=render.GO_RUNTIME_ENV,
         pid_path=cluster.pid_file(component),
+        owned=False,  # the node's, not the command's that restarted it
     )
     ctr = shutil.which("ctr") or "ctr"
     check: Callable[[], bool] = (
