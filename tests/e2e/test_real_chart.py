@@ -31,7 +31,7 @@ from braid_dev.demo.manifests import (
     POLICY_NAME,
     demo_manifests,
 )
-from braid_dev.demo.story import load_samples
+from braid_dev.demo.story import load_samples, wait_for_terminating_namespaces
 from braid_dev.kwok_runtime import KwokTritonRuntime
 from braid_dev.stack import cluster as devcluster
 from braid_dev.stack import node_render as nr
@@ -156,6 +156,7 @@ def release(
     )
     _link_artifacts_in_store(objs, repository)
     namespaces = [o for o in objs if o["kind"] == "Namespace"]
+    wait_for_terminating_namespaces(cluster.access)  # an earlier test's, going away
     _apply(cluster, namespaces)
     for ns in (LOCAL_NAMESPACE, HOST_NAMESPACE):
         _apply(cluster, [real_deploy.credentials_secret(ns, store.env())])

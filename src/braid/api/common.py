@@ -134,10 +134,12 @@ class ArtifactRef(ApiModel):
         description="Location of the artifact: pvc://, s3://, gs://, https:// or configmap:// "
         "(file:// only where the operator allows local paths: the local stack).",
     )
-    format: Literal["onnx", "triton-repository"] = Field(
+    format: Literal["onnx", "triton-repository", "torchscript"] = Field(
         default="onnx",
         description="How the artifact is packaged: one ONNX file (what braid's block runtime "
-        "serves with onnxruntime) or an archive of Triton model folders.",
+        "serves with onnxruntime), an archive of Triton model folders, or a TorchScript file "
+        "(a Model's frozen weights only: the block runtime does not serve it, so a Link's "
+        "artifact in that format is refused).",
     )
     sha256: str | None = Field(
         default=None,

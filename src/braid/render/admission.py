@@ -169,6 +169,11 @@ def link_problems(
     ``served_by_model`` is the Model the serving Block serves (None: no such Block yet).
     """
     out = uri_problems("spec.artifact.uri", spec.artifact.uri, config)
+    if spec.artifact.format == "torchscript":
+        out.append(
+            "spec.artifact.format: 'torchscript': a Link is served by the block runtime, which "
+            "runs ONNX; give the onnx file `braid models build` exports (or a triton-repository)"
+        )
     ends = {"from": spec.from_, "to": spec.to}
     resolved = {
         end: (ref.model.namespace or namespace, ref.model.name) for end, ref in ends.items()

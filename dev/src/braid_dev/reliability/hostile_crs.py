@@ -195,6 +195,7 @@ CASES: list[HostileCase] = [
     _c("model-catalog-proc", "uri", "Model", changed(TOY, catalog={"uri": "file:///proc/self/environ"}), "spec.catalog.uri", layer="webhook", name="toy3"),
     _c("model-artifact-file", "uri", "Model", changed(TOY, artifact={"uri": "file:///root/.ssh/id_rsa"}), "spec.artifact.uri", layer="webhook", name="toy4"),
     _c("link-artifact-file", "uri", "Link", changed(SKIP, artifact={"uri": "file:///etc/passwd"}), "spec.artifact.uri", layer="webhook", name="toy.skip.0-2.file"),
+    _c("link-artifact-torchscript", "value", "Link", changed(SKIP, artifact={"uri": "s3://bucket/link.pt", "format": "torchscript"}), "spec.artifact.format", layer="webhook", name="toy.skip.0-2.ts"),
     _c("model-catalog-s3", "uri", "Model", changed(TOY, catalog={"uri": "s3://bucket/catalog.json"}), "spec.catalog.uri", name="toy5"),
     _c("model-catalog-https", "uri", "Model", changed(TOY, catalog={"uri": "https://evil.example/catalog.json"}), "spec.catalog.uri", name="toy6"),
     _c("pvc-subpath-dotdot", "uri", "Block", changed(BLOCK, modelRepository={"uri": "pvc://repo/../../etc"}), "spec.modelRepository.uri"),
