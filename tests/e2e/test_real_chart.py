@@ -8,6 +8,7 @@ pod on this machine, listening on the node's bridge so the gateway pod reaches i
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import threading
@@ -37,6 +38,7 @@ from braid_dev.stack import cluster as devcluster
 from braid_dev.stack import node_render as nr
 from braid_dev.stack import nodes
 from braid_dev.stack.artifact_servers import S3Store, start_s3_store
+from braid_dev.stack.images import REGISTRY
 from tests.e2e.conftest import E2ECluster
 from tests.e2e.helpers import wait_for
 
@@ -46,6 +48,7 @@ RELEASE = "braid-real"
 """Not "braid": the session's process-run operator holds cluster objects named braid-operator."""
 CHART_COMPONENTS = ("operator", "controller", "gateway")
 REAL_TIERS = {nodes.REAL_TIER}
+HOST_BLOCK = "mnist-body"
 
 
 @dataclass
@@ -112,6 +115,17 @@ def _apply(cluster: E2ECluster, objs: list[dict[str, Any]]) -> None:
     )
 
 
+def _applied(cluster: E2ECluster, objs: list[dict[str, Any]]) -> bool:
+    """Applied, or False while the webhook cannot be called yet (any other error raises)."""
+    try:
+        _apply(cluster, objs)
+    except devcluster.ClusterError as exc:
+        if "failed calling webhook" in str(exc):
+            return False
+        raise
+    return True
+
+
 @pytest.fixture(scope="module")
 def store(cluster: E2ECluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Store]:
     root = tmp_path_factory.mktemp("store")
@@ -153,6 +167,8 @@ def release(
             "sha256": sha,
             "credentialsSecret": real_deploy.CREDENTIALS_SECRET,
         },
+        # The host model's Block too: its crash is what the gateway must survive.
+        moved={HOST_BLOCK: nodes.REAL_TIER},
     )
     _link_artifacts_in_store(objs, repository)
     namespaces = [o for o in objs if o["kind"] == "Namespace"]
@@ -201,7 +217,13 @@ def release(
         # gateway starts once the operator has written its policy's routing ConfigMap.
         rollout = ["rollout", "status", "-n", LOCAL_NAMESPACE, "--timeout=300s"]
         cluster.access.kubectl(*rollout, f"deployment/{RELEASE}-operator", timeout=330)
-        for kind in ("Model", "Link", "Block", "OffloadPolicy"):
+        # kube-proxy programs the webhook Service's rules a moment after the pod is Ready.
+        wait_for(
+            lambda: _applied(cluster, [o for o in objs if o["kind"] == "Model"]),
+            "the operator's webhook to answer through its Service",
+            timeout=120,
+        )
+        for kind in ("Link", "Block", "OffloadPolicy"):
             _apply(cluster, [o for o in objs if o["kind"] == kind])
         for component in CHART_COMPONENTS:
             cluster.access.kubectl(*rollout, f"deployment/{RELEASE}-{component}", timeout=330)
@@ -231,7 +253,10 @@ def _running_in_container(pod: dict[str, Any], node: str) -> bool:
 def test_chart_pods_run_in_containers_on_the_real_node(release: RealRelease) -> None:
     node = nr.real_node_name(nodes.REAL_TIER, 0)
     for component in CHART_COMPONENTS:
-        (pod,) = release.pods(LOCAL_NAMESPACE, f"app.kubernetes.io/component={component}")
+        (pod,) = release.pods(
+            LOCAL_NAMESPACE,
+            f"app.kubernetes.io/name=braid-{component},app.kubernetes.io/instance={RELEASE}",
+        )
         assert _ready(pod), (component, pod["status"])
         assert _running_in_container(pod, node), (component, pod["status"])
         image = pod["status"]["containerStatuses"][0]["image"]
@@ -269,7 +294,10 @@ def test_the_local_block_fetches_and_serves_in_a_container(release: RealRelease)
 
 def test_an_inference_goes_through_the_gateway_pod(release: RealRelease) -> None:
     cluster = release.cluster
-    (pod,) = release.pods(LOCAL_NAMESPACE, "app.kubernetes.io/component=gateway")
+    (pod,) = release.pods(
+        LOCAL_NAMESPACE,
+        f"app.kubernetes.io/name=braid-gateway,app.kubernetes.io/instance={RELEASE}",
+    )
     first = release.catalog.path(release.catalog.original_path).hops[0].input
     shape = [1, *first.shape]
     count = 1
@@ -294,5 +322,138 @@ def test_an_inference_goes_through_the_gateway_pod(release: RealRelease) -> None
 
 
 def test_helm_test_runs_its_pod_on_the_real_node(release: RealRelease) -> None:
-    done = release.helm("test", RELEASE, "--namespace", LOCAL_NAMESPACE, "--logs", "--timeout=3m")
-    assert "Phase:          Succeeded" in done.stdout or "Succeeded" in done.stdout, done.stdout
+    done = release.helm("test", RELEASE, "--namespace", LOCAL_NAMESPACE, "--timeout=3m")
+    suites = dict(re.findall(r"TEST SUITE:\s+(\S+)(?:.|\n)*?Phase:\s+(\w+)", done.stdout))
+    assert suites[f"{RELEASE}-test-inference"] == "Succeeded", done.stdout
+
+
+def _pinned_request(release: RealRelease, path: str) -> tuple[str, dict[str, Any]]:
+    first = release.catalog.path(release.catalog.original_path).hops[0].input
+    shape = [1, *first.shape]
+    count = 1
+    for d in shape:
+        count *= d
+    body = {
+        "inputs": [
+            {"name": first.name, "datatype": first.datatype, "shape": shape, "data": [0.0] * count}
+        ],
+        "parameters": {"braid_path": path},
+    }
+    (gateway,) = release.pods(
+        LOCAL_NAMESPACE,
+        f"app.kubernetes.io/name=braid-gateway,app.kubernetes.io/instance={RELEASE}",
+    )
+    url = f"http://{gateway['status']['podIP']}:8000/v2/models/{release.catalog.local_model}/infer"
+    return url, body
+
+
+def _host_pod(release: RealRelease) -> dict[str, Any]:
+    (pod,) = release.pods(HOST_NAMESPACE, f"braid.dev/block={HOST_BLOCK}")
+    return pod
+
+
+def test_a_crashed_host_triton_restarts_while_the_gateway_falls_back(
+    release: RealRelease,
+) -> None:
+    """SIGKILL the host's tritonserver in its container: the kubelet restarts it, requests
+    pinned to a cross path through it fall back to the local original path meanwhile, and
+    none is lost; once it is back they cross again."""
+    cluster = release.cluster
+    cross = next(p.id for p in release.catalog.paths if p.kind.startswith("cross"))
+    url, body = _pinned_request(release, cross)
+    pod = wait_for(
+        lambda: p if _ready(p := _host_pod(release)) else None,  # type: ignore[misc]
+        "the host Block's Triton pod Ready on the real node",
+        timeout=300,
+    )
+    assert _running_in_container(pod, nr.real_node_name(nodes.REAL_TIER, 0))
+    restarts = pod["status"]["containerStatuses"][0]["restartCount"]
+    container = pod["status"]["containerStatuses"][0]["containerID"].removeprefix("containerd://")
+    answers: list[tuple[int, str, str]] = []
+    stop = threading.Event()
+
+    def send() -> None:
+        with httpx.Client(timeout=30) as client:
+            while not stop.is_set():
+                try:
+                    r = client.post(url, json=body)
+                    answers.append(
+                        (
+                            r.status_code,
+                            r.headers.get("braid-path", ""),
+                            r.headers.get("braid-fallback", ""),
+                        )
+                    )
+                except httpx.HTTPError as exc:
+                    answers.append((0, "", type(exc).__name__))
+                stop.wait(0.05)
+
+    sender = threading.Thread(target=send, daemon=True)
+    sender.start()
+    try:
+        wait_for(
+            lambda: any(a[1] == cross and not a[2] for a in answers),
+            "a request served by the cross path",
+            timeout=120,
+        )
+        before = len(answers)
+        tools = nodes.find_tools(cluster.settings.bin_dir)
+        (layout,) = nodes.node_layouts(devcluster.layout_for(cluster.settings).root)
+        subprocess.run(
+            nr.ctr_argv(tools.ctr, layout, "task", "kill", "--signal", "SIGKILL", container),
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
+
+        def restarted() -> bool:
+            p = _host_pod(release)
+            return p["status"]["containerStatuses"][0]["restartCount"] > restarts and _ready(p)
+
+        wait_for(restarted, "the kubelet to restart the host's Triton container", timeout=300)
+        after_restart = len(answers)
+        wait_for(
+            lambda: any(a[1] == cross and not a[2] for a in answers[after_restart:]),
+            "the cross path serving again after the restart",
+            timeout=180,
+        )
+    finally:
+        stop.set()
+        sender.join(timeout=60)
+    during = answers[before:after_restart]
+    assert all(status == 200 for status, _, _ in answers), [a for a in answers if a[0] != 200]
+    assert any(fallback for _, _, fallback in during), "no request fell back while it was down"
+    assert {path for _, path, fallback in during if fallback} == {release.catalog.original_path}
+
+
+def test_an_image_missing_on_the_node_makes_the_block_unready_with_the_reason(
+    release: RealRelease,
+) -> None:
+    cluster = release.cluster
+    image = f"{REGISTRY}/braid-triton-runtime:missing-on-purpose"
+    block = cluster.kubectl_json("get", "block", "fmnist-head", "-n", LOCAL_NAMESPACE)
+    broken = {
+        "apiVersion": block["apiVersion"],
+        "kind": "Block",
+        "metadata": {"name": "fmnist-head-noimage", "namespace": LOCAL_NAMESPACE},
+        "spec": {**block["spec"], "triton": {**block["spec"].get("triton", {}), "image": image}},
+    }
+    _apply(cluster, [broken])
+    try:
+
+        def unready() -> dict[str, Any] | None:
+            got = cluster.kubectl_json("get", "block", "fmnist-head-noimage", "-n", LOCAL_NAMESPACE)
+            ready = {c["type"]: c for c in got.get("status", {}).get("conditions", [])}.get("Ready")
+            return (
+                ready if ready and ready["reason"] in ("ErrImagePull", "ImagePullBackOff") else None
+            )
+
+        ready = wait_for(unready, "the Block Ready=False naming the image", timeout=240)
+        assert ready["status"] == "False"
+        assert image in ready["message"]
+        assert nr.real_node_name(nodes.REAL_TIER, 0) in ready["message"]
+    finally:
+        cluster.kubectl(
+            "delete", "block", "fmnist-head-noimage", "-n", LOCAL_NAMESPACE, "--wait=true",
+            check=False,
+        )  # fmt: skip

@@ -112,15 +112,20 @@ def place_on_real_pool(
     tiers: set[str],
     runtime_image: str,
     repository: Mapping[str, str],
+    moved: Mapping[str, str] | None = None,
 ) -> list[dict[str, Any]]:
     """The manifests with every Block of ``tiers`` on its tier's real pool (pure).
 
     Those Blocks run the runtime image and fetch ``repository`` (an ``ArtifactRef``: uri,
-    sha256, credentialsSecret); other Blocks are left as they are."""
+    sha256, credentialsSecret); other Blocks are left as they are. ``moved`` (Block name to
+    tier) first moves Blocks to a tier that has real nodes (a GPU pool's Block, to run it in
+    a container on a machine without GPUs)."""
     out = []
     for obj in objs:
         obj = copy.deepcopy(obj)
         spec = obj.get("spec", {})
+        if obj.get("kind") == "Block" and obj["metadata"]["name"] in (moved or {}):
+            spec["tier"] = (moved or {})[obj["metadata"]["name"]]
         if obj.get("kind") == "Block" and spec.get("tier") in tiers:
             spec["nodePool"] = nr.real_pool(spec["tier"])
             spec.setdefault("triton", {})["image"] = runtime_image
