@@ -9,31 +9,21 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from braid.api.catalog import PathCatalog
-from braid.kube.client import Kube
 from braid.render.block import TIER_LABEL
 from braid_dev import real_deploy
-from braid_dev.demo.chart import CHART
 from braid_dev.demo.manifests import (
-    CATALOG_CONFIGMAP,
     HOST_NAMESPACE,
     LOCAL_NAMESPACE,
-    POLICY_NAME,
-    demo_manifests,
 )
-from braid_dev.demo.story import load_samples, wait_for_terminating_namespaces
-from braid_dev.kwok_runtime import KwokTritonRuntime
 from braid_dev.stack import cluster as devcluster
 from braid_dev.stack import node_render as nr
 from braid_dev.stack import nodes
@@ -44,32 +34,11 @@ from tests.e2e.helpers import wait_for
 
 pytestmark = pytest.mark.e2e
 
-RELEASE = "braid-real"
-"""Not "braid": the session's process-run operator holds cluster objects named braid-operator."""
-CHART_COMPONENTS = ("operator", "controller", "gateway")
 REAL_TIERS = {nodes.REAL_TIER}
-HOST_BLOCK = "mnist-body"
-
-
-@dataclass
-class RealRelease:
-    cluster: E2ECluster
-    catalog: PathCatalog
-    images: real_deploy.NodeImages
-    runtime: KwokTritonRuntime
-
-    def pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
-        listed = self.cluster.kubectl_json("get", "pods", "-n", namespace, "-l", selector)
-        items: list[dict[str, Any]] = listed["items"]
-        return items
-
-    def helm(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        argv = [str(self.cluster.settings.bin_dir / "helm"), *args]
-        argv.append(f"--kubeconfig={self.cluster.access.kubeconfig}")
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=600, check=False)
-        if check and done.returncode != 0:
-            pytest.fail(f"helm {args[0]} failed: {done.stderr or done.stdout}", pytrace=False)
-        return done
+RELEASE = real_deploy.RELEASE
+CHART_COMPONENTS = real_deploy.CHART_COMPONENTS
+HOST_BLOCK = real_deploy.HOST_BLOCK
+RealRelease = real_deploy.RealRelease
 
 
 def _ready(pod: dict[str, Any]) -> bool:
@@ -77,60 +46,18 @@ def _ready(pod: dict[str, Any]) -> bool:
     return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
 
 
-def _node_ip(cluster: E2ECluster) -> str:
-    node = cluster.kubectl_json("get", "node", nr.real_node_name(nodes.REAL_TIER, 0))
-    return next(a["address"] for a in node["status"]["addresses"] if a["type"] == "InternalIP")
-
-
-def _store_repository(repository: Path, root: Path) -> tuple[list[str], str]:
-    """The repository as objects (Links name theirs) and as one archive (what pods fetch)."""
-    bucket = root / real_deploy.REPOSITORY_BUCKET
-    models = sorted(p.name for p in repository.iterdir() if (p / "config.pbtxt").exists())
-    for model in models:
-        shutil.copytree(repository / model, bucket / model, dirs_exist_ok=True)
-    sha = real_deploy.write_repository_archive(
-        repository, models, bucket / real_deploy.REPOSITORY_OBJECT
-    )
-    return models, sha
-
-
-def _link_artifacts_in_store(objs: list[dict[str, Any]], repository: Path) -> None:
-    """Links name their artifact in the store (the chart's operator refuses file://)."""
-    for obj in objs:
-        if obj["kind"] == "Link":
-            name = obj["metadata"]["name"]
-            (artifact,) = (p for p in (repository / name / "1").iterdir() if p.name != "model.py")
-            obj["spec"]["artifact"]["uri"] = (
-                f"s3://{real_deploy.REPOSITORY_BUCKET}/{name}/1/{artifact.name}"
-            )
-
-
 def _apply(cluster: E2ECluster, objs: list[dict[str, Any]]) -> None:
-    cluster.kubectl(
-        "apply",
-        "--server-side",
-        "-f",
-        "-",
-        input=json.dumps({"apiVersion": "v1", "kind": "List", "items": objs}),
-    )
-
-
-def _applied(cluster: E2ECluster, objs: list[dict[str, Any]]) -> bool:
-    """Applied, or False while the webhook cannot be called yet (any other error raises)."""
-    try:
-        _apply(cluster, objs)
-    except devcluster.ClusterError as exc:
-        if "failed calling webhook" in str(exc):
-            return False
-        raise
-    return True
+    body = json.dumps({"apiVersion": "v1", "kind": "List", "items": objs})
+    cluster.kubectl("apply", "--server-side", "-f", "-", input=body)
 
 
 @pytest.fixture(scope="module")
 def store(cluster: E2ECluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Store]:
-    root = tmp_path_factory.mktemp("store")
     s3 = start_s3_store(
-        root, tmp_path_factory.mktemp("versitygw"), cluster.settings.bin_dir, host=_node_ip(cluster)
+        tmp_path_factory.mktemp("store"),
+        tmp_path_factory.mktemp("versitygw"),
+        cluster.settings.bin_dir,
+        host=real_deploy.node_ip(cluster.access),
     )
     try:
         yield s3
@@ -142,103 +69,22 @@ def store(cluster: E2ECluster, tmp_path_factory: pytest.TempPathFactory) -> Iter
 def release(
     crds: E2ECluster, store: S3Store, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RealRelease]:
-    cluster = crds
     from braid.tooling.pipeline import run_pipeline
 
-    settings = cluster.settings
     repository = tmp_path_factory.mktemp("build") / "model-repo"
     run_pipeline("quick", repository)
-    catalog = PathCatalog.model_validate_json((repository / "catalog.json").read_text())
-    node_images = real_deploy.import_node_images(
-        settings.cache,
-        settings.bin_dir,
-        devcluster.layout_for(settings).root,
-        Path(__file__).resolve().parents[2],
-    )
-    _, sha = _store_repository(repository, store.root)
-
-    objs = demo_manifests(catalog, repository, load_samples())
-    objs = real_deploy.place_on_real_pool(
-        objs,
-        REAL_TIERS,
-        node_images.reference("triton-runtime"),
-        {
-            "uri": f"s3://{real_deploy.REPOSITORY_BUCKET}/{real_deploy.REPOSITORY_OBJECT}",
-            "sha256": sha,
-            "credentialsSecret": real_deploy.CREDENTIALS_SECRET,
-        },
-        # The host model's Block too: its crash is what the gateway must survive.
-        moved={HOST_BLOCK: nodes.REAL_TIER},
-    )
-    _link_artifacts_in_store(objs, repository)
-    namespaces = [o for o in objs if o["kind"] == "Namespace"]
-    wait_for_terminating_namespaces(cluster.access)  # an earlier test's, going away
-    _apply(cluster, namespaces)
-    for ns in (LOCAL_NAMESPACE, HOST_NAMESPACE):
-        _apply(cluster, [real_deploy.credentials_secret(ns, store.env())])
-        wait_for(
-            lambda n=ns: cluster.kubectl("get", "sa", "default", "-n", n, check=False),  # type: ignore[misc]
-            f"the default ServiceAccount of {ns}",
-            timeout=60,
-        )
-    cluster.kubectl(
-        "create", "configmap", CATALOG_CONFIGMAP, "-n", LOCAL_NAMESPACE,
-        f"--from-file=catalog.json={repository / 'catalog.json'}",
-    )  # fmt: skip
-    first = catalog.path(catalog.original_path).hops[0].input
-    values = [
-        "crds.enabled=false",  # the session's CRDs are kubectl's (the crds fixture)
-        f"operator.namespaces={{{LOCAL_NAMESPACE},{HOST_NAMESPACE}}}",
-        f"policy.name={POLICY_NAME}",
-        f"test.model={catalog.local_model}",
-        f"test.input.name={first.name}",
-        f"test.input.datatype={first.datatype}",
-        f"test.input.shape={{{','.join(str(d) for d in [1, *first.shape])}}}",
-    ]
-    kube = Kube.from_kubeconfig(cluster.access.kubeconfig)
-    runtime = KwokTritonRuntime(
-        kube,
-        repository,
-        tmp_path_factory.mktemp("kwok-runtime"),
-        host=_node_ip(cluster),
-        real_pools=frozenset(nr.real_pool(t) for t in REAL_TIERS),
-    )
-    stop = threading.Event()
-    thread = threading.Thread(target=runtime.run, args=(stop,), daemon=True)
-    thread.start()
-    installed = RealRelease(cluster, catalog, node_images, runtime)
     try:
-        installed.helm(
-            "upgrade", "--install", RELEASE, str(CHART), "--namespace", LOCAL_NAMESPACE,
-            *real_deploy.real_node_helm_args(node_images),
-            *(a for v in values for a in ("--set", v)),
-        )  # fmt: skip
-        # The webhook admits braid objects only once the operator's pod answers it; the
-        # gateway starts once the operator has written its policy's routing ConfigMap.
-        rollout = ["rollout", "status", "-n", LOCAL_NAMESPACE, "--timeout=300s"]
-        cluster.access.kubectl(*rollout, f"deployment/{RELEASE}-operator", timeout=330)
-        # kube-proxy programs the webhook Service's rules a moment after the pod is Ready.
-        wait_for(
-            lambda: _applied(cluster, [o for o in objs if o["kind"] == "Model"]),
-            "the operator's webhook to answer through its Service",
-            timeout=120,
-        )
-        for kind in ("Link", "Block", "OffloadPolicy"):
-            _apply(cluster, [o for o in objs if o["kind"] == kind])
-        for component in CHART_COMPONENTS:
-            cluster.access.kubectl(*rollout, f"deployment/{RELEASE}-{component}", timeout=330)
-        yield installed
-    finally:
-        for ns in (LOCAL_NAMESPACE, HOST_NAMESPACE):
-            cluster.kubectl(
-                "delete", "offloadpolicies,blocks,links,models", "--all", "-n", ns,
-                "--wait=true", "--timeout=120s", check=False,
-            )  # fmt: skip
-        installed.helm("uninstall", RELEASE, "--namespace", LOCAL_NAMESPACE, "--wait", check=False)
-        stop.set()
-        thread.join(timeout=120)
-        for ns in (LOCAL_NAMESPACE, HOST_NAMESPACE):
-            cluster.kubectl("delete", "namespace", ns, "--wait=true", "--timeout=180s", check=False)
+        with real_deploy.deployed(
+            crds.access,
+            crds.settings,
+            Path(__file__).resolve().parents[2],
+            tmp_path_factory.mktemp("real"),
+            store,
+            repository,
+        ) as installed:
+            yield installed
+    except real_deploy.DeployError as exc:
+        pytest.fail(str(exc), pytrace=False)
 
 
 def _running_in_container(pod: dict[str, Any], node: str) -> bool:
@@ -253,19 +99,17 @@ def _running_in_container(pod: dict[str, Any], node: str) -> bool:
 def test_chart_pods_run_in_containers_on_the_real_node(release: RealRelease) -> None:
     node = nr.real_node_name(nodes.REAL_TIER, 0)
     for component in CHART_COMPONENTS:
-        (pod,) = release.pods(
-            LOCAL_NAMESPACE,
-            f"app.kubernetes.io/name=braid-{component},app.kubernetes.io/instance={RELEASE}",
-        )
+        (pod,) = release.chart_pods(component)
         assert _ready(pod), (component, pod["status"])
         assert _running_in_container(pod, node), (component, pod["status"])
         image = pod["status"]["containerStatuses"][0]["image"]
         assert image == release.images.reference(component)
 
 
-def test_the_local_block_fetches_and_serves_in_a_container(release: RealRelease) -> None:
+def test_the_local_block_fetches_and_serves_in_a_container(
+    release: RealRelease, cluster: E2ECluster
+) -> None:
     node = nr.real_node_name(nodes.REAL_TIER, 0)
-    cluster = release.cluster
 
     def ready_pods() -> list[dict[str, Any]] | None:
         pods = release.pods(LOCAL_NAMESPACE, "braid.dev/block=fmnist-head")
@@ -293,11 +137,7 @@ def test_the_local_block_fetches_and_serves_in_a_container(release: RealRelease)
 
 
 def test_an_inference_goes_through_the_gateway_pod(release: RealRelease) -> None:
-    cluster = release.cluster
-    (pod,) = release.pods(
-        LOCAL_NAMESPACE,
-        f"app.kubernetes.io/name=braid-gateway,app.kubernetes.io/instance={RELEASE}",
-    )
+    (pod,) = release.chart_pods("gateway")
     first = release.catalog.path(release.catalog.original_path).hops[0].input
     shape = [1, *first.shape]
     count = 1
@@ -318,7 +158,6 @@ def test_an_inference_goes_through_the_gateway_pod(release: RealRelease) -> None
     (output,) = answer["outputs"]
     assert output["shape"][0] == 1
     assert len(output["data"]) == 10
-    del cluster
 
 
 def test_helm_test_runs_its_pod_on_the_real_node(release: RealRelease) -> None:
@@ -339,10 +178,7 @@ def _pinned_request(release: RealRelease, path: str) -> tuple[str, dict[str, Any
         ],
         "parameters": {"braid_path": path},
     }
-    (gateway,) = release.pods(
-        LOCAL_NAMESPACE,
-        f"app.kubernetes.io/name=braid-gateway,app.kubernetes.io/instance={RELEASE}",
-    )
+    (gateway,) = release.chart_pods("gateway")
     url = f"http://{gateway['status']['podIP']}:8000/v2/models/{release.catalog.local_model}/infer"
     return url, body
 
@@ -353,12 +189,11 @@ def _host_pod(release: RealRelease) -> dict[str, Any]:
 
 
 def test_a_crashed_host_triton_restarts_while_the_gateway_falls_back(
-    release: RealRelease,
+    release: RealRelease, cluster: E2ECluster
 ) -> None:
     """SIGKILL the host's tritonserver in its container: the kubelet restarts it, requests
     pinned to a cross path through it fall back to the local original path meanwhile, and
     none is lost; once it is back they cross again."""
-    cluster = release.cluster
     cross = next(p.id for p in release.catalog.paths if p.kind.startswith("cross"))
     url, body = _pinned_request(release, cross)
     pod = wait_for(
@@ -427,9 +262,8 @@ def test_a_crashed_host_triton_restarts_while_the_gateway_falls_back(
 
 
 def test_an_image_missing_on_the_node_makes_the_block_unready_with_the_reason(
-    release: RealRelease,
+    release: RealRelease, cluster: E2ECluster
 ) -> None:
-    cluster = release.cluster
     image = f"{REGISTRY}/braid-triton-runtime:missing-on-purpose"
     block = cluster.kubectl_json("get", "block", "fmnist-head", "-n", LOCAL_NAMESPACE)
     broken = {

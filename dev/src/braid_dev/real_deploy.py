@@ -19,15 +19,36 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
+import shutil
+import subprocess
 import tarfile
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from braid_dev.stack import braid_images, images, nodes
+from braid.api.catalog import PathCatalog
+from braid.kube.client import Kube
+from braid.settings import Settings
+from braid_dev.demo.chart import CHART
+from braid_dev.demo.manifests import (
+    CATALOG_CONFIGMAP,
+    HOST_NAMESPACE,
+    LOCAL_NAMESPACE,
+    POLICY_NAME,
+    demo_manifests,
+)
+from braid_dev.demo.story import load_samples, wait_for_terminating_namespaces
+from braid_dev.kwok_runtime import KwokTritonRuntime
+from braid_dev.stack import braid_images, cluster, images, nodes
 from braid_dev.stack import node_render as nr
+from braid_dev.stack.artifact_servers import S3Store
 from braid_dev.stack.images import ImageRecipe
+from braid_dev.stack.processes import wait_until
 
 REAL_TAINT_TOLERATION = {
     "key": nr.REAL_NODE_TAINT["key"],
@@ -97,8 +118,8 @@ def real_node_helm_args(node_images: NodeImages) -> list[str]:
         f"operator.imagePrefixes={{{images.REGISTRY}/,nvcr.io/nvidia/tritonserver:}}",
     ]
     for scope in ("tolerations", "operator.tritonPods.tolerations"):
-        for field, item in REAL_TAINT_TOLERATION.items():
-            values.append(f"{scope}[0].{field}={item}")
+        for key_name, item in REAL_TAINT_TOLERATION.items():
+            values.append(f"{scope}[0].{key_name}={item}")
     # A label value is a string even when it reads as a boolean.
     return [
         *(a for v in values for a in ("--set", v)),
@@ -166,3 +187,199 @@ def credentials_secret(namespace: str, env: Mapping[str, str]) -> dict[str, Any]
         "type": "Opaque",
         "stringData": dict(env),
     }
+
+
+# -- the whole deployment (the e2e tier's and bench/real_nodes.py's) ---------------------------
+
+RELEASE = "braid-real"
+"""Not "braid": the e2e session's process-run operator holds cluster objects named
+braid-operator."""
+CHART_COMPONENTS = ("operator", "controller", "gateway")
+HOST_BLOCK = "mnist-body"
+"""The host model's Block, moved from its GPU pool onto the real node (it runs on CPU)."""
+
+
+class DeployError(RuntimeError):
+    """A step of the real-node deployment failed; the message says which."""
+
+
+@dataclass
+class RealRelease:
+    """braid installed through its chart onto the real nodes, with what it runs on."""
+
+    access: cluster.ClusterAccess
+    bin_dir: Path
+    catalog: PathCatalog
+    images: NodeImages
+    runtime: KwokTritonRuntime
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+    def pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        listed = self.access.kubectl_json("get", "pods", "-n", namespace, "-l", selector)
+        items: list[dict[str, Any]] = listed["items"]
+        return items
+
+    def chart_pods(self, component: str) -> list[dict[str, Any]]:
+        selector = f"app.kubernetes.io/name=braid-{component},app.kubernetes.io/instance={RELEASE}"
+        return self.pods(LOCAL_NAMESPACE, selector)
+
+    def helm(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        argv = [str(self.bin_dir / "helm"), *args, f"--kubeconfig={self.access.kubeconfig}"]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=600, check=False)
+        if check and done.returncode != 0:
+            raise DeployError(f"helm {args[0]} failed: {done.stderr or done.stdout}")
+        return done
+
+
+def node_ip(access: cluster.ClusterAccess) -> str:
+    """The first real node's address: its bridge on this machine, which pods can reach."""
+    node = access.kubectl_json("get", "node", nr.real_node_name(nodes.REAL_TIER, 0))
+    return str(next(a["address"] for a in node["status"]["addresses"] if a["type"] == "InternalIP"))
+
+
+def store_repository(repository: Path, root: Path) -> str:
+    """The repository as objects (Links name theirs) and as one archive (what pods fetch);
+    returns the archive's SHA-256."""
+    bucket = root / REPOSITORY_BUCKET
+    models = sorted(p.name for p in repository.iterdir() if (p / "config.pbtxt").exists())
+    for model in models:
+        shutil.copytree(repository / model, bucket / model, dirs_exist_ok=True)
+    return write_repository_archive(repository, models, bucket / REPOSITORY_OBJECT)
+
+
+def link_artifacts_in_store(objs: list[dict[str, Any]], repository: Path) -> None:
+    """Links name their artifact in the store (the chart's operator refuses file://)."""
+    for obj in objs:
+        if obj["kind"] == "Link":
+            name = obj["metadata"]["name"]
+            (artifact,) = (p for p in (repository / name / "1").iterdir() if p.name != "model.py")
+            obj["spec"]["artifact"]["uri"] = f"s3://{REPOSITORY_BUCKET}/{name}/1/{artifact.name}"
+
+
+def _apply(access: cluster.ClusterAccess, objs: list[dict[str, Any]]) -> None:
+    body = json.dumps({"apiVersion": "v1", "kind": "List", "items": objs})
+    access.kubectl("apply", "--server-side", "-f", "-", input=body)
+
+
+def _applied(access: cluster.ClusterAccess, objs: list[dict[str, Any]]) -> bool:
+    """Applied, or False while the webhook cannot be called yet (any other error raises)."""
+    try:
+        _apply(access, objs)
+    except cluster.ClusterError as exc:
+        if "failed calling webhook" in str(exc):
+            return False
+        raise
+    return True
+
+
+@contextmanager
+def deployed(
+    access: cluster.ClusterAccess,
+    settings: Settings,
+    repo: Path,
+    workdir: Path,
+    store: S3Store,
+    repository: Path,
+) -> Iterator[RealRelease]:
+    """braid through its chart onto the real nodes, the demo's models on it; all of it is
+    removed again on the way out (objects first, while the operator can drop finalizers)."""
+    stages: dict[str, float] = {}
+    t = time.monotonic()
+
+    def mark(stage: str) -> None:
+        nonlocal t
+        stages[stage] = round(time.monotonic() - t, 3)
+        t = time.monotonic()
+
+    catalog = PathCatalog.model_validate_json((repository / "catalog.json").read_text())
+    node_images = import_node_images(
+        settings.cache, settings.bin_dir, cluster.layout_for(settings).root, repo
+    )
+    mark("images_built_and_imported")
+    sha = store_repository(repository, store.root)
+    objs = place_on_real_pool(
+        demo_manifests(catalog, repository, load_samples()),
+        {nodes.REAL_TIER},
+        node_images.reference("triton-runtime"),
+        {
+            "uri": f"s3://{REPOSITORY_BUCKET}/{REPOSITORY_OBJECT}",
+            "sha256": sha,
+            "credentialsSecret": CREDENTIALS_SECRET,
+        },
+        # The host model's Block too: its crash is what the gateway must survive.
+        moved={HOST_BLOCK: nodes.REAL_TIER},
+    )
+    link_artifacts_in_store(objs, repository)
+    wait_for_terminating_namespaces(access)  # an earlier run's, going away
+    _apply(access, [o for o in objs if o["kind"] == "Namespace"])
+    for ns in (LOCAL_NAMESPACE, HOST_NAMESPACE):
+        _apply(access, [credentials_secret(ns, store.env())])
+        wait_until(
+            lambda n=ns: access.kubectl("get", "sa", "default", "-n", n, check=False).stdout != "",  # type: ignore[misc]
+            f"the default ServiceAccount of {ns}",
+            timeout=60,
+        )
+    catalog_cm = access.kubectl(
+        "create", "configmap", CATALOG_CONFIGMAP, "-n", LOCAL_NAMESPACE,
+        f"--from-file=catalog.json={repository / 'catalog.json'}", "--dry-run=client", "-o", "json",
+    ).stdout  # fmt: skip
+    _apply(access, [json.loads(catalog_cm)])
+    first = catalog.path(catalog.original_path).hops[0].input
+    values = [
+        "crds.enabled=false",  # applied beforehand, as a platform team manages CRDs
+        f"operator.namespaces={{{LOCAL_NAMESPACE},{HOST_NAMESPACE}}}",
+        f"policy.name={POLICY_NAME}",
+        f"test.model={catalog.local_model}",
+        f"test.input.name={first.name}",
+        f"test.input.datatype={first.datatype}",
+        f"test.input.shape={{{','.join(str(d) for d in [1, *first.shape])}}}",
+    ]
+    runtime = KwokTritonRuntime(
+        Kube.from_kubeconfig(access.kubeconfig),
+        repository,
+        workdir / "kwok-runtime",
+        host=node_ip(access),
+        real_pools=frozenset({nr.real_pool(nodes.REAL_TIER)}),
+    )
+    stop = threading.Event()
+    thread = threading.Thread(target=runtime.run, args=(stop,), daemon=True)
+    thread.start()
+    release = RealRelease(access, settings.bin_dir, catalog, node_images, runtime, stages)
+    try:
+        release.helm(
+            "upgrade", "--install", RELEASE, str(CHART), "--namespace", LOCAL_NAMESPACE,
+            *real_node_helm_args(node_images), *(a for v in values for a in ("--set", v)),
+        )  # fmt: skip
+        mark("helm_install")
+        # The webhook admits braid objects only once the operator's pod answers it (and
+        # kube-proxy has programmed its Service); the gateway starts once the operator has
+        # written its policy's routing ConfigMap.
+        rollout = ["rollout", "status", "-n", LOCAL_NAMESPACE, "--timeout=300s"]
+        access.kubectl(*rollout, f"deployment/{RELEASE}-operator", timeout=330)
+        mark("operator_ready")
+        wait_until(
+            lambda: _applied(access, [o for o in objs if o["kind"] == "Model"]),
+            "the operator's webhook to answer through its Service",
+            timeout=120,
+            ignore=(),
+        )
+        for kind in ("Link", "Block", "OffloadPolicy"):
+            _apply(access, [o for o in objs if o["kind"] == kind])
+        for component in CHART_COMPONENTS:
+            access.kubectl(*rollout, f"deployment/{RELEASE}-{component}", timeout=330)
+        mark("chart_pods_ready")
+        yield release
+    finally:
+        for ns in (LOCAL_NAMESPACE, HOST_NAMESPACE):
+            access.kubectl(
+                "delete", "offloadpolicies,blocks,links,models", "--all", "-n", ns,
+                "--wait=true", "--timeout=120s", check=False, timeout=150,
+            )  # fmt: skip
+        release.helm("uninstall", RELEASE, "--namespace", LOCAL_NAMESPACE, "--wait", check=False)
+        stop.set()
+        thread.join(timeout=120)
+        for ns in (LOCAL_NAMESPACE, HOST_NAMESPACE):
+            access.kubectl(
+                "delete", "namespace", ns, "--wait=true", "--timeout=180s", check=False,
+                timeout=200,
+            )  # fmt: skip
