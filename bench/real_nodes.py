@@ -1,10 +1,12 @@
 """Real nodes of the local stack: what starting them costs and what they hold.
 
 Brings up a cluster of its own (a fresh state dir) with ``BRAID_CLUSTER_REAL_NODES`` real
-nodes, runs one pod with a readiness probe on the first, then tears everything down and
-checks that nothing is left. Records the seconds of each start-up stage, the RSS of each
-component (control plane, each node's containerd and kubelet, the shims and containers),
-the images built with their sizes, and whether tear-down was clean, in
+nodes, runs one pod with a readiness probe on the first, then deploys braid through its chart
+onto the real node (``braid_dev.real_deploy``: braid's images, the quick model build fetched
+by the Triton pods' init containers) and counts what runs in containers, then tears
+everything down and checks that nothing is left. Records the seconds of each start-up stage,
+the RSS of each component (control plane, each node's containerd and kubelet, the shims and
+containers), braid's images with their sizes, and whether tear-down was clean, in
 ``results/real_nodes.json``.
 
     python bench/real_nodes.py
@@ -25,9 +27,12 @@ from typing import Any
 import typer
 
 from braid.settings import Settings
+from braid_dev import real_deploy
+from braid_dev.demo.manifests import HOST_NAMESPACE, LOCAL_NAMESPACE
 from braid_dev.stack import cluster as devcluster
 from braid_dev.stack import images, nodes
 from braid_dev.stack import node_render as nr
+from braid_dev.stack.artifact_servers import start_s3_store
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -50,6 +55,59 @@ def _probe_pod() -> dict[str, Any]:
 
 def _mib(value: int | None) -> float | None:
     return None if value is None else round(value / 2**20, 1)
+
+
+def _in_container(pod: dict[str, Any]) -> bool:
+    statuses = pod.get("status", {}).get("containerStatuses") or []
+    return bool(statuses) and all(
+        s.get("containerID", "").startswith("containerd://") and s.get("ready") for s in statuses
+    )
+
+
+def _deploy_braid(
+    settings: Settings, access: devcluster.ClusterAccess, state: Path
+) -> dict[str, Any]:
+    """braid through its chart on the real node: what of it runs in containers."""
+    from braid.tooling.pipeline import run_pipeline
+
+    access.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
+    repository = state / "model-repo"
+    run_pipeline("quick", repository)
+    store = start_s3_store(
+        state / "store", state / "versitygw", settings.bin_dir, host=real_deploy.node_ip(access)
+    )
+    try:
+        with real_deploy.deployed(access, settings, ROOT, state, store, repository) as release:
+            real_node = nr.real_node_name(nodes.REAL_TIER, 0)
+
+            def triton_pods() -> list[dict[str, Any]]:
+                namespaces = (LOCAL_NAMESPACE, HOST_NAMESPACE)
+                return [p for ns in namespaces for p in release.pods(ns, "braid.dev/block")]
+
+            deadline = time.monotonic() + 300
+            triton = triton_pods()
+            while time.monotonic() < deadline and not all(
+                _in_container(p) for p in triton if p["spec"].get("nodeName") == real_node
+            ):
+                time.sleep(1)
+                triton = triton_pods()
+            chart = [p for c in real_deploy.CHART_COMPONENTS for p in release.chart_pods(c)]
+            rss: dict[str, float | None] = {}
+            for node in nodes.node_layouts(devcluster.layout_for(settings).root):
+                for role in ("shim", "container"):
+                    pids = [p for p, r in nodes.node_processes(node).items() if r == role]
+                    total = sum(devcluster.rss_bytes(p) or 0 for p in pids)
+                    rss[f"{node.name}-{role}s (braid deployed)"] = _mib(total)
+            return {
+                "rss_mb": rss,
+                "image_sizes_mb": release.images.sizes_mb(),
+                "triton_pods_in_containers": sum(_in_container(p) for p in triton),
+                "triton_pods_kwok_played": sum(not _in_container(p) for p in triton),
+                "chart_pods_in_containers": sum(_in_container(p) for p in chart),
+                "stage_seconds": release.stage_seconds,
+            }
+    finally:
+        store.stop()
 
 
 def main(
@@ -84,7 +142,9 @@ def main(
             for role in ("shim", "container"):
                 pids = [p for p, r in nodes.node_processes(node).items() if r == role]
                 total = sum(devcluster.rss_bytes(p) or 0 for p in pids)
-                rss[f"{name}-{role}s"] = _mib(total)
+                rss[f"{name}-{role}s (probe pod)"] = _mib(total)
+        braid = _deploy_braid(settings, access, state)
+        rss.update(braid["rss_mb"])
     finally:
         t = time.monotonic()
         devcluster.down(settings)
@@ -99,13 +159,15 @@ def main(
         r.reference: round(images.archive_path(settings.cache, r).stat().st_size / 1e6, 2)
         for r in recipes
     }
+    sizes.update(braid["image_sizes_mb"])
     report = {
         "real_nodes": result.state.real_nodes,
         "images_built": list(sizes),
         "image_sizes_mb": sizes,
-        # What of braid itself runs in containers: nothing yet (its images are not built).
-        "triton_pods_in_containers": 0,
-        "chart_pods_in_containers": 0,
+        "triton_pods_in_containers": braid["triton_pods_in_containers"],
+        "triton_pods_kwok_played": braid["triton_pods_kwok_played"],
+        "chart_pods_in_containers": braid["chart_pods_in_containers"],
+        "braid_deploy_stage_seconds": braid["stage_seconds"],
         "probe_pod_in_container": in_container,
         "probe_pod_ready_seconds": probe_ready_seconds,
         "cluster_up_seconds": round(up_seconds, 3),
