@@ -27,6 +27,7 @@ from braid_dev.demo.manifests import (
 from braid_dev.stack import cluster as devcluster
 from braid_dev.stack import node_render as nr
 from braid_dev.stack import nodes
+from braid_dev.stack import prometheus_sd as sd
 from braid_dev.stack.artifact_servers import S3Store, start_s3_store
 from braid_dev.stack.images import REGISTRY
 from tests.e2e.conftest import E2ECluster
@@ -291,3 +292,42 @@ def test_an_image_missing_on_the_node_makes_the_block_unready_with_the_reason(
             "delete", "block", "fmnist-head-noimage", "-n", LOCAL_NAMESPACE, "--wait=true",
             check=False,
         )  # fmt: skip
+
+
+def test_a_stock_prometheus_scrapes_the_triton_pods_by_their_pod_ips(
+    release: RealRelease, tmp_path: Path
+) -> None:
+    """Kubernetes service discovery and the chart's relabeling find the Triton pods that run
+    in containers, scrape their pod IPs, and give them the labels the controller queries."""
+    node = nr.real_node_name(nodes.REAL_TIER, 0)
+    pods = {
+        p["status"]["podIP"]: p
+        for ns in (LOCAL_NAMESPACE, HOST_NAMESPACE)
+        for p in release.pods(ns, "braid.dev/block")
+        if _running_in_container(p, node) and _ready(p)
+    }
+    assert len(pods) == 2
+    try:
+        prometheus = sd.start_sd_prometheus(
+            release.bin_dir / "prometheus-sd",
+            release.access.kubeconfig,
+            [LOCAL_NAMESPACE, HOST_NAMESPACE],
+            tmp_path,
+        )
+    except FileNotFoundError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        wanted = {f"http://{ip}:8002/metrics" for ip in pods}
+
+        def scraped() -> dict[str, dict[str, Any]] | None:
+            up = {t["scrapeUrl"]: t for t in prometheus.up_targets()}
+            return up if wanted <= set(up) else None
+
+        found = wait_for(scraped, "both Triton pods scraped by their pod IPs", timeout=60)
+        for ip, pod in pods.items():
+            target = found[f"http://{ip}:8002/metrics"]
+            labels = pod["metadata"]["labels"]
+            assert target["labels"]["braid_block"] == labels["braid.dev/block"]
+            assert target["labels"]["namespace"] == pod["metadata"]["namespace"]
+    finally:
+        prometheus.stop()
