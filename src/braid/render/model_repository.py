@@ -74,9 +74,7 @@ def link_artifact(name: str, artifact: ArtifactRef, block_secret: str | None) ->
             "fetch every artifact with the Block's credentials"
         )
     if artifact.format == "torchscript":
-        raise ValueError(
-            f"{field}.format: 'torchscript' is not served by the block runtime (ONNX)"
-        )
+        raise ValueError(f"{field}.format: 'torchscript' is not served by the block runtime (ONNX)")
     if artifact.format == "triton-repository":
         return PlannedArtifact(
             uri=artifact.uri, sha256=artifact.sha256, dest=f"{REPOSITORY_DIR}/{name}", unpack=True
