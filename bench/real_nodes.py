@@ -28,7 +28,6 @@ import typer
 
 from braid.settings import Settings
 from braid_dev import real_deploy
-from braid_dev.demo.manifests import HOST_NAMESPACE, LOCAL_NAMESPACE
 from braid_dev.stack import cluster as devcluster
 from braid_dev.stack import images, nodes
 from braid_dev.stack import node_render as nr
@@ -81,8 +80,7 @@ def _deploy_braid(
             real_node = nr.real_node_name(nodes.REAL_TIER, 0)
 
             def triton_pods() -> list[dict[str, Any]]:
-                namespaces = (LOCAL_NAMESPACE, HOST_NAMESPACE)
-                return [p for ns in namespaces for p in release.pods(ns, "braid.dev/block")]
+                return [p for ns in release.namespaces for p in release.pods(ns, "braid.dev/block")]
 
             deadline = time.monotonic() + 300
             triton = triton_pods()

@@ -7,6 +7,7 @@ pod on this machine, listening on the node's bridge so the gateway pod reaches i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import subprocess
@@ -18,12 +19,8 @@ from typing import Any
 import httpx
 import pytest
 
-from braid.render.block import TIER_LABEL
 from braid_dev import real_deploy
-from braid_dev.demo.manifests import (
-    HOST_NAMESPACE,
-    LOCAL_NAMESPACE,
-)
+from braid_dev.demo.manifests import POLICY_NAME
 from braid_dev.stack import cluster as devcluster
 from braid_dev.stack import node_render as nr
 from braid_dev.stack import nodes
@@ -39,6 +36,8 @@ REAL_TIERS = {nodes.REAL_TIER}
 RELEASE = real_deploy.RELEASE
 CHART_COMPONENTS = real_deploy.CHART_COMPONENTS
 HOST_BLOCK = real_deploy.HOST_BLOCK
+# isolated-*: the session's process-run operator leaves these to the chart's.
+LOCAL_NAMESPACE, HOST_NAMESPACE = NAMESPACES = ("isolated-real-a", "isolated-real-b")
 RealRelease = real_deploy.RealRelease
 
 
@@ -67,8 +66,34 @@ def store(cluster: E2ECluster, tmp_path_factory: pytest.TempPathFactory) -> Iter
 
 
 @pytest.fixture(scope="module")
+def prometheus(
+    cluster: E2ECluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[sd.SdPrometheus]:
+    """A stock Prometheus with Kubernetes service discovery and the chart's relabeling, on
+    the real node's bridge so the chart's controller pod can query it."""
+    try:
+        server = sd.start_sd_prometheus(
+            cluster.settings.bin_dir / "prometheus-sd",
+            cluster.access.kubeconfig,
+            [LOCAL_NAMESPACE, HOST_NAMESPACE],
+            tmp_path_factory.mktemp("prometheus"),
+            host=real_deploy.node_ip(cluster.access),
+            wait_for_target=False,
+        )
+    except FileNotFoundError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
 def release(
-    crds: E2ECluster, store: S3Store, tmp_path_factory: pytest.TempPathFactory
+    crds: E2ECluster,
+    store: S3Store,
+    prometheus: sd.SdPrometheus,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[RealRelease]:
     from braid.tooling.pipeline import run_pipeline
 
@@ -82,6 +107,11 @@ def release(
             tmp_path_factory.mktemp("real"),
             store,
             repository,
+            # The controller reads the Prometheus above; rate windows of 4 of its scrapes.
+            extra_values=[
+                f"controller.prometheusUrl={prometheus.url}",
+                "serviceMonitor.interval=1s",
+            ],
         ) as installed:
             yield installed
     except real_deploy.DeployError as exc:
@@ -126,15 +156,10 @@ def test_the_local_block_fetches_and_serves_in_a_container(
     block = cluster.kubectl_json("get", "block", "fmnist-head", "-n", LOCAL_NAMESPACE)
     conditions = {c["type"]: c for c in block["status"]["conditions"]}
     assert conditions["Ready"]["status"] == "True", conditions
-    # kwok plays only the pools without a real node.
-    played = {
-        (p["metadata"]["labels"].get("braid.dev/block"), p["spec"]["nodeSelector"][TIER_LABEL])
-        for ns in (LOCAL_NAMESPACE, HOST_NAMESPACE)
-        for p in release.pods(ns, "braid.dev/block")
-        if not _running_in_container(p, node)
-    }
-    assert played
-    assert all(tier not in REAL_TIERS for _, tier in played)
+    # Every Block runs in a container: kwok plays no Triton pod of this release.
+    for ns in (LOCAL_NAMESPACE, HOST_NAMESPACE):
+        for p in release.pods(ns, "braid.dev/block"):
+            assert _running_in_container(p, node), p["metadata"]["name"]
 
 
 def test_an_inference_goes_through_the_gateway_pod(release: RealRelease) -> None:
@@ -295,7 +320,7 @@ def test_an_image_missing_on_the_node_makes_the_block_unready_with_the_reason(
 
 
 def test_a_stock_prometheus_scrapes_the_triton_pods_by_their_pod_ips(
-    release: RealRelease, tmp_path: Path
+    release: RealRelease, prometheus: sd.SdPrometheus
 ) -> None:
     """Kubernetes service discovery and the chart's relabeling find the Triton pods that run
     in containers, scrape their pod IPs, and give them the labels the controller queries."""
@@ -306,28 +331,53 @@ def test_a_stock_prometheus_scrapes_the_triton_pods_by_their_pod_ips(
         for p in release.pods(ns, "braid.dev/block")
         if _running_in_container(p, node) and _ready(p)
     }
-    assert len(pods) == 2
-    try:
-        prometheus = sd.start_sd_prometheus(
-            release.bin_dir / "prometheus-sd",
-            release.access.kubeconfig,
-            [LOCAL_NAMESPACE, HOST_NAMESPACE],
-            tmp_path,
-        )
-    except FileNotFoundError as exc:
-        pytest.fail(str(exc), pytrace=False)
-    try:
-        wanted = {f"http://{ip}:8002/metrics" for ip in pods}
+    assert len(pods) == 3
+    wanted = {f"http://{ip}:8002/metrics" for ip in pods}
 
-        def scraped() -> dict[str, dict[str, Any]] | None:
-            up = {t["scrapeUrl"]: t for t in prometheus.up_targets()}
-            return up if wanted <= set(up) else None
+    def scraped() -> dict[str, dict[str, Any]] | None:
+        up = {t["scrapeUrl"]: t for t in prometheus.up_targets()}
+        return up if wanted <= set(up) else None
 
-        found = wait_for(scraped, "both Triton pods scraped by their pod IPs", timeout=60)
-        for ip, pod in pods.items():
-            target = found[f"http://{ip}:8002/metrics"]
-            labels = pod["metadata"]["labels"]
-            assert target["labels"]["braid_block"] == labels["braid.dev/block"]
-            assert target["labels"]["namespace"] == pod["metadata"]["namespace"]
+    found = wait_for(scraped, "the Triton pods scraped by their pod IPs", timeout=60)
+    for ip, pod in pods.items():
+        target = found[f"http://{ip}:8002/metrics"]
+        labels = pod["metadata"]["labels"]
+        assert target["labels"]["braid_block"] == labels["braid.dev/block"]
+        assert target["labels"]["namespace"] == pod["metadata"]["namespace"]
+
+
+def test_the_controller_pod_chooses_paths_from_those_metrics(
+    release: RealRelease, cluster: E2ECluster
+) -> None:
+    """With traffic on the original path, the chart's controller (in its pod, reading that
+    Prometheus through the chart's relabeling) prices the paths and records its choice."""
+    url, body = _pinned_request(release, release.catalog.original_path)
+    stop = threading.Event()
+
+    def send() -> None:
+        with httpx.Client(timeout=30) as client:
+            while not stop.is_set():
+                with contextlib.suppress(httpx.HTTPError):
+                    client.post(url, json=body)
+                stop.wait(0.05)
+
+    sender = threading.Thread(target=send, daemon=True)
+    sender.start()
+    try:
+
+        def chosen() -> dict[str, Any] | None:
+            policy = cluster.kubectl_json(
+                "get", "offloadpolicy", POLICY_NAME, "-n", LOCAL_NAMESPACE
+            )
+            conditions = {c["type"]: c for c in policy.get("status", {}).get("conditions", [])}
+            paths = conditions.get("PathsChosen")
+            return policy if paths and paths["status"] == "True" else None
+
+        policy = wait_for(chosen, "the controller's PathsChosen=True", timeout=180)
     finally:
-        prometheus.stop()
+        stop.set()
+        sender.join(timeout=60)
+    status = policy["status"]
+    assert status["activePath"] in {p.id for p in release.catalog.paths}
+    conditions = {c["type"]: c for c in status["conditions"]}
+    assert conditions["PathsChosen"]["reason"] not in ("MetricsUnavailable", "LocalTierUnmeasured")

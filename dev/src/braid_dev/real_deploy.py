@@ -42,7 +42,7 @@ from braid_dev.demo.manifests import (
     POLICY_NAME,
     demo_manifests,
 )
-from braid_dev.demo.story import load_samples, wait_for_terminating_namespaces
+from braid_dev.demo.story import load_samples
 from braid_dev.kwok_runtime import KwokTritonRuntime
 from braid_dev.stack import braid_images, cluster, images, nodes
 from braid_dev.stack import node_render as nr
@@ -196,7 +196,9 @@ RELEASE = "braid-real"
 braid-operator."""
 CHART_COMPONENTS = ("operator", "controller", "gateway")
 HOST_BLOCK = "mnist-body"
-"""The host model's Block, moved from its GPU pool onto the real node (it runs on CPU)."""
+"""The host model's Block (a cloud GPU pool's in the samples)."""
+MOVED_BLOCKS = ("fmnist-tail", HOST_BLOCK)
+"""The samples' GPU-pool Blocks, moved onto the real node's CPU."""
 
 
 class DeployError(RuntimeError):
@@ -212,7 +214,13 @@ class RealRelease:
     catalog: PathCatalog
     images: NodeImages
     runtime: KwokTritonRuntime
+    local_namespace: str = LOCAL_NAMESPACE
+    host_namespace: str = HOST_NAMESPACE
     stage_seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def namespaces(self) -> tuple[str, str]:
+        return (self.local_namespace, self.host_namespace)
 
     def pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
         listed = self.access.kubectl_json("get", "pods", "-n", namespace, "-l", selector)
@@ -221,7 +229,7 @@ class RealRelease:
 
     def chart_pods(self, component: str) -> list[dict[str, Any]]:
         selector = f"app.kubernetes.io/name=braid-{component},app.kubernetes.io/instance={RELEASE}"
-        return self.pods(LOCAL_NAMESPACE, selector)
+        return self.pods(self.local_namespace, selector)
 
     def helm(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         argv = [str(self.bin_dir / "helm"), *args, f"--kubeconfig={self.access.kubeconfig}"]
@@ -256,6 +264,30 @@ def link_artifacts_in_store(objs: list[dict[str, Any]], repository: Path) -> Non
             obj["spec"]["artifact"]["uri"] = f"s3://{REPOSITORY_BUCKET}/{name}/1/{artifact.name}"
 
 
+def rename_namespaces(
+    objs: Sequence[dict[str, Any]], names: Mapping[str, str]
+) -> list[dict[str, Any]]:
+    """The manifests with the samples' namespaces renamed (pure): every object's own and
+    every reference to them (a cross Link's other end, a policy's host namespaces)."""
+    text = json.dumps(list(objs))
+    for old, new in names.items():
+        text = text.replace(f'"{old}"', f'"{new}"')
+    renamed: list[dict[str, Any]] = json.loads(text)
+    return renamed
+
+
+def _wait_gone(access: cluster.ClusterAccess, namespaces: Sequence[str]) -> None:
+    """An earlier run's namespaces, still going away: nothing can be created in them."""
+    for name in namespaces:
+        phase = access.kubectl(
+            "get", "namespace", name, "-o", "jsonpath={.status.phase}", check=False
+        ).stdout.strip()
+        if phase == "Terminating":
+            access.kubectl(
+                "wait", "--for=delete", f"namespace/{name}", "--timeout=180s", timeout=200
+            )
+
+
 def _apply(access: cluster.ClusterAccess, objs: list[dict[str, Any]]) -> None:
     body = json.dumps({"apiVersion": "v1", "kind": "List", "items": objs})
     access.kubectl("apply", "--server-side", "-f", "-", input=body)
@@ -280,9 +312,15 @@ def deployed(
     workdir: Path,
     store: S3Store,
     repository: Path,
+    extra_values: Sequence[str] = (),
+    namespaces: tuple[str, str] = (LOCAL_NAMESPACE, HOST_NAMESPACE),
 ) -> Iterator[RealRelease]:
     """braid through its chart onto the real nodes, the demo's models on it; all of it is
-    removed again on the way out (objects first, while the operator can drop finalizers)."""
+    removed again on the way out (objects first, while the operator can drop finalizers).
+
+    ``namespaces`` (local provider's, host's) rename the samples' two: a suite whose own
+    operator watches every namespace but ``isolated-*`` gives two of those."""
+    local_ns, host_ns = namespaces
     stages: dict[str, float] = {}
     t = time.monotonic()
 
@@ -306,13 +344,15 @@ def deployed(
             "sha256": sha,
             "credentialsSecret": CREDENTIALS_SECRET,
         },
-        # The host model's Block too: its crash is what the gateway must survive.
-        moved={HOST_BLOCK: nodes.REAL_TIER},
+        # Every Block runs in a container: the GPU pools' ones on the real node's CPU (this
+        # machine has no GPU); the host's crash is what the gateway must survive.
+        moved={block: nodes.REAL_TIER for block in MOVED_BLOCKS},
     )
+    objs = rename_namespaces(objs, {LOCAL_NAMESPACE: local_ns, HOST_NAMESPACE: host_ns})
     link_artifacts_in_store(objs, repository)
-    wait_for_terminating_namespaces(access)  # an earlier run's, going away
+    _wait_gone(access, namespaces)
     _apply(access, [o for o in objs if o["kind"] == "Namespace"])
-    for ns in (LOCAL_NAMESPACE, HOST_NAMESPACE):
+    for ns in namespaces:
         _apply(access, [credentials_secret(ns, store.env())])
         wait_until(
             lambda n=ns: access.kubectl("get", "sa", "default", "-n", n, check=False).stdout != "",  # type: ignore[misc]
@@ -320,19 +360,20 @@ def deployed(
             timeout=60,
         )
     catalog_cm = access.kubectl(
-        "create", "configmap", CATALOG_CONFIGMAP, "-n", LOCAL_NAMESPACE,
+        "create", "configmap", CATALOG_CONFIGMAP, "-n", local_ns,
         f"--from-file=catalog.json={repository / 'catalog.json'}", "--dry-run=client", "-o", "json",
     ).stdout  # fmt: skip
     _apply(access, [json.loads(catalog_cm)])
     first = catalog.path(catalog.original_path).hops[0].input
     values = [
         "crds.enabled=false",  # applied beforehand, as a platform team manages CRDs
-        f"operator.namespaces={{{LOCAL_NAMESPACE},{HOST_NAMESPACE}}}",
+        f"operator.namespaces={{{local_ns},{host_ns}}}",
         f"policy.name={POLICY_NAME}",
         f"test.model={catalog.local_model}",
         f"test.input.name={first.name}",
         f"test.input.datatype={first.datatype}",
         f"test.input.shape={{{','.join(str(d) for d in [1, *first.shape])}}}",
+        *extra_values,
     ]
     runtime = KwokTritonRuntime(
         Kube.from_kubeconfig(access.kubeconfig),
@@ -344,17 +385,19 @@ def deployed(
     stop = threading.Event()
     thread = threading.Thread(target=runtime.run, args=(stop,), daemon=True)
     thread.start()
-    release = RealRelease(access, settings.bin_dir, catalog, node_images, runtime, stages)
+    release = RealRelease(
+        access, settings.bin_dir, catalog, node_images, runtime, local_ns, host_ns, stages
+    )
     try:
         release.helm(
-            "upgrade", "--install", RELEASE, str(CHART), "--namespace", LOCAL_NAMESPACE,
+            "upgrade", "--install", RELEASE, str(CHART), "--namespace", local_ns,
             *real_node_helm_args(node_images), *(a for v in values for a in ("--set", v)),
         )  # fmt: skip
         mark("helm_install")
         # The webhook admits braid objects only once the operator's pod answers it (and
         # kube-proxy has programmed its Service); the gateway starts once the operator has
         # written its policy's routing ConfigMap.
-        rollout = ["rollout", "status", "-n", LOCAL_NAMESPACE, "--timeout=300s"]
+        rollout = ["rollout", "status", "-n", local_ns, "--timeout=300s"]
         access.kubectl(*rollout, f"deployment/{RELEASE}-operator", timeout=330)
         mark("operator_ready")
         wait_until(
@@ -370,15 +413,15 @@ def deployed(
         mark("chart_pods_ready")
         yield release
     finally:
-        for ns in (LOCAL_NAMESPACE, HOST_NAMESPACE):
+        for ns in namespaces:
             access.kubectl(
                 "delete", "offloadpolicies,blocks,links,models", "--all", "-n", ns,
                 "--wait=true", "--timeout=120s", check=False, timeout=150,
             )  # fmt: skip
-        release.helm("uninstall", RELEASE, "--namespace", LOCAL_NAMESPACE, "--wait", check=False)
+        release.helm("uninstall", RELEASE, "--namespace", local_ns, "--wait", check=False)
         stop.set()
         thread.join(timeout=120)
-        for ns in (LOCAL_NAMESPACE, HOST_NAMESPACE):
+        for ns in namespaces:
             access.kubectl(
                 "delete", "namespace", ns, "--wait=true", "--timeout=180s", check=False,
                 timeout=200,

@@ -61,9 +61,17 @@ class SdPrometheus:
 
 
 def start_sd_prometheus(
-    binary: Path, kubeconfig: Path, namespaces: list[str], workdir: Path
+    binary: Path,
+    kubeconfig: Path,
+    namespaces: list[str],
+    workdir: Path,
+    host: str = "127.0.0.1",
+    wait_for_target: bool = True,
 ) -> SdPrometheus:
-    """Prometheus scraping braid's Triton pods through the chart's job, every second."""
+    """Prometheus scraping braid's Triton pods through the chart's job, every second.
+
+    ``host`` is where it listens: a real node's bridge address when pods (the chart's
+    controller) query it. ``wait_for_target`` returns only once a target is up."""
     if not binary.exists():
         raise FileNotFoundError(f"{binary} is missing: `make install-binaries` builds it")
     job = render_triton_pod_scrape_job(
@@ -84,11 +92,19 @@ def start_sd_prometheus(
             str(binary),
             f"--config.file={config}",
             f"--storage.tsdb.path={workdir / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{port}",
+            f"--web.listen-address={host}:{port}",
         ],
         workdir / "prometheus.log",
     )
-    prometheus = SdPrometheus(process, f"http://127.0.0.1:{port}")
+    prometheus = SdPrometheus(process, f"http://{host}:{port}")
+    if not wait_for_target:
+        wait_until(
+            lambda: httpx.get(f"{prometheus.url}/-/ready", timeout=2).status_code == 200,
+            "Prometheus ready",
+            timeout=60,
+            process=process,
+        )
+        return prometheus
     wait_until(
         lambda: bool(prometheus.up_targets()),
         "a Triton pod's target up",
