@@ -112,6 +112,7 @@ def release(
                 f"controller.prometheusUrl={prometheus.url}",
                 "serviceMonitor.interval=1s",
             ],
+            namespaces=NAMESPACES,
         ) as installed:
             yield installed
     except real_deploy.DeployError as exc:
