@@ -36,6 +36,7 @@ command line picks one. Machine facts and the sampled load average are read from
 
     python bench/load_shift.py --profile smoke --repository DIR --out /tmp/c.json --figure /tmp/c.png
     python bench/load_shift.py --profile full   # results/controller.json, docs/img/load-shift.png
+    python bench/load_shift.py --profile sweep3 # the same with 3 sweep points, half the time
 """
 
 from __future__ import annotations
@@ -120,6 +121,7 @@ class Profile:
 
 class ProfileName(StrEnum):
     smoke = "smoke"
+    sweep3 = "sweep3"
     full = "full"
 
 
@@ -135,6 +137,21 @@ PROFILES = {
         background_batch=64,
         background_threads=3,
         min_dwell_s=5,
+        max_drop=0.02,
+    ),
+    # The full profile's phases and repeats with three sweep points instead of five: about
+    # half its time (~30 minutes on 2 cores), for when the full one does not fit.
+    ProfileName.sweep3: Profile(
+        repeats=5,
+        heavy_fractions=(0.5, 0.75, 1.0),
+        light_s=10.0,
+        heavy_s=30.0,
+        light_rps=25.0,
+        samples_per_request=8,
+        capacity_s=8.0,
+        background_batch=64,
+        background_threads=3,
+        min_dwell_s=10,
         max_drop=0.02,
     ),
     ProfileName.full: Profile(

@@ -255,7 +255,11 @@ def _meta(
     }
     meta |= {
         ("" if key.startswith("load_") else "load_") + key: (
-            str(value).lower() if isinstance(value, bool) else value
+            str(value).lower()
+            if isinstance(value, bool)
+            else value
+            if isinstance(value, int | float | str)
+            else str(value)  # uptime's [1, 5, 15]-minute readings: meta holds scalars
         )
         for key, value in load.items()
         if key != "every_s"

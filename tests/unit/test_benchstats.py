@@ -51,3 +51,12 @@ def test_a_busy_machine_is_marked_not_quiet() -> None:
     assert summary["load_1min_max"] == 3.5
     assert summary["quiet"] is False
     assert LoadSampler(samples=[0.1, 0.9]).summary(cpus=2)["quiet"] is True
+
+
+def test_uptime_readings_before_and_after_the_run_are_recorded() -> None:
+    with LoadSampler(every_s=60.0) as sampler:
+        pass
+    summary = sampler.summary(cpus=2)
+    assert len(summary["uptime_before_1_5_15"]) == 3
+    assert len(summary["uptime_after_1_5_15"]) == 3
+    assert summary["samples"] == 2

@@ -143,11 +143,16 @@ class LoadSampler:
 
     every_s: float = 5.0
     samples: list[float] = field(default_factory=list)
+    before: tuple[float, float, float] | None = None
+    """``uptime``'s 1/5/15-minute load averages just before the run: what others left running."""
+    after: tuple[float, float, float] | None = None
+    """The same just after it (its 1-minute figure includes the benchmark's own processes)."""
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
     def __enter__(self) -> LoadSampler:
-        self.samples.append(os.getloadavg()[0])
+        self.before = os.getloadavg()
+        self.samples.append(self.before[0])
         self._thread = threading.Thread(target=self._run, name="load-sampler", daemon=True)
         self._thread.start()
         return self
@@ -156,7 +161,8 @@ class LoadSampler:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(self.every_s + 1)
-        self.samples.append(os.getloadavg()[0])
+        self.after = os.getloadavg()
+        self.samples.append(self.after[0])
 
     def _run(self) -> None:
         while not self._stop.wait(self.every_s):
@@ -168,6 +174,11 @@ class LoadSampler:
         if not self.samples:
             return {"samples": 0}
         peak = max(self.samples)
+        uptime = {
+            f"uptime_{when}_1_5_15": [round(v, 2) for v in reading]
+            for when, reading in (("before", self.before), ("after", self.after))
+            if reading is not None
+        }
         return {
             "samples": len(self.samples),
             "every_s": self.every_s,
@@ -177,6 +188,7 @@ class LoadSampler:
             "quiet": peak <= QUIET_LOAD_PER_CORE * cores,
             "quiet_means": f"1-minute load average <= {QUIET_LOAD_PER_CORE} x {cores} cores "
             "at every sample",
+            **uptime,
         }
 
 
