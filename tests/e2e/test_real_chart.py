@@ -157,10 +157,17 @@ def test_the_local_block_fetches_and_serves_in_a_container(
     block = cluster.kubectl_json("get", "block", "fmnist-head", "-n", LOCAL_NAMESPACE)
     conditions = {c["type"]: c for c in block["status"]["conditions"]}
     assert conditions["Ready"]["status"] == "True", conditions
+
     # Every Block runs in a container: kwok plays no Triton pod of this release.
-    for ns in (LOCAL_NAMESPACE, HOST_NAMESPACE):
-        for p in release.pods(ns, "braid.dev/block"):
-            assert _running_in_container(p, node), p["metadata"]["name"]
+    def all_in_containers() -> list[dict[str, Any]] | None:
+        pods = [p for ns in NAMESPACES for p in release.pods(ns, "braid.dev/block")]
+        return pods if all(_running_in_container(p, node) and _ready(p) for p in pods) else None
+
+    pods = wait_for(all_in_containers, "every Triton pod Ready in a container", timeout=300)
+    assert {p["metadata"]["labels"]["braid.dev/block"] for p in pods} == {
+        "fmnist-head",
+        *real_deploy.MOVED_BLOCKS,
+    }
 
 
 def test_an_inference_goes_through_the_gateway_pod(release: RealRelease) -> None:

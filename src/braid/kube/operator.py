@@ -268,6 +268,25 @@ async def deployment_event(body: kopf.Body, **kwargs: Any) -> None:
         await mirror_block_status(body["metadata"]["namespace"], block, kwargs)
 
 
+@kopf.timer(GROUP, "blocks", interval=10, initial_delay=10, idle=10)
+async def block_status_resync(body: kopf.Body, **kwargs: Any) -> None:
+    """Level-triggered safety net: re-mirror a Block that has been quiet for a while from the
+    indices, forgetting what this process last wrote. Events can interleave with another
+    writer of the status (a failed spec's condition, a restarted operator's), and a status
+    that missed its event would otherwise stay stale until the next pod change. It writes
+    only when the stored status differs from what the pods say."""
+    meta = body["metadata"]
+    key = (meta["namespace"], meta["name"])
+    deployments = list(kwargs["deployments_index"].get(key, []))
+    rendered = (deployments[0]["metadata"]["annotations"] if deployments else {}).get(
+        GENERATION_ANNOTATION
+    )
+    if rendered != str(meta.get("generation")):
+        return  # the current spec is not rendered (yet, or it failed): its condition stands
+    _written.pop(key, None)
+    await mirror_block_status(meta["namespace"], meta["name"], kwargs)
+
+
 @kopf.on.event("v1", "pods", labels={"app.kubernetes.io/managed-by": MANAGED_BY})
 async def pod_event(body: kopf.Body, **kwargs: Any) -> None:
     """A Block's pod changed (scheduled, pulled, fetched, crashed, ready): the Block's Ready
