@@ -397,8 +397,15 @@ def policy_changed(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
     A timer as well as the spec handlers: the controller writes ``status.activePaths`` and
     Blocks change their endpoints, neither of which is a spec change of the policy.
     """
+    kube = default_kube()
+    # The controller writes its own conditions (PathsChosen, Degraded) into the same list; a
+    # merge patch replaces the whole list, so it is built on the status as stored now, not as
+    # the watch (or the timer's cached body) last saw it, which could drop a fresh write.
+    meta = body["metadata"]
+    stored = kube.get(API_VERSION, "OffloadPolicy", meta["name"], meta["namespace"])
+    current = dict(body) if stored is None else {**dict(body), "status": stored.get("status") or {}}
     try:
-        status = reconcile_policy(default_kube(), dict(body), admission())
+        status = reconcile_policy(kube, current, admission())
     except (SpecError, DependencyMissingError) as exc:
         _fail("OffloadPolicy", body, exc)
         return
