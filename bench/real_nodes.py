@@ -56,11 +56,9 @@ def _mib(value: int | None) -> float | None:
     return None if value is None else round(value / 2**20, 1)
 
 
-def _in_container(pod: dict[str, Any]) -> bool:
-    statuses = pod.get("status", {}).get("containerStatuses") or []
-    return bool(statuses) and all(
-        s.get("containerID", "").startswith("containerd://") and s.get("ready") for s in statuses
-    )
+def _serving(pod: dict[str, Any]) -> bool:
+    """In containers on a real node, and Ready."""
+    return real_deploy.runs_in_container(pod) and real_deploy.pod_ready(pod)
 
 
 def _deploy_braid(
@@ -85,7 +83,7 @@ def _deploy_braid(
             deadline = time.monotonic() + 300
             triton = triton_pods()
             while time.monotonic() < deadline and not all(
-                _in_container(p) for p in triton if p["spec"].get("nodeName") == real_node
+                _serving(p) for p in triton if p["spec"].get("nodeName") == real_node
             ):
                 time.sleep(1)
                 triton = triton_pods()
@@ -99,9 +97,9 @@ def _deploy_braid(
             return {
                 "rss_mb": rss,
                 "image_sizes_mb": release.images.sizes_mb(),
-                "triton_pods_in_containers": sum(_in_container(p) for p in triton),
-                "triton_pods_kwok_played": sum(not _in_container(p) for p in triton),
-                "chart_pods_in_containers": sum(_in_container(p) for p in chart),
+                "triton_pods_in_containers": sum(_serving(p) for p in triton),
+                "triton_pods_kwok_played": sum(not _serving(p) for p in triton),
+                "chart_pods_in_containers": sum(_serving(p) for p in chart),
                 "stage_seconds": release.stage_seconds,
             }
     finally:

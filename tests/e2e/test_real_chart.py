@@ -8,7 +8,6 @@ pod on this machine, listening on the node's bridge so the gateway pod reaches i
 from __future__ import annotations
 
 import contextlib
-import json
 import re
 import subprocess
 import threading
@@ -39,16 +38,6 @@ HOST_BLOCK = real_deploy.HOST_BLOCK
 # isolated-*: the session's process-run operator leaves these to the chart's.
 LOCAL_NAMESPACE, HOST_NAMESPACE = NAMESPACES = ("isolated-real-a", "isolated-real-b")
 RealRelease = real_deploy.RealRelease
-
-
-def _ready(pod: dict[str, Any]) -> bool:
-    conditions = pod.get("status", {}).get("conditions", [])
-    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
-
-
-def _apply(cluster: E2ECluster, objs: list[dict[str, Any]]) -> None:
-    body = json.dumps({"apiVersion": "v1", "kind": "List", "items": objs})
-    cluster.kubectl("apply", "--server-side", "-f", "-", input=body)
 
 
 @pytest.fixture(scope="module")
@@ -119,21 +108,12 @@ def release(
         pytest.fail(str(exc), pytrace=False)
 
 
-def _running_in_container(pod: dict[str, Any], node: str) -> bool:
-    statuses = pod.get("status", {}).get("containerStatuses") or []
-    return (
-        pod["spec"].get("nodeName") == node
-        and bool(statuses)
-        and all(s.get("containerID", "").startswith("containerd://") for s in statuses)
-    )
-
-
 def test_chart_pods_run_in_containers_on_the_real_node(release: RealRelease) -> None:
     node = nr.real_node_name(nodes.REAL_TIER, 0)
     for component in CHART_COMPONENTS:
         (pod,) = release.chart_pods(component)
-        assert _ready(pod), (component, pod["status"])
-        assert _running_in_container(pod, node), (component, pod["status"])
+        assert real_deploy.pod_ready(pod), (component, pod["status"])
+        assert real_deploy.runs_in_container(pod, node), (component, pod["status"])
         image = pod["status"]["containerStatuses"][0]["image"]
         assert image == release.images.reference(component)
 
@@ -145,10 +125,10 @@ def test_the_local_block_fetches_and_serves_in_a_container(
 
     def ready_pods() -> list[dict[str, Any]] | None:
         pods = release.pods(LOCAL_NAMESPACE, "braid.dev/block=fmnist-head")
-        return pods if pods and all(_ready(p) for p in pods) else None
+        return pods if pods and all(real_deploy.pod_ready(p) for p in pods) else None
 
     (pod,) = wait_for(ready_pods, "the local Block's Triton pod Ready", timeout=300)
-    assert _running_in_container(pod, node)
+    assert real_deploy.runs_in_container(pod, node)
     assert pod["status"]["containerStatuses"][0]["image"] == release.images.reference(
         "triton-runtime"
     )
@@ -161,7 +141,13 @@ def test_the_local_block_fetches_and_serves_in_a_container(
     # Every Block runs in a container: kwok plays no Triton pod of this release.
     def all_in_containers() -> list[dict[str, Any]] | None:
         pods = [p for ns in NAMESPACES for p in release.pods(ns, "braid.dev/block")]
-        return pods if all(_running_in_container(p, node) and _ready(p) for p in pods) else None
+        return (
+            pods
+            if all(
+                real_deploy.runs_in_container(p, node) and real_deploy.pod_ready(p) for p in pods
+            )
+            else None
+        )
 
     pods = wait_for(all_in_containers, "every Triton pod Ready in a container", timeout=300)
     assert {p["metadata"]["labels"]["braid.dev/block"] for p in pods} == {
@@ -231,11 +217,11 @@ def test_a_crashed_host_triton_restarts_while_the_gateway_falls_back(
     cross = next(p.id for p in release.catalog.paths if p.kind.startswith("cross"))
     url, body = _pinned_request(release, cross)
     pod = wait_for(
-        lambda: p if _ready(p := _host_pod(release)) else None,  # type: ignore[misc]
+        lambda: p if real_deploy.pod_ready(p := _host_pod(release)) else None,  # type: ignore[misc]
         "the host Block's Triton pod Ready on the real node",
         timeout=300,
     )
-    assert _running_in_container(pod, nr.real_node_name(nodes.REAL_TIER, 0))
+    assert real_deploy.runs_in_container(pod, nr.real_node_name(nodes.REAL_TIER, 0))
     restarts = pod["status"]["containerStatuses"][0]["restartCount"]
     container = pod["status"]["containerStatuses"][0]["containerID"].removeprefix("containerd://")
     answers: list[tuple[int, str, str]] = []
@@ -277,7 +263,9 @@ def test_a_crashed_host_triton_restarts_while_the_gateway_falls_back(
 
         def restarted() -> bool:
             p = _host_pod(release)
-            return p["status"]["containerStatuses"][0]["restartCount"] > restarts and _ready(p)
+            return p["status"]["containerStatuses"][0][
+                "restartCount"
+            ] > restarts and real_deploy.pod_ready(p)
 
         wait_for(restarted, "the kubelet to restart the host's Triton container", timeout=300)
         after_restart = len(answers)
@@ -306,7 +294,7 @@ def test_an_image_missing_on_the_node_makes_the_block_unready_with_the_reason(
         "metadata": {"name": "fmnist-head-noimage", "namespace": LOCAL_NAMESPACE},
         "spec": {**block["spec"], "triton": {**block["spec"].get("triton", {}), "image": image}},
     }
-    _apply(cluster, [broken])
+    real_deploy.apply_objects(cluster.access, [broken])
     try:
 
         def unready() -> dict[str, Any] | None:
@@ -337,7 +325,7 @@ def test_a_stock_prometheus_scrapes_the_triton_pods_by_their_pod_ips(
         p["status"]["podIP"]: p
         for ns in (LOCAL_NAMESPACE, HOST_NAMESPACE)
         for p in release.pods(ns, "braid.dev/block")
-        if _running_in_container(p, node) and _ready(p)
+        if real_deploy.runs_in_container(p, node) and real_deploy.pod_ready(p)
     }
     assert len(pods) == 3
     wanted = {f"http://{ip}:8002/metrics" for ip in pods}

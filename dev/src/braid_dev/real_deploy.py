@@ -288,15 +288,31 @@ def _wait_gone(access: cluster.ClusterAccess, namespaces: Sequence[str]) -> None
             )
 
 
-def _apply(access: cluster.ClusterAccess, objs: list[dict[str, Any]]) -> None:
+def apply_objects(access: cluster.ClusterAccess, objs: list[dict[str, Any]]) -> None:
+    """Server-side apply of ``objs`` as one List."""
     body = json.dumps({"apiVersion": "v1", "kind": "List", "items": objs})
     access.kubectl("apply", "--server-side", "-f", "-", input=body)
+
+
+def pod_ready(pod: dict[str, Any]) -> bool:
+    conditions = pod.get("status", {}).get("conditions", [])
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+
+def runs_in_container(pod: dict[str, Any], node: str | None = None) -> bool:
+    """Every container of ``pod`` runs under containerd (a real node's), on ``node`` if named."""
+    statuses = pod.get("status", {}).get("containerStatuses") or []
+    return (
+        (node is None or pod["spec"].get("nodeName") == node)
+        and bool(statuses)
+        and all(s.get("containerID", "").startswith("containerd://") for s in statuses)
+    )
 
 
 def _applied(access: cluster.ClusterAccess, objs: list[dict[str, Any]]) -> bool:
     """Applied, or False while the webhook cannot be called yet (any other error raises)."""
     try:
-        _apply(access, objs)
+        apply_objects(access, objs)
     except cluster.ClusterError as exc:
         if "failed calling webhook" in str(exc):
             return False
@@ -351,9 +367,9 @@ def deployed(
     objs = rename_namespaces(objs, {LOCAL_NAMESPACE: local_ns, HOST_NAMESPACE: host_ns})
     link_artifacts_in_store(objs, repository)
     _wait_gone(access, namespaces)
-    _apply(access, [o for o in objs if o["kind"] == "Namespace"])
+    apply_objects(access, [o for o in objs if o["kind"] == "Namespace"])
     for ns in namespaces:
-        _apply(access, [credentials_secret(ns, store.env())])
+        apply_objects(access, [credentials_secret(ns, store.env())])
         wait_until(
             lambda n=ns: access.kubectl("get", "sa", "default", "-n", n, check=False).stdout != "",  # type: ignore[misc]
             f"the default ServiceAccount of {ns}",
@@ -363,7 +379,7 @@ def deployed(
         "create", "configmap", CATALOG_CONFIGMAP, "-n", local_ns,
         f"--from-file=catalog.json={repository / 'catalog.json'}", "--dry-run=client", "-o", "json",
     ).stdout  # fmt: skip
-    _apply(access, [json.loads(catalog_cm)])
+    apply_objects(access, [json.loads(catalog_cm)])
     first = catalog.path(catalog.original_path).hops[0].input
     values = [
         "crds.enabled=false",  # applied beforehand, as a platform team manages CRDs
@@ -407,7 +423,7 @@ def deployed(
             ignore=(),
         )
         for kind in ("Link", "Block", "OffloadPolicy"):
-            _apply(access, [o for o in objs if o["kind"] == kind])
+            apply_objects(access, [o for o in objs if o["kind"] == kind])
         for component in CHART_COMPONENTS:
             access.kubectl(*rollout, f"deployment/{RELEASE}-{component}", timeout=330)
         mark("chart_pods_ready")
