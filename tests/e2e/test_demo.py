@@ -1,9 +1,12 @@
-"""``braid demo`` end to end, short: models (quick), a control plane of its own, the operator,
-the kwok runtime's tritonservers, the gateway, Prometheus, traffic light -> heavy -> light,
-the summary and the timeline PNG; and afterwards nothing of it is left running.
+"""``braid demo`` end to end, short: models (quick), a control plane of its own with its real
+node, braid through its chart with the operator, controller, gateway and every Triton pod in
+containers, Prometheus by Kubernetes service discovery, ``helm test``'s Pod, traffic
+light -> heavy -> light, the summary and the timeline PNG; and afterwards nothing of it is
+left: no process, container mount or network interface.
 
 The demo runs with a state directory of its own, so it starts (and stops) its own cluster and
-operator instead of sharing the session's, whose operator watches every namespace.
+operator instead of sharing the session's, whose operator watches every namespace. (The
+kwok-only demo, whose components run as processes, is what ``test_demo_signals`` stops.)
 """
 
 from __future__ import annotations
@@ -17,6 +20,9 @@ from pathlib import Path
 
 import pytest
 
+from braid.settings import get_settings
+from braid_dev.stack import node_render as nr
+from braid_dev.stack import nodes
 from braid_dev.stack.processes import pid_alive
 
 pytestmark = pytest.mark.e2e
@@ -47,6 +53,8 @@ def test_demo_runs_end_to_end_and_leaves_nothing_running(tmp_path: Path) -> None
     root = Path(__file__).resolve().parents[2]
     src = f"{root / 'src'}{os.pathsep}{root / 'dev' / 'src'}"
     env = {**os.environ, "BRAID_STATE_DIR": str(state), "PYTHONPATH": src}
+    real = get_settings().cluster_real_nodes > 0
+    interfaces_before = set(nodes.interfaces())
     proc = subprocess.run(
         [
             sys.executable,
@@ -79,6 +87,14 @@ def test_demo_runs_end_to_end_and_leaves_nothing_running(tmp_path: Path) -> None
     # The demo installs braid with helm; the chart's test Pod ran its script here and passed.
     assert summary["helm_test"] == {"passed": True, "exit_codes": [0]}
     assert "helm test passed" in proc.stdout
+    if real:
+        # Every pod of braid ran in a container on the demo's real node: kwok played none.
+        assert summary["pods"] == {
+            "triton_pods_in_containers": 3,
+            "triton_pods_kwok_played": 0,
+            "chart_pods_in_containers": 3,
+        }, summary["pods"]
+        assert summary["runs_on"].startswith("real nodes")
     assert summary["switches"], "the path controller's decisions reached the demo"
     assert png.is_file()
     assert png.stat().st_size > 10_000
@@ -97,3 +113,10 @@ def test_demo_runs_end_to_end_and_leaves_nothing_running(tmp_path: Path) -> None
         timeout=60,
     )
     assert "not running" in status.stdout
+    if real:
+        work = f"{nr.WORK_ROOT}/{nr.cluster_tag(state / 'cluster')}-"
+        left_mounts = [
+            m for m in nodes.mounts_under(nr.WORK_ROOT) if m.startswith(work)
+        ] + nodes.mounts_under(tmp_path)
+        assert left_mounts == []
+        assert set(nodes.interfaces()) <= interfaces_before

@@ -41,8 +41,8 @@ from braid_dev.demo.manifests import (
     LOCAL_NAMESPACE,
     POLICY_NAME,
     demo_manifests,
+    load_samples,
 )
-from braid_dev.demo.story import load_samples
 from braid_dev.kwok_runtime import KwokTritonRuntime
 from braid_dev.stack import braid_images, cluster, images, nodes
 from braid_dev.stack import node_render as nr

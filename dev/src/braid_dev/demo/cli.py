@@ -69,6 +69,8 @@ def _summary(console: Console, result: DemoResult) -> None:
             f"helm test {verdict}: the chart's test Pod sent an inference through the gateway"
             f" (exit codes {test.exit_codes})"
         )
+    pods = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in result.pods.items())
+    console.print(f"ran on {result.runs_on} ({pods})", highlight=False)
     stages = ", ".join(f"{k} {v:.1f}s" for k, v in result.state.stages.items())
     console.print(f"stages: {stages}; total {result.total_s:.0f} s", highlight=False)
     console.print(f"errors: {result.state.errors}; timeline: {result.png}", highlight=False)
@@ -105,7 +107,15 @@ def run_demo_cli(
     profile = "full" if full else "quick"
     messages = {
         "models": f"building or reusing the models ({profile} profile; cached by config hash)",
-        "cluster": "starting the local control plane (etcd, kube-apiserver, scheduler, kwok)",
+        "cluster": (
+            "starting the local control plane (etcd, kube-apiserver, scheduler, kwok) and its"
+            " real node (kubelet, containerd, runc, CNI, kube-proxy, CoreDNS)"
+        ),
+        "real deploy": (
+            "real node: braid's images imported, S3 store + Prometheus (Kubernetes SD),"
+            " helm install charts/braid, samples on the real pool, Triton pods fetching"
+            " their repository, then helm test's Pod"
+        ),
         "helm install": "helm install braid charts/braid (CRDs, RBAC, components) into provider-a",
         "operator": "starting the operator as the release's ServiceAccount",
         "samples": "applying the samples (Models, Blocks, Links, OffloadPolicy) + catalog",

@@ -1,4 +1,4 @@
-"""The demo's resources: ``crds/samples`` adapted to the models actually built. Pure.
+"""The demo's resources: ``crds/samples`` adapted to the models actually built.
 
 The samples name the Links and partitions of one particular build; a quick build trains fewer
 links and exit heads, so serving the samples verbatim would ask Triton for models that do not
@@ -6,6 +6,7 @@ exist. The demo therefore keeps the samples' namespaces, Blocks (placement, reso
 OffloadPolicy, and derives from the build's catalog what depends on it: each Model's partition
 (which blocks carry exit heads), the range of host blocks the host's Block serves, and one
 Link per link model of the catalog, named as the Triton model (as the operator expects).
+``load_samples`` reads the samples; the rest is pure.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from braid.api.catalog import PathCatalog
 
@@ -178,4 +181,12 @@ def demo_policy(policy: dict[str, Any]) -> dict[str, Any]:
     out = copy.deepcopy(policy)
     out["spec"]["latencyBoundMicroseconds"] = DEMO_LATENCY_BOUND_US
     out["spec"].setdefault("cost", {})["cLocal"] = DEMO_C_LOCAL
+    return out
+
+
+def load_samples() -> list[dict[str, Any]]:
+    """Every object of ``crds/samples/*.yaml``."""
+    out: list[dict[str, Any]] = []
+    for path in sorted((Path(__file__).resolve().parents[4] / "crds" / "samples").glob("*.yaml")):
+        out += [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
     return out

@@ -57,10 +57,12 @@ from braid_dev.demo.manifests import (
     LOCAL_NAMESPACE,
     POLICY_NAME,
     demo_manifests,
+    load_samples,
 )
+from braid_dev.demo.real_stack import deploy_on_real_nodes, has_real_nodes
 from braid_dev.kwok_runtime import KwokTritonRuntime
 from braid_dev.stack import cluster
-from braid_dev.stack.operator_process import REPO_ROOT, start_operator
+from braid_dev.stack.operator_process import start_operator
 from braid_dev.stack.ports import free_port
 from braid_dev.stack.processes import ManagedProcess, start_process, wait_until
 from braid_dev.stack.prometheus import PrometheusServer, start_prometheus
@@ -153,14 +155,6 @@ def build_models(options: DemoOptions) -> tuple[Path, PathCatalog, bool]:
 
 
 # -- cluster ----------------------------------------------------------------------------------
-
-
-def load_samples() -> list[dict[str, Any]]:
-    """Every object of ``crds/samples/*.yaml``."""
-    out: list[dict[str, Any]] = []
-    for path in sorted((REPO_ROOT / "crds" / "samples").glob("*.yaml")):
-        out += [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
-    return out
 
 
 def _kubectl_apply(access: cluster.ClusterAccess, objs: list[dict[str, Any]]) -> None:
@@ -266,8 +260,14 @@ class PolicyObserver:
     """Reads what the real controller decided (OffloadPolicy.status) for the live view."""
 
     def __init__(
-        self, kube: Kube, prometheus: PrometheusClient, catalog: PathCatalog, state: DemoState
+        self,
+        kube: Kube,
+        prometheus: PrometheusClient,
+        catalog: PathCatalog,
+        state: DemoState,
+        local_selector: str = 'tier="local"',
     ) -> None:
+        self.local_selector = local_selector
         self.kube = kube
         self.prometheus = prometheus
         self.catalog = catalog
@@ -275,7 +275,7 @@ class PolicyObserver:
 
     def step(self) -> None:
         busy = self.prometheus.query_value(
-            'sum(rate(nv_inference_compute_infer_duration_us{tier="local"}[4s])) / 1e6'
+            f"sum(rate(nv_inference_compute_infer_duration_us{{{self.local_selector}}}[4s])) / 1e6"
         )
         policy = self.kube.get("braid.dev/v1alpha1", "OffloadPolicy", POLICY_NAME, LOCAL_NAMESPACE)
         status = (policy or {}).get("status") or {}
@@ -628,6 +628,164 @@ class DemoResult:
     summary: list[dict[str, Any]]
     switches: list[tuple[float, str]]
     total_s: float
+    runs_on: str = ""
+    pods: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class Served:
+    """What the demo talks to once braid serves: where the gateway and Prometheus answer, the
+    paths it can route, and how it was deployed."""
+
+    gateway_url: str
+    gateway_grpc: str
+    prometheus_url: str
+    local_selector: str
+    """PromQL label selector of the local provider's Triton series (the live view's load)."""
+    servable: list[str]
+    catalog_where: str
+    helm_test: HelmTestResult
+    runs_on: str
+    pods: dict[str, int] = field(default_factory=dict)
+
+
+def _serve_with_processes(
+    stack: contextlib.ExitStack,
+    state: DemoState,
+    progress: Progress,
+    access: cluster.ClusterAccess,
+    settings: Settings,
+    reused: bool,
+    repository: Path,
+    catalog: PathCatalog,
+    workdir: Path,
+) -> Served:
+    """kwok nodes only: the chart's Pods run nothing, so the operator, controller, gateway and
+    Prometheus run here as processes (as the chart's ServiceAccounts) and the kwok runtime
+    starts a tritonserver per Triton pod."""
+    with _stage(state, "helm install", progress):
+        wait_for_terminating_namespaces(access)
+        release = install_release(
+            settings.bin_dir,
+            access,
+            catalog,
+            LOCAL_NAMESPACE,
+            POLICY_NAME,
+            watched=[LOCAL_NAMESPACE, HOST_NAMESPACE],
+        )
+        if reused:
+            stack.callback(uninstall_release, settings.bin_dir, access, release)
+    with _stage(state, "operator", progress):
+        operator = start_operator(
+            access,
+            workdir / "operator",
+            namespaces=[LOCAL_NAMESPACE, HOST_NAMESPACE],
+            account=(release.namespace, release.account("operator")),
+        )
+        stack.callback(operator.stop)
+    with _stage(state, "samples", progress):
+        where = install_samples(access, repository, catalog)
+    # The admin kubeconfig of this cluster (the operator has its own, least-privileged).
+    kube = Kube.from_kubeconfig(access.kubeconfig)
+    runtime = KwokTritonRuntime(kube, repository, workdir / "runtime")
+    runtime_stop = threading.Event()
+    runtime_thread = threading.Thread(target=runtime.run, args=(runtime_stop,), daemon=True)
+    runtime_thread.start()
+
+    def stop_runtime() -> None:
+        runtime_stop.set()
+        runtime_thread.join(timeout=120)
+
+    stack.callback(stop_runtime)
+    with _stage(state, "triton", progress):
+        cm, servable = wait_for_routing(kube, catalog, runtime, timeout=300)
+    with _stage(state, "gateway", progress):
+        endpoints = workdir / "endpoints.json"
+        endpoints.write_text(cm["data"][ENDPOINTS_FILE])
+        routing = workdir / "routing.json"
+        routing.write_text(cm["data"]["routing.json"])
+        sync_stop = threading.Event()
+        sync = threading.Thread(target=sync_routing, args=(kube, routing, sync_stop), daemon=True)
+        sync.start()
+        stack.callback(sync_stop.set)
+        gateway, gateway_url, gateway_grpc = start_gateway(
+            workdir, repository / "catalog.json", endpoints, routing
+        )
+        stack.callback(gateway.stop)
+        # The labels the chart's PodMonitor relabels from pod labels, so the controller
+        # runs the same queries here as in a cluster.
+        model_of = {
+            LOCAL_NAMESPACE: catalog.local_model,
+            HOST_NAMESPACE: next(m.name for m in catalog.models if m.role == "host"),
+        }
+        targets = [
+            ScrapeTarget(
+                server.metrics_address,
+                "triton",
+                {"namespace": ns, "braid_block": block, "braid_model": model_of[ns]},
+            )
+            for (ns, block), (_, server) in runtime.servers.items()
+        ]
+        targets.append(ScrapeTarget(gateway_url.removeprefix("http://"), "gateway"))
+        prometheus: PrometheusServer = start_prometheus(
+            targets, workdir=workdir / "prometheus", scrape_interval="1s"
+        )
+        stack.callback(prometheus.stop)
+    with _stage(state, "helm test", progress):
+        helm_test = run_helm_test(
+            settings.bin_dir,
+            access,
+            release,
+            gateway_url,
+            CHART_GATEWAY_HTTP_PORT,
+            workdir / "test-pods",
+        )
+    controller_process = start_controller(
+        workdir,
+        prometheus.url,
+        repository / "catalog.json",
+        account_kubeconfig(access, release, "controller", workdir / "accounts"),
+    )
+    stack.callback(controller_process.stop)
+    return Served(
+        gateway_url=gateway_url,
+        gateway_grpc=gateway_grpc,
+        prometheus_url=prometheus.url,
+        local_selector='tier="local"',
+        servable=servable,
+        catalog_where=where,
+        helm_test=helm_test,
+        runs_on="kwok nodes; braid's components and tritonservers as processes here",
+        pods={"triton_pods_kwok_played": len(runtime.servers)},
+    )
+
+
+def _serve_on_real_nodes(
+    stack: contextlib.ExitStack,
+    state: DemoState,
+    progress: Progress,
+    access: cluster.ClusterAccess,
+    settings: Settings,
+    repository: Path,
+    catalog: PathCatalog,
+    workdir: Path,
+) -> Served:
+    """Real nodes: braid through its chart, every component and Triton pod in a container."""
+    with _stage(state, "real deploy", progress):
+        wait_for_terminating_namespaces(access)
+        real = deploy_on_real_nodes(stack, access, settings, repository, catalog, workdir)
+    state.stages.update({f"real deploy: {k}": v for k, v in real.stages.items()})
+    return Served(
+        gateway_url=real.gateway_url,
+        gateway_grpc=real.gateway_grpc,
+        prometheus_url=real.prometheus_url,
+        local_selector=f'namespace="{LOCAL_NAMESPACE}"',
+        servable=real.servable,
+        catalog_where=f"ConfigMap {CATALOG_CONFIGMAP}",
+        helm_test=real.helm_test,
+        runs_on="real nodes: the chart's pods and every Triton pod in containers",
+        pods=real.in_containers,
+    )
 
 
 def run_demo(
@@ -639,9 +797,10 @@ def run_demo(
 ) -> DemoResult:
     """Run every step; ``live(state, traffic)`` runs ``traffic`` while showing the state.
 
-    Everything started here is stopped on the way out, also on Ctrl-C, SIGTERM, SIGHUP and
-    errors; a cluster that was already running is left running (only the demo's namespaces
-    are deleted).
+    On a cluster with real nodes braid runs through its chart in containers; on kwok nodes
+    only, its components run here as processes. Everything started here is stopped on the way
+    out, also on Ctrl-C, SIGTERM, SIGHUP and errors; a cluster that was already running is
+    left running (only the demo's namespaces are deleted).
     """
     state = DemoState()
     workdir = options.workdir.resolve()
@@ -658,102 +817,26 @@ def run_demo(
             stack.callback(_delete_namespaces, access)
         else:
             stack.callback(cluster.down, settings)
-        with _stage(state, "helm install", progress):
-            wait_for_terminating_namespaces(access)
-            release = install_release(
-                settings.bin_dir,
-                access,
-                catalog,
-                LOCAL_NAMESPACE,
-                POLICY_NAME,
-                watched=[LOCAL_NAMESPACE, HOST_NAMESPACE],
+        if has_real_nodes(access):
+            served = _serve_on_real_nodes(
+                stack, state, progress, access, settings, repository, catalog, workdir
             )
-            if up.already_running:
-                stack.callback(uninstall_release, settings.bin_dir, access, release)
-        with _stage(state, "operator", progress):
-            operator = start_operator(
-                access,
-                workdir / "operator",
-                namespaces=[LOCAL_NAMESPACE, HOST_NAMESPACE],
-                account=(release.namespace, release.account("operator")),
-            )
-            stack.callback(operator.stop)
-        with _stage(state, "samples", progress):
-            where = install_samples(access, repository, catalog)
-        # The admin kubeconfig of this cluster (the operator has its own, least-privileged).
-        kube = Kube.from_kubeconfig(access.kubeconfig)
-        runtime = KwokTritonRuntime(kube, repository, workdir / "runtime")
-        runtime_stop = threading.Event()
-        runtime_thread = threading.Thread(target=runtime.run, args=(runtime_stop,), daemon=True)
-        runtime_thread.start()
-
-        def stop_runtime() -> None:
-            runtime_stop.set()
-            runtime_thread.join(timeout=120)
-
-        stack.callback(stop_runtime)
-        with _stage(state, "triton", progress):
-            cm, servable = wait_for_routing(kube, catalog, runtime, timeout=300)
-        with _stage(state, "gateway", progress):
-            endpoints = workdir / "endpoints.json"
-            endpoints.write_text(cm["data"][ENDPOINTS_FILE])
-            routing = workdir / "routing.json"
-            routing.write_text(cm["data"]["routing.json"])
-            sync_stop = threading.Event()
-            sync = threading.Thread(
-                target=sync_routing, args=(kube, routing, sync_stop), daemon=True
-            )
-            sync.start()
-            stack.callback(sync_stop.set)
-            gateway, gateway_url, gateway_grpc = start_gateway(
-                workdir, repository / "catalog.json", endpoints, routing
-            )
-            stack.callback(gateway.stop)
-            # The labels the chart's PodMonitor relabels from pod labels, so the controller
-            # runs the same queries here as in a cluster.
-            model_of = {
-                LOCAL_NAMESPACE: catalog.local_model,
-                HOST_NAMESPACE: next(m.name for m in catalog.models if m.role == "host"),
-            }
-            targets = [
-                ScrapeTarget(
-                    server.metrics_address,
-                    "triton",
-                    {"namespace": ns, "braid_block": block, "braid_model": model_of[ns]},
-                )
-                for (ns, block), (_, server) in runtime.servers.items()
-            ]
-            targets.append(ScrapeTarget(gateway_url.removeprefix("http://"), "gateway"))
-            prometheus: PrometheusServer = start_prometheus(
-                targets, workdir=workdir / "prometheus", scrape_interval="1s"
-            )
-            stack.callback(prometheus.stop)
-        with _stage(state, "helm test", progress):
-            helm_test = run_helm_test(
-                settings.bin_dir,
-                access,
-                release,
-                gateway_url,
-                CHART_GATEWAY_HTTP_PORT,
-                workdir / "test-pods",
-            )
-            state.helm_test = helm_test
+        else:
+            served = _serve_with_processes(
+                stack, state, progress, access, settings, up.already_running, repository,
+                catalog, workdir,
+            )  # fmt: skip
+        state.helm_test = served.helm_test
         phase_s = options.duration_s / 3
-        promql = PrometheusClient(prometheus.url)
+        promql = PrometheusClient(served.prometheus_url)
         stack.callback(promql.close)
-        controller_process = start_controller(
-            workdir,
-            prometheus.url,
-            repository / "catalog.json",
-            account_kubeconfig(access, release, "controller", workdir / "accounts"),
-        )
-        stack.callback(controller_process.stop)
-        loop = PolicyObserver(kube, promql, catalog, state)
+        kube = Kube.from_kubeconfig(access.kubeconfig)
+        loop = PolicyObserver(kube, promql, catalog, state, served.local_selector)
         controller_stop = threading.Event()
         controller_thread = threading.Thread(target=loop.run, args=(controller_stop,), daemon=True)
         controller_thread.start()
         stack.callback(controller_stop.set)
-        generator = LoadGenerator(gateway_grpc, catalog.local_model, state)
+        generator = LoadGenerator(served.gateway_grpc, catalog.local_model, state)
         state.stages["ready_total"] = round(time.monotonic() - t0, 1)
 
         def traffic() -> None:
@@ -777,27 +860,31 @@ def run_demo(
             state=state,
             profile="full" if options.full else "quick",
             models_cached=cached,
-            catalog_where=where,
-            servable=servable,
+            catalog_where=served.catalog_where,
+            servable=served.servable,
             png=png,
             summary=summary_rows(state),
             switches=switches,
             total_s=round(time.monotonic() - t0, 1),
+            runs_on=served.runs_on,
+            pods=served.pods,
         )
         (workdir / "summary.json").write_text(
             json.dumps(
                 {
                     "profile": result.profile,
+                    "runs_on": served.runs_on,
+                    "pods": served.pods,
                     "stages_s": state.stages,
                     "phases": result.summary,
                     "switches": switches,
                     "returned_to_original": bool(switches)
                     and switches[-1][1] == catalog.original_path,
                     "errors": state.errors,
-                    "servable_paths": servable,
+                    "servable_paths": served.servable,
                     "helm_test": {
-                        "passed": helm_test.passed,
-                        "exit_codes": helm_test.exit_codes,
+                        "passed": served.helm_test.passed,
+                        "exit_codes": served.helm_test.exit_codes,
                     },
                 },
                 indent=2,
@@ -807,9 +894,9 @@ def run_demo(
         if options.keep and wait_forever is not None:
             wait_forever(
                 {
-                    "gateway REST": gateway_url,
-                    "gateway gRPC": gateway_grpc,
-                    "Prometheus": prometheus.url,
+                    "gateway REST": served.gateway_url,
+                    "gateway gRPC": served.gateway_grpc,
+                    "Prometheus": served.prometheus_url,
                     "KUBECONFIG": str(access.kubeconfig),
                 }
             )

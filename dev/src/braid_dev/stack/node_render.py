@@ -400,6 +400,10 @@ def render_kubelet_config(
             "imagefs.available": "1%",
         },
         "serializeImagePulls": False,
+        # How soon a changed ConfigMap reaches a mounted volume (the gateway's routing table,
+        # which the path controller changes under load): the kubelet's default of 1 min would
+        # hold a switch back for up to a minute on this one-machine stack.
+        "syncFrequency": "10s",
         "rotateCertificates": False,
         "serverTLSBootstrap": False,
         "nodeStatusReportFrequency": "1m",

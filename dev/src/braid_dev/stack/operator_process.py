@@ -59,8 +59,9 @@ def service_account_kubeconfig(
     return path
 
 
-def install_operator_prerequisites(access: ClusterAccess) -> None:
-    """CRDs and the operator's RBAC, applied server-side (idempotent)."""
+def install_crds(access: ClusterAccess) -> None:
+    """braid's CRDs, applied server-side and Established (idempotent): what a platform team
+    applies before a release that leaves CRDs out (``crds.enabled=false``)."""
     access.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO_ROOT / "crds"))
     crds = [f"crd/{info.plural}.{GROUP}" for info in KINDS]
     # A CRD created a moment ago may have no status.conditions yet, which kubectl wait
@@ -77,6 +78,11 @@ def install_operator_prerequisites(access: ClusterAccess) -> None:
         if result.returncode == 0:
             break
         time.sleep(0.5)
+
+
+def install_operator_prerequisites(access: ClusterAccess) -> None:
+    """CRDs and the process-run operator's RBAC, applied server-side (idempotent)."""
+    install_crds(access)
     access.kubectl("apply", "--server-side", "-f", str(REPO_ROOT / "operator" / "rbac.yaml"))
 
 
