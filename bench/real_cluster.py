@@ -13,10 +13,20 @@ Prometheus feeding the controller. Writes ``results/real_cluster.json``.
    a stock Prometheus with Kubernetes service discovery and the chart's relabeling scrapes it;
    the controller's role query must find it up.
 
-``gpu_check_ran`` says whether ``hack/gpu-check.sh`` ran on a GPU (it writes
-``gpu_check.json`` there); ``dimee_e2e_accuracy`` stays null until DIMEE runs as Blocks.
+4. **DIMEE through resources** (``braid_dev.dimee_deploy``, the code path of
+   ``tests/e2e/test_dimee_deploy.py``): the quick profile's three tiers as Blocks on the
+   local, edge and cloud pools (kwok nodes; a real tritonserver per Triton Deployment), the
+   pools archive fetched by URI over HTTPS with its sha256 checked by the gateway's init
+   step, and the first SST-2 test sentences through the gateway in Ours-F and Ours-D mode.
+   ``dimee_e2e_accuracy`` is Ours-D's (what ``braid dimee evaluate --export`` serves); the
+   offline evaluation's accuracy on the same sentences and whether every decision matched
+   are beside it.
 
-    python bench/real_cluster.py
+``gpu_check_ran`` says whether ``hack/gpu-check.sh`` ran on a GPU (it writes
+``gpu_check.json`` there).
+
+    python bench/real_cluster.py               # everything
+    python bench/real_cluster.py --only-dimee  # step 4 alone, merged into the results file
 """
 
 from __future__ import annotations
@@ -25,6 +35,7 @@ import hashlib
 import json
 import os
 import platform
+import sys
 import tarfile
 import tempfile
 import time
@@ -41,9 +52,11 @@ from braid.dataplane.promql import PrometheusClient
 from braid.render.model_repository import REPOSITORY_DIR, render_repository_plan
 from braid.settings import Settings, get_settings
 from braid_dev import synthetic as syn
+from braid_dev.dimee_deploy import compare_with_offline, deploy_dimee
 from braid_dev.stack import cluster as devcluster
 from braid_dev.stack import prometheus_sd as sd
 from braid_dev.stack.artifact_servers import start_https_store, start_s3_store
+from braid_dev.stack.operator_process import install_operator_prerequisites, start_operator
 
 ROOT = Path(__file__).resolve().parent.parent
 GPU_BLOCK = {
@@ -163,12 +176,65 @@ def cluster_checks(work: Path, settings: Settings) -> dict[str, Any]:
     }
 
 
+def dimee_e2e(work: Path, settings: Settings) -> dict[str, Any]:
+    """Step 4 on a cluster of its own (kwok nodes suffice: the rig runs the Tritons)."""
+    result = devcluster.up(settings)
+    access = devcluster.access(settings)
+    namespace = "real-cluster-dimee"
+    try:
+        install_operator_prerequisites(access)
+        access.kubectl("create", "namespace", namespace, check=False)
+        for _ in range(60):
+            if access.kubectl(
+                "get", "serviceaccount", "default", "-n", namespace, check=False
+            ).stdout:
+                break
+            time.sleep(1)
+        operator = start_operator(access, work / "operator", namespaces=[namespace])
+        try:
+            with deploy_dimee(access, namespace, work / "dimee") as rig:
+                modes = {m: compare_with_offline(rig, m).summary() for m in ("fixed", "adaptive")}
+        finally:
+            operator.stop()
+    finally:
+        access.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+        if not result.already_running:
+            devcluster.down(settings)
+    return {"alpha": rig.export.calibration.alpha, "model_key": rig.export.trained.key, **modes}
+
+
+def dimee_fields(dimee: dict[str, Any]) -> dict[str, Any]:
+    ours_d = dimee["adaptive"]
+    return {
+        "dimee_e2e_accuracy": ours_d["accuracy"],
+        "dimee_e2e_offline_accuracy": ours_d["offline_accuracy"],
+        "dimee_e2e_same_decisions": all(
+            dimee[m]["same_decisions"] and dimee[m]["same_tiers"] for m in ("fixed", "adaptive")
+        ),
+        "dimee_e2e": dimee,
+    }
+
+
 def main() -> None:
+    out = ROOT / "results" / "real_cluster.json"
+    if "--only-dimee" in sys.argv[1:]:
+        with tempfile.TemporaryDirectory(prefix="braid-real-cluster-") as tmp:
+            work = Path(tmp)
+            settings = get_settings().model_copy(update={"state_dir": work / "state"})
+            fields = dimee_fields(dimee_e2e(work, settings))
+        report = json.loads(out.read_text())
+        report.update(fields)
+        report["dimee_e2e_date"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        report["notes"] = report["notes"].replace(" DIMEE does not run as Blocks yet.", "")
+        out.write_text(json.dumps(report, indent=2) + "\n")
+        print(json.dumps(fields, indent=2))
+        return
     with tempfile.TemporaryDirectory(prefix="braid-real-cluster-") as tmp:
         work = Path(tmp)
         settings = get_settings().model_copy(update={"state_dir": work / "state"})
         delivered = artifacts(work, settings)
         checks = cluster_checks(work, settings)
+        dimee = dimee_fields(dimee_e2e(work, settings))
     gpu = ROOT / "results" / "gpu_check.json"
     report = {
         "benchmark": "real_cluster",
@@ -186,11 +252,11 @@ def main() -> None:
         "unknown_scheme_message": checks["unknown_scheme_message"],
         "prometheus_sd_targets_up": checks["prometheus_sd_targets_up"],
         "controller_role_query_up": checks["controller_role_query_up"],
-        "dimee_e2e_accuracy": None,
+        **dimee,
         "gpu_check_ran": bool(gpu.exists() and json.loads(gpu.read_text()).get("gpu")),
         "notes": (
             "Artifacts are assembled by the init container's code on this machine, not yet in a "
-            "pod: braid's images are not built here. DIMEE does not run as Blocks yet."
+            "pod: braid's images are not built here."
         ),
     }
     out = ROOT / "results" / "real_cluster.json"

@@ -23,6 +23,8 @@ from typing import Any
 import pytest
 import yaml
 
+from braid.render.block import FETCHER_CONTAINER
+from braid.render.routing import GATEWAY_POLICY_LABEL, gateway_plan_configmap_name
 from braid.tooling.manifests import crd_documents
 from braid_dev.reliability.security import ESCALATION_CHECKS
 from tests.e2e.conftest import E2ECluster
@@ -213,6 +215,37 @@ def test_gateway_mounts_the_policys_routing_configmap(helm_binary: Path) -> None
     args = gateway["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--routing=/etc/braid/routing/routing.json" in args
     assert "--endpoints=/etc/braid/routing/endpoints.json" in args
+
+
+def test_a_dimee_gateway_fetches_the_policys_pools_before_it_starts(helm_binary: Path) -> None:
+    """The pools archive is fetched like a Block's artifacts: an init container runs
+    ``braid artifacts assemble`` on the plan the operator renders for the policy, with the
+    Secret by name, and the gateway reads what it fetched from the shared emptyDir."""
+    docs = render(
+        helm_binary, "ns", "--set", "policy.name=minilm-dimee",
+        "--set", "gateway.dimee.enabled=true", "--set", "gateway.dimee.credentialsSecret=s3",
+    )  # fmt: skip
+    (gateway,) = [
+        d for d in by_kind(docs, "Deployment") if d["metadata"]["name"].endswith("gateway")
+    ]
+    pod = gateway["spec"]["template"]
+    assert pod["metadata"]["labels"][GATEWAY_POLICY_LABEL] == "minilm-dimee"
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    assert volumes["gateway-plan"]["configMap"]["name"] == gateway_plan_configmap_name(
+        "minilm-dimee"
+    )
+    assert volumes["artifacts"] == {"name": "artifacts", "emptyDir": {}}
+    (fetcher,) = pod["spec"]["initContainers"]
+    assert fetcher["name"] == FETCHER_CONTAINER  # the name the operator reads failures from
+    assert fetcher["command"] == ["braid", "artifacts", "assemble"]
+    assert fetcher["envFrom"] == [{"secretRef": {"name": "s3"}}]
+    assert "--root=/var/lib/braid/artifacts" in fetcher["args"]
+    args = pod["spec"]["containers"][0]["args"]
+    assert "--artifacts-dir=/var/lib/braid/artifacts" in args
+    # Without DIMEE the gateway fetches nothing.
+    docs = render(helm_binary, "ns")
+    (plain,) = [d for d in by_kind(docs, "Deployment") if d["metadata"]["name"].endswith("gateway")]
+    assert "initContainers" not in plain["spec"]["template"]["spec"]
 
 
 @pytest.mark.parametrize(

@@ -47,3 +47,13 @@ def test_dimee_settings_are_checked_by_the_api_server(crds: E2ECluster, namespac
     assert rc != 0
     assert "needs its pools artifact" in err
     assert create(crds, namespace, {**without_pools, "enabled": False})[0] == 0
+
+    # The pools by URI (what a cluster's gateway fetches), or a file, never both.
+    artifact = {"uri": "https://store.example/dimee-pools.tar", "sha256": "ab" * 32}
+    assert create(crds, namespace, {**without_pools, "poolsArtifact": artifact}) == (0, "")
+    rc, err = create(crds, namespace, {**ok, "poolsArtifact": artifact})
+    assert rc != 0
+    assert "set one of pools" in err
+    rc, err = create(crds, namespace, {**without_pools, "poolsArtifact": {"uri": "ftp://x/p.tar"}})
+    assert rc != 0
+    assert "poolsArtifact.uri" in err

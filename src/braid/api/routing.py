@@ -27,6 +27,12 @@ from braid.api.v1alpha1.offloadpolicy import (
 SCHEMA_VERSION: Literal[1] = 1
 ROUTING_FILE = "routing.json"
 """Key in the gateway's ConfigMap and file name in a local runtime's state directory."""
+DIMEE_POOLS_FILE = "dimee-pools.json"
+"""The pools document ``braid dimee export`` writes, and its name inside the pools archive."""
+DIMEE_ARTIFACT_DIR = "dimee"
+"""Where the gateway's fetch plan unpacks a policy's pools archive, under the gateway's
+artifacts directory (``braid gateway --artifacts-dir``; the chart mounts it at
+``/var/lib/braid/artifacts``)."""
 
 
 class RoutingModel(BaseModel):
@@ -57,6 +63,12 @@ class DimeeRouting(RoutingModel):
 
     mode: DimeeMode = Field(default="fixed", description=DIMEE_MODE_DESCRIPTION)
     pools: str = Field(min_length=1, description="Path of the pools artifact (dimee-pools.json).")
+    fetched: bool = Field(
+        default=False,
+        description="pools is relative to the gateway's artifacts directory, where its init "
+        "container put the fetched pools archive (the policy's poolsArtifact); the gateway "
+        "refuses to start without it rather than route without DIMEE.",
+    )
     prior_count: int = Field(
         default=100, ge=1, description="adaptive: weight of a validation pool in the mean."
     )
@@ -165,11 +177,16 @@ def routing_table_from_policy(
     """
     active = [PathWeight(id=a.id, weight=a.weight) for a in (status.active_paths if status else [])]
     dimee = spec.dimee
-    routing = (
-        DimeeRouting(mode=dimee.mode, pools=dimee.pools, prior_count=dimee.prior_count)
-        if dimee is not None and dimee.enabled and dimee.pools
-        else None
-    )
+    routing = None
+    if dimee is not None and dimee.enabled and dimee.pools_artifact is not None:
+        routing = DimeeRouting(
+            mode=dimee.mode,
+            pools=f"{DIMEE_ARTIFACT_DIR}/{DIMEE_POOLS_FILE}",
+            fetched=True,
+            prior_count=dimee.prior_count,
+        )
+    elif dimee is not None and dimee.enabled and dimee.pools:
+        routing = DimeeRouting(mode=dimee.mode, pools=dimee.pools, prior_count=dimee.prior_count)
     if not active or sum(p.weight for p in active) <= 0:
         active = [PathWeight(id=original_path, weight=1)]
     return RoutingTable(

@@ -66,6 +66,13 @@ def gateway_command(
         Path | None,
         typer.Option(help="Routing table JSON, reloaded when it changes (default: original path)."),
     ] = None,
+    artifacts_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Where the gateway's init container fetched its artifacts (a DIMEE policy's "
+            "pools archive, by the plan the operator renders)."
+        ),
+    ] = None,
     host: Annotated[str, typer.Option(help="Address both front ends listen on.")] = "127.0.0.1",
     http_port: Annotated[int, typer.Option(help="REST port (0: a free one).")] = 8000,
     grpc_port: Annotated[int, typer.Option(help="gRPC port (0: a free one).")] = 8001,
@@ -101,7 +108,12 @@ def gateway_command(
     )
     if not merged.servers and not merged.models:
         raise typer.BadParameter("give --endpoints FILE or at least one --endpoint")
-    source = ModelSource(catalog=read_catalog(catalog), endpoints=merged, routing_file=routing)
+    source = ModelSource(
+        catalog=read_catalog(catalog),
+        endpoints=merged,
+        routing_file=routing,
+        artifacts_dir=artifacts_dir,
+    )
 
     async def build() -> InferenceService:
         return build_service(

@@ -16,10 +16,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from braid.api.routing import RoutingTable
+from braid.api.routing import DIMEE_POOLS_FILE, RoutingTable
 from braid.policy.dimee import PoolRouter, RouterMode, TierRouter, Tiers
 
-POOLS_FILE = "dimee-pools.json"
+POOLS_FILE = DIMEE_POOLS_FILE
 POOLS_MAX_BYTES = 64 * 1024 * 1024
 """The largest pools artifact read (an export is kilobytes: centroids and counts)."""
 

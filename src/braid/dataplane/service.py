@@ -16,7 +16,7 @@ from pathlib import Path
 
 from braid import __version__
 from braid.api.catalog import PathCatalog
-from braid.api.routing import Endpoints, RoutingTable
+from braid.api.routing import DimeeRouting, Endpoints, RoutingTable
 from braid.dataplane.dimee import SampleRouter, load_tier_router
 from braid.dataplane.errors import InferenceError, Reason
 from braid.dataplane.executor import ExecutorOptions, PathExecutor, executors_by_model
@@ -152,11 +152,26 @@ class ModelSource:
     """Watched for new tables; read once at start when it exists."""
     table: RoutingTable | None = None
     """The table to start with when there is no file (default: all on the original path)."""
+    artifacts_dir: Path | None = None
+    """Where the gateway's init container put fetched artifacts (a DIMEE pools archive)."""
 
 
 def read_catalog(path: Path) -> PathCatalog:
     """A ``catalog.json`` as written by ``braid models build`` (no torch import needed)."""
     return PathCatalog.model_validate_json(path.read_text())
+
+
+def dimee_pools_path(dimee: DimeeRouting, artifacts_dir: Path | None) -> Path:
+    """Where the pools document is: a fetched one lies under the artifacts directory, and a
+    gateway without one refuses to start rather than route without DIMEE."""
+    if not dimee.fetched:
+        return Path(dimee.pools)
+    if artifacts_dir is None:
+        raise ValueError(
+            "the routing table's DIMEE pools are a fetched artifact, but the gateway has no "
+            "--artifacts-dir to find them in"
+        )
+    return artifacts_dir / dimee.pools
 
 
 def build_service(
@@ -185,7 +200,9 @@ def build_service(
         router = sample_router
         if router is None and table is not None and table.dimee is not None:
             router = load_tier_router(
-                Path(table.dimee.pools), table.dimee.mode, table.dimee.prior_count
+                dimee_pools_path(table.dimee, source.artifacts_dir),
+                table.dimee.mode,
+                table.dimee.prior_count,
             )
         executors.append(
             PathExecutor(

@@ -11,6 +11,7 @@ Written into one model repository (``model-repo/`` by default)::
                           and the evaluation's reference (cost 1.00)
     dimee-pools.json      α, m, n, costs, centroids and pool sizes, tier -> path id
     dimee-word-embeddings.npy   the router's cheap-embedding table (float32, 47 MB)
+    dimee-pools.tar       the two files above: the artifact a cluster's gateway fetches
 
 Each tier is one Triton model taking INT64 token ids ``[B, 64]`` and returning the logits of
 the exit the sample took (``LOGITS``, what the client gets), so the gateway runs a path of
@@ -24,6 +25,7 @@ from ``dimee-pools.json``) sends each sample to one of the three paths.
 from __future__ import annotations
 
 import json
+import tarfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -41,6 +43,7 @@ from braid.api.catalog import (
     ProviderModel,
 )
 from braid.api.common import TensorSpec
+from braid.api.routing import DIMEE_POOLS_FILE
 from braid.api.v1alpha1.model import Partition, PartitionBlock
 from braid.dimee.backbone import CLASSES, MAX_TOKENS, TierModel, load_backbone
 from braid.dimee.evaluate import Calibration
@@ -53,7 +56,10 @@ MODEL = "minilm-sst2"
 INPUT = TensorSpec(name="INPUT_IDS", datatype="INT64", shape=[MAX_TOKENS])
 OUTPUT = TensorSpec(name="LOGITS", datatype="FP32", shape=[CLASSES])
 EXIT_OUTPUT = TensorSpec(name="EXIT", datatype="INT64", shape=[1])
-POOLS_FILE = "dimee-pools.json"
+POOLS_FILE = DIMEE_POOLS_FILE
+POOLS_ARCHIVE = "dimee-pools.tar"
+"""What a cluster fetches (OffloadPolicy ``dimee.poolsArtifact``): the pools document and the
+table it names, nothing else."""
 EMBEDDINGS_FILE = "dimee-word-embeddings.npy"
 CATALOG_FILE = "catalog.json"
 TIER_SERVER = {"mobile": "local", "edge": "host", "cloud": "host", "full": "local"}
@@ -222,7 +228,18 @@ def export_repository(
     np.save(out / EMBEDDINGS_FILE, backbone.word_embeddings.astype(np.float32))
     doc = pools_document(cal, backbone.special_ids())
     (out / POOLS_FILE).write_text(json.dumps(doc, indent=2) + "\n")
+    write_pools_archive(out)
     return catalog
+
+
+def write_pools_archive(out: Path) -> Path:
+    """``dimee-pools.tar``: the pools document and its table, what a cluster's gateway
+    fetches by URI (uncompressed: the table is float32 noise to gzip)."""
+    archive = out / POOLS_ARCHIVE
+    with tarfile.open(archive, "w") as tar:
+        for name in (POOLS_FILE, EMBEDDINGS_FILE):
+            tar.add(out / name, arcname=name)
+    return archive
 
 
 __all__ = ["EASY", "EXIT_OUTPUT", "MODEL", "MODERATE", "export_repository", "tier_modules"]

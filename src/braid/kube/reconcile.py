@@ -44,8 +44,12 @@ from braid.render.block import (
 from braid.render.conditions import set_condition
 from braid.render.model_repository import link_artifact_problem, servable_links
 from braid.render.naming import block_model_name, exit_head_model_name, link_model_name
-from braid.render.pod_readiness import block_readiness
-from braid.render.routing import render_policy_routing
+from braid.render.pod_readiness import block_readiness, fetch_problem
+from braid.render.routing import (
+    GATEWAY_POLICY_LABEL,
+    render_gateway_plan_configmap,
+    render_policy_routing,
+)
 
 logger = logging.getLogger(__name__)
 OWNERSHIP_FIELD_MANAGER = "braid-operator-ownership"
@@ -208,7 +212,8 @@ def reconcile_block(
                     else []
                 )
             )
-        ],
+        ]
+        + [block_model_name(spec.model_ref.name, extra) for extra in spec.extra_models],
         link_models=sorted(links),
         link_artifacts={name: ref for name, ref in links.items() if ref is not None},
         allow_local_paths=config.allow_local_paths,
@@ -526,6 +531,8 @@ def _model_addresses(
                     out.setdefault(
                         exit_head_model_name(provider.name, info.index), block_address(block)
                     )
+            for extra in bspec.get("extraModels") or []:
+                out[block_model_name(provider.name, extra)] = block_address(block)
         for link in kube.list(API_VERSION, "Link", namespace=ns):
             served = ((link.get("spec") or {}).get("servedBy") or {}).get("name")
             server = next((b for b in blocks_by_ns[ns] if b["metadata"]["name"] == served), None)
@@ -575,8 +582,18 @@ def reconcile_policy(
         for name in names:
             namespace_of.setdefault(name, host.namespace)
             allowed_models.append(name)
+    owner = ObjectMeta(
+        name=meta["name"], namespace=namespace, uid=meta["uid"], kind="OffloadPolicy"
+    )
+    try:
+        plan = render_gateway_plan_configmap(owner, spec)
+    except ValueError as exc:
+        raise SpecError("UnsupportedScheme", str(exc)) from exc
+    if plan is not None:
+        # Before the routing that points at what it fetches.
+        apply_or_refuse(kube, plan)
     routing = render_policy_routing(
-        ObjectMeta(name=meta["name"], namespace=namespace, uid=meta["uid"], kind="OffloadPolicy"),
+        owner,
         spec,
         status,
         catalog,
@@ -588,6 +605,27 @@ def reconcile_policy(
         raise DependencyMissingError("OriginalPathUnserved", "; ".join(routing.problems))
     apply_or_refuse(kube, routing.configmap)
     ok = not routing.problems
+    reason = "Routed" if ok else "UnknownPaths"
+    message = (
+        "; ".join(routing.problems)
+        or f"{len(routing.candidates)} servable paths in ConfigMap {routing.configmap['metadata']['name']}"
+    )
+    if plan is not None:
+        # The gateway's init container fetches the pools archive; a failed fetch (an
+        # unreachable store, a digest mismatch) leaves the gateway unstarted, and says why.
+        pods = kube.list(
+            "v1",
+            "Pod",
+            namespace=namespace,
+            label_selector=f"{GATEWAY_POLICY_LABEL}={meta['name']}",
+        )
+        problem = fetch_problem(pods)
+        if problem is not None:
+            ok, reason, message = (
+                False,
+                problem.reason,
+                f"gateway pools artifact: {problem.message}",
+            )
     return {
         "candidatePaths": len(routing.candidates),
         "routingConfigMap": routing.configmap["metadata"]["name"],
@@ -595,9 +633,8 @@ def reconcile_policy(
             (body.get("status") or {}).get("conditions") or [],
             "Ready",
             ok,
-            "Routed" if ok else "UnknownPaths",
-            "; ".join(routing.problems)
-            or f"{len(routing.candidates)} servable paths in ConfigMap {routing.configmap['metadata']['name']}",
+            reason,
+            message,
             now(),
             meta.get("generation"),
         ),

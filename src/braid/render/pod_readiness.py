@@ -189,3 +189,19 @@ def block_readiness(pods: Sequence[Mapping[str, Any]], want: int) -> Readiness:
     suffix = f" ({count}" + (f"; {others} more pods not serving)" if others else ")")
     message = worst.message[: MAX_MESSAGE - len(suffix)] + suffix
     return Readiness(False, worst.reason, message, len(live), ready)
+
+
+def fetch_problem(pods: Sequence[Mapping[str, Any]]) -> PodProblem | None:
+    """Why the artifact fetcher of any live pod in ``pods`` failed, or None.
+
+    For pods that are not a Block's (the gateway's, whose init container fetches a DIMEE
+    pools archive): only the fetcher's failure is the artifact's to report; the rest of
+    such a pod's life is its Deployment's business."""
+    for pod in sorted(
+        (p for p in pods if not _terminating(p)),
+        key=lambda p: str((p.get("metadata") or {}).get("name")),
+    ):
+        problem = pod_problem(pod)
+        if problem is not None and problem.reason == ARTIFACT_FETCH_FAILED:
+            return problem
+    return None

@@ -12,12 +12,23 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from braid.api.artifact_uri import FETCHED_SCHEMES
 from braid.api.catalog import PathCatalog, PathEntry
-from braid.api.routing import ROUTING_FILE, Endpoints, routing_table_from_policy
+from braid.api.repository_plan import PlannedArtifact, RepositoryPlan
+from braid.api.routing import (
+    DIMEE_ARTIFACT_DIR,
+    ROUTING_FILE,
+    Endpoints,
+    routing_table_from_policy,
+)
 from braid.api.v1alpha1.offloadpolicy import OffloadPolicySpec, OffloadPolicyStatus
 from braid.render.block import ObjectMeta, owner_reference
+from braid.render.model_repository import plan_configmap_data
 
 ENDPOINTS_FILE = "endpoints.json"
+GATEWAY_POLICY_LABEL = "braid.dev/policy"
+"""On the gateway's pods (the chart sets it): which policy's artifacts they fetch, so the
+operator can tell the policy why a fetch failed."""
 
 
 def routing_configmap_name(policy: str) -> str:
@@ -107,3 +118,54 @@ def render_policy_routing(
         },
     }
     return PolicyRouting(sorted(servable_ids), problems, configmap)
+
+
+def gateway_plan_configmap_name(policy: str) -> str:
+    return f"braid-gateway-plan-{policy}"[:253]
+
+
+def render_gateway_plan(spec: OffloadPolicySpec) -> RepositoryPlan | None:
+    """What the gateway's init container fetches for this policy: the DIMEE pools archive,
+    unpacked where the routing table's ``dimee.pools`` points, its sha256 checked. None when
+    the policy has nothing to fetch."""
+    dimee = spec.dimee
+    if dimee is None or not dimee.enabled or dimee.pools_artifact is None:
+        return None
+    ref = dimee.pools_artifact
+    scheme = ref.uri.partition("://")[0]
+    if scheme not in FETCHED_SCHEMES:
+        raise ValueError(
+            f"spec.dimee.poolsArtifact.uri: {ref.uri!r}: the gateway fetches its artifacts, "
+            f"so only {', '.join(s + '://' for s in FETCHED_SCHEMES)} are served"
+        )
+    return RepositoryPlan(
+        artifacts=[
+            PlannedArtifact(uri=ref.uri, sha256=ref.sha256, dest=DIMEE_ARTIFACT_DIR, unpack=True)
+        ],
+        repository=DIMEE_ARTIFACT_DIR,
+    )
+
+
+def render_gateway_plan_configmap(
+    owner: ObjectMeta, spec: OffloadPolicySpec
+) -> dict[str, Any] | None:
+    """The gateway's fetch plan as a ConfigMap (the chart mounts it into the gateway's init
+    container, ``braid artifacts assemble``), owned by the policy."""
+    plan = render_gateway_plan(spec)
+    if plan is None:
+        return None
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": gateway_plan_configmap_name(owner.name),
+            "namespace": owner.namespace,
+            "labels": {
+                "app.kubernetes.io/part-of": "braid",
+                "app.kubernetes.io/component": "gateway-plan",
+                GATEWAY_POLICY_LABEL: owner.name,
+            },
+            "ownerReferences": [owner_reference(owner)],
+        },
+        "data": plan_configmap_data(plan),
+    }

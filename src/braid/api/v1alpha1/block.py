@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from braid.api.common import (
+    DNS_LABEL,
     IMAGE_REFERENCE,
     LABEL_VALUE,
     ApiModel,
@@ -113,6 +114,17 @@ class BlockSpec(ApiModel):
     )
     model_repository: ArtifactRef | None = Field(
         default=None, description="Triton model repository holding this block's models."
+    )
+    extra_models: list[str] = Field(
+        default_factory=list,
+        max_length=8,
+        description="Other Triton models of the Model that these pods load beside the "
+        "partition's (<model>.<name>), e.g. DIMEE's full model, the original path and the "
+        "gateway's fallback, beside its mobile tier on the local pool.",
+        json_schema_extra={
+            "items": {"type": "string", "maxLength": 40, "pattern": DNS_LABEL},
+            "x-kubernetes-list-type": "set",
+        },
     )
 
     model_config = ApiModel.model_config | {

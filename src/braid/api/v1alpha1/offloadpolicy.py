@@ -11,7 +11,15 @@ from typing import Literal
 
 from pydantic import Field
 
-from braid.api.common import DNS_1035_LABEL, DNS_LABEL, ApiModel, Condition, ObjectRef, cel
+from braid.api.common import (
+    DNS_1035_LABEL,
+    DNS_LABEL,
+    ApiModel,
+    ArtifactRef,
+    Condition,
+    ObjectRef,
+    cel,
+)
 
 
 class CostCoefficients(ApiModel):
@@ -100,6 +108,16 @@ class Dimee(ApiModel):
             "no '..' segment; the gateway reads at most a bounded size."
         ),
     )
+    pools_artifact: ArtifactRef | None = Field(
+        default=None,
+        description=(
+            "The pools artifact by URI (s3://, gs:// or https://), as a cluster delivers it: "
+            "the archive dimee-pools.tar that braid dimee export writes (dimee-pools.json and "
+            "the word-embedding table it names; format is not read). The operator renders it "
+            "into the gateway's fetch plan (ConfigMap braid-gateway-plan-<policy>); the "
+            "gateway's init container fetches it and checks sha256 before the gateway starts."
+        ),
+    )
     prior_count: int = Field(
         default=100,
         ge=1,
@@ -116,9 +134,15 @@ class Dimee(ApiModel):
                     ".edgeLayers",
                 ),
                 cel(
-                    "!self.enabled || has(self.pools)",
-                    "an enabled DIMEE routing needs its pools artifact",
+                    "!self.enabled || has(self.pools) || has(self.poolsArtifact)",
+                    "an enabled DIMEE routing needs its pools artifact (pools or poolsArtifact)",
                     ".pools",
+                ),
+                cel(
+                    "!has(self.pools) || !has(self.poolsArtifact)",
+                    "set one of pools (a file the gateway reads) or poolsArtifact (a URI it "
+                    "fetches), not both",
+                    ".poolsArtifact",
                 ),
                 cel(
                     "!has(self.pools) || !self.pools.matches('(^|/)\\\\.\\\\.(/|$)')",
