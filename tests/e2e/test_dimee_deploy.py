@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,6 +29,7 @@ from braid_dev.dimee_deploy import (
     DimeeRig,
     compare_with_offline,
     deploy_dimee,
+    gateway_pod_with_failed_fetch,
     offline_decisions,
     run_fetch_step,
 )
@@ -103,7 +105,8 @@ def test_an_unreachable_pools_artifact_stops_the_gateway_with_the_reason(
     rig: DimeeRig, tmp_path: Path
 ) -> None:
     """The init step on a plan whose store is gone fails with its reason where the kubelet
-    reads it, so the gateway never starts without its pools (no silent fallback)."""
+    reads it, so the gateway never starts without its pools (no silent fallback), and the
+    operator makes that reason the policy's Ready condition."""
     plan = rig.configmap(gateway_plan_configmap_name(POLICY))
     assert plan is not None
     doc = json.loads(plan["data"]["plan.json"])
@@ -113,3 +116,15 @@ def test_an_unreachable_pools_artifact_stops_the_gateway_with_the_reason(
     log = (tmp_path / "artifacts-termination-log").read_text()
     assert log.startswith("ArtifactUnreachable: ")
     assert not (tmp_path / "artifacts" / "dimee" / "dimee-pools.json").exists()
+
+    def condition(reason: str) -> dict[str, Any] | None:
+        ready = rig.policy_ready()
+        return ready if ready is not None and ready["reason"] == reason else None
+
+    with gateway_pod_with_failed_fetch(rig, result.returncode, log):
+        ready = wait_for(lambda: condition("ArtifactFetchFailed"), "Ready=False from the fetch")
+        assert ready["status"] == "False"
+        assert "gateway pools artifact: ArtifactUnreachable: " in ready["message"]
+        assert "127.0.0.1:9" in ready["message"]
+    # The failed pod gone, the policy is routed again.
+    assert wait_for(lambda: condition("Routed"), "Ready=True again")["status"] == "True"

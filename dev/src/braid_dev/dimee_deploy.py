@@ -64,8 +64,10 @@ from braid.policy.dimee import (
     predictions_at,
     tier_exits,
 )
+from braid.render.block import FETCHER_CONTAINER
 from braid.render.routing import (
     ENDPOINTS_FILE,
+    GATEWAY_POLICY_LABEL,
     gateway_plan_configmap_name,
     routing_configmap_name,
 )
@@ -302,6 +304,68 @@ class DimeeRig:
             yield gateway
         finally:
             gateway.stop()
+
+
+GATEWAY_POD = "braid-gateway-played"
+
+
+@contextlib.contextmanager
+def gateway_pod_with_failed_fetch(
+    rig: DimeeRig, exit_code: int, termination_message: str
+) -> Iterator[str]:
+    """A gateway pod of the policy whose ``fetch-models`` init container ended as the fetch
+    step here did, its status written as a kubelet writes it (kwok pods run nothing, so the
+    rig plays the kubelet, as the kwok runtime does for Triton pods). A scheduling gate keeps
+    the scheduler and kwok off it. Deleted when the block exits."""
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": GATEWAY_POD,
+            "namespace": rig.namespace,
+            "labels": {GATEWAY_POLICY_LABEL: POLICY, "app.kubernetes.io/component": "gateway"},
+        },
+        "spec": {
+            "schedulingGates": [{"name": "braid.dev/played-by-the-rig"}],
+            "initContainers": [
+                {"name": FETCHER_CONTAINER, "image": "braid-gateway", "command": ["braid"]}
+            ],
+            "containers": [{"name": "gateway", "image": "braid-gateway"}],
+        },
+    }
+    rig.access.kubectl("apply", "-f", "-", input=json.dumps(pod))
+    try:
+        rig.kube.patch_status(
+            "v1",
+            "Pod",
+            GATEWAY_POD,
+            rig.namespace,
+            {
+                "phase": "Pending",
+                "initContainerStatuses": [
+                    {
+                        "name": FETCHER_CONTAINER,
+                        "image": "braid-gateway",
+                        "imageID": "",
+                        "ready": False,
+                        "restartCount": 1,
+                        "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                        "lastState": {
+                            "terminated": {
+                                "exitCode": exit_code,
+                                "reason": "Error",
+                                "message": termination_message,
+                            }
+                        },
+                    }
+                ],
+            },
+        )
+        yield GATEWAY_POD
+    finally:
+        rig.access.kubectl(
+            "delete", "pod", GATEWAY_POD, "-n", rig.namespace, "--wait=false", check=False
+        )
 
 
 @contextlib.contextmanager
