@@ -17,7 +17,12 @@ from braid.dataplane.service import dimee_pools_path
 from braid.render.block import ObjectMeta
 from braid.render.model_repository import PLAN_FILE
 from braid.render.pod_readiness import ARTIFACT_FETCH_FAILED, fetch_problem
-from braid.render.routing import render_gateway_plan, render_gateway_plan_configmap
+from braid.render.routing import (
+    PolicyRouting,
+    policy_readiness,
+    render_gateway_plan,
+    render_gateway_plan_configmap,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -114,3 +119,11 @@ def test_a_failed_fetch_of_the_gateway_pod_is_the_policys_reason() -> None:
     running = {"name": "fetch-models", "state": {"running": {}}}
     done = {"name": "fetch-models", "state": {"terminated": {"exitCode": 0}}}
     assert fetch_problem([gateway_pod(running), gateway_pod(done, "gw-2")]) is None
+    # The fetch's reason is the policy's, ahead of anything its routing says.
+    routing = PolicyRouting(["a"], ["spec.candidatePaths: unknown path ids ['x']"], {})
+    assert policy_readiness(routing, problem) == (
+        False,
+        ARTIFACT_FETCH_FAILED,
+        f"gateway pools artifact: {problem.message}",
+    )
+    assert policy_readiness(routing, None)[:2] == (False, "UnknownPaths")

@@ -46,7 +46,8 @@ from braid.render.model_repository import link_artifact_problem, servable_links
 from braid.render.naming import block_model_name, exit_head_model_name, link_model_name
 from braid.render.pod_readiness import block_readiness, fetch_problem
 from braid.render.routing import (
-    GATEWAY_POLICY_LABEL,
+    gateway_pods_selector,
+    policy_readiness,
     render_gateway_plan_configmap,
     render_policy_routing,
 )
@@ -604,28 +605,14 @@ def reconcile_policy(
     if routing.configmap is None:
         raise DependencyMissingError("OriginalPathUnserved", "; ".join(routing.problems))
     apply_or_refuse(kube, routing.configmap)
-    ok = not routing.problems
-    reason = "Routed" if ok else "UnknownPaths"
-    message = (
-        "; ".join(routing.problems)
-        or f"{len(routing.candidates)} servable paths in ConfigMap {routing.configmap['metadata']['name']}"
+    # The gateway's init container fetches a DIMEE policy's pools archive; its pods say
+    # whether that failed (an unreachable store, a digest mismatch).
+    pods = (
+        kube.list("v1", "Pod", namespace=namespace, label_selector=gateway_pods_selector(owner))
+        if plan is not None
+        else []
     )
-    if plan is not None:
-        # The gateway's init container fetches the pools archive; a failed fetch (an
-        # unreachable store, a digest mismatch) leaves the gateway unstarted, and says why.
-        pods = kube.list(
-            "v1",
-            "Pod",
-            namespace=namespace,
-            label_selector=f"{GATEWAY_POLICY_LABEL}={meta['name']}",
-        )
-        problem = fetch_problem(pods)
-        if problem is not None:
-            ok, reason, message = (
-                False,
-                problem.reason,
-                f"gateway pools artifact: {problem.message}",
-            )
+    ok, reason, message = policy_readiness(routing, fetch_problem(pods))
     return {
         "candidatePaths": len(routing.candidates),
         "routingConfigMap": routing.configmap["metadata"]["name"],

@@ -24,6 +24,7 @@ from braid.api.routing import (
 from braid.api.v1alpha1.offloadpolicy import OffloadPolicySpec, OffloadPolicyStatus
 from braid.render.block import ObjectMeta, owner_reference
 from braid.render.model_repository import plan_configmap_data
+from braid.render.pod_readiness import PodProblem
 
 ENDPOINTS_FILE = "endpoints.json"
 GATEWAY_POLICY_LABEL = "braid.dev/policy"
@@ -169,3 +170,20 @@ def render_gateway_plan_configmap(
         },
         "data": plan_configmap_data(plan),
     }
+
+
+def gateway_pods_selector(owner: ObjectMeta) -> str:
+    """The label selector of the gateway pods that fetch this policy's artifacts."""
+    return f"{GATEWAY_POLICY_LABEL}={owner.name}"
+
+
+def policy_readiness(routing: PolicyRouting, fetch: PodProblem | None) -> tuple[bool, str, str]:
+    """The policy's Ready (status, reason, message): routed, paths it names that the catalog
+    lacks, or, first, a gateway pod that could not fetch the policy's pools archive (the
+    gateway does not start without them: no silent fallback to routing without DIMEE)."""
+    if fetch is not None:
+        return False, fetch.reason, f"gateway pools artifact: {fetch.message}"
+    if routing.problems:
+        return False, "UnknownPaths", "; ".join(routing.problems)
+    name = routing.configmap["metadata"]["name"] if routing.configmap else "?"
+    return True, "Routed", f"{len(routing.candidates)} servable paths in ConfigMap {name}"
