@@ -215,6 +215,18 @@ def dimee_fields(dimee: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _fetched_in_containers() -> dict[str, Any]:
+    """What ``results/real_nodes.json`` recorded of the fetch in real containers."""
+    nodes_file = ROOT / "results" / "real_nodes.json"
+    if not nodes_file.exists():
+        return {"pods": 0, "source": "results/real_nodes.json missing: run bench/real_nodes.py"}
+    recorded = json.loads(nodes_file.read_text())
+    return {
+        "pods": recorded.get("triton_pods_fetched_in_containers", 0),
+        "source": f"results/real_nodes.json of {recorded.get('date', '?')}",
+    }
+
+
 def main() -> None:
     out = ROOT / "results" / "real_cluster.json"
     if "--only-dimee" in sys.argv[1:]:
@@ -225,7 +237,6 @@ def main() -> None:
         report = json.loads(out.read_text())
         report.update(fields)
         report["dimee_e2e_date"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        report["notes"] = report["notes"].replace(" DIMEE does not run as Blocks yet.", "")
         out.write_text(json.dumps(report, indent=2) + "\n")
         print(json.dumps(fields, indent=2))
         return
@@ -246,7 +257,9 @@ def main() -> None:
         },
         "artifacts_delivered": int(all(delivered["delivered_by_scheme"].values())),
         "artifacts": delivered,
-        "artifacts_delivered_to_pods_in_containers": False,
+        # Measured by bench/real_nodes.py, which deploys the chart onto the real node: the
+        # Triton pods whose fetch-models init container fetched and checked their archive.
+        "artifacts_delivered_to_pods_in_containers": _fetched_in_containers(),
         "triton_configs_validated": delivered["configs_validated"],
         "unknown_scheme_refused": int(checks["unknown_scheme_refused"]),
         "unknown_scheme_message": checks["unknown_scheme_message"],
@@ -255,8 +268,9 @@ def main() -> None:
         **dimee,
         "gpu_check_ran": bool(gpu.exists() and json.loads(gpu.read_text()).get("gpu")),
         "notes": (
-            "Artifacts are assembled by the init container's code on this machine, not yet in a "
-            "pod: braid's images are not built here."
+            "Step 1 assembles the artifacts with the init container's code here, for every "
+            "scheme; the fetch in real containers is bench/real_nodes.py's (see "
+            "artifacts_delivered_to_pods_in_containers). DIMEE's tiers run on kwok pools."
         ),
     }
     out = ROOT / "results" / "real_cluster.json"

@@ -98,6 +98,9 @@ def _deploy_braid(
                 "rss_mb": rss,
                 "image_sizes_mb": release.images.sizes_mb(),
                 "triton_pods_in_containers": sum(_serving(p) for p in triton),
+                "triton_pods_fetched_in_containers": sum(
+                    real_deploy.fetched_in_container(p) for p in triton
+                ),
                 "triton_pods_kwok_played": sum(not _serving(p) for p in triton),
                 "chart_pods_in_containers": sum(_serving(p) for p in chart),
                 "stage_seconds": release.stage_seconds,
@@ -157,11 +160,13 @@ def main(
     }
     sizes.update(braid["image_sizes_mb"])
     report = {
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "real_nodes": result.state.real_nodes,
         "images_built": list(sizes),
         "image_sizes_mb": sizes,
         "triton_pods_in_containers": braid["triton_pods_in_containers"],
         "triton_pods_kwok_played": braid["triton_pods_kwok_played"],
+        "triton_pods_fetched_in_containers": braid["triton_pods_fetched_in_containers"],
         "chart_pods_in_containers": braid["chart_pods_in_containers"],
         "braid_deploy_stage_seconds": braid["stage_seconds"],
         "probe_pod_in_container": in_container,

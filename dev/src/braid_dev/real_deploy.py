@@ -309,6 +309,18 @@ def runs_in_container(pod: dict[str, Any], node: str | None = None) -> bool:
     )
 
 
+def fetched_in_container(pod: dict[str, Any]) -> bool:
+    """A Triton pod in containers whose ``fetch-models`` init container fetched its artifacts
+    and exited 0 (the digest checked) before tritonserver started."""
+    inits = pod.get("status", {}).get("initContainerStatuses") or []
+    return runs_in_container(pod) and any(
+        s["name"] == "fetch-models"
+        and s.get("containerID", "").startswith("containerd://")
+        and (s.get("state", {}).get("terminated") or {}).get("exitCode") == 0
+        for s in inits
+    )
+
+
 def _applied(access: cluster.ClusterAccess, objs: list[dict[str, Any]]) -> bool:
     """Applied, or False while the webhook cannot be called yet (any other error raises)."""
     try:
