@@ -12,8 +12,10 @@ from braid.policy.cost import Load
 from braid.tooling.experiments import (
     ExperimentConfig,
     adaptive_exits,
+    carry_measured_heavy,
     pareto_front,
     run_experiments,
+    with_measured_heavy,
 )
 
 from .test_catalog_schema import sample
@@ -72,7 +74,7 @@ def test_rows_have_the_required_fields_and_consistent_numbers(catalog: PathCatal
             "accuracy",
             "accuracy_drop_pt",
             "local_compute_cut_pct",
-            "latency_ratio",
+            "modelled_latency_ratio",
         ):
             assert key in row
         chosen = catalog.path(row["path"]).metrics
@@ -80,7 +82,7 @@ def test_rows_have_the_required_fields_and_consistent_numbers(catalog: PathCatal
         assert row["local_compute_cut_pct"] == pytest.approx(
             100 * (1 - chosen.compute_us_local / 400.0), abs=0.1
         )
-        assert row["latency_ratio"] == pytest.approx(
+        assert row["modelled_latency_ratio"] == pytest.approx(
             row["latency_us"] / row["original_latency_us"], abs=1e-3
         )
 
@@ -92,7 +94,7 @@ def test_heavy_load_offloads_and_balanced_does_not(catalog: PathCatalog) -> None
     assert results["balanced"]["path"] == "fmnist-cnn/exit/4"
     # Heavy (local x10, c_l x1000): local time dominates and the cross path wins.
     assert results["heavy"]["path"] == "fmnist-cnn/cross/0-mnist-cnn:1-1-5/normal"
-    assert results["heavy"]["latency_ratio"] < 0.7
+    assert results["heavy"]["modelled_latency_ratio"] < 0.7
     assert results["heavy"]["targets_met"] is True
     assert results["balanced"]["targets_met"] is False  # cut of 2.5 % < 75 %
 
@@ -119,3 +121,30 @@ def test_adaptive_exit_picks_the_cheapest_threshold_within_the_drop(catalog: Pat
     assert row["confidence"] == 0.7
     assert row["expected_local_compute_cut_pct"] == 62.5
     assert adaptive_exits(catalog, max_drop_pt=0.5)[0]["confidence"] == 0.9
+
+
+def _measured(p50_ratio: float) -> dict[str, Any]:
+    """The part of a bench/heavy_latency.py report the results file reads."""
+    return {"p50_ratio": {"median": p50_ratio, "ci95_low": p50_ratio - 0.1, "ci95_high": 0.9}}
+
+
+def test_a_measured_heavy_ratio_decides_the_heavy_target(catalog: PathCatalog) -> None:
+    results = run_experiments(catalog)
+    assert results["heavy"]["latency_target_judged_on"] == "modelled_latency_ratio"
+    slower = with_measured_heavy(results, _measured(0.8))["heavy"]
+    assert slower["measured_latency_ratio"] == 0.8
+    assert slower["measured_latency_ratio_ci95"] == [pytest.approx(0.7), 0.9]
+    assert slower["modelled_latency_ratio"] == results["heavy"]["modelled_latency_ratio"]
+    assert slower["latency_target_judged_on"] == "measured_latency_ratio"
+    assert slower["targets_met"] is False  # the modelled ratio met it; the measured does not
+    assert with_measured_heavy(results, _measured(0.5))["heavy"]["targets_met"] is True
+
+
+def test_a_rebuild_keeps_the_measurement_only_while_it_is_current(catalog: PathCatalog) -> None:
+    results = {"build_hash": "abc", **run_experiments(catalog)}
+    earlier = with_measured_heavy(results, _measured(0.8))
+    assert carry_measured_heavy(earlier, results) == earlier
+    rebuilt = {**results, "build_hash": "def"}
+    assert "measured" not in carry_measured_heavy(earlier, rebuilt)["heavy"]
+    other_choice = {**results, "heavy": {**results["heavy"], "path": "fmnist-cnn/original"}}
+    assert "measured" not in carry_measured_heavy(earlier, other_choice)["heavy"]

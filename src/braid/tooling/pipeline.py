@@ -11,15 +11,16 @@ from typing import Any
 
 from braid.logs import log_event
 from braid.tooling.build import PROFILES, BuildConfig, BuildResult, build, models_cache_dir
-from braid.tooling.experiments import ExperimentConfig, run_experiments
+from braid.tooling.experiments import ExperimentConfig, carry_measured_heavy, run_experiments
 from braid.tooling.export import export_repository, models_in_catalog
 from braid.tooling.progress import Progress
 
 logger = logging.getLogger(__name__)
 
 
-KEPT_SECTIONS = ("architectures",)
-"""Sections of the results file that another tool writes and a build keeps."""
+KEPT_SECTIONS = ("architectures", "paper_setting")
+"""Sections of the results file that other tools write (bench/architectures.py,
+bench/paper_setting.py) and a build keeps."""
 
 
 @dataclass
@@ -86,6 +87,8 @@ def run_pipeline(
         # Sections other tools write into the same file (bench/architectures.py) stay.
         earlier = json.loads(results_path.read_text())
         summary.update({k: earlier[k] for k in KEPT_SECTIONS if k in earlier})
+        # So does the heavy ratio bench/heavy_latency.py measured, while it is still current.
+        summary = carry_measured_heavy(earlier, summary)
     if results_path is not None:
         results_path.parent.mkdir(parents=True, exist_ok=True)
         results_path.write_text(json.dumps(summary, indent=2) + "\n")
