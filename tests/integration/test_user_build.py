@@ -103,3 +103,67 @@ def test_a_bad_cut_fails_before_training_and_writes_nothing(tmp_path: Path) -> N
     assert "no layer or module named 'layer8'" in run.output
     assert not cache.exists()
     assert not (tmp_path / "repo").exists()
+
+
+HOST = """
+host:
+  name: fmnist-host
+  task: another task
+  model:
+    function: braid.tooling.architectures:fmnist_cnn
+    inputShape: [1, 28, 28]
+  partition:
+    blocks:
+      - {name: h0, end: "4"}
+      - {name: h1, end: "11"}
+      - {name: h2}
+"""
+
+
+def _spec_with_cross(cross: str, host: str = HOST) -> str:
+    grid = "paths:\n  exits: [b1]\n  skips: [[b1, b3]]\n"
+    return SPEC.replace(grid, f"{grid}  cross: [{cross}]\n") + host
+
+
+def test_a_host_adds_cross_paths_served_through_its_blocks(tmp_path: Path) -> None:
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(_spec_with_cross("[b0, h1, h1, b3]"))
+    out, cache = tmp_path / "repo", tmp_path / "cache"
+    args = ["models", "build", "-f", str(spec), "--out", str(out), "--cache-dir", str(cache)]
+    run = CliRunner().invoke(app, args)
+    assert run.exit_code == 0, run.output
+    catalog = read_catalog(out / "catalog.json")
+    assert [(m.name, m.role) for m in catalog.models] == [
+        ("fmnist-graph", "local"),
+        ("fmnist-host", "host"),
+    ]
+    cross = catalog.path("fmnist-graph/cross/0-fmnist-host:1-1-3/normal")
+    assert [h.server for h in cross.hops] == ["local", "host", "host", "host", "local", "local"]
+    assert cross.metrics.macs_local < catalog.path(catalog.original_path).metrics.macs_local
+    # Every hop of the cross path is a served file, and they chain from image to logits.
+    state = fashion_mnist_splits()["test"].images[:8].numpy()
+    for hop in cross.hops:
+        session = ort.InferenceSession(str(out / hop.triton_model / "1" / "model.onnx"))
+        (state,) = session.run(None, {session.get_inputs()[0].name: state})
+    assert state.shape == (8, 10)
+
+
+@pytest.mark.parametrize(
+    ("cross", "host", "message"),
+    [
+        ("[b0, h1, h1, b3]", "", "cross paths need a host"),
+        ("[b0, h9, h1, b3]", HOST, "no host block named 'h9'"),
+        ("[b3, h1, h1, b0]", HOST, "lin after lout"),
+    ],
+)
+def test_a_bad_cross_path_fails_before_training(
+    tmp_path: Path, cross: str, host: str, message: str
+) -> None:
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(_spec_with_cross(cross, host))
+    cache = tmp_path / "cache"
+    args = ["models", "build", "-f", str(spec), "--out", str(tmp_path / "repo")]
+    run = CliRunner().invoke(app, [*args, "--cache-dir", str(cache)])
+    assert run.exit_code == 1
+    assert message in run.output
+    assert not cache.exists()

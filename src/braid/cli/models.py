@@ -67,14 +67,17 @@ def models_build(
 
     setup_logging(logging.INFO if verbose else logging.WARNING)
     console = Console(stderr=True)
+    if spec_file is not None:
+        # A spec build writes its own summary only where --results says: the defaults below
+        # are the built-in models' files, which it must not overwrite.
+        _build_from_spec(
+            spec_file, out, results, cache_dir, console, _progress_bars(console), quick=quick
+        )
+        return
     profile = "quick" if quick else "full"
     if not quick:
         results = results if results is not None else Path("results/code.json")
         plots = plots if plots is not None else Path("docs/img")
-
-    if spec_file is not None:
-        _build_from_spec(spec_file, out, results, cache_dir, console, _progress_bars(console))
-        return
     bar = RichProgress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -123,7 +126,13 @@ def models_build(
         console.print(
             f"  {name:8s} -> {row['path']}: accuracy {100 * row['accuracy']:.2f} % "
             f"(drop {row['accuracy_drop_pt']:.2f} pt), local compute cut "
-            f"{row['local_compute_cut_pct']:.0f} %, latency ratio {row['latency_ratio']:.2f}",
+            f"{row['local_compute_cut_pct']:.0f} %, modelled latency ratio "
+            f"{row['modelled_latency_ratio']:.2f}"
+            + (
+                f", measured {row['measured_latency_ratio']:.2f}"
+                if "measured_latency_ratio" in row
+                else ""
+            ),
             highlight=False,
         )
     if results is not None:
@@ -189,15 +198,19 @@ def _spec_errors() -> tuple[type[Exception], ...]:
 
 def _build_from_spec(
     spec_file: Path, out: Path, results: Path | None, cache_dir: Path | None, console: Any,
-    bars: Any,
+    bars: Any, *, quick: bool = False,
 ) -> None:  # fmt: skip
-    """Check the whole spec first (errors before any training), then build and report."""
+    """Check the whole spec first (errors before any training), then build and report.
+
+    ``--quick`` caps the spec's training and evaluation sizes (``user_build.QUICK_LIMITS``).
+    """
     from braid.tooling.build import models_cache_dir
     from braid.tooling.build_spec import load_build_spec
-    from braid.tooling.user_build import prepare, run_user_build
+    from braid.tooling.user_build import prepare, quick_spec, run_user_build
 
     try:
         spec = load_build_spec(spec_file)
+        spec = quick_spec(spec) if quick else spec
         with console.status("checking the spec: model, cuts, dataset"):
             prepared = prepare(spec)
     except _spec_errors() as exc:

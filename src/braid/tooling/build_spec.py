@@ -17,6 +17,16 @@
     train: {epochs: 2}                        # 0: the model comes trained
     selectionSplit: validation
 
+A ``host`` (a pretrained model of another task, frozen: only links are trained) adds cross
+paths, ``paths.cross: [[lout, hin, hout, lin]]`` by block names (local, host, host, local)::
+
+    host:
+      name: effnet-lite0
+      task: imagenet
+      model: {function: braid.tooling.architectures:efficientnet_lite0_fmnist_host,
+              inputShape: [1, 28, 28], leafModules: ["mb*"]}
+      partition: {blocks: [{name: h0, end: mb2}, ..., {name: hhead}]}
+
 A block may give ``firstLayer``/``lastLayer`` instead of ``end``: indices into the graph's
 layers as ``braid models layers -f`` prints them (the form the Model resource stores).
 """
@@ -101,11 +111,16 @@ def _normal_only() -> list[LinkSize]:
 
 
 class PathGrid(ApiModel):
-    """Which paths to build, by block name. Cross connections need a host: not here."""
+    """Which paths to build, by block name. Cross connections need a ``host``."""
 
     exits: list[str] = Field(default_factory=list, description="Blocks with an exit head.")
     skips: list[tuple[str, str]] = Field(
         default_factory=list, description="(lout, lin) block pairs a skip link joins."
+    )
+    cross: list[tuple[str, str, str, str]] = Field(
+        default_factory=list,
+        description="(lout, hin, hout, lin): local blocks to lout, a link into the host's "
+        "block hin, the host's blocks to hout, a link back into local block lin.",
     )
     sizes: list[LinkSize] = Field(default_factory=_normal_only)
 
@@ -121,12 +136,27 @@ class TrainSpec(ApiModel):
     seed: int = 0
 
 
+class HostSpec(ApiModel):
+    """A pretrained model of another task whose blocks cross paths borrow; it stays frozen.
+
+    It takes the local model's inputs (``model.inputShape`` the same), resizing them itself
+    if it was trained on another size: the entry links learn to hand its block ``hin`` what
+    its own first blocks compute on the same input.
+    """
+
+    name: str = Field(min_length=1, max_length=40, pattern=DNS_LABEL)
+    task: str = Field(default="host task", description="What the host was trained for.")
+    model: ModelSource
+    partition: PartitionByName
+
+
 class BuildSpec(ApiModel):
     name: str = Field(min_length=1, max_length=40, pattern=DNS_LABEL)
     task: str = Field(default="user task", description="What the model does, for the catalog.")
     model: ModelSource
     dataset: DatasetSource
     partition: PartitionByName
+    host: HostSpec | None = None
     paths: PathGrid = Field(default_factory=PathGrid)
     train: TrainSpec = Field(default_factory=TrainSpec)
     selection_split: Literal["validation"] = Field(
@@ -150,12 +180,18 @@ def load_build_spec(path: Path) -> BuildSpec:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise BuildSpecError(f"{path}: {where}: {first['msg']}") from None
-    model = spec.model
+    spec = spec.model_copy(update={"model": _from_folder(spec.model, path.parent)})
+    if spec.host is not None:
+        host = spec.host.model_copy(update={"model": _from_folder(spec.host.model, path.parent)})
+        spec = spec.model_copy(update={"host": host})
+    return spec
+
+
+def _from_folder(model: ModelSource, folder: Path) -> ModelSource:
+    """``model`` with its relative file paths taken from ``folder``."""
     updates = {
-        key: path.parent / value
+        key: folder / value
         for key, value in (("torchscript", model.torchscript), ("exported", model.exported))
         if value is not None and not value.is_absolute()
     }
-    if updates:
-        spec = spec.model_copy(update={"model": model.model_copy(update=updates)})
-    return spec
+    return model.model_copy(update=updates) if updates else model

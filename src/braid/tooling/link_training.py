@@ -32,7 +32,8 @@ class LinkTraining:
     local_outputs: Sequence[torch.Tensor]
     """Output of every local block on the training subset (block ``i`` at index ``i``)."""
     host_outputs: Sequence[torch.Tensor]
-    """The same for the host's blocks but the last; empty when no cross path is trained."""
+    """The same for the host's blocks before the latest cross entry (``hin``); empty when no
+    cross path entering after block 0 is trained."""
     labels: torch.Tensor
     teacher: torch.Tensor
     """The original local model's logits on the training subset."""

@@ -33,7 +33,7 @@ from braid.api.v1alpha1.model import Partition, PartitionBlock
 from braid.logs import log_event
 from braid.tooling import train as training
 from braid.tooling.build import BuildConfig, BuildResult, ProviderInfo, Providers, build
-from braid.tooling.build_spec import BuildSpec, BuildSpecError
+from braid.tooling.build_spec import BuildSpec, BuildSpecError, CutPoint, ModelSource
 from braid.tooling.data import Dataset, Split
 from braid.tooling.export import export_repository, models_in_catalog
 from braid.tooling.graph_split import (
@@ -73,25 +73,32 @@ def import_callable(ref: str, what: str) -> Callable[..., Any]:
 
 def load_model(spec: BuildSpec) -> tuple[nn.Module, tuple[str, ...]]:
     """The user's model (seeded before it is built) and the tracer's leaf patterns."""
-    source = spec.model
+    return load_source(spec.model, spec.train.seed, "model")
+
+
+def load_source(
+    source: ModelSource, seed: int, where: str
+) -> tuple[nn.Module, tuple[str, ...]]:  # fmt: skip
+    """The model ``source`` names (seeded before it is built) and its leaf patterns;
+    ``where`` (``model`` or ``host.model``) prefixes the errors."""
     leaves = tuple(source.leaf_modules)
-    torch.manual_seed(spec.train.seed)
+    torch.manual_seed(seed)
     if source.function is not None:
-        model = import_callable(source.function, "model.function")()
+        model = import_callable(source.function, f"{where}.function")()
         if not isinstance(model, nn.Module):
             raise BuildSpecError(
-                f"model.function: {source.function} returned {type(model).__name__}, "
+                f"{where}.function: {source.function} returned {type(model).__name__}, "
                 "not a torch nn.Module"
             )
         return model, leaves
     if source.exported is not None:
         if not source.exported.is_file():
-            raise BuildSpecError(f"model.exported: {source.exported} does not exist")
+            raise BuildSpecError(f"{where}.exported: {source.exported} does not exist")
         program = torch.export.load(str(source.exported))
         return program.module(), leaves
     assert source.torchscript is not None
     if not source.torchscript.is_file():
-        raise BuildSpecError(f"model.torchscript: {source.torchscript} does not exist")
+        raise BuildSpecError(f"{where}.torchscript: {source.torchscript} does not exist")
     scripted = torch.jit.load(str(source.torchscript), map_location="cpu")  # type: ignore[no-untyped-call]
     return _script_as_sequence(scripted, source.input_shape, _DTYPES[source.input_dtype])
 
@@ -189,6 +196,17 @@ def load_dataset(spec: BuildSpec) -> Dataset:
 
 
 @dataclass
+class PreparedHost:
+    """The spec's host: pretrained, frozen, split; its blocks serve cross paths."""
+
+    model: nn.Module
+    partition: Partition
+    blocks: list[Block]
+    weights: str
+    """Digest of its weights (part of the build's cache key)."""
+
+
+@dataclass
 class PreparedBuild:
     """A spec checked end to end; nothing trained yet."""
 
@@ -199,10 +217,15 @@ class PreparedBuild:
     blocks: list[Block]
     data: Dataset
     grid: Grid
+    host: PreparedHost | None = None
 
 
 def resolve_partition(spec: BuildSpec, layers: Sequence[GraphLayer]) -> Partition:
-    cuts = spec.partition.blocks
+    return partition_by_name(spec.partition.blocks, layers)
+
+
+def partition_by_name(cuts: Sequence[CutPoint], layers: Sequence[GraphLayer]) -> Partition:
+    """The cuts as a ``Partition`` (indices into ``layers``)."""
     if all(c.first_layer is not None for c in cuts):
         return Partition(
             blocks=[
@@ -216,7 +239,7 @@ def resolve_partition(spec: BuildSpec, layers: Sequence[GraphLayer]) -> Partitio
     return partition_from_cuts(layers, [(c.name, c.end) for c in cuts])
 
 
-def _grid(spec: BuildSpec, partition: Partition) -> Grid:
+def _grid(spec: BuildSpec, partition: Partition, host: Partition | None = None) -> Grid:
     index = {b.name: i for i, b in enumerate(partition.blocks)}
     n = len(index)
 
@@ -226,6 +249,8 @@ def _grid(spec: BuildSpec, partition: Partition) -> Grid:
                 f"paths.{what}: no block named {name!r} (blocks: {', '.join(index)})"
             )
         return index[name]
+
+    cross = _cross(spec, index, host)
 
     exits = tuple(block(b, "exits") for b in spec.paths.exits)
     for k in exits:
@@ -241,7 +266,80 @@ def _grid(spec: BuildSpec, partition: Partition) -> Grid:
                 f"paths.skips: ({partition.blocks[lout].name}, {partition.blocks[lin].name}) "
                 "skips nothing; the second block must come at least two after the first"
             )
-    return Grid(sizes=tuple(spec.paths.sizes), skip_pairs=skips, cross=(), exits=exits, combos=())
+    return Grid(
+        sizes=tuple(spec.paths.sizes), skip_pairs=skips, cross=cross, exits=exits, combos=()
+    )
+
+
+def _cross(
+    spec: BuildSpec, local: Mapping[str, int], host: Partition | None
+) -> tuple[tuple[int, int, int, int], ...]:
+    """``paths.cross`` by index; every name checked against the local or the host blocks."""
+    if not spec.paths.cross:
+        return ()
+    if host is None:
+        raise BuildSpecError("paths.cross: cross paths need a host (the spec has no host:)")
+    remote = {b.name: i for i, b in enumerate(host.blocks)}
+    out = []
+    for names in spec.paths.cross:
+        lout_n, hin_n, hout_n, lin_n = names
+        for name, blocks, whose in (
+            (lout_n, local, "local"),
+            (hin_n, remote, "host"),
+            (hout_n, remote, "host"),
+            (lin_n, local, "local"),
+        ):
+            if name not in blocks:
+                raise BuildSpecError(
+                    f"paths.cross {list(names)}: no {whose} block named {name!r} "
+                    f"({whose} blocks: {', '.join(blocks)})"
+                )
+        lout, hin, hout, lin = local[lout_n], remote[hin_n], remote[hout_n], local[lin_n]
+        if not lout < lin:
+            raise BuildSpecError(
+                f"paths.cross {list(names)}: the path must come back to a local block after "
+                f"{lout_n} (lin after lout)"
+            )
+        if not hin <= hout:
+            raise BuildSpecError(
+                f"paths.cross {list(names)}: host block {hout_n} comes before {hin_n}"
+            )
+        out.append((lout, hin, hout, lin))
+    return tuple(out)
+
+
+QUICK_LIMITS = {
+    "epochs": 1,
+    "samples": 12000,
+    "link_samples": 3000,
+    "link_epochs": 2,
+    "validation_samples": 2000,
+    "test_samples": 2000,
+}
+"""``--quick`` caps, the built-in quick profile's sizes: about a minute or two on 2 cores."""
+
+
+def quick_spec(spec: BuildSpec) -> BuildSpec:
+    """``spec`` with its training and evaluation sizes capped at ``QUICK_LIMITS``."""
+
+    def cap(value: int | None, key: str) -> int:
+        return QUICK_LIMITS[key] if value is None else min(value, QUICK_LIMITS[key])
+
+    train = spec.train.model_copy(
+        update={
+            "epochs": min(spec.train.epochs, QUICK_LIMITS["epochs"]),
+            "samples": cap(spec.train.samples, "samples"),
+            "link_samples": cap(spec.train.link_samples, "link_samples"),
+            "link_epochs": cap(spec.train.link_epochs, "link_epochs"),
+        }
+    )
+    dataset = spec.dataset.model_copy(
+        update={
+            "validation_samples": cap(spec.dataset.validation_samples, "validation_samples"),
+            "test_samples": cap(spec.dataset.test_samples, "test_samples"),
+        }
+    )
+    return spec.model_copy(update={"train": train, "dataset": dataset})
 
 
 def prepare(spec: BuildSpec) -> PreparedBuild:
@@ -269,12 +367,46 @@ def prepare(spec: BuildSpec) -> PreparedBuild:
             "train.epochs: a torch.export program is inference-only; train the model before "
             "exporting it, or give it as model.function"
         )
+    host = _prepare_host(spec)
     data = load_dataset(spec)
-    grid = _grid(spec, partition)
+    grid = _grid(spec, partition, None if host is None else host.partition)
     log_event(
-        logger, "user_build.prepared", model=spec.name, layers=len(layers), blocks=len(blocks)
+        logger,
+        "user_build.prepared",
+        model=spec.name,
+        layers=len(layers),
+        blocks=len(blocks),
+        host_blocks=0 if host is None else len(host.blocks),
     )
-    return PreparedBuild(spec, model, layers, partition, blocks, data, grid)
+    return PreparedBuild(spec, model, layers, partition, blocks, data, grid, host)
+
+
+def _prepare_host(spec: BuildSpec) -> PreparedHost | None:
+    """Load, freeze and split the host; it must take the local model's inputs."""
+    if spec.host is None:
+        return None
+    source = spec.host.model
+    if list(source.input_shape) != list(spec.model.input_shape):
+        raise BuildSpecError(
+            f"host.model.inputShape: {source.input_shape} differs from model.inputShape "
+            f"{spec.model.input_shape}; the host takes the local model's inputs (resize them "
+            "inside the host's model function)"
+        )
+    model, leaves = load_source(source, spec.train.seed, "host.model")
+    freeze(model)
+    layers = graph_layers(trace_model(model, leaves))
+    partition = partition_by_name(spec.host.partition.blocks, layers)
+    blocks = split_graph(
+        model,
+        partition,
+        source.input_shape,
+        spec.host.name,
+        leaf_modules=leaves,
+        input_dtype=_DTYPES[source.input_dtype],
+    )
+    for block in blocks:
+        freeze(block.module)
+    return PreparedHost(model, partition, blocks, _state_digest(model))
 
 
 def freeze(module: nn.Module) -> nn.Module:
@@ -358,17 +490,19 @@ def run_user_build(
     local_accuracy = accuracy(
         training.run_batched(prepared.model, data.test.images), data.test.labels
     )
-    source = spec.model.function or str(spec.model.exported or spec.model.torchscript)
+    host = prepared.host
     providers = Providers(
         local=prepared.model,
-        host=None,
+        host=None if host is None else host.model,
         local_blocks=prepared.blocks,
-        host_blocks=[],
+        host_blocks=[] if host is None else host.blocks,
         local_accuracy=local_accuracy,
         local_hash=weights,
-        host_hash="",
-        local_info=ProviderInfo(spec.name, spec.task, source, prepared.partition),
-        host_info=None,
+        host_hash="" if host is None else host.weights,
+        local_info=ProviderInfo(spec.name, spec.task, _source(spec.model), prepared.partition),
+        host_info=None
+        if host is None or spec.host is None
+        else ProviderInfo(spec.host.name, spec.host.task, _source(spec.host.model), host.partition),
     )
     cfg = spec.train
     config = BuildConfig(
@@ -401,6 +535,10 @@ def run_user_build(
         results_path.parent.mkdir(parents=True, exist_ok=True)
         results_path.write_text(json.dumps(summary, indent=2) + "\n")
     return UserBuildOutput(result, models, summary, time.monotonic() - started)
+
+
+def _source(model: ModelSource) -> str:
+    return model.function or str(model.exported or model.torchscript)
 
 
 def select_on_validation(
