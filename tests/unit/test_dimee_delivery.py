@@ -4,15 +4,20 @@ failure read back from the gateway pod."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
+from typer.testing import CliRunner
 
+from braid.api.catalog import PathCatalog
 from braid.api.repository_plan import RepositoryPlan
-from braid.api.routing import DimeeRouting, routing_table_from_policy
+from braid.api.routing import DimeeRouting, PathWeight, RoutingTable, routing_table_from_policy
 from braid.api.v1alpha1.offloadpolicy import OffloadPolicySpec
+from braid.cli import app
+from braid.dataplane.dimee import PoolsUnavailableError, load_tier_router
 from braid.dataplane.service import dimee_pools_path
 from braid.render.block import ObjectMeta
 from braid.render.model_repository import PLAN_FILE
@@ -90,6 +95,48 @@ def test_the_gateway_will_not_route_without_its_fetched_pools(tmp_path: Path) ->
     with pytest.raises(ValueError, match="--artifacts-dir"):
         dimee_pools_path(fetched, None)
     assert dimee_pools_path(fetched, tmp_path) == tmp_path / "dimee" / "dimee-pools.json"
+
+
+def test_a_gateway_without_its_fetched_pools_stops_with_one_line_naming_the_file(
+    tmp_path: Path, synthetic_catalog: PathCatalog
+) -> None:
+    """The fetch-models init container left no pools where the routing table points: the
+    gateway exits 1 with one line that names the missing file, not a traceback."""
+    catalog = tmp_path / "catalog.json"
+    catalog.write_text(synthetic_catalog.model_dump_json())
+    table = RoutingTable(
+        model=synthetic_catalog.local_model,
+        paths=[PathWeight(id=synthetic_catalog.original_path, weight=1.0)],
+        dimee=DimeeRouting(pools="dimee/dimee-pools.json", fetched=True),
+    )
+    routing = tmp_path / "routing.json"
+    routing.write_text(table.model_dump_json(by_alias=True))
+    artifacts = tmp_path / "artifacts"
+    artifacts.mkdir()
+    result = CliRunner().invoke(
+        app,
+        [
+            "gateway", f"--catalog={catalog}", f"--routing={routing}",
+            "--endpoint=local=127.0.0.1:1", "--endpoint=host=127.0.0.1:2",
+            f"--artifacts-dir={artifacts}", "--http-port=0", "--grpc-port=0",
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    assert str(artifacts / "dimee" / "dimee-pools.json") in lines[0]
+    assert "missing" in lines[0]
+    assert "Traceback" not in result.output
+
+
+def test_missing_word_embeddings_are_named_too(tmp_path: Path) -> None:
+    pools = tmp_path / "dimee-pools.json"
+    pools.write_text(
+        json.dumps({"centroids": [[0.0, 1.0]], "pool_sizes": [1], "word_embeddings": "words.npy"})
+    )
+    with pytest.raises(PoolsUnavailableError, match=r"words\.npy: the word embeddings"):
+        load_tier_router(pools)
 
 
 def gateway_pod(init: dict[str, Any], name: str = "gw-1") -> dict[str, Any]:

@@ -94,6 +94,7 @@ def gateway_command(
 ) -> None:
     """Run the gateway (KServe v2 over REST and gRPC) in front of running Triton servers."""
     from braid.api.routing import Endpoints
+    from braid.dataplane.dimee import PoolsUnavailableError
     from braid.dataplane.executor import ExecutorOptions
     from braid.dataplane.server import GatewayOptions, serve_gateway
     from braid.dataplane.service import InferenceService, ModelSource, build_service, read_catalog
@@ -129,4 +130,10 @@ def gateway_command(
         grpc_port=grpc_port,
         max_body_bytes=int(max_body_mib * 2**20),
     )
-    serve_gateway(build, options, on_ready=ready_line)
+    try:
+        serve_gateway(build, options, on_ready=ready_line)
+    except PoolsUnavailableError as exc:
+        # One line naming the file (the pod's log and its last state say it), not a traceback
+        # through the event loop.
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None

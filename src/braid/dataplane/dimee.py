@@ -24,17 +24,32 @@ POOLS_MAX_BYTES = 64 * 1024 * 1024
 """The largest pools artifact read (an export is kilobytes: centroids and counts)."""
 
 
+class PoolsUnavailableError(ValueError):
+    """The DIMEE pools artifact cannot be read; the message names the file. The gateway stops
+    on it with that one line: a pod whose fetch went wrong says what is missing, not where
+    in the loader it noticed."""
+
+
 def _read_pools(pools_file: Path) -> dict[str, object]:
     """The pools document, read only from a regular file of bounded size: the path comes from
     an OffloadPolicy, and a FIFO, a device or a huge file must not stall the gateway."""
-    info = pools_file.stat()
+    try:
+        info = pools_file.stat()
+    except FileNotFoundError:
+        raise PoolsUnavailableError(
+            f"{pools_file}: the DIMEE pools file is missing (for a fetched poolsArtifact: "
+            "did the gateway's fetch-models init container unpack it there?)"
+        ) from None
     if not pools_file.is_file():
-        raise ValueError(f"{pools_file}: the DIMEE pools artifact is not a regular file")
+        raise PoolsUnavailableError(f"{pools_file}: the DIMEE pools artifact is not a regular file")
     if info.st_size > POOLS_MAX_BYTES:
-        raise ValueError(f"{pools_file}: larger than {POOLS_MAX_BYTES} bytes")
-    doc = json.loads(pools_file.read_bytes()[:POOLS_MAX_BYTES])
+        raise PoolsUnavailableError(f"{pools_file}: larger than {POOLS_MAX_BYTES} bytes")
+    try:
+        doc = json.loads(pools_file.read_bytes()[:POOLS_MAX_BYTES])
+    except (OSError, ValueError) as exc:
+        raise PoolsUnavailableError(f"{pools_file}: not a DIMEE pools document ({exc})") from None
     if not isinstance(doc, dict):
-        raise ValueError(f"{pools_file}: not a DIMEE pools document")
+        raise PoolsUnavailableError(f"{pools_file}: not a DIMEE pools document")
     return doc
 
 
@@ -94,7 +109,13 @@ def load_tier_router(
     if Path(embeddings).name != embeddings or embeddings in (".", ".."):
         # A name beside the pools file, never a path out of the model repository.
         raise ValueError(f"{pools_file}: word_embeddings must be a file name beside it")
-    table = np.load(pools_file.parent / embeddings, allow_pickle=False)
+    try:
+        table = np.load(pools_file.parent / embeddings, allow_pickle=False)
+    except FileNotFoundError:
+        raise PoolsUnavailableError(
+            f"{pools_file.parent / embeddings}: the word embeddings the DIMEE pools name are "
+            "missing"
+        ) from None
     tiers = (
         Tiers(mobile=doc["mobile_layers"], edge=doc["edge_layers"], layers=doc["layers"])
         if "layers" in doc

@@ -17,7 +17,7 @@ from pathlib import Path
 from braid import __version__
 from braid.api.catalog import PathCatalog
 from braid.api.routing import DimeeRouting, Endpoints, RoutingTable
-from braid.dataplane.dimee import SampleRouter, load_tier_router
+from braid.dataplane.dimee import PoolsUnavailableError, SampleRouter, load_tier_router
 from braid.dataplane.errors import InferenceError, Reason
 from braid.dataplane.executor import ExecutorOptions, PathExecutor, executors_by_model
 from braid.dataplane.metrics import GatewayMetrics, default_metrics
@@ -167,9 +167,9 @@ def dimee_pools_path(dimee: DimeeRouting, artifacts_dir: Path | None) -> Path:
     if not dimee.fetched:
         return Path(dimee.pools)
     if artifacts_dir is None:
-        raise ValueError(
-            "the routing table's DIMEE pools are a fetched artifact, but the gateway has no "
-            "--artifacts-dir to find them in"
+        raise PoolsUnavailableError(
+            f"{dimee.pools}: the routing table's DIMEE pools are a fetched artifact, but the "
+            "gateway has no --artifacts-dir to find them in"
         )
     return artifacts_dir / dimee.pools
 
