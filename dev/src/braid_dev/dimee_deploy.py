@@ -419,12 +419,13 @@ class Served:
         return float((self.predictions == self.labels).mean())
 
 
-def send_sentences(gateway: GatewayProcess, export: DimeeExport, n: int = SENTENCES) -> Served:
+def send_sentences(grpc_address: str, export: DimeeExport, n: int = SENTENCES) -> Served:
     """The first ``n`` SST-2 test sentences (token ids, as a client tokenises them), one per
-    request, in order: Ours-D's centroids move after each answer, as offline."""
+    request, in order, to the gateway at ``grpc_address``: Ours-D's centroids move after each
+    answer, as offline."""
     test = export.trained.splits["test"]
     ids = test.ids[:n]
-    client = grpcclient.InferenceServerClient(gateway.grpc_address)
+    client = grpcclient.InferenceServerClient(grpc_address)
     paths: list[str] = []
     predictions = np.empty(len(ids), dtype=np.int64)
     try:
@@ -508,5 +509,5 @@ def compare_with_offline(rig: DimeeRig, mode: RouterMode, n: int = SENTENCES) ->
     start the gateway pod on what the operator rendered, send ``n`` sentences through it."""
     rig.set_mode(mode)
     with rig.gateway(mode) as gateway:
-        served = send_sentences(gateway, rig.export, n)
+        served = send_sentences(gateway.grpc_address, rig.export, n)
     return Comparison(mode, served, offline_decisions(rig.export, mode, n))

@@ -128,39 +128,51 @@ def real_node_helm_args(node_images: NodeImages) -> list[str]:
     ]
 
 
+SMALL_BLOCK_RESOURCES: Mapping[str, Any] = {"cpu": "250m", "memory": "1Gi", "gpu": 0}
+"""One replica of what the samples size, for a GPU-less node of 2 cores."""
+
+
 def place_on_real_pool(
     objs: Sequence[dict[str, Any]],
     tiers: set[str],
     runtime_image: str,
     repository: Mapping[str, str],
     moved: Mapping[str, str] | None = None,
+    repositories: Mapping[str, Mapping[str, str]] | None = None,
+    resources: Mapping[str, Any] = SMALL_BLOCK_RESOURCES,
 ) -> list[dict[str, Any]]:
     """The manifests with every Block of ``tiers`` on its tier's real pool (pure).
 
     Those Blocks run the runtime image and fetch ``repository`` (an ``ArtifactRef``: uri,
-    sha256, credentialsSecret); other Blocks are left as they are. ``moved`` (Block name to
-    tier) first moves Blocks to a tier that has real nodes (a GPU pool's Block, to run it in
-    a container on a machine without GPUs)."""
+    sha256, credentialsSecret), or their own entry of ``repositories`` (Block name to
+    ``ArtifactRef``); other Blocks are left as they are. ``moved`` (Block name to tier)
+    first moves Blocks to a tier that has real nodes (a GPU pool's Block, to run it in a
+    container on a machine without GPUs)."""
     out = []
     for obj in objs:
         obj = copy.deepcopy(obj)
         spec = obj.get("spec", {})
-        if obj.get("kind") == "Block" and obj["metadata"]["name"] in (moved or {}):
-            spec["tier"] = (moved or {})[obj["metadata"]["name"]]
+        name = obj.get("metadata", {}).get("name")
+        if obj.get("kind") == "Block" and name in (moved or {}):
+            spec["tier"] = (moved or {})[name]
         if obj.get("kind") == "Block" and spec.get("tier") in tiers:
             spec["nodePool"] = nr.real_pool(spec["tier"])
             spec.setdefault("triton", {})["image"] = runtime_image
-            spec["modelRepository"] = {**repository, "format": "triton-repository"}
-            # One replica of what the sample sizes for a GPU-less node of 2 cores.
-            spec["resources"] = {"cpu": "250m", "memory": "1Gi", "gpu": 0}
+            own = (repositories or {}).get(name, repository)
+            spec["modelRepository"] = {**own, "format": "triton-repository"}
+            spec["resources"] = dict(resources)
         out.append(obj)
     return out
 
 
-def write_repository_archive(repository: Path, models: Sequence[str], dest: Path) -> str:
-    """A tar.gz of the named models of ``repository`` (a Triton repository) and its SHA-256."""
+def write_repository_archive(
+    repository: Path, models: Sequence[str], dest: Path, compress: bool = True
+) -> str:
+    """A tar.gz (or a plain tar: ONNX weights barely compress, and gzip at level 9 costs
+    minutes for hundreds of MB on a loaded machine) of the named models of ``repository`` (a
+    Triton repository), and its SHA-256."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(dest, "w:gz") as tar:
+    with tarfile.open(dest, "w:gz" if compress else "w") as tar:
         for model in sorted(models):
             tar.add(repository / model, arcname=model, filter=_portable)
     digest = hashlib.sha256()
@@ -289,7 +301,9 @@ def _wait_gone(access: cluster.ClusterAccess, namespaces: Sequence[str]) -> None
 
 
 def apply_objects(access: cluster.ClusterAccess, objs: list[dict[str, Any]]) -> None:
-    """Server-side apply of ``objs`` as one List."""
+    """Server-side apply of ``objs`` as one List (nothing to do for none)."""
+    if not objs:
+        return
     body = json.dumps({"apiVersion": "v1", "kind": "List", "items": objs})
     access.kubectl("apply", "--server-side", "-f", "-", input=body)
 
@@ -332,6 +346,34 @@ def _applied(access: cluster.ClusterAccess, objs: list[dict[str, Any]]) -> bool:
     return True
 
 
+@dataclass(frozen=True)
+class Workload:
+    """What a release serves beside the chart (the samples, DIMEE's tiers): the objects to
+    apply (namespaces already renamed), the local model's catalog as a ConfigMap, the chart
+    values that name them, and the repository kwok-played Triton pods serve."""
+
+    objects: list[dict[str, Any]]
+    catalog: PathCatalog
+    catalog_file: Path
+    catalog_configmap: str
+    values: list[str]
+    kwok_repository: Path
+    components: tuple[str, ...] = CHART_COMPONENTS
+    """The chart's Deployments this release runs (and waits for)."""
+
+
+class _Stages:
+    """Seconds each deployment stage took (bench/real_nodes.py reports them)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._t = time.monotonic()
+
+    def mark(self, stage: str) -> None:
+        self.seconds[stage] = round(time.monotonic() - self._t, 3)
+        self._t = time.monotonic()
+
+
 @contextmanager
 def deployed(
     access: cluster.ClusterAccess,
@@ -349,19 +391,12 @@ def deployed(
     ``namespaces`` (local provider's, host's) rename the samples' two: a suite whose own
     operator watches every namespace but ``isolated-*`` gives two of those."""
     local_ns, host_ns = namespaces
-    stages: dict[str, float] = {}
-    t = time.monotonic()
-
-    def mark(stage: str) -> None:
-        nonlocal t
-        stages[stage] = round(time.monotonic() - t, 3)
-        t = time.monotonic()
-
+    stages = _Stages()
     catalog = PathCatalog.model_validate_json((repository / "catalog.json").read_text())
     node_images = import_node_images(
         settings.cache, settings.bin_dir, cluster.layout_for(settings).root, repo
     )
-    mark("images_built_and_imported")
+    stages.mark("images_built_and_imported")
     sha = store_repository(repository, store.root)
     objs = place_on_real_pool(
         demo_manifests(catalog, repository, load_samples()),
@@ -378,6 +413,46 @@ def deployed(
     )
     objs = rename_namespaces(objs, {LOCAL_NAMESPACE: local_ns, HOST_NAMESPACE: host_ns})
     link_artifacts_in_store(objs, repository)
+    first = catalog.path(catalog.original_path).hops[0].input
+    workload = Workload(
+        objects=objs,
+        catalog=catalog,
+        catalog_file=repository / "catalog.json",
+        catalog_configmap=CATALOG_CONFIGMAP,
+        values=[
+            f"policy.name={POLICY_NAME}",
+            f"test.model={catalog.local_model}",
+            f"test.input.name={first.name}",
+            f"test.input.datatype={first.datatype}",
+            f"test.input.shape={{{','.join(str(d) for d in [1, *first.shape])}}}",
+            *extra_values,
+        ],
+        kwok_repository=repository,
+    )
+    with released(access, settings, workdir, store, node_images, workload, namespaces, stages) as r:
+        yield r
+
+
+@contextmanager
+def released(
+    access: cluster.ClusterAccess,
+    settings: Settings,
+    workdir: Path,
+    store: S3Store,
+    node_images: NodeImages,
+    workload: Workload,
+    namespaces: tuple[str, str],
+    stages: _Stages | None = None,
+) -> Iterator[RealRelease]:
+    """``workload`` applied and the chart installed onto the real nodes (images already
+    imported, artifacts already in ``store``); all of it removed again on the way out.
+
+    The order is a platform team's: namespaces with the store's credentials and the catalog,
+    ``helm install``, the operator's webhook answering, then Models, Links, Blocks and
+    policies, and the chart's pods Ready."""
+    local_ns, host_ns = namespaces
+    stages = stages or _Stages()
+    objs = workload.objects
     _wait_gone(access, namespaces)
     apply_objects(access, [o for o in objs if o["kind"] == "Namespace"])
     for ns in namespaces:
@@ -388,24 +463,19 @@ def deployed(
             timeout=60,
         )
     catalog_cm = access.kubectl(
-        "create", "configmap", CATALOG_CONFIGMAP, "-n", local_ns,
-        f"--from-file=catalog.json={repository / 'catalog.json'}", "--dry-run=client", "-o", "json",
+        "create", "configmap", workload.catalog_configmap, "-n", local_ns,
+        f"--from-file=catalog.json={workload.catalog_file}", "--dry-run=client", "-o", "json",
     ).stdout  # fmt: skip
     apply_objects(access, [json.loads(catalog_cm)])
-    first = catalog.path(catalog.original_path).hops[0].input
     values = [
         "crds.enabled=false",  # applied beforehand, as a platform team manages CRDs
         f"operator.namespaces={{{local_ns},{host_ns}}}",
-        f"policy.name={POLICY_NAME}",
-        f"test.model={catalog.local_model}",
-        f"test.input.name={first.name}",
-        f"test.input.datatype={first.datatype}",
-        f"test.input.shape={{{','.join(str(d) for d in [1, *first.shape])}}}",
-        *extra_values,
+        f"catalog.configMap={workload.catalog_configmap}",
+        *workload.values,
     ]
     runtime = KwokTritonRuntime(
         Kube.from_kubeconfig(access.kubeconfig),
-        repository,
+        workload.kwok_repository,
         workdir / "kwok-runtime",
         host=node_ip(access),
         real_pools=frozenset({nr.real_pool(nodes.REAL_TIER)}),
@@ -414,20 +484,27 @@ def deployed(
     thread = threading.Thread(target=runtime.run, args=(stop,), daemon=True)
     thread.start()
     release = RealRelease(
-        access, settings.bin_dir, catalog, node_images, runtime, local_ns, host_ns, stages
+        access,
+        settings.bin_dir,
+        workload.catalog,
+        node_images,
+        runtime,
+        local_ns,
+        host_ns,
+        stages.seconds,
     )
     try:
         release.helm(
             "upgrade", "--install", RELEASE, str(CHART), "--namespace", local_ns,
             *real_node_helm_args(node_images), *(a for v in values for a in ("--set", v)),
         )  # fmt: skip
-        mark("helm_install")
+        stages.mark("helm_install")
         # The webhook admits braid objects only once the operator's pod answers it (and
         # kube-proxy has programmed its Service); the gateway starts once the operator has
         # written its policy's routing ConfigMap.
         rollout = ["rollout", "status", "-n", local_ns, "--timeout=300s"]
         access.kubectl(*rollout, f"deployment/{RELEASE}-operator", timeout=330)
-        mark("operator_ready")
+        stages.mark("operator_ready")
         wait_until(
             lambda: _applied(access, [o for o in objs if o["kind"] == "Model"]),
             "the operator's webhook to answer through its Service",
@@ -436,9 +513,9 @@ def deployed(
         )
         for kind in ("Link", "Block", "OffloadPolicy"):
             apply_objects(access, [o for o in objs if o["kind"] == kind])
-        for component in CHART_COMPONENTS:
+        for component in workload.components:
             access.kubectl(*rollout, f"deployment/{RELEASE}-{component}", timeout=330)
-        mark("chart_pods_ready")
+        stages.mark("chart_pods_ready")
         yield release
     finally:
         for ns in namespaces:
