@@ -18,7 +18,6 @@ from typing import Any
 import pytest
 
 from braid.policy.dimee import RouterMode
-from braid.render.block import FETCHER_CONTAINER
 from braid_dev import real_deploy, real_dimee
 from braid_dev.dimee_deploy import (
     BLOCKS,
@@ -108,7 +107,7 @@ def test_the_tiers_fetch_their_archives_and_serve_in_containers(
         assert pod["status"]["containerStatuses"][0]["image"] == release.images.reference(
             "triton-runtime"
         )
-        assert real_dimee.init_ran_in_container(pod, FETCHER_CONTAINER), pod["status"]
+        assert real_deploy.fetched_in_container(pod), pod["status"]
         block = pod["metadata"]["labels"]["braid.dev/block"]
         loads = [a for a in pod["spec"]["containers"][0]["args"] if a.startswith("--load-model=")]
         assert sorted(loads) == sorted(f"--load-model={m}" for m in real_dimee.TIER_MODELS[block])
@@ -125,7 +124,7 @@ def test_the_gateway_pod_fetches_the_pools_in_its_init_container(
     (pod,) = release.chart_pods("gateway")
     assert real_deploy.runs_in_container(pod, node), pod["status"]
     assert real_deploy.pod_ready(pod), pod["status"]
-    assert real_dimee.init_ran_in_container(pod, "fetch-models"), pod["status"]
+    assert real_deploy.fetched_in_container(pod), pod["status"]
     args = pod["spec"]["containers"][0]["args"]
     assert "--artifacts-dir=/var/lib/braid/artifacts" in args
 
@@ -164,7 +163,7 @@ def test_fixed_mode_after_a_gateway_restart_gives_the_offline_decisions(
     wait_for(lambda: real_dimee.routing_mode(release) == "fixed", "the routing in fixed mode")
     real_dimee.restart_gateway(release)
     (pod,) = release.chart_pods("gateway")
-    assert real_dimee.init_ran_in_container(pod, "fetch-models"), pod["status"]
+    assert real_deploy.fetched_in_container(pod), pod["status"]
     served = send_sentences(real_dimee.gateway_grpc_address(release), export, SENTENCES)
     compared = Comparison("fixed", served, offline_decisions(export, "fixed", SENTENCES))
     LOG.info("dimee_real mode=fixed %s", compared.summary())

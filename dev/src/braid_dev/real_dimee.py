@@ -179,17 +179,6 @@ def policy_ready(release: rd.RealRelease) -> dict[str, Any] | None:
     return next((c for c in conditions if c.get("type") == "Ready"), None)
 
 
-def init_ran_in_container(pod: dict[str, Any], name: str) -> bool:
-    """The init container ``name`` of ``pod`` ran under containerd and exited 0."""
-    for status in pod.get("status", {}).get("initContainerStatuses") or []:
-        if status["name"] == name:
-            done = (status.get("state") or {}).get("terminated") or {}
-            return status.get("containerID", "").startswith("containerd://") and (
-                done.get("exitCode") == 0
-            )
-    return False
-
-
 def gateway_grpc_address(release: rd.RealRelease) -> str:
     (pod,) = release.chart_pods("gateway")
     return f"{pod['status']['podIP']}:{GATEWAY_GRPC_PORT}"
