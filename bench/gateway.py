@@ -11,6 +11,12 @@ same work on both sides, at every concurrency level of the profile:
   ensemble call, ``braid.render.segments``) against ``ensemble`` (the client calls a Triton
   ensemble of the same blocks).
 
+The gateways run on the grpc transport ``braid.dataplane`` picks at import (its
+``GRPC_EXPERIMENTS``: grpc's poller thread reads a socket and wakes the event loop, one
+thread hop per answer instead of four); the client runs on grpc's defaults, as a
+``tritonclient`` user does (``setup.grpc_experiments`` in the results says so). A client
+could turn the same switches on for itself.
+
 Each pair runs ``repeats`` times at each level, its two sides in alternating order
 (``braid_dev.benchstats.alternated``). A repeat yields each side's p50, p99 and throughput;
 the paired differences (gateway minus baseline, ms) and ratios (gateway over baseline,
@@ -61,6 +67,7 @@ from rich.console import Console
 
 from braid.api.catalog import PathCatalog
 from braid.api.routing import single_path_table
+from braid.dataplane import GRPC_EXPERIMENTS
 from braid.dataplane.routing import write_routing_table
 from braid.dataplane.service import read_catalog
 from braid.render.triton_config import render_ensemble_config
@@ -623,6 +630,12 @@ def main(
             "input_shape": in_shape,
             "order": "each pair's two sides alternate: gateway first in even repeats",
             "client": "tritonclient.grpc.aio / tritonclient.http.aio on uvloop, one process",
+            "grpc_experiments": {
+                # grpc core reads them at import: the client imported grpc with its defaults
+                # (tritonclient first), each gateway with braid.dataplane's.
+                "client": "grpc defaults",
+                "gateway": GRPC_EXPERIMENTS,
+            },
             "gateway_flags": {role: GATEWAY_FLAGS[role] for role in gateways},
         },
         "gateway_time_breakdown": {key: breakdown(acc) for key, acc in run.metrics.items()},

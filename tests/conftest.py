@@ -6,6 +6,11 @@ from pathlib import Path
 
 import pytest
 
+# First, before any test module imports tritonclient (and so grpc): the gateways the tests
+# start in this process then run on the grpc transport the gateway ships with (see
+# braid.dataplane's docstring), not on grpc's default.
+import braid.dataplane  # noqa: F401
+
 _TIERS = ("unit", "integration", "e2e")
 
 

@@ -8,7 +8,8 @@ has to be handed to the next hop. Forwarding ``raw_output_contents`` as the next
 ``raw_input_contents`` keeps tensors as bytes end to end and saves that work on each hop. The
 channel options are tritonclient's own (no message size limit, keepalive), so a Triton
 server sees the same client it always does, plus a reconnect backoff capped at 2 s, so a
-restarted server gets its traffic back within seconds.
+restarted server gets its traffic back within seconds. grpc's threading (how an answer
+reaches the event loop) is chosen once, when ``braid.dataplane`` imports grpc.
 
 The pool also remembers which endpoints just failed (a small circuit breaker), so that after
 a host dies requests stop paying a failed connection attempt before they fall back.
