@@ -4,9 +4,12 @@ containers, Prometheus by Kubernetes service discovery, ``helm test``'s Pod, tra
 light -> heavy -> light, the summary and the timeline PNG; and afterwards nothing of it is
 left: no process, container mount or network interface.
 
-The demo runs with a state directory of its own, so it starts (and stops) its own cluster and
-operator instead of sharing the session's, whose operator watches every namespace. (The
-kwok-only demo, whose components run as processes, is what ``test_demo_signals`` stops.)
+With real nodes the demo runs on the session's cluster, in namespaces the session's operator
+leaves alone (``isolated-*``): one machine holds one stack with real nodes, whose kube-proxy
+owns the machine's iptables chains, so a second stack's Services would not work. Without real
+nodes (``BRAID_CLUSTER_REAL_NODES=0``) it runs with a state directory of its own, so it starts
+(and stops) its own kwok cluster. (The kwok-only demo, whose components run as processes, is
+what ``test_demo_signals`` stops.)
 """
 
 from __future__ import annotations
@@ -20,10 +23,12 @@ from pathlib import Path
 
 import pytest
 
-from braid.settings import get_settings
+from braid_dev.stack import cluster as devcluster
 from braid_dev.stack import node_render as nr
 from braid_dev.stack import nodes
 from braid_dev.stack.processes import pid_alive
+from tests.e2e.conftest import E2ECluster
+from tests.e2e.helpers import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -46,25 +51,41 @@ def _pids_mentioning(text: str) -> list[int]:
     ]
 
 
+DEMO_NAMESPACES = ("isolated-demo-a", "isolated-demo-b")
+
+
+def _containers(cluster: E2ECluster) -> set[str]:
+    """The ids of every container the session's real nodes' containerd holds."""
+    tools = nodes.find_tools(cluster.settings.bin_dir)
+    found: set[str] = set()
+    for layout in nodes.node_layouts(devcluster.layout_for(cluster.settings).root):
+        listed = subprocess.run(
+            nr.ctr_argv(tools.ctr, layout, "containers", "list", "-q"),
+            capture_output=True, text=True, check=True, timeout=60,
+        )  # fmt: skip
+        found |= set(listed.stdout.split())
+    return found
+
+
 @pytest.mark.timeout(900)
-def test_demo_runs_end_to_end_and_leaves_nothing_running(tmp_path: Path) -> None:
+def test_demo_runs_end_to_end_and_leaves_nothing_running(
+    tmp_path: Path, cluster: E2ECluster
+) -> None:
     state, workdir, png = tmp_path / "state", tmp_path / "demo", tmp_path / "timeline.png"
     # This checkout's code, whichever checkout the venv's editable install points at.
     root = Path(__file__).resolve().parents[2]
     src = f"{root / 'src'}{os.pathsep}{root / 'dev' / 'src'}"
-    env = {**os.environ, "BRAID_STATE_DIR": str(state), "PYTHONPATH": src}
-    real = get_settings().cluster_real_nodes > 0
+    real = cluster.settings.cluster_real_nodes > 0
+    env = {**os.environ, "PYTHONPATH": src}
+    args = ["--duration=24", f"--workdir={workdir}", f"--png={png}"]
+    if real:
+        args.append(f"--namespaces={','.join(DEMO_NAMESPACES)}")
+    else:
+        env["BRAID_STATE_DIR"] = str(state)
     interfaces_before = set(nodes.interfaces())
+    containers_before = _containers(cluster) if real else set()
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "braid.cli",
-            "demo",
-            "--duration=24",
-            f"--workdir={workdir}",
-            f"--png={png}",
-        ],
+        [sys.executable, "-m", "braid.cli", "demo", *args],
         env=env,
         capture_output=True,
         text=True,
@@ -105,6 +126,28 @@ def test_demo_runs_end_to_end_and_leaves_nothing_running(tmp_path: Path) -> None
         time.sleep(1)
     left = {pid: _cmdline(pid)[:200] for pid in _pids_mentioning(str(tmp_path))}
     assert left == {}
+    if real:
+        # The session's cluster stays; the demo's namespaces (its release, pods) are gone,
+        # and with them every container it ran and every veth of its pods.
+        for name in DEMO_NAMESPACES:
+            wait_for(
+                lambda n=name: (
+                    cluster.access.kubectl(  # type: ignore[misc]
+                        "get", "namespace", n, check=False
+                    ).returncode
+                    != 0
+                ),
+                f"namespace {name} deleted",
+                timeout=180,
+            )
+        wait_for(
+            lambda: _containers(cluster) <= containers_before,
+            "the demo's containers removed",
+            timeout=120,
+        )
+        assert set(nodes.interfaces()) <= interfaces_before
+        assert nodes.mounts_under(tmp_path) == []
+        return
     status = subprocess.run(
         [sys.executable, "-m", "braid.cli", "dev", "cluster", "status"],
         env=env,
@@ -113,10 +156,3 @@ def test_demo_runs_end_to_end_and_leaves_nothing_running(tmp_path: Path) -> None
         timeout=60,
     )
     assert "not running" in status.stdout
-    if real:
-        work = f"{nr.WORK_ROOT}/{nr.cluster_tag(state / 'cluster')}-"
-        left_mounts = [
-            m for m in nodes.mounts_under(nr.WORK_ROOT) if m.startswith(work)
-        ] + nodes.mounts_under(tmp_path)
-        assert left_mounts == []
-        assert set(nodes.interfaces()) <= interfaces_before

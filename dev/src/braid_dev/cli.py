@@ -161,8 +161,15 @@ def demo(
     workdir: Path | None = typer.Option(None, help="Logs, repository, files (<state>/demo)."),
     png: Path = typer.Option(Path("docs/img/demo-timeline.png"), help="Timeline PNG to write."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log each event."),
+    namespaces: str = typer.Option(
+        "provider-a,provider-b",
+        help="LOCAL,HOST: the providers' namespaces (other names need real nodes).",
+    ),
 ) -> None:
     """The whole system end to end: models, cluster, operator, Triton, gateway, traffic."""
     from braid_dev.demo.cli import run_demo_cli
 
-    run_demo_cli(full, duration, keep, workdir, png, verbose)
+    local, sep, host = namespaces.partition(",")
+    if not (local and sep and host) or "," in host:
+        raise typer.BadParameter("two namespaces: LOCAL,HOST", param_hint="--namespaces")
+    run_demo_cli(full, duration, keep, workdir, png, verbose, (local.strip(), host.strip()))

@@ -83,6 +83,7 @@ def run_demo_cli(
     workdir: Path | None,
     png: Path,
     verbose: bool,
+    namespaces: tuple[str, str] = ("provider-a", "provider-b"),
 ) -> None:
     """Run the demo; SIGTERM and SIGHUP stop it as Ctrl-C does (see ``stop_signals``).
 
@@ -103,6 +104,7 @@ def run_demo_cli(
         keep=keep,
         workdir=workdir if workdir is not None else settings.state / "demo",
         png=png,
+        namespaces=namespaces,
     )
     profile = "full" if full else "quick"
     messages = {
@@ -116,7 +118,7 @@ def run_demo_cli(
             " helm install charts/braid, samples on the real pool, Triton pods fetching"
             " their repository, then helm test's Pod"
         ),
-        "helm install": "helm install braid charts/braid (CRDs, RBAC, components) into provider-a",
+        "helm install": f"helm install braid charts/braid (CRDs, RBAC, components) into {namespaces[0]}",
         "operator": "starting the operator as the release's ServiceAccount",
         "samples": "applying the samples (Models, Blocks, Links, OffloadPolicy) + catalog",
         "triton": "kwok runtime: a tritonserver per Triton pod; waiting for the routing ConfigMap",

@@ -66,14 +66,16 @@ def servable_paths(catalog: PathCatalog, endpoints_json: str) -> list[str]:
     return [p.id for p in catalog.paths if all(models.get(h.triton_model) for h in p.hops)]
 
 
-def wait_for_candidates(kube: Kube, catalog: PathCatalog, timeout: float) -> list[str]:
+def wait_for_candidates(
+    kube: Kube, catalog: PathCatalog, namespace: str, timeout: float
+) -> list[str]:
     """The servable paths, once the operator routes every candidate path of the policy."""
     deadline = time.monotonic() + timeout
     last = "no routing ConfigMap yet"
     while time.monotonic() < deadline:
         try:
-            cm = kube.get("v1", "ConfigMap", routing_configmap_name(POLICY_NAME), LOCAL_NAMESPACE)
-            policy = kube.get("braid.dev/v1alpha1", "OffloadPolicy", POLICY_NAME, LOCAL_NAMESPACE)
+            cm = kube.get("v1", "ConfigMap", routing_configmap_name(POLICY_NAME), namespace)
+            policy = kube.get("braid.dev/v1alpha1", "OffloadPolicy", POLICY_NAME, namespace)
         except Exception as exc:
             if not transient(exc):
                 raise
@@ -144,15 +146,17 @@ def deploy_on_real_nodes(
     repository: Path,
     catalog: PathCatalog,
     workdir: Path,
+    namespaces: tuple[str, str] = (LOCAL_NAMESPACE, HOST_NAMESPACE),
 ) -> RealStack:
-    """braid on the real nodes for the demo; ``stack`` tears it all down again."""
+    """braid on the real nodes for the demo, in ``namespaces`` (the local provider's, the
+    host's); ``stack`` tears it all down again."""
     host = real_deploy.node_ip(access)
     store = start_s3_store(workdir / "store", workdir / "versitygw", settings.bin_dir, host=host)
     stack.callback(store.stop)
     prometheus = sd.start_sd_prometheus(
         settings.bin_dir / "prometheus-sd",
         access.kubeconfig,
-        [LOCAL_NAMESPACE, HOST_NAMESPACE],
+        list(namespaces),
         workdir / "prometheus",
         host=host,
         wait_for_target=False,
@@ -175,10 +179,11 @@ def deploy_on_real_nodes(
                 "serviceMonitor.interval=1s",
                 f"controller.capacity={{local={cpus},host={cpus}}}",
             ],
+            namespaces=namespaces,
         )
     )
     kube = Kube.from_kubeconfig(access.kubeconfig)
-    servable = wait_for_candidates(kube, catalog, timeout=300)
+    servable = wait_for_candidates(kube, catalog, namespaces[0], timeout=300)
     (gateway,) = release.chart_pods("gateway")
     ip = gateway["status"]["podIP"]
     url = f"http://{ip}:{GATEWAY_HTTP_PORT}"

@@ -86,6 +86,8 @@ class DemoOptions:
     png: Path = Path("docs/img/demo-timeline.png")
     light_rps: float = 5.0
     heavy_workers: int = 12
+    namespaces: tuple[str, str] = (LOCAL_NAMESPACE, HOST_NAMESPACE)
+    """The local provider's and the host's namespaces (other names need real nodes)."""
 
 
 @dataclass(frozen=True)
@@ -163,10 +165,12 @@ def _kubectl_apply(access: cluster.ClusterAccess, objs: list[dict[str, Any]]) ->
     )
 
 
-def wait_for_terminating_namespaces(access: cluster.ClusterAccess) -> None:
+def wait_for_terminating_namespaces(
+    access: cluster.ClusterAccess, namespaces: tuple[str, str] = (LOCAL_NAMESPACE, HOST_NAMESPACE)
+) -> None:
     """A previous demo on a reused cluster deletes its namespaces without waiting for them;
     helm cannot install into a namespace that is still going away."""
-    for name in (LOCAL_NAMESPACE, HOST_NAMESPACE):
+    for name in namespaces:
         phase = access.kubectl(
             "get", "namespace", name, "-o", "jsonpath={.status.phase}", check=False
         ).stdout.strip()
@@ -266,8 +270,10 @@ class PolicyObserver:
         catalog: PathCatalog,
         state: DemoState,
         local_selector: str = 'tier="local"',
+        namespace: str = LOCAL_NAMESPACE,
     ) -> None:
         self.local_selector = local_selector
+        self.namespace = namespace
         self.kube = kube
         self.prometheus = prometheus
         self.catalog = catalog
@@ -277,7 +283,7 @@ class PolicyObserver:
         busy = self.prometheus.query_value(
             f"sum(rate(nv_inference_compute_infer_duration_us{{{self.local_selector}}}[4s])) / 1e6"
         )
-        policy = self.kube.get("braid.dev/v1alpha1", "OffloadPolicy", POLICY_NAME, LOCAL_NAMESPACE)
+        policy = self.kube.get("braid.dev/v1alpha1", "OffloadPolicy", POLICY_NAME, self.namespace)
         status = (policy or {}).get("status") or {}
         active = status.get("activePaths") or []
         path = (
@@ -769,17 +775,21 @@ def _serve_on_real_nodes(
     repository: Path,
     catalog: PathCatalog,
     workdir: Path,
+    namespaces: tuple[str, str],
 ) -> Served:
     """Real nodes: braid through its chart, every component and Triton pod in a container."""
+    local_ns = namespaces[0]
     with _stage(state, "real deploy", progress):
-        wait_for_terminating_namespaces(access)
-        real = deploy_on_real_nodes(stack, access, settings, repository, catalog, workdir)
+        wait_for_terminating_namespaces(access, namespaces)
+        real = deploy_on_real_nodes(
+            stack, access, settings, repository, catalog, workdir, namespaces
+        )
     state.stages.update({f"real deploy: {k}": v for k, v in real.stages.items()})
     return Served(
         gateway_url=real.gateway_url,
         gateway_grpc=real.gateway_grpc,
         prometheus_url=real.prometheus_url,
-        local_selector=f'namespace="{LOCAL_NAMESPACE}"',
+        local_selector=f'namespace="{local_ns}"',
         servable=real.servable,
         catalog_where=f"ConfigMap {CATALOG_CONFIGMAP}",
         helm_test=real.helm_test,
@@ -814,12 +824,18 @@ def run_demo(
             up = cluster.up(settings)
             access = cluster.access(settings)
         if up.already_running:
-            stack.callback(_delete_namespaces, access)
+            stack.callback(_delete_namespaces, access, options.namespaces)
         else:
             stack.callback(cluster.down, settings)
         if has_real_nodes(access):
             served = _serve_on_real_nodes(
-                stack, state, progress, access, settings, repository, catalog, workdir
+                stack, state, progress, access, settings, repository, catalog, workdir,
+                options.namespaces,
+            )  # fmt: skip
+        elif options.namespaces != (LOCAL_NAMESPACE, HOST_NAMESPACE):
+            raise ValueError(
+                f"namespaces {options.namespaces}: a kwok-only demo serves the samples'"
+                f" {LOCAL_NAMESPACE} and {HOST_NAMESPACE} only"
             )
         else:
             served = _serve_with_processes(
@@ -831,7 +847,9 @@ def run_demo(
         promql = PrometheusClient(served.prometheus_url)
         stack.callback(promql.close)
         kube = Kube.from_kubeconfig(access.kubeconfig)
-        loop = PolicyObserver(kube, promql, catalog, state, served.local_selector)
+        loop = PolicyObserver(
+            kube, promql, catalog, state, served.local_selector, options.namespaces[0]
+        )
         controller_stop = threading.Event()
         controller_thread = threading.Thread(target=loop.run, args=(controller_stop,), daemon=True)
         controller_thread.start()
@@ -905,7 +923,5 @@ def run_demo(
     return result
 
 
-def _delete_namespaces(access: cluster.ClusterAccess) -> None:
-    access.kubectl(
-        "delete", "namespace", "provider-a", "provider-b", "--wait=false", "--ignore-not-found"
-    )
+def _delete_namespaces(access: cluster.ClusterAccess, namespaces: tuple[str, str]) -> None:
+    access.kubectl("delete", "namespace", *namespaces, "--wait=false", "--ignore-not-found")
