@@ -18,6 +18,7 @@ import pytest
 
 from braid.settings import Settings, get_settings
 from braid_dev.stack import cluster as devcluster
+from braid_dev.stack.artifact_servers import S3Store
 from braid_dev.stack.operator_process import install_operator_prerequisites, start_operator
 from braid_dev.stack.processes import ManagedProcess
 from tests.e2e.helpers import wait_for
@@ -131,3 +132,21 @@ def samples(cluster: E2ECluster, operator: ManagedProcess) -> Iterator[None]:
             "--timeout=90s",
             check=False,
         )
+
+
+@pytest.fixture(scope="module")
+def store(cluster: E2ECluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Store]:
+    """An S3-compatible store (versitygw) on the real node's bridge, where pods fetch from."""
+    from braid_dev import real_deploy
+    from braid_dev.stack.artifact_servers import start_s3_store
+
+    s3 = start_s3_store(
+        tmp_path_factory.mktemp("store"),
+        tmp_path_factory.mktemp("versitygw"),
+        cluster.settings.bin_dir,
+        host=real_deploy.node_ip(cluster.access),
+    )
+    try:
+        yield s3
+    finally:
+        s3.stop()

@@ -24,7 +24,7 @@ from braid_dev.stack import cluster as devcluster
 from braid_dev.stack import node_render as nr
 from braid_dev.stack import nodes
 from braid_dev.stack import prometheus_sd as sd
-from braid_dev.stack.artifact_servers import S3Store, start_s3_store
+from braid_dev.stack.artifact_servers import S3Store
 from braid_dev.stack.images import REGISTRY
 from tests.e2e.conftest import E2ECluster
 from tests.e2e.helpers import wait_for
@@ -38,20 +38,6 @@ HOST_BLOCK = real_deploy.HOST_BLOCK
 # isolated-*: the session's process-run operator leaves these to the chart's.
 LOCAL_NAMESPACE, HOST_NAMESPACE = NAMESPACES = ("isolated-real-a", "isolated-real-b")
 RealRelease = real_deploy.RealRelease
-
-
-@pytest.fixture(scope="module")
-def store(cluster: E2ECluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Store]:
-    s3 = start_s3_store(
-        tmp_path_factory.mktemp("store"),
-        tmp_path_factory.mktemp("versitygw"),
-        cluster.settings.bin_dir,
-        host=real_deploy.node_ip(cluster.access),
-    )
-    try:
-        yield s3
-    finally:
-        s3.stop()
 
 
 @pytest.fixture(scope="module")

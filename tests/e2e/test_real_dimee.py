@@ -29,7 +29,7 @@ from braid_dev.dimee_deploy import (
 )
 from braid_dev.stack import node_render as nr
 from braid_dev.stack import nodes
-from braid_dev.stack.artifact_servers import S3Store, start_s3_store
+from braid_dev.stack.artifact_servers import S3Store
 from tests.e2e.conftest import E2ECluster
 from tests.e2e.helpers import wait_for
 
@@ -49,20 +49,6 @@ MODE: RouterMode = "adaptive"
 @pytest.fixture(scope="module")
 def export() -> DimeeExport:
     return cached_export()
-
-
-@pytest.fixture(scope="module")
-def store(cluster: E2ECluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Store]:
-    s3 = start_s3_store(
-        tmp_path_factory.mktemp("store"),
-        tmp_path_factory.mktemp("versitygw"),
-        cluster.settings.bin_dir,
-        host=real_deploy.node_ip(cluster.access),
-    )
-    try:
-        yield s3
-    finally:
-        s3.stop()
 
 
 @pytest.fixture(scope="module")

@@ -17,8 +17,10 @@ import os
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -60,34 +62,49 @@ def has_real_nodes(access: cluster.ClusterAccess) -> bool:
     return False
 
 
-def servable_paths(catalog: PathCatalog, endpoints_json: str) -> list[str]:
-    """The catalog's paths whose every hop has an address in the routing ConfigMap (pure)."""
-    models = json.loads(endpoints_json)["models"]
-    return [p.id for p in catalog.paths if all(models.get(h.triton_model) for h in p.hops)]
-
-
-def wait_for_candidates(
-    kube: Kube, catalog: PathCatalog, namespace: str, timeout: float
+def servable_paths(
+    catalog: PathCatalog, endpoints_json: str, reachable: Callable[[str], bool] = bool
 ) -> list[str]:
-    """The servable paths, once the operator routes every candidate path of the policy."""
+    """The catalog's paths whose every hop's address in the routing ConfigMap is
+    ``reachable`` (pure; by default: has one)."""
+    models = json.loads(endpoints_json)["models"]
+    return [
+        p.id
+        for p in catalog.paths
+        if all(reachable(str(models.get(h.triton_model) or "")) for h in p.hops)
+    ]
+
+
+def wait_for_routing(
+    kube: Kube,
+    catalog: PathCatalog,
+    namespace: str,
+    timeout: float,
+    reachable: Callable[[str], bool] = bool,
+    check: Callable[[], None] = lambda: None,
+) -> tuple[dict[str, Any], list[str]]:
+    """The routing ConfigMap and its servable paths, once the operator routes every candidate
+    path of the policy to ``reachable`` addresses; ``check`` raises what makes waiting moot."""
     deadline = time.monotonic() + timeout
     last = "no routing ConfigMap yet"
     while time.monotonic() < deadline:
+        check()
         try:
             cm = kube.get("v1", "ConfigMap", routing_configmap_name(POLICY_NAME), namespace)
             policy = kube.get("braid.dev/v1alpha1", "OffloadPolicy", POLICY_NAME, namespace)
         except Exception as exc:
             if not transient(exc):
                 raise
-            last = f"the API server answered {getattr(exc, 'status', exc)}"
+            # A CI run met a 504 here while a dozen tritonservers started on 2 cores.
+            last = f"the API server answered {getattr(exc, 'status', exc)}; asking again"
             time.sleep(1.0)
             continue
         if cm is not None and policy is not None:
-            servable = servable_paths(catalog, cm["data"][ENDPOINTS_FILE])
+            servable = servable_paths(catalog, cm["data"][ENDPOINTS_FILE], reachable)
             count = int((policy.get("status") or {}).get("candidatePaths") or 0)
             if servable and len(servable) >= count:
-                return servable
-            last = f"{len(servable)}/{count} candidate paths have a Ready pod on every hop"
+                return cm, servable
+            last = f"{len(servable)}/{count} candidate paths served on every hop"
         time.sleep(1.0)
     raise TimeoutError(f"routing not ready after {timeout:.0f} s: {last}")
 
@@ -183,7 +200,7 @@ def deploy_on_real_nodes(
         )
     )
     kube = Kube.from_kubeconfig(access.kubeconfig)
-    servable = wait_for_candidates(kube, catalog, namespaces[0], timeout=300)
+    _, servable = wait_for_routing(kube, catalog, namespaces[0], timeout=300)
     (gateway,) = release.chart_pods("gateway")
     ip = gateway["status"]["podIP"]
     url = f"http://{ip}:{GATEWAY_HTTP_PORT}"

@@ -39,7 +39,7 @@ import yaml
 
 from braid.api.catalog import PathCatalog
 from braid.dataplane.promql import PrometheusClient
-from braid.kube.client import Kube, transient
+from braid.kube.client import Kube
 from braid.logs import log_event
 from braid.render.prometheus_config import ScrapeTarget
 from braid.render.routing import ENDPOINTS_FILE, routing_configmap_name
@@ -59,7 +59,7 @@ from braid_dev.demo.manifests import (
     demo_manifests,
     load_samples,
 )
-from braid_dev.demo.real_stack import deploy_on_real_nodes, has_real_nodes
+from braid_dev.demo.real_stack import deploy_on_real_nodes, has_real_nodes, wait_for_routing
 from braid_dev.kwok_runtime import KwokTritonRuntime
 from braid_dev.stack import cluster
 from braid_dev.stack.operator_process import start_operator
@@ -222,39 +222,24 @@ def install_samples(access: cluster.ClusterAccess, repository: Path, catalog: Pa
     return f"{where} ({size / 1024:.0f} KiB)"
 
 
-def wait_for_routing(
+def wait_for_kwok_routing(
     kube: Kube, catalog: PathCatalog, runtime: KwokTritonRuntime, timeout: float
 ) -> tuple[dict[str, Any], list[str]]:
-    """The routing ConfigMap once every hop of its routable paths has a loopback address."""
-    name = routing_configmap_name(POLICY_NAME)
-    deadline = time.monotonic() + timeout
-    last = "no routing ConfigMap yet"
-    while time.monotonic() < deadline:
+    """The routing ConfigMap once every hop of its routable paths has a loopback address (a
+    tritonserver the kwok runtime started here)."""
+
+    def runtime_ok() -> None:
         if runtime.failures:
             raise RuntimeError(f"the kwok runtime could not start Triton: {runtime.failures}")
-        try:
-            cm = kube.get("v1", "ConfigMap", name, LOCAL_NAMESPACE)
-            policy = kube.get("braid.dev/v1alpha1", "OffloadPolicy", POLICY_NAME, LOCAL_NAMESPACE)
-        except Exception as exc:
-            if not transient(exc):
-                raise
-            # A CI run met a 504 here while a dozen tritonservers started on 2 cores.
-            last = f"the API server answered {getattr(exc, 'status', exc)}; asking again"
-            time.sleep(1.0)
-            continue
-        if cm is not None and policy is not None:
-            models = json.loads(cm["data"][ENDPOINTS_FILE])["models"]
-            servable = [
-                p.id
-                for p in catalog.paths
-                if all(str(models.get(h.triton_model, "")).startswith("127.0.0.1:") for h in p.hops)
-            ]
-            count = int((policy.get("status") or {}).get("candidatePaths") or 0)
-            if servable and len(servable) >= count:
-                return cm, servable
-            last = f"{len(servable)}/{count} candidate paths served on loopback"
-        time.sleep(1.0)
-    raise TimeoutError(f"routing not ready after {timeout:.0f} s: {last}")
+
+    return wait_for_routing(
+        kube,
+        catalog,
+        LOCAL_NAMESPACE,
+        timeout,
+        reachable=lambda address: address.startswith("127.0.0.1:"),
+        check=runtime_ok,
+    )
 
 
 # -- the controller ----------------------------------------------------------------------------
@@ -704,7 +689,7 @@ def _serve_with_processes(
 
     stack.callback(stop_runtime)
     with _stage(state, "triton", progress):
-        cm, servable = wait_for_routing(kube, catalog, runtime, timeout=300)
+        cm, servable = wait_for_kwok_routing(kube, catalog, runtime, timeout=300)
     with _stage(state, "gateway", progress):
         endpoints = workdir / "endpoints.json"
         endpoints.write_text(cm["data"][ENDPOINTS_FILE])
