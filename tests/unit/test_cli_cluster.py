@@ -43,3 +43,20 @@ def test_up_without_binaries_fails_with_how_to_build_them(empty_env: dict[str, s
     assert result.exit_code == 1
     assert "binaries missing" in result.output
     assert "make install-binaries" in result.output
+
+
+@pytest.mark.parametrize(
+    ("value", "env", "says"),
+    [
+        ("only-one", {}, "two namespaces"),
+        ("a,b,c", {}, "two namespaces"),
+        ("a,b", {"BRAID_CLUSTER_REAL_NODES": "0"}, "kwok-only demo"),
+    ],
+)
+def test_demo_refuses_bad_namespaces_before_starting_anything(
+    empty_env: dict[str, str], value: str, env: dict[str, str], says: str
+) -> None:
+    result = runner.invoke(app, ["demo", f"--namespaces={value}"], env={**empty_env, **env})
+    assert result.exit_code == 2
+    assert says in " ".join(result.output.split())
+    assert not (Path(empty_env["BRAID_STATE_DIR"]) / "cluster").exists()

@@ -167,9 +167,16 @@ def demo(
     ),
 ) -> None:
     """The whole system end to end: models, cluster, operator, Triton, gateway, traffic."""
+    from braid.settings import get_settings
     from braid_dev.demo.cli import run_demo_cli
 
     local, sep, host = namespaces.partition(",")
     if not (local and sep and host) or "," in host:
         raise typer.BadParameter("two namespaces: LOCAL,HOST", param_hint="--namespaces")
+    if namespaces != "provider-a,provider-b" and get_settings().cluster_real_nodes == 0:
+        raise typer.BadParameter(
+            "a kwok-only demo (BRAID_CLUSTER_REAL_NODES=0) serves the samples' provider-a and"
+            " provider-b only",
+            param_hint="--namespaces",
+        )
     run_demo_cli(full, duration, keep, workdir, png, verbose, (local.strip(), host.strip()))
