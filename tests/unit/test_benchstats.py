@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from braid_dev.benchstats import LoadSampler, alternated, median_interval
+from braid_dev.benchstats import LoadSampler, alternated, is_quiet, median_interval
 
 
 def test_the_compared_modes_swap_order_every_repeat() -> None:
@@ -60,3 +60,19 @@ def test_uptime_readings_before_and_after_the_run_are_recorded() -> None:
     assert len(summary["uptime_before_1_5_15"]) == 3
     assert len(summary["uptime_after_1_5_15"]) == 3
     assert summary["samples"] == 2
+
+
+def test_quiet_means_little_cpu_went_to_others_or_to_steal() -> None:
+    assert is_quiet(0.05, 0.01) is True
+    assert is_quiet(0.30, 0.0) is False  # other processes used 30 % of the cores
+    assert is_quiet(0.02, 0.15) is False  # the hypervisor's other guests took 15 %
+    assert is_quiet(None, 0.0) is False  # not measured
+
+
+def test_a_run_measures_the_cpu_others_used() -> None:
+    with LoadSampler(every_s=60.0) as sampler:
+        sum(i * i for i in range(200_000))  # this process's own work is not the others'
+    summary = sampler.summary(cpus=2)
+    assert summary["others_cpu_share"] is not None
+    assert summary["others_cpu_share"] >= 0.0
+    assert isinstance(summary["quiet"], bool)

@@ -34,8 +34,62 @@ T = TypeVar("T")
 
 CONFIDENCE = 0.95
 QUIET_LOAD_PER_CORE = 0.5
-"""A 1-minute load average at or below this share of the cores, all through a run, counts as
-a quiet machine: enough of it was left to the benchmark for its figures to mean something."""
+"""Without CPU readings (a sampler not run as a context): a 1-minute load average at or below
+this share of the cores at every sample counts as quiet."""
+QUIET_OTHERS_CPU_SHARE = 0.10
+"""The share of the machine's CPU that processes outside the benchmark's own process tree and
+the hypervisor's steal may take during a run for it to count as quiet. The load average
+cannot say: a benchmark that saturates the cores raises it by itself, and a previous run's
+load lingers in it for minutes."""
+
+
+def is_quiet(others_cpu_share: float | None, steal_share: float | None) -> bool:
+    """Quiet: during the run, little CPU went to anything that is not the benchmark, neither
+    to other processes here nor to the hypervisor's other guests (steal) (pure)."""
+    return (
+        others_cpu_share is not None
+        and steal_share is not None
+        and others_cpu_share + steal_share <= QUIET_OTHERS_CPU_SHARE
+    )
+
+
+def steal_seconds() -> float:
+    """CPU seconds the hypervisor gave other guests while this machine wanted them (all
+    cores; /proc/stat's ``steal``)."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()
+    return int(fields[8]) / os.sysconf("SC_CLK_TCK") if len(fields) > 8 else 0.0
+
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _proc_stat(pid: int) -> tuple[int, float] | None:
+    """(parent pid, CPU seconds used) of a process, or None once it is gone."""
+    try:
+        text = (Path("/proc") / str(pid) / "stat").read_text()
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2 :].split()
+    return int(fields[1]), (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+def cpu_seconds_outside(root: int) -> dict[int, float]:
+    """CPU seconds used so far by every process that is not ``root`` or a descendant of it."""
+    stats = {
+        int(p.name): stat
+        for p in Path("/proc").iterdir()
+        if p.name.isdigit() and (stat := _proc_stat(int(p.name))) is not None
+    }
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _) in stats.items():
+        children.setdefault(ppid, []).append(pid)
+    own, todo = set(), [root]
+    while todo:
+        pid = todo.pop()
+        if pid not in own:
+            own.add(pid)
+            todo += children.get(pid, [])
+    return {pid: cpu for pid, (_, cpu) in stats.items() if pid not in own}
 
 
 def alternated(first: T, second: T, repeat: int) -> tuple[T, T]:
@@ -147,10 +201,21 @@ class LoadSampler:
     """``uptime``'s 1/5/15-minute load averages just before the run: what others left running."""
     after: tuple[float, float, float] | None = None
     """The same just after it (its 1-minute figure includes the benchmark's own processes)."""
+    others_cpu_share: float | None = None
+    """CPU used during the run by processes outside this one's tree, as a share of the cores
+    (processes that started and ended inside the run are missed)."""
+    steal_share: float | None = None
+    """CPU the hypervisor took for other guests during the run, as a share of the cores."""
+    _others: dict[int, float] = field(default_factory=dict)
+    _steal: float = 0.0
+    _started: float = 0.0
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
     def __enter__(self) -> LoadSampler:
+        self._others = cpu_seconds_outside(os.getpid())
+        self._steal = steal_seconds()
+        self._started = time.monotonic()
         self.before = os.getloadavg()
         self.samples.append(self.before[0])
         self._thread = threading.Thread(target=self._run, name="load-sampler", daemon=True)
@@ -163,6 +228,12 @@ class LoadSampler:
             self._thread.join(self.every_s + 1)
         self.after = os.getloadavg()
         self.samples.append(self.after[0])
+        wall = time.monotonic() - self._started
+        now = cpu_seconds_outside(os.getpid())
+        used = sum(cpu - self._others.get(pid, 0.0) for pid, cpu in now.items())
+        capacity = wall * (os.cpu_count() or 1)
+        self.others_cpu_share = used / capacity if wall > 0 else None
+        self.steal_share = (steal_seconds() - self._steal) / capacity if wall > 0 else None
 
     def _run(self) -> None:
         while not self._stop.wait(self.every_s):
@@ -185,9 +256,21 @@ class LoadSampler:
             "load_1min_min": round(min(self.samples), 2),
             "load_1min_median": round(statistics.median(self.samples), 2),
             "load_1min_max": round(peak, 2),
-            "quiet": peak <= QUIET_LOAD_PER_CORE * cores,
-            "quiet_means": f"1-minute load average <= {QUIET_LOAD_PER_CORE} x {cores} cores "
-            "at every sample",
+            "others_cpu_share": (
+                None if self.others_cpu_share is None else round(self.others_cpu_share, 3)
+            ),
+            "steal_share": None if self.steal_share is None else round(self.steal_share, 3),
+            "quiet": (
+                is_quiet(self.others_cpu_share, self.steal_share)
+                if self.others_cpu_share is not None
+                else peak <= QUIET_LOAD_PER_CORE * cores
+            ),
+            "quiet_means": (
+                f"processes outside the benchmark's tree and the hypervisor's steal took <="
+                f" {QUIET_OTHERS_CPU_SHARE:.0%} of the {cores} cores during the run (without"
+                f" those readings: a 1-minute load average <= {QUIET_LOAD_PER_CORE} x {cores}"
+                " at every sample)"
+            ),
             **uptime,
         }
 
