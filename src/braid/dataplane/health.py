@@ -56,6 +56,10 @@ class ReadinessMonitor:
             except grpc.aio.AioRpcError as exc:
                 self.planner.set_down(address)
                 self.pool.mark_down(address, f"probe: {exc.code().name}")
+                if exc.code() == grpc.StatusCode.UNAVAILABLE:
+                    # Unreachable (no address, refused): fresh channels resolve and connect
+                    # at once instead of after gRPC's backoff (``TritonPool.renew``).
+                    self.pool.renew(address)
                 return
             ready = frozenset(m.name for m in response.models if m.state == "READY")
             self.planner.set_ready(address, ready)

@@ -17,6 +17,7 @@ a host dies requests stop paying a failed connection attempt before they fall ba
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import time
@@ -59,6 +60,7 @@ class EndpointState:
     down_until: float = 0.0
     failures: int = 0
     last_error: str = ""
+    renewed_at: float = 0.0
 
     def available(self, now: float) -> bool:
         return now >= self.down_until
@@ -80,20 +82,33 @@ class TritonPool:
     ``cooldown_s`` is how long an endpoint that failed at the transport level is skipped.
     """
 
-    def __init__(self, *, channels_per_endpoint: int = 1, cooldown_s: float = 2.0) -> None:
+    def __init__(
+        self,
+        *,
+        channels_per_endpoint: int = 1,
+        cooldown_s: float = 2.0,
+        renew_every_s: float = 5.0,
+        retire_after_s: float = 30.0,
+    ) -> None:
         if channels_per_endpoint < 1:
             raise ValueError("channels_per_endpoint must be >= 1")
         self.channels_per_endpoint = channels_per_endpoint
         self.cooldown_s = cooldown_s
+        self.renew_every_s = renew_every_s
+        self.retire_after_s = retire_after_s
         self._endpoints: dict[str, _Endpoint] = {}
+        self._retiring: set[asyncio.Task[None]] = set()
+
+    def _new_channels(self, address: str) -> list[grpc.aio.Channel]:
+        return [
+            grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+            for _ in range(self.channels_per_endpoint)
+        ]
 
     def _endpoint(self, address: str) -> _Endpoint:
         endpoint = self._endpoints.get(address)
         if endpoint is None:
-            channels = [
-                grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
-                for _ in range(self.channels_per_endpoint)
-            ]
+            channels = self._new_channels(address)
             endpoint = _Endpoint(
                 channels=channels,
                 stubs=[service_pb2_grpc.GRPCInferenceServiceStub(c) for c in channels],
@@ -142,6 +157,34 @@ class TritonPool:
             log_event(logger, "pool.endpoint_up", address=address)
         state.down_until = 0.0
 
+    def renew(self, address: str) -> bool:
+        """Give ``address`` fresh channels, at most every ``renew_every_s``; True if it did.
+
+        The prober calls this while an endpoint stays unreachable. A Block's address is its
+        headless Service's DNS name, which has no record while no pod is ready; gRPC's DNS
+        resolver then backs off up to 120 s between attempts and ignores requests to
+        re-resolve meanwhile, so a host back after a minute could wait two more for its
+        traffic. A fresh channel resolves at once. The old channels are closed only after
+        ``retire_after_s``, so a call still in flight on them finishes."""
+        endpoint = self._endpoint(address)
+        now = time.monotonic()
+        if now - endpoint.state.renewed_at < self.renew_every_s:
+            return False
+        old = endpoint.channels
+        endpoint.channels = self._new_channels(address)
+        endpoint.stubs = [service_pb2_grpc.GRPCInferenceServiceStub(c) for c in endpoint.channels]
+        endpoint.state.renewed_at = now
+        task = asyncio.get_running_loop().create_task(self._retire(old))
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+        log_event(logger, "pool.channels_renewed", address=address)
+        return True
+
+    async def _retire(self, channels: list[grpc.aio.Channel]) -> None:
+        await asyncio.sleep(self.retire_after_s)
+        for channel in channels:
+            await channel.close()
+
     async def infer(
         self, address: str, request: service_pb2.ModelInferRequest, timeout_s: float | None
     ) -> service_pb2.ModelInferResponse:
@@ -175,6 +218,8 @@ class TritonPool:
         return sorted(self._endpoints)
 
     async def close(self) -> None:
+        for task in list(self._retiring):
+            task.cancel()
         for endpoint in self._endpoints.values():
             for channel in endpoint.channels:
                 await channel.close()
