@@ -44,6 +44,7 @@ from braid.policy.dimee import (
     reached_exits,
     tier_exits,
 )
+from braid_dev.dimee_deploy import offline_decisions
 from braid_dev.stack.triton import TritonServer, start_triton
 
 from .gateway_support import gateway_over, grpc_parameters, sample_value
@@ -87,19 +88,10 @@ def offline_logits(dimee: DimeeDeployment, tier_of: np.ndarray) -> np.ndarray:
 
 def offline(dimee: DimeeDeployment, mode: RouterMode) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Tier and prediction of the first ``SAMPLES`` test samples, and the final centroids, as
-    ``evaluate`` computes them for the method that ``mode`` serves (one sample at a time)."""
-    cal = dimee.calibration
-    test = dimee.trained.splits["test"]
-    logits = dimee.trained.logits["test"][:SAMPLES]
-    conf = confidences(logits)
-    router = PoolRouter(cal.centroids, cal.counts, mode=mode, prior_count=100)
-    emb = test.embeddings[:SAMPLES]
-    if router.feedback:
-        tier_of = router.assign_with_feedback(emb, conf, cal.alpha, cal.tiers)
-    else:
-        tier_of = router.assign(emb)
-    exit_at = tier_exits(conf, tier_of, cal.alpha, cal.tiers)
-    return tier_of, predictions_at(logits, exit_at), router.centroids
+    ``evaluate`` computes them for the method that ``mode`` serves (one sample at a time):
+    the rig's own offline reference, which the cluster e2e tests compare with too."""
+    found = offline_decisions(dimee, mode, SAMPLES)
+    return found.tiers, found.predictions, found.centroids
 
 
 def offline_in_batches(

@@ -35,7 +35,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import tritonclient.grpc as grpcclient
@@ -446,6 +446,8 @@ class Offline:
     tiers: np.ndarray[Any, Any]
     predictions: np.ndarray[Any, Any]
     labels: np.ndarray[Any, Any]
+    centroids: np.ndarray[Any, Any]
+    """The router's centroids after the last sentence (Ours-D moves them)."""
 
     @property
     def accuracy(self) -> float:
@@ -457,7 +459,17 @@ class Offline:
         return [tier_path_id(TIERS[int(k)]) for k in self.tiers]
 
 
-def offline_decisions(export: DimeeExport, mode: RouterMode, n: int = SENTENCES) -> Offline:
+class Calibrated(Protocol):
+    """A trained DIMEE model with its serving calibration (an export, a test's deployment)."""
+
+    @property
+    def trained(self) -> Trained: ...
+
+    @property
+    def calibration(self) -> Calibration: ...
+
+
+def offline_decisions(export: Calibrated, mode: RouterMode, n: int = SENTENCES) -> Offline:
     """Tier and prediction of the same sentences as the offline evaluation computes them for
     the method ``mode`` serves (one sample at a time, from the same calibration)."""
     cal = export.calibration
@@ -472,7 +484,9 @@ def offline_decisions(export: DimeeExport, mode: RouterMode, n: int = SENTENCES)
         else router.assign(emb)
     )
     exit_at = tier_exits(conf, tier_of, cal.alpha, cal.tiers)
-    return Offline(tier_of, predictions_at(logits, exit_at), np.asarray(test.labels[:n]))
+    return Offline(
+        tier_of, predictions_at(logits, exit_at), np.asarray(test.labels[:n]), router.centroids
+    )
 
 
 @dataclass(frozen=True)
