@@ -31,6 +31,7 @@ Prometheus feeding the controller. Writes ``results/real_cluster.json``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -39,6 +40,7 @@ import sys
 import tarfile
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -119,12 +121,32 @@ def artifacts(work: Path, settings: Settings) -> dict[str, Any]:
     return {"delivered_by_scheme": delivered, "models": len(models), "configs_validated": validated}
 
 
-def cluster_checks(work: Path, settings: Settings) -> dict[str, Any]:
+@contextlib.contextmanager
+def namespace_on_a_cluster(
+    settings: Settings, namespace: str
+) -> Iterator[devcluster.ClusterAccess]:
+    """A namespace (with its default ServiceAccount) on the cluster of ``settings``, started
+    for it unless one runs; the namespace goes, and a cluster started here stops, after."""
     result = devcluster.up(settings)
     access = devcluster.access(settings)
-    namespace = "real-cluster-bench"
     try:
         access.kubectl("create", "namespace", namespace, check=False)
+        for _ in range(60):
+            if access.kubectl(
+                "get", "serviceaccount", "default", "-n", namespace, check=False
+            ).stdout:
+                break
+            time.sleep(1)
+        yield access
+    finally:
+        access.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+        if not result.already_running:
+            devcluster.down(settings)
+
+
+def cluster_checks(work: Path, settings: Settings) -> dict[str, Any]:
+    namespace = "real-cluster-bench"
+    with namespace_on_a_cluster(settings, namespace) as access:
         block = {
             "apiVersion": "braid.dev/v1alpha1",
             "kind": "Block",
@@ -137,15 +159,6 @@ def cluster_checks(work: Path, settings: Settings) -> dict[str, Any]:
         )
         unknown_refused = refused.returncode != 0 and "modelRepository" in refused.stderr
         access.kubectl("wait", "--for=condition=Ready", "node", "--all", "--timeout=120s")
-        for _ in range(60):
-            if (
-                access.kubectl(
-                    "get", "serviceaccount", "default", "-n", namespace, check=False
-                ).returncode
-                == 0
-            ):
-                break
-            time.sleep(1)
         access.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(sd.triton_like_pod()))
         access.kubectl(
             "wait", "--for=condition=Ready", f"pod/{sd.POD_NAME}", "-n", namespace, "--timeout=120s"
@@ -164,10 +177,6 @@ def cluster_checks(work: Path, settings: Settings) -> dict[str, Any]:
                 up = client.query(queries.tiers_up)
         finally:
             prometheus.stop()
-    finally:
-        access.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
-        if not result.already_running:
-            devcluster.down(settings)
     return {
         "unknown_scheme_refused": unknown_refused,
         "unknown_scheme_message": refused.stderr.strip().splitlines()[-1][:300],
@@ -178,28 +187,15 @@ def cluster_checks(work: Path, settings: Settings) -> dict[str, Any]:
 
 def dimee_e2e(work: Path, settings: Settings) -> dict[str, Any]:
     """Step 4 on a cluster of its own (kwok nodes suffice: the rig runs the Tritons)."""
-    result = devcluster.up(settings)
-    access = devcluster.access(settings)
     namespace = "real-cluster-dimee"
-    try:
+    with namespace_on_a_cluster(settings, namespace) as access:
         install_operator_prerequisites(access)
-        access.kubectl("create", "namespace", namespace, check=False)
-        for _ in range(60):
-            if access.kubectl(
-                "get", "serviceaccount", "default", "-n", namespace, check=False
-            ).stdout:
-                break
-            time.sleep(1)
         operator = start_operator(access, work / "operator", namespaces=[namespace])
         try:
             with deploy_dimee(access, namespace, work / "dimee") as rig:
                 modes = {m: compare_with_offline(rig, m).summary() for m in ("fixed", "adaptive")}
         finally:
             operator.stop()
-    finally:
-        access.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
-        if not result.already_running:
-            devcluster.down(settings)
     return {"alpha": rig.export.calibration.alpha, "model_key": rig.export.trained.key, **modes}
 
 
