@@ -11,6 +11,7 @@ import contextlib
 import re
 import subprocess
 import threading
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -194,6 +195,24 @@ def _host_pod(release: RealRelease) -> dict[str, Any]:
     return pod
 
 
+def _what_happened(
+    release: RealRelease, cluster: E2ECluster, answers: list[tuple[int, str, str]]
+) -> str:
+    """Why the cross path was not served: the answers by (status, path, fallback reason),
+    the host pod's state, and the gateway's last log lines."""
+    (gateway,) = release.chart_pods("gateway")
+    logs = cluster.kubectl(
+        "logs", gateway["metadata"]["name"], "-n", LOCAL_NAMESPACE, "--tail=40", check=False
+    )
+    host = _host_pod(release)
+    return (
+        f"answers: {Counter(answers).most_common()}\n"
+        f"host pod {host['metadata']['name']}: {host['status'].get('podIP')} "
+        f"{host['status'].get('conditions')}\n"
+        f"gateway log:\n{logs}"
+    )
+
+
 def test_a_crashed_host_triton_restarts_while_the_gateway_falls_back(
     release: RealRelease, cluster: E2ECluster
 ) -> None:
@@ -229,14 +248,18 @@ def test_a_crashed_host_triton_restarts_while_the_gateway_falls_back(
                     answers.append((0, "", type(exc).__name__))
                 stop.wait(0.05)
 
+    def served_by_cross(since: int, what: str, timeout: float) -> None:
+        try:
+            wait_for(
+                lambda: any(a[1] == cross and not a[2] for a in answers[since:]), what, timeout
+            )
+        except pytest.fail.Exception as exc:
+            pytest.fail(f"{exc}\n{_what_happened(release, cluster, answers[since:])}")
+
     sender = threading.Thread(target=send, daemon=True)
     sender.start()
     try:
-        wait_for(
-            lambda: any(a[1] == cross and not a[2] for a in answers),
-            "a request served by the cross path",
-            timeout=120,
-        )
+        served_by_cross(0, "a request served by the cross path", 120)
         before = len(answers)
         tools = nodes.find_tools(cluster.settings.bin_dir)
         (layout,) = nodes.node_layouts(devcluster.layout_for(cluster.settings).root)
@@ -255,11 +278,7 @@ def test_a_crashed_host_triton_restarts_while_the_gateway_falls_back(
 
         wait_for(restarted, "the kubelet to restart the host's Triton container", timeout=300)
         after_restart = len(answers)
-        wait_for(
-            lambda: any(a[1] == cross and not a[2] for a in answers[after_restart:]),
-            "the cross path serving again after the restart",
-            timeout=180,
-        )
+        served_by_cross(after_restart, "the cross path serving again after the restart", 180)
     finally:
         stop.set()
         sender.join(timeout=60)

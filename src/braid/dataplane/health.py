@@ -22,6 +22,11 @@ from braid.logs import log_event
 
 logger = logging.getLogger(__name__)
 
+RENEW_ON = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+"""Probe failures that say the channel, not the server's answer, is what failed: a probe is
+a 1-s RepositoryIndex, so a channel still connecting to a pod IP that no longer exists (its
+TCP connect unanswered) times out rather than failing fast."""
+
 
 class ReadinessMonitor:
     """Probes the servers of one compiled catalog, now (``probe``) or every ``interval_s``."""
@@ -56,9 +61,10 @@ class ReadinessMonitor:
             except grpc.aio.AioRpcError as exc:
                 self.planner.set_down(address)
                 self.pool.mark_down(address, f"probe: {exc.code().name}")
-                if exc.code() == grpc.StatusCode.UNAVAILABLE:
-                    # Unreachable (no address, refused): fresh channels resolve and connect
-                    # at once instead of after gRPC's backoff (``TritonPool.renew``).
+                if exc.code() in RENEW_ON:
+                    # Unreachable (no address, refused) or stuck connecting (an address
+                    # resolved before its pod was replaced): fresh channels resolve and
+                    # connect at once instead of after gRPC's backoff (``TritonPool.renew``).
                     self.pool.renew(address)
                 return
             ready = frozenset(m.name for m in response.models if m.state == "READY")

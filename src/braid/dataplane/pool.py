@@ -46,6 +46,9 @@ CHANNEL_OPTIONS: tuple[tuple[str, int | str], ...] = (
     ("grpc.initial_reconnect_backoff_ms", 250),
     ("grpc.min_reconnect_backoff_ms", 250),
     ("grpc.max_reconnect_backoff_ms", 2000),
+    # A failed connection asks the resolver for fresh addresses (a replaced pod has a new
+    # IP); by default it answers at most every 30 s.
+    ("grpc.dns_min_time_between_resolutions_ms", 1000),
     # A Block's Service is headless: its DNS name lists every ready pod, and round robin
     # spreads calls over them (pick_first, the default, would send all to the first).
     ("grpc.lb_policy_name", "round_robin"),
