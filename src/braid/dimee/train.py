@@ -6,14 +6,16 @@ the text; it follows CeeBERT [27], whose loss is the weighted average of the exi
 with weight ``i`` for exit ``i`` (``Σ i·L_i / Σ i``, as in PABEE/ElasticBERT): deeper exits
 count more, so the last layer is not sacrificed to the shallow ones. That is what this does.
 
-CPU budget (two shared cores): one epoch over a subset of GLUE's SST-2 training phrases,
+CPU budget (two cores): two epochs over a subset of GLUE's SST-2 training phrases,
 batches of similar-length phrases padded to their longest (a phrase averages 13 tokens, a
 64-token pad would cost 5x), ``torch.set_num_threads(2)``. The model and every split's exit
 logits are stored under ``<cache>/dimee`` by a hash of the config and of the data files, so
 a second ``train``/``evaluate``, and the tests, only load them.
 
-Profiles: ``full`` trains on every training source sentence plus 12,000 other phrases
-(the issue's budget: <= 30 min on two cores); ``quick`` (the tests) on 800 phrases, with
+Profiles: ``full`` trains two epochs on every training source sentence plus 20,000 other
+phrases (the issue's budget: <= 30 min on two cores; one epoch on 12,000 left the full
+model at 87.96 % over three seeds, under the 88 % a fine-tuned MiniLM-L6 should reach);
+``quick`` (the tests) one epoch on 800 phrases, with
 300 validation sentences and 400 tweets, in about a minute of CPU.
 """
 
@@ -94,7 +96,12 @@ class TrainConfig:
 
 PROFILES: dict[str, TrainConfig] = {
     "full": TrainConfig(
-        profile="full", other_phrases=12000, sentences=None, val_samples=None, drift_samples=2000
+        profile="full",
+        other_phrases=20000,
+        sentences=None,
+        val_samples=None,
+        drift_samples=2000,
+        epochs=2,
     ),
     "quick": TrainConfig(
         profile="quick", other_phrases=500, sentences=300, val_samples=300, drift_samples=400
@@ -229,7 +236,8 @@ def finetune(
     config: TrainConfig, backbone: Backbone, ids: np.ndarray[Any, Any],
     labels: np.ndarray[Any, Any], progress: Progress,
 ) -> MultiExitModel:  # fmt: skip
-    """Encoder and six exits trained jointly: AdamW, linear warm-up then decay, one pass."""
+    """Encoder and six exits trained jointly: AdamW, linear warm-up then decay over
+    ``config.epochs`` passes."""
     torch.manual_seed(config.seed)
     model = MultiExitModel(
         backbone.encoder, [ExitHead(width=config.head_width) for _ in range(LAYERS)]
