@@ -32,9 +32,11 @@ class E2ECluster:
     settings: Settings
     reused: bool
 
-    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> str:
+    def kubectl(
+        self, *args: str, input: str | None = None, check: bool = True, timeout: float = 60.0
+    ) -> str:
         """kubectl's stdout; a failure raises with kubectl's stderr in the message."""
-        return self.access.kubectl(*args, input=input, check=check).stdout
+        return self.access.kubectl(*args, input=input, check=check, timeout=timeout).stdout
 
     def kubectl_json(self, *args: str) -> Any:
         return self.access.kubectl_json(*args)
@@ -122,16 +124,28 @@ def samples(cluster: E2ECluster, operator: ManagedProcess) -> Iterator[None]:
     try:
         yield
     finally:
-        # Links carry the operator's finalizer: delete them while the operator still runs.
-        cluster.kubectl(
-            "delete",
-            "-f",
-            str(SAMPLES),
-            "--ignore-not-found",
-            "--wait=true",
-            "--timeout=90s",
-            check=False,
-        )
+        # Models and Links carry the operator's finalizer: delete them while the operator
+        # still runs, and before their namespaces, whose controller backs off (seconds,
+        # then more) while content with a finalizer remains. Then wait for the namespaces:
+        # the next module applies them again.
+        objects, namespaces = _sample_files()
+        for files in (objects, namespaces):
+            cluster.kubectl(
+                "delete",
+                *(f"--filename={f}" for f in files),
+                "--ignore-not-found",
+                "--wait=true",
+                "--timeout=180s",
+                check=False,
+                timeout=210,
+            )
+
+
+def _sample_files() -> tuple[list[Path], list[Path]]:
+    """``crds/samples``' files: the braid objects', and the namespaces'."""
+    files = sorted(SAMPLES.glob("*.yaml"))
+    namespaces = [f for f in files if "namespace" in f.name]
+    return [f for f in files if f not in namespaces], namespaces
 
 
 @pytest.fixture(scope="module")

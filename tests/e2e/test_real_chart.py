@@ -205,11 +205,18 @@ def _what_happened(
         "logs", gateway["metadata"]["name"], "-n", LOCAL_NAMESPACE, "--tail=40", check=False
     )
     host = _host_pod(release)
+    # More than one ReplicaSet: the host's pod was replaced after the gateway first resolved it.
+    replica_sets = cluster.kubectl(
+        "get", "rs", "-n", HOST_NAMESPACE, "-l", f"braid.dev/block={HOST_BLOCK}", "-o", "name",
+        check=False,
+    )  # fmt: skip
     return (
         f"answers: {Counter(answers).most_common()}\n"
-        f"host pod {host['metadata']['name']}: {host['status'].get('podIP')} "
-        f"{host['status'].get('conditions')}\n"
-        f"gateway log:\n{logs}"
+        f"host pod {host['metadata']['name']} ({host['metadata']['creationTimestamp']}): "
+        f"{host['status'].get('podIP')} {host['status'].get('conditions')}\n"
+        f"host ReplicaSets: {replica_sets.split()}\n"
+        f"gateway pod {gateway['metadata']['name']} ({gateway['metadata']['creationTimestamp']})"
+        f" log:\n{logs}"
     )
 
 
