@@ -87,6 +87,8 @@ def release(
             extra_values=[
                 f"controller.prometheusUrl={prometheus.url}",
                 "serviceMonitor.interval=1s",
+                # Every event in the gateway's log, which a failure here quotes.
+                "gateway.verbose=true",
             ],
             namespaces=NAMESPACES,
         ) as installed:
@@ -202,7 +204,7 @@ def _what_happened(
     the host pod's state, and the gateway's last log lines."""
     (gateway,) = release.chart_pods("gateway")
     logs = cluster.kubectl(
-        "logs", gateway["metadata"]["name"], "-n", LOCAL_NAMESPACE, "--tail=40", check=False
+        "logs", gateway["metadata"]["name"], "-n", LOCAL_NAMESPACE, "--tail=60", check=False
     )
     host = _host_pod(release)
     # More than one ReplicaSet: the host's pod was replaced after the gateway first resolved it.
