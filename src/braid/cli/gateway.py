@@ -59,7 +59,8 @@ def gateway_command(
         Path | None,
         typer.Option(
             help="endpoints.json as the operator writes it into the routing ConfigMap "
-            "(--endpoint options override its entries)."
+            "(--endpoint options override its entries); watched: an address it gains later "
+            "(a Block Ready after the gateway started) is added, none is dropped."
         ),
     ] = None,
     routing: Annotated[
@@ -97,13 +98,20 @@ def gateway_command(
     from braid.dataplane.dimee import PoolsUnavailableError
     from braid.dataplane.executor import ExecutorOptions
     from braid.dataplane.server import GatewayOptions, serve_gateway
-    from braid.dataplane.service import InferenceService, ModelSource, build_service, read_catalog
+    from braid.dataplane.service import (
+        EndpointsFile,
+        InferenceService,
+        ModelSource,
+        build_service,
+        read_catalog,
+    )
 
     setup_logging(verbose)
     base = (
         Endpoints() if endpoints is None else Endpoints.model_validate_json(endpoints.read_text())
     )
     flags = parse_endpoints(endpoint or [])
+    overrides = Endpoints(servers=flags["servers"], models=flags["models"])
     merged = Endpoints(
         servers={**base.servers, **flags["servers"]}, models={**base.models, **flags["models"]}
     )
@@ -113,6 +121,7 @@ def gateway_command(
         catalog=read_catalog(catalog),
         endpoints=merged,
         routing_file=routing,
+        endpoints_file=None if endpoints is None else EndpointsFile(endpoints, overrides),
         artifacts_dir=artifacts_dir,
     )
 

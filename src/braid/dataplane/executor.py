@@ -145,6 +145,8 @@ class PathExecutor:
         rng: random.Random | None = None,
     ) -> None:
         self.options = options if options is not None else ExecutorOptions()
+        self.catalog = catalog
+        self.endpoints = endpoints
         self.model = catalog.local_model
         self.pool = pool
         self.metrics = metrics if metrics is not None else default_metrics()

@@ -4,7 +4,9 @@ The choice is a pure function of the table and one uniform random number, so tes
 numbers and check the split exactly. The table itself arrives as a JSON file (a ConfigMap
 volume in a cluster, a file the person edits in local mode); ``RoutingTableWatcher`` polls it
 and hands every valid new version to a callback. An invalid file is logged and ignored: the
-gateway keeps serving with the last good table rather than failing requests.
+gateway keeps serving with the last good table rather than failing requests. The endpoints
+file beside it is watched the same way (``FileWatcher``); its addresses only ever grow
+(``grown_endpoints``).
 """
 
 from __future__ import annotations
@@ -18,13 +20,16 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from itertools import accumulate
 from pathlib import Path
+from typing import Generic, TypeVar
 
 from pydantic import ValidationError
 
-from braid.api.routing import RoutingTable
+from braid.api.routing import Endpoints, RoutingTable
 from braid.logs import log_event
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class RoutingTableError(ValueError):
@@ -91,6 +96,27 @@ def read_routing_table(path: Path, known_paths: Iterable[str] | None = None) -> 
     return parse_routing_table(text, known_paths)
 
 
+def read_endpoints(path: Path) -> Endpoints:
+    """An ``endpoints.json``; ``ValueError`` (pydantic's included) or ``OSError`` if unusable."""
+    return Endpoints.model_validate_json(path.read_bytes())
+
+
+def grown_endpoints(current: Endpoints, published: Endpoints, overrides: Endpoints) -> Endpoints:
+    """What a gateway serving ``current`` routes to once ``published`` arrives: every address
+    it knew, the published ones over them, and the command line's ``overrides`` over all.
+
+    Nothing is dropped. The operator publishes a Block's models only while the Block has a
+    ready pod, so a host restarting vanishes from the file for a while; forgetting it would
+    refuse the requests pinned to its paths and the controller's tables naming them, where
+    keeping it lets the prober mark it down and those requests fall back until it is back.
+    A Block published after the gateway started (a host Ready later) is added.
+    """
+    return Endpoints(
+        servers={**current.servers, **published.servers, **overrides.servers},
+        models={**current.models, **published.models, **overrides.models},
+    )
+
+
 def write_routing_table(table: RoutingTable, path: Path) -> None:
     """Write atomically (rename), so a watching gateway never reads half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -109,20 +135,29 @@ def _file_key(path: Path) -> tuple[int, int, int] | None:
     return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
-class RoutingTableWatcher:
-    """Poll a routing table file and call ``on_change`` with each new valid table."""
+class FileWatcher(Generic[T]):
+    """Poll a file and call ``on_change`` with each new version that ``read`` accepts.
+
+    ``read`` raises one of ``refused`` for a version to ignore (logged as ``<what>.rejected``;
+    the last good one stays in force). ``check`` forgets nothing: ``recheck`` reads the
+    file again even if it did not change (a version refused before may be good now).
+    """
 
     def __init__(
         self,
         path: Path,
-        on_change: Callable[[RoutingTable], None],
+        read: Callable[[Path], T],
+        on_change: Callable[[T], None],
         *,
-        known_paths: Iterable[str] | None = None,
+        refused: tuple[type[Exception], ...],
+        what: str,
         interval_s: float = 0.5,
     ) -> None:
         self.path = path
+        self.read = read
         self.on_change = on_change
-        self.known_paths = None if known_paths is None else frozenset(known_paths)
+        self.refused = refused
+        self.what = what
         self.interval_s = interval_s
         self._key: tuple[int, int, int] | None = None
         self._task: asyncio.Task[None] | None = None
@@ -130,20 +165,27 @@ class RoutingTableWatcher:
         self.rejected = 0
 
     def check(self) -> bool:
-        """Read the file if it changed since the last look; True when a new table was applied."""
+        """Read the file if it changed since the last look; True when a new version was applied."""
         key = _file_key(self.path)
         if key is None or key == self._key:
             return False
         self._key = key
         try:
-            table = read_routing_table(self.path, self.known_paths)
-        except RoutingTableError as exc:
+            value = self.read(self.path)
+        except self.refused as exc:
             self.rejected += 1
-            log_event(logger, "routing.rejected", level=logging.WARNING, path=self.path, error=exc)
+            log_event(
+                logger, f"{self.what}.rejected", level=logging.WARNING, path=self.path, error=exc
+            )
             return False
-        self.on_change(table)
+        self.on_change(value)
         self.reloads += 1
         return True
+
+    def recheck(self) -> bool:
+        """Read the file now, changed or not."""
+        self._key = None
+        return self.check()
 
     async def _run(self) -> None:
         while True:
@@ -151,7 +193,7 @@ class RoutingTableWatcher:
             try:
                 self.check()
             except Exception as exc:  # the watcher must outlive any surprise in one poll
-                log_event(logger, "routing.watch_failed", level=logging.ERROR, error=exc)
+                log_event(logger, f"{self.what}.watch_failed", level=logging.ERROR, error=exc)
 
     def start(self) -> None:
         if self._task is None:
@@ -163,3 +205,26 @@ class RoutingTableWatcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+
+
+class RoutingTableWatcher(FileWatcher[RoutingTable]):
+    """Poll a routing table file and call ``on_change`` with each new valid table; one that
+    names a path outside ``known_paths`` (settable: the executor's paths can grow) is refused."""
+
+    def __init__(
+        self,
+        path: Path,
+        on_change: Callable[[RoutingTable], None],
+        *,
+        known_paths: Iterable[str] | None = None,
+        interval_s: float = 0.5,
+    ) -> None:
+        super().__init__(
+            path,
+            lambda p: read_routing_table(p, self.known_paths),
+            on_change,
+            refused=(RoutingTableError,),
+            what="routing",
+            interval_s=interval_s,
+        )
+        self.known_paths = None if known_paths is None else frozenset(known_paths)

@@ -8,11 +8,13 @@ means) is decided here and in the executors, once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from braid import __version__
 from braid.api.catalog import PathCatalog
@@ -22,7 +24,14 @@ from braid.dataplane.errors import InferenceError, Reason
 from braid.dataplane.executor import ExecutorOptions, PathExecutor, executors_by_model
 from braid.dataplane.metrics import GatewayMetrics, default_metrics
 from braid.dataplane.pool import TritonPool
-from braid.dataplane.routing import RoutingTableError, RoutingTableWatcher, read_routing_table
+from braid.dataplane.routing import (
+    FileWatcher,
+    RoutingTableError,
+    RoutingTableWatcher,
+    grown_endpoints,
+    read_endpoints,
+    read_routing_table,
+)
 from braid.dataplane.tensors import InferRequest, InferResponse, ModelSignature
 from braid.logs import log_event
 
@@ -48,14 +57,30 @@ def _applier(executor: PathExecutor) -> Callable[[RoutingTable], None]:
     return apply
 
 
+@dataclass(frozen=True)
+class EndpointsFile:
+    """Where a model's endpoints are published, and the command line's overrides of them."""
+
+    path: Path
+    overrides: Endpoints = field(default_factory=Endpoints)
+
+
 class InferenceService:
-    """The models a gateway serves, each through its own path executor."""
+    """The models a gateway serves, each through its own path executor.
+
+    A model's executor is compiled against its endpoints; when its ``endpoints_files`` entry
+    publishes an address it did not know (a host Block Ready after the gateway started),
+    a new executor is compiled against the grown endpoints and swapped in (requests in
+    flight finish on the old one), and the routing file is read again, since a table naming
+    a path that was not servable before may be good now.
+    """
 
     def __init__(
         self,
         executors: Sequence[PathExecutor],
         *,
         routing_files: dict[str, Path] | None = None,
+        endpoints_files: dict[str, EndpointsFile] | None = None,
         routing_poll_s: float = 0.5,
         metrics: GatewayMetrics | None = None,
         pool: TritonPool | None = None,
@@ -64,17 +89,71 @@ class InferenceService:
         self.pool = pool
         """The executors' channel pool, closed with the service when given."""
         self.metrics = metrics if metrics is not None else default_metrics()
-        self.watchers: list[RoutingTableWatcher] = []
+        self.routing_watchers: dict[str, RoutingTableWatcher] = {}
         for model, path in (routing_files or {}).items():
             executor = self.executor(model)
-            self.watchers.append(
-                RoutingTableWatcher(
-                    path,
-                    _applier(executor),
-                    known_paths=executor.paths,
-                    interval_s=routing_poll_s,
-                )
+            self.routing_watchers[model] = RoutingTableWatcher(
+                path, _applier(executor), known_paths=executor.paths, interval_s=routing_poll_s
             )
+        self.endpoints_watchers: dict[str, FileWatcher[Endpoints]] = {}
+        for model, published in (endpoints_files or {}).items():
+            self.executor(model)
+            self.endpoints_watchers[model] = FileWatcher(
+                published.path,
+                read_endpoints,
+                self._endpoints_applier(model, published.overrides),
+                refused=(ValueError, OSError),
+                what="endpoints",
+                interval_s=routing_poll_s,
+            )
+        self._swaps: set[asyncio.Task[None]] = set()
+
+    @property
+    def watchers(self) -> list[FileWatcher[Any]]:
+        return [*self.routing_watchers.values(), *self.endpoints_watchers.values()]
+
+    def _endpoints_applier(self, model: str, overrides: Endpoints) -> Callable[[Endpoints], None]:
+        def apply(published: Endpoints) -> None:
+            current = self.executors[model]
+            grown = grown_endpoints(current.endpoints, published, overrides)
+            if grown == current.endpoints:
+                return
+            task = asyncio.get_running_loop().create_task(self._swap(current, grown))
+            self._swaps.add(task)
+            task.add_done_callback(self._swaps.discard)
+
+        return apply
+
+    async def _swap(self, old: PathExecutor, endpoints: Endpoints) -> None:
+        """Compile ``old``'s model against ``endpoints``, start it, and serve with it."""
+        new = PathExecutor(
+            old.catalog,
+            endpoints,
+            old.pool,
+            old.table,
+            options=old.options,
+            metrics=self.metrics,
+            sample_router=old.sample_router,
+            rng=old.rng,
+        )
+        await new.start()
+        if self.executors.get(old.model) is not old:  # a newer swap won
+            await new.close()
+            return
+        self.executors[old.model] = new
+        watcher = self.routing_watchers.get(old.model)
+        if watcher is not None:
+            watcher.on_change = _applier(new)
+            watcher.known_paths = frozenset(new.paths)
+            watcher.recheck()
+        await old.close()
+        log_event(
+            logger,
+            "endpoints.applied",
+            model=old.model,
+            paths=len(new.paths),
+            added=",".join(sorted(set(new.paths) - set(old.paths))) or "-",
+        )
 
     def executor(self, model: str, version: str = "") -> PathExecutor:
         """The executor of ``model``; every model has one version, ``1``."""
@@ -136,6 +215,10 @@ class InferenceService:
     async def close(self) -> None:
         for watcher in self.watchers:
             await watcher.stop()
+        for task in list(self._swaps):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         for executor in self.executors.values():
             await executor.close()
         if self.pool is not None:
@@ -150,6 +233,8 @@ class ModelSource:
     endpoints: Endpoints
     routing_file: Path | None = None
     """Watched for new tables; read once at start when it exists."""
+    endpoints_file: EndpointsFile | None = None
+    """Watched for addresses ``endpoints`` lacks (``InferenceService``)."""
     table: RoutingTable | None = None
     """The table to start with when there is no file (default: all on the original path)."""
     artifacts_dir: Path | None = None
@@ -174,6 +259,36 @@ def dimee_pools_path(dimee: DimeeRouting, artifacts_dir: Path | None) -> Path:
     return artifacts_dir / dimee.pools
 
 
+def _executor_or_original(
+    source: ModelSource,
+    pool: TritonPool,
+    table: RoutingTable | None,
+    **kwargs: Any,
+) -> PathExecutor:
+    """The executor with ``table``, or, when the table names a path these endpoints cannot
+    serve yet (the controller chose a host whose Block is not published now: it restarts),
+    with all traffic on the original path until the endpoints file grows and the table is
+    read again. A table that is wrong in any other way stops the gateway as before."""
+    try:
+        return PathExecutor(source.catalog, source.endpoints, pool, table, **kwargs)
+    except RoutingTableError as exc:
+        if table is None or source.endpoints_file is None:
+            raise
+        executor = PathExecutor(source.catalog, source.endpoints, pool, None, **kwargs)
+        if table.unknown_paths(executor.paths) and not table.unknown_paths(
+            p.id for p in source.catalog.paths
+        ):
+            log_event(
+                logger,
+                "routing.deferred",
+                level=logging.WARNING,
+                model=executor.model,
+                error=exc,
+            )
+            return executor
+        raise
+
+
 def build_service(
     sources: Sequence[ModelSource],
     *,
@@ -193,6 +308,7 @@ def build_service(
     pool = TritonPool(channels_per_endpoint=channels_per_endpoint)
     executors = []
     files: dict[str, Path] = {}
+    published: dict[str, EndpointsFile] = {}
     for source in sources:
         table = source.table
         if source.routing_file is not None and source.routing_file.exists():
@@ -205,9 +321,8 @@ def build_service(
                 table.dimee.prior_count,
             )
         executors.append(
-            PathExecutor(
-                source.catalog,
-                source.endpoints,
+            _executor_or_original(
+                source,
                 pool,
                 table,
                 options=options,
@@ -218,6 +333,13 @@ def build_service(
         )
         if source.routing_file is not None:
             files[source.catalog.local_model] = source.routing_file
+        if source.endpoints_file is not None:
+            published[source.catalog.local_model] = source.endpoints_file
     return InferenceService(
-        executors, routing_files=files, routing_poll_s=routing_poll_s, metrics=metrics, pool=pool
+        executors,
+        routing_files=files,
+        endpoints_files=published,
+        routing_poll_s=routing_poll_s,
+        metrics=metrics,
+        pool=pool,
     )
