@@ -8,6 +8,7 @@ pod on this machine, listening on the node's bridge so the gateway pod reaches i
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import subprocess
 import threading
@@ -19,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
+from braid.render.routing import ENDPOINTS_FILE, routing_configmap_name
 from braid_dev import real_deploy
 from braid_dev.demo.manifests import POLICY_NAME
 from braid_dev.stack import cluster as devcluster
@@ -295,6 +297,66 @@ def test_a_crashed_host_triton_restarts_while_the_gateway_falls_back(
     assert all(status == 200 for status, _, _ in answers), [a for a in answers if a[0] != 200]
     assert any(fallback for _, _, fallback in during), "no request fell back while it was down"
     assert {path for _, path, fallback in during if fallback} == {release.catalog.original_path}
+
+
+def _set_host_replicas(cluster: E2ECluster, replicas: int) -> None:
+    cluster.kubectl(
+        "patch", "block", HOST_BLOCK, "-n", HOST_NAMESPACE, "--type=merge",
+        "-p", json.dumps({"spec": {"replicas": replicas}}),
+    )  # fmt: skip
+
+
+def test_a_gateway_started_before_its_host_was_ready_crosses_once_it_is(
+    release: RealRelease, cluster: E2ECluster
+) -> None:
+    """The operator publishes a Block's address only while it has a ready pod. A gateway
+    (re)started while the host has none starts without the cross paths, and must take them
+    up when the host is published, without a restart."""
+    cross = next(p.id for p in release.catalog.paths if p.kind.startswith("cross"))
+    (old,) = release.chart_pods("gateway")
+
+    def host_published() -> bool:
+        configmap = cluster.kubectl_json(
+            "get", "configmap", routing_configmap_name(POLICY_NAME), "-n", LOCAL_NAMESPACE
+        )
+        return HOST_NAMESPACE in configmap["data"][ENDPOINTS_FILE]
+
+    _set_host_replicas(cluster, 0)
+    try:
+        wait_for(lambda: not host_published(), "the host dropped from endpoints.json", 120)
+        cluster.kubectl(
+            "delete", "pod", old["metadata"]["name"], "-n", LOCAL_NAMESPACE, "--wait=true",
+            timeout=120,
+        )  # fmt: skip
+
+        def new_gateway() -> dict[str, Any] | None:
+            pods = release.chart_pods("gateway")
+            fresh = [p for p in pods if p["metadata"]["name"] != old["metadata"]["name"]]
+            return (
+                fresh[0] if len(pods) == 1 and fresh and real_deploy.pod_ready(fresh[0]) else None
+            )
+
+        gateway = wait_for(new_gateway, "a new gateway pod Ready", timeout=180)
+        log = cluster.kubectl("logs", gateway["metadata"]["name"], "-n", LOCAL_NAMESPACE)
+        started = re.search(r"executor.started .*skipped=(\d+)", log)
+        assert started, log
+        assert int(started.group(1)) > 0, log  # it started without the host's paths
+    finally:
+        _set_host_replicas(cluster, 1)
+    url, body = _pinned_request(release, cross)
+
+    def crossed() -> bool:
+        try:
+            r = httpx.post(url, json=body, timeout=10)
+        except httpx.HTTPError:
+            return False
+        return (
+            r.status_code == 200
+            and r.headers.get("braid-path") == cross
+            and not r.headers.get("braid-fallback")
+        )
+
+    wait_for(crossed, "a request served by the cross path on the new gateway", timeout=240)
 
 
 def test_an_image_missing_on_the_node_makes_the_block_unready_with_the_reason(
