@@ -5,6 +5,7 @@ writes would be most of the operator's API traffic."""
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
@@ -72,3 +73,40 @@ def test_a_status_is_written_once_per_change_of_what_the_pods_say(
     assert reasons == ["ErrImagePull", "Available"]
     assert recorder.writes[-1]["readyReplicas"] == 1
     assert recorder.writes[-1]["observedGeneration"] == 1
+
+
+class SlowFirstWrite(StatusRecorder):
+    """The first write takes a while to land (a slow API server round trip)."""
+
+    def patch_status(
+        self, api_version: str, kind: str, name: str, namespace: str, status: dict[str, Any]
+    ) -> None:
+        if not self.writes and not getattr(self, "slowed", False):
+            self.slowed = True
+            time.sleep(0.3)
+        super().patch_status(api_version, kind, name, namespace, status)
+
+
+def test_the_last_status_written_is_what_the_pods_say_last(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two events of one Block (its pod's and its Deployment's) handled at once: the one that
+    saw the pods later must not be overwritten by the other's slower write."""
+    recorder = SlowFirstWrite()
+    monkeypatch.setattr(operator, "default_kube", lambda: recorder)
+    monkeypatch.setattr(operator, "_written", {})
+    starting = _pod("ContainerCreating")
+    indices = _indices(starting)
+
+    async def two_events() -> None:
+        first = asyncio.create_task(operator.mirror_block_status(*KEY, indices))
+        await asyncio.sleep(0.05)  # the first is writing "Progressing"
+        indices["pods_index"] = {KEY: [_pod("ErrImagePull")]}
+        await operator.mirror_block_status(*KEY, indices)
+        await first
+
+    asyncio.run(two_events())
+    reasons = [
+        next(c["reason"] for c in w["conditions"] if c["type"] == "Ready") for w in recorder.writes
+    ]
+    assert reasons[-1] == "ErrImagePull"

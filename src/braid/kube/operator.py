@@ -229,15 +229,28 @@ def _summary(status: dict[str, Any]) -> tuple[Any, ...]:
 # event that came before the index caught up: 4.4 status writes per Block at 1,000 Blocks.
 _written: dict[tuple[str, str], tuple[Any, ...]] = {}
 
+# One writer per Block at a time. kopf handles a pod's and a Deployment's events concurrently;
+# each reads the indices, then waits on its write in a thread, so without this a status read
+# earlier (Progressing) could land after one read later (Unschedulable) and stand until the
+# next event or resync. Inside the lock the indices are read as they are when the write goes.
+_writing: dict[tuple[str, str], asyncio.Lock] = {}
+
 
 async def mirror_block_status(namespace: str, block_name: str, indices: dict[str, Any]) -> None:
     """Write a Block's status from its Deployment and pods as the indices hold them, when it
     says something new (a rollout sends several events per pod and per Deployment, and at
     1,000 Blocks the unchanged ones would be most of the operator's API traffic)."""
     key = (namespace, block_name)
+    async with _writing.setdefault(key, asyncio.Lock()):
+        await _mirror_block_status(key, indices)
+
+
+async def _mirror_block_status(key: tuple[str, str], indices: dict[str, Any]) -> None:
+    namespace, block_name = key
     known = list(indices["blocks_index"].get(key, []))
     if not known:
         _written.pop(key, None)
+        _writing.pop(key, None)  # the Block is gone; a later one of that name gets a new lock
         return
     block = {
         **known[0],
