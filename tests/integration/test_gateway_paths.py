@@ -428,6 +428,57 @@ def test_hops_in_a_row_on_one_server_are_one_ensemble_call(
             assert passes == 5
 
 
+def test_a_skip_path_and_an_exit_path_whose_samples_all_leave_are_one_call_each(
+    synthetic_models: SyntheticModels,
+    local_runtime: LocalRuntime,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """The skip link is fused with the blocks around it, and an exit head that ends its path
+    with the blocks before it when the table sets no threshold there; with a threshold the
+    gateway reads the head's logits, so the head is a call of its own."""
+    catalog = synthetic_models.catalog
+    skip = segment_name([h.triton_model for h in catalog.path(syn.SKIP).hops])
+    whole = segment_name([h.triton_model for h in catalog.path(syn.EXIT).hops])
+    before_head = segment_name(["toy.b0", "toy.b1"])
+    routing_file = tmp_path_factory.mktemp("fuse-through") / "routing.json"
+    with gateway_over(catalog, local_runtime.endpoints, routing_file, table((syn.SKIP, 1))) as (
+        thread,
+        registry,
+    ):
+        assert thread.gateway is not None
+        client = grpcclient.InferenceServerClient(thread.gateway.grpc_address)
+
+        def calls(hop: str) -> float:
+            return sample_value(registry, "braid_gateway_triton_calls_total", model=MODEL, hop=hop)
+
+        def infer(x: np.ndarray) -> grpcclient.InferResult:
+            return client.infer(MODEL, [grpc_input(x)])
+
+        x = inputs(batch=2, seed=21)
+        np.testing.assert_allclose(
+            infer(x).as_numpy(OUTPUT), synthetic_models.run_path(syn.SKIP, x), atol=ATOL
+        )
+        assert (calls(skip), calls(syn.SKIP_LINK)) == (1, 0)
+
+        set_table(thread, routing_file, table((syn.EXIT, 1)))
+        result = infer(x)
+        assert grpc_parameters(result)["braid_exits"] == 2
+        np.testing.assert_allclose(
+            result.as_numpy(OUTPUT), synthetic_models.run_path(syn.EXIT, x), atol=ATOL
+        )
+        assert (calls(whole), calls(syn.EXIT_HEAD), calls(before_head)) == (1, 0, 0)
+
+        threshold = ExitRule(block=syn.EXIT_BLOCK, confidence=1e-3)  # every sample still leaves
+        set_table(thread, routing_file, table((syn.EXIT, 1), exits=[threshold]))
+        result = infer(x)
+        assert grpc_parameters(result)["braid_exits"] == 2
+        np.testing.assert_allclose(
+            result.as_numpy(OUTPUT), synthetic_models.run_path(syn.EXIT, x), atol=ATOL
+        )
+        assert (calls(whole), calls(syn.EXIT_HEAD), calls(before_head)) == (1, 1, 1)
+        client.close()
+
+
 def test_a_fallback_resumes_after_the_shared_hop_through_a_segment(
     synthetic_models: SyntheticModels,
     local_runtime: LocalRuntime,

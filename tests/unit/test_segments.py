@@ -31,21 +31,22 @@ def test_names_are_stable_readable_and_tell_different_middles_apart() -> None:
         segment_name(["toy.b0"])
 
 
-def test_runs_stop_at_a_server_change_an_exit_head_and_the_fallback_boundary(
+def test_runs_stop_at_a_server_change_and_an_exit_head_inside_the_path(
     synthetic_catalog: PathCatalog,
 ) -> None:
-    fallback = frozenset(models(synthetic_catalog.path(syn.ORIGINAL).hops))
     cross = synthetic_catalog.path(syn.CROSS).hops
-    assert [models(r) for r in runs(cross, fallback)] == [
+    assert [models(r) for r in runs(cross)] == [
         ["toy.b0"],
         models(cross[1:4]),  # the three host hops
         ["toy.b2", "toy.b3"],
     ]
     exit_path = synthetic_catalog.path(syn.EXIT).hops
-    assert [len(r) for r in runs(exit_path, fallback)] == [2, 1]
-    # A local skip link is off the fallback path: not fused with the blocks around it.
-    skip = next(p for p in synthetic_catalog.paths if p.kind == "skip").hops
-    assert [len(r) for r in runs(skip, fallback)] == [1, 1, 2]
+    assert [len(r) for r in runs(exit_path)] == [2, 1]
+    # Through the terminal exit head: the whole path is one run.
+    assert [len(r) for r in runs(exit_path, through_exit=True)] == [3]
+    # A local skip link is fused with the fallback path's blocks around it (same server).
+    skip = synthetic_catalog.path(syn.SKIP).hops
+    assert [models(r) for r in runs(skip)] == [models(skip)]
 
 
 def test_every_suffix_of_a_run_is_a_segment_once(synthetic_catalog: PathCatalog) -> None:
@@ -58,7 +59,11 @@ def test_every_suffix_of_a_run_is_a_segment_once(synthetic_catalog: PathCatalog)
     assert ("toy.b2", "toy.b3") in chains
     assert all(len(s.hops) >= 2 for s in segments)
     assert all(h.server == s.server for s in segments for h in s.hops)
-    assert not any(h.role == "exit" for s in segments for h in s.hops)
+    assert models(synthetic_catalog.path(syn.SKIP).hops) in [list(c) for c in chains]
+    # An exit head only ever ends a segment, and only one that runs its path whole: a request
+    # enters a path mid-run only on the original path's blocks.
+    with_exit = [s for s in segments if any(h.role == "exit" for h in s.hops)]
+    assert [s.models for s in with_exit] == [tuple(models(synthetic_catalog.path(syn.EXIT).hops))]
 
 
 def test_a_segment_config_chains_its_hops(synthetic_catalog: PathCatalog) -> None:
@@ -96,3 +101,38 @@ def test_the_plan_uses_the_longest_ready_segment_and_falls_back_to_single_hops(
     unfused = SegmentPlanner(batcher_for, fuse=False)
     unfused.set_ready("127.0.0.1:1", ready)
     assert [i for i, _ in unfused.plan(path, "hops", 0)] == [0, 1, 2, 3]
+
+
+def test_a_terminal_exit_head_is_planned_into_the_segment_only_through_exit(
+    synthetic_compiled: CompiledCatalog, batcher_for: BatcherFor
+) -> None:
+    planner = SegmentPlanner(batcher_for)
+    path = synthetic_compiled.paths[syn.EXIT]
+    whole = segment_name(["toy.b0", "toy.b1", syn.EXIT_HEAD])
+    planner.set_ready("127.0.0.1:1", frozenset({whole, segment_name(["toy.b0", "toy.b1"])}))
+    # Every sample leaves at the head: one call.
+    [(index, step)] = planner.plan(path, "through_exit", 0)
+    assert (index, step.model, step.output_name) == (0, whole, path.hops[-1].output_name)
+    # With a threshold the executor reads the head's logits: the head is its own call.
+    assert [(i, s.model) for i, s in planner.plan(path, "hops", 0)] == [
+        (0, segment_name(["toy.b0", "toy.b1"])),
+        (2, syn.EXIT_HEAD),
+    ]
+
+
+def test_a_segment_with_a_skip_link_can_be_replaced_by_the_fallback(
+    synthetic_compiled: CompiledCatalog, batcher_for: BatcherFor
+) -> None:
+    planner = SegmentPlanner(batcher_for)
+    path = synthetic_compiled.paths[syn.SKIP]
+    chain = [h.model for h in path.hops]
+    planner.set_ready("127.0.0.1:1", frozenset({segment_name(chain)}))
+    [(_, step)] = planner.plan(path, "hops", 0)
+    assert [p.model for p in step.parts] == chain
+    assert path.divergence == 1  # the link, inside the segment
+    assert step.fallback_safe
+    # The original path's own segment stays one the fallback cannot replace.
+    original = synthetic_compiled.paths[syn.ORIGINAL]
+    planner.set_ready("127.0.0.1:1", frozenset({segment_name([h.model for h in original.hops])}))
+    [(_, own)] = planner.plan(original, "hops", 0)
+    assert not own.fallback_safe

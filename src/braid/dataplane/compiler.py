@@ -37,8 +37,10 @@ BatcherFor = Callable[[str, str, str, str, str], HopBatcher]
 """``(address, model, input_name, input_datatype, output_name)`` -> the batcher of that model
 at that address, one per pair however many path positions call it."""
 
-PlanPart = Literal["hops", "continuation"]
-"""Which hops of a compiled path a plan runs: its own, or the continuation after its exit."""
+PlanPart = Literal["hops", "through_exit", "continuation"]
+"""Which hops of a compiled path a plan runs: its own (``through_exit``: with a terminal exit
+head fused into the segment before it, for a request where every sample leaves there), or the
+continuation after its exit."""
 
 Plan = tuple[tuple[int, "CompiledHop"], ...]
 """The calls that run a path's hops from some index on: (index of the first hop, hop or
@@ -302,14 +304,13 @@ class CompiledCatalog:
         return out
 
 
-def _fusable(a: CompiledHop, b: CompiledHop) -> bool:
+def _fusable(a: CompiledHop, b: CompiledHop, *, b_ends_path: bool) -> bool:
     """``braid.render.segments.can_fuse`` for compiled hops, plus: same address, and no side
     output (the ensemble would not return it)."""
     return (
         a.address == b.address
         and a.role != "exit"
-        and b.role != "exit"
-        and a.fallback_safe == b.fallback_safe
+        and (b.role != "exit" or b_ends_path)
         and a.batcher.side_output is None
         and b.batcher.side_output is None
     )
@@ -358,12 +359,19 @@ class SegmentPlanner:
         plan = self._plans.get(key)
         if plan is not None:
             return plan
-        hops = path.hops if part == "hops" else path.continuation
+        hops = path.continuation if part == "continuation" else path.hops
+        through_exit = part == "through_exit"
         steps: list[tuple[int, CompiledHop]] = []
         i = start
         while i < len(hops):
             end = i + 1
-            while self.fuse and end < len(hops) and _fusable(hops[end - 1], hops[end]):
+            while (
+                self.fuse
+                and end < len(hops)
+                and _fusable(
+                    hops[end - 1], hops[end], b_ends_path=through_exit and end == len(hops) - 1
+                )
+            ):
                 end += 1
             step = next(
                 (s for n in range(end, i + 1, -1) if (s := self._segment(hops[i:n])) is not None),
@@ -394,7 +402,8 @@ class SegmentPlanner:
                 input_datatype=first.input_datatype,
                 output_name=last.output_name,
                 output_datatype=last.output_datatype,
-                fallback_safe=first.fallback_safe,
+                # One of its hops can be replaced by the fallback: so can the call.
+                fallback_safe=any(p.fallback_safe for p in parts),
                 duration=first.duration,
                 in_crossing=first.in_crossing,
                 batcher=self._batcher_for(

@@ -30,11 +30,14 @@ Behaviour, in the order a request meets it:
   Host hops are also capped by ``host_timeout_s`` so a hung host leaves time to fall back.
 - **Coalescing.** Requests that reach the same hop while it is busy share one Triton call
   (``braid.dataplane.batching``): the gateway's cost is per RPC, not per sample.
-- **Fusion.** Consecutive hops that the executor need not stop between (same server, no exit
-  head, all on the fallback path or all off it) are called as one Triton ensemble, a
-  *segment* (``braid.render.segments``), when their server has it ready; otherwise hop by
-  hop. A segment's time is shared among its hops in proportion to what each is expected to
-  take, so per-hop metrics and expectations keep their meaning.
+- **Fusion.** Consecutive hops on one server that the executor need not stop between (no exit
+  head inside the path; one that ends it when every sample leaves there) are called as one
+  Triton ensemble, a *segment* (``braid.render.segments``), when their server has it ready;
+  otherwise hop by hop. A segment that holds a fallback-safe hop (a local skip link) is
+  fallback-safe as a whole: the latency check is made before it, and its failure falls back
+  from the last output the gateway saw. A segment's time is shared among its hops in
+  proportion to what each is expected to take, so per-hop metrics and expectations keep
+  their meaning.
 
 A new routing table is swapped in as one reference: each request reads it once at its start
 and keeps it to the end, so a reload never affects a request in flight.
@@ -62,7 +65,13 @@ import numpy as np
 from braid.api.catalog import PathCatalog
 from braid.api.routing import Endpoints, RoutingTable, single_path_table
 from braid.dataplane.batching import HopBatcher
-from braid.dataplane.compiler import CompiledCatalog, CompiledHop, CompiledPath, SegmentPlanner
+from braid.dataplane.compiler import (
+    CompiledCatalog,
+    CompiledHop,
+    CompiledPath,
+    PlanPart,
+    SegmentPlanner,
+)
 from braid.dataplane.dimee import SampleFeedback, SampleRouter
 from braid.dataplane.errors import InferenceError, Reason
 from braid.dataplane.health import ReadinessMonitor
@@ -418,12 +427,18 @@ class PathExecutor:
         inputs = tensor.numpy()
         self._feedback.observe(inputs if rows is None else inputs[rows], path_id, outcome.side)
 
-    def _fallback_reason(self, path: CompiledPath, index: int, run: Run) -> str | None:
-        """Why to leave ``path`` before its fallback-safe hop ``index`` untried, if at all."""
-        hop = path.hops[index]
-        if not self.pool.available(hop.address):
+    def _fallback_reason(
+        self, path: CompiledPath, index: int, step: CompiledHop, run: Run
+    ) -> str | None:
+        """Why to leave ``path`` before its fallback-safe ``step`` (a hop or a segment that
+        starts at hop ``index``) untried, if at all."""
+        if not self.pool.available(step.address):
             return "endpoint_down"
-        if index != path.divergence:
+        # The latency check is made once, before the call that runs the first fallback-safe
+        # hop (a segment may start with hops the fallback shares).
+        if path.divergence is None or not (
+            index <= path.divergence < index + max(len(step.parts), 1)
+        ):
             return None
         limit = run.bound_deadline
         if run.client_deadline:
@@ -455,11 +470,11 @@ class PathExecutor:
         hops of a segment)."""
         current, current_shape = data, shape
         side: bytes | None = None
-        for index, hop in self.planner.plan(path, "hops", 0):
+        for index, hop in self.planner.plan(path, self._plan_part(path, run), 0):
             if index == path.exit_index:
                 return await self._exit(path, hop, current, current_shape, batch, run)
             if hop.fallback_safe:
-                reason = self._fallback_reason(path, index, run)
+                reason = self._fallback_reason(path, index, hop, run)
                 if reason is not None:
                     return await self._fall_back(path, index, outputs, data, shape, run, reason)
                 try:
@@ -480,7 +495,23 @@ class PathExecutor:
             outputs[index + max(len(hop.parts), 1) - 1] = (current, current_shape)
         if path.out_crossing is not None:
             path.out_crossing.inc(len(current))
+        if path.exits is not None:
+            # The exit head ran inside the last segment (``through_exit``): every sample left.
+            path.exits.inc(batch)
+            return _Outcome(current, current_shape, served_by=path.id, side=side, exits=batch)
         return _Outcome(current, current_shape, served_by=path.id, side=side)
+
+    @staticmethod
+    def _plan_part(path: CompiledPath, run: Run) -> PlanPart:
+        """``through_exit`` when every sample leaves at the path's terminal exit head (no
+        threshold for it in this request's table, or nowhere to continue): the head may then
+        run in the same call as the hops before it."""
+        if path.exit_index is None or path.exit_index != len(path.hops) - 1:
+            return "hops"
+        assert path.exit_block is not None
+        if run.table.threshold(path.exit_block) is None or not path.continuation:
+            return "through_exit"
+        return "hops"
 
     async def _exit(
         self,

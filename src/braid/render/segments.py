@@ -11,10 +11,15 @@ segments (a cluster whose repository has none) is served hop by hop as before.
 
 A run may only be fused where the executor would not need to stop between its hops:
 
-- an exit head is never fused (the executor reads its logits to decide who leaves);
-- a hop the fallback path does not use (*fallback-safe*: a host hop or a link) is not fused
-  with one it does use, because the latency check and the fallback are decided before the
-  first fallback-safe hop;
+- an exit head inside a path is never fused (the executor reads its logits to decide who
+  leaves); one that ends the path is, in a second segment beside the run without it: a
+  request whose routing table sets no threshold for that exit (every sample leaves there)
+  runs the whole path in one call, one with a threshold stops before the head;
+- a hop the fallback path does not use (*fallback-safe*: a local skip link) may be fused with
+  the fallback path's own blocks on the same server: the executor makes its latency check
+  before the call that contains the path's first fallback-safe hop, and a failed call falls
+  back from the last output it saw, before the segment (a host hop is on another server, so
+  never fused with a local block);
 - a request that falls back resumes the fallback path after the last hop both share, from any
   point of it, so every suffix of a run (of two hops or more) is a segment too.
 """
@@ -44,21 +49,20 @@ def segment_name(models: Sequence[str]) -> str:
     return f"{models[0]}{SEGMENT_MARK}{models[-1]}.{digest}"
 
 
-def can_fuse(a: Hop, b: Hop, fallback_models: frozenset[str]) -> bool:
-    """Whether hop ``b`` may run in the same ensemble call as the hop ``a`` just before it."""
-    return (
-        a.server == b.server
-        and a.role != "exit"
-        and b.role != "exit"
-        and (a.triton_model in fallback_models) == (b.triton_model in fallback_models)
-    )
+def can_fuse(a: Hop, b: Hop, *, b_ends_path: bool = False) -> bool:
+    """Whether hop ``b`` may run in the same ensemble call as the hop ``a`` just before it
+    (``b_ends_path``: ``b`` is the path's last hop, so an exit head there may be fused)."""
+    return a.server == b.server and a.role != "exit" and (b.role != "exit" or b_ends_path)
 
 
-def runs(hops: Sequence[Hop], fallback_models: frozenset[str]) -> Iterator[tuple[Hop, ...]]:
-    """The maximal fusable runs of ``hops`` (of any length, in order)."""
+def runs(hops: Sequence[Hop], *, through_exit: bool = False) -> Iterator[tuple[Hop, ...]]:
+    """The maximal fusable runs of ``hops`` (of any length, in order); ``through_exit``: a
+    terminal exit head joins the run before it."""
     start = 0
     for index in range(1, len(hops) + 1):
-        if index == len(hops) or not can_fuse(hops[index - 1], hops[index], fallback_models):
+        if index == len(hops) or not can_fuse(
+            hops[index - 1], hops[index], b_ends_path=through_exit and index == len(hops) - 1
+        ):
             yield tuple(hops[start:index])
             start = index
 
@@ -75,15 +79,22 @@ class Segment:
 
 
 def catalog_segments(catalog: PathCatalog) -> list[Segment]:
-    """Every segment the catalog's paths can use: each run's suffixes of two hops or more."""
-    fallback_models = frozenset(h.triton_model for h in catalog.path(catalog.original_path).hops)
+    """Every segment the catalog's paths can use: each run's suffixes of two hops or more, and
+    each run through a terminal exit head whole (a request only enters a path mid-run when it
+    falls back or continues after an exit, onto the original path's blocks)."""
     out: dict[str, Segment] = {}
+
+    def add(hops: Sequence[Hop]) -> None:
+        name = segment_name([h.triton_model for h in hops])
+        out.setdefault(name, Segment(name, hops[0].server, tuple(hops)))
+
     for entry in catalog.paths:
-        for run in runs(entry.hops, fallback_models):
+        for run in runs(entry.hops):
             for start in range(len(run) - 1):
-                tail = run[start:]
-                name = segment_name([h.triton_model for h in tail])
-                out.setdefault(name, Segment(name, tail[0].server, tail))
+                add(run[start:])
+        for run in runs(entry.hops, through_exit=True):
+            if len(run) > 1 and run[-1].role == "exit":
+                add(run)
     return sorted(out.values(), key=lambda s: s.name)
 
 
