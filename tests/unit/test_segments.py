@@ -49,7 +49,9 @@ def test_runs_stop_at_a_server_change_and_an_exit_head_inside_the_path(
     assert [models(r) for r in runs(skip)] == [models(skip)]
 
 
-def test_every_suffix_of_a_run_is_a_segment_once(synthetic_catalog: PathCatalog) -> None:
+def test_each_run_and_every_suffix_of_the_original_paths_runs_is_a_segment_once(
+    synthetic_catalog: PathCatalog,
+) -> None:
     segments = catalog_segments(synthetic_catalog)
     names = [s.name for s in segments]
     assert len(names) == len(set(names))
@@ -60,6 +62,8 @@ def test_every_suffix_of_a_run_is_a_segment_once(synthetic_catalog: PathCatalog)
     assert all(len(s.hops) >= 2 for s in segments)
     assert all(h.server == s.server for s in segments for h in s.hops)
     assert models(synthetic_catalog.path(syn.SKIP).hops) in [list(c) for c in chains]
+    # Only the original path is entered mid-run (a fallback, a continuation after an exit).
+    assert tuple(models(synthetic_catalog.path(syn.SKIP).hops)[1:]) not in chains
     # An exit head only ever ends a segment, and only one that runs its path whole: a request
     # enters a path mid-run only on the original path's blocks.
     with_exit = [s for s in segments if any(h.role == "exit" for h in s.hops)]

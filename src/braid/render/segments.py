@@ -21,7 +21,8 @@ A run may only be fused where the executor would not need to stop between its ho
   back from the last output it saw, before the segment (a host hop is on another server, so
   never fused with a local block);
 - a request that falls back resumes the fallback path after the last hop both share, from any
-  point of it, so every suffix of a run (of two hops or more) is a segment too.
+  point of it, so every suffix of the original path's runs (of two hops or more) is a segment
+  too.
 """
 
 from __future__ import annotations
@@ -79,22 +80,24 @@ class Segment:
 
 
 def catalog_segments(catalog: PathCatalog) -> list[Segment]:
-    """Every segment the catalog's paths can use: each run's suffixes of two hops or more, and
-    each run through a terminal exit head whole (a request only enters a path mid-run when it
-    falls back or continues after an exit, onto the original path's blocks)."""
+    """Every segment the catalog's paths can use: each run whole (through a terminal exit head
+    too), and every suffix of the original path's runs (of two hops or more), where a request
+    that falls back or continues after an exit enters it mid-run. (A routing table whose
+    fallback is another path resumes that path hop by hop up to its next run.)"""
     out: dict[str, Segment] = {}
 
     def add(hops: Sequence[Hop]) -> None:
-        name = segment_name([h.triton_model for h in hops])
-        out.setdefault(name, Segment(name, hops[0].server, tuple(hops)))
+        if len(hops) > 1:
+            name = segment_name([h.triton_model for h in hops])
+            out.setdefault(name, Segment(name, hops[0].server, tuple(hops)))
 
     for entry in catalog.paths:
-        for run in runs(entry.hops):
-            for start in range(len(run) - 1):
-                add(run[start:])
-        for run in runs(entry.hops, through_exit=True):
-            if len(run) > 1 and run[-1].role == "exit":
+        for through_exit in (False, True):
+            for run in runs(entry.hops, through_exit=through_exit):
                 add(run)
+    for run in runs(catalog.path(catalog.original_path).hops):
+        for start in range(1, len(run) - 1):
+            add(run[start:])
     return sorted(out.values(), key=lambda s: s.name)
 
 
