@@ -18,7 +18,7 @@ from braid.tooling.progress import Progress
 logger = logging.getLogger(__name__)
 
 
-KEPT_SECTIONS = ("architectures", "paper_setting")
+KEPT_SECTIONS = ("architectures", "paper_setting", "paper_setting_full")
 """Sections of the results file that other tools write (bench/architectures.py,
 bench/paper_setting.py) and a build keeps."""
 
