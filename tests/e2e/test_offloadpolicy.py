@@ -22,12 +22,14 @@ import tritonclient.grpc as grpcclient
 import yaml
 
 from braid.api.catalog import PathCatalog
+from braid.api.common import API_VERSION
 from braid.api.v1alpha1.offloadpolicy import OffloadPolicySpec
 from braid.controller.policy_sink import PolicyStatusSink
 from braid.controller.status import policy_status
 from braid.kube.client import Kube
 from braid.kube.policy_status import read_policy
 from braid.policy.decision import Metrics, PolicyState, TierMetrics, choose_paths
+from braid.render.conditions import set_condition
 from braid_dev import synthetic
 from braid_dev.kwok_runtime import KwokTritonRuntime
 from braid_dev.stack.processes import ManagedProcess
@@ -484,3 +486,35 @@ def test_the_controllers_status_and_events_read_back_from_the_api_server(
     assert len(cells["F"].replace(".", "").lstrip("0")) <= 4, row
     wide = cluster.kubectl("get", "offloadpolicy", "toy", "-n", local, "-o", "wide")
     assert "MARGIN" in wide.splitlines()[0]
+
+
+def test_a_status_write_raced_by_another_writer_is_built_again_on_the_new_version(
+    cluster: E2ECluster, providers: Providers
+) -> None:
+    """The operator and the controller both write the policy's conditions list, and a merge
+    patch replaces the whole list. A write is made on the version it was built from: when
+    another writer gets in between (here, inside the first build), the API server refuses it
+    and it is built again, so neither writer's condition is lost."""
+    local, host = providers.local, providers.host
+    cluster.kubectl("apply", "-f", "-", input=_policy(local, host, allPaths=True))
+    kube = Kube.from_kubeconfig(cluster.access.kubeconfig)
+    stamp = "2026-01-01T00:00:00Z"
+    builds: list[dict[str, Any]] = []
+
+    def ours(stored: dict[str, Any]) -> dict[str, Any]:
+        builds.append(stored)
+        conditions = stored.get("conditions") or []
+        if len(builds) == 1:
+            # The other writer lands between this read and this write.
+            theirs = set_condition(conditions, "PathsChosen", True, "Raced", "the other", stamp)
+            kube.patch_status(API_VERSION, "OffloadPolicy", "toy", local, {"conditions": theirs})
+        return {"conditions": set_condition(conditions, "Degraded", False, "Fresh", "ours", stamp)}
+
+    kube.update_status(API_VERSION, "OffloadPolicy", "toy", local, ours)
+    assert len(builds) >= 2  # the first write was refused
+    stored = read_policy("toy", local, kube)["status"]["conditions"]
+    reasons = {c["type"]: c["reason"] for c in stored}
+    assert reasons["Degraded"] == "Fresh"
+    # The other writer's condition survived (the operator's timer may have written since;
+    # it keeps PathsChosen as stored too).
+    assert reasons["PathsChosen"] == "Raced"

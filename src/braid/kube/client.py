@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from kubernetes import client, config, dynamic
 from kubernetes.client.exceptions import ApiException
-from kubernetes.dynamic.exceptions import NotFoundError, ResourceNotFoundError
+from kubernetes.dynamic.exceptions import ConflictError, NotFoundError, ResourceNotFoundError
 
 from braid.logs import log_event
 
@@ -38,6 +39,10 @@ def load_api_client() -> client.ApiClient:
         config.load_kube_config(client_configuration=cfg)
     cfg.connection_pool_maxsize = CONNECTION_POOL_SIZE
     return client.ApiClient(cfg)
+
+
+class StatusConflictError(RuntimeError):
+    """A status write kept losing to other writers (``Kube.update_status``)."""
 
 
 TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -146,6 +151,50 @@ class Kube:
             )
         except NotFoundError:
             return
+
+    def update_status(
+        self,
+        api_version: str,
+        kind: str,
+        name: str,
+        namespace: str,
+        change: Callable[[dict[str, Any]], dict[str, Any] | None],
+        *,
+        attempts: int = 10,
+    ) -> dict[str, Any] | None:
+        """Merge-patch the status with ``change(stored status)``, on the version it was read
+        from: the patch carries that ``resourceVersion``, so the API server refuses it (409)
+        when another writer got in between, and it is built again on a fresh read. Two
+        writers of one list (a merge patch replaces a whole ``conditions`` list) then never
+        drop each other's entries. ``change`` returning None writes nothing. Returns the
+        object as read for the write that landed; None when the object is gone."""
+        res = self._resource(api_version, kind)
+        for _ in range(attempts):
+            obj = self.get(api_version, kind, name, namespace)
+            if obj is None:
+                return None
+            patch = change(obj.get("status") or {})
+            if patch is None:
+                return obj
+            body = {"metadata": {"resourceVersion": obj["metadata"]["resourceVersion"]}}
+            try:
+                _discard(
+                    res.status.patch(
+                        body={**body, "status": patch},
+                        name=name,
+                        namespace=namespace,
+                        content_type="application/merge-patch+json",
+                        serialize=False,
+                    )
+                )
+            except ConflictError:
+                continue
+            except NotFoundError:
+                return None
+            return obj
+        raise StatusConflictError(
+            f"{kind} {namespace}/{name}: status still changing after {attempts} tries"
+        )
 
     def create(self, obj: dict[str, Any]) -> None:
         """Create ``obj`` (an Event: each is a new object, never applied over another)."""

@@ -77,17 +77,24 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
 def _fail(kind: str, body: kopf.Body, exc: SpecError | DependencyMissingError) -> None:
     """Write Ready=False with the reason first, so the failure is visible before kopf retries."""
     meta = body["metadata"]
-    conditions = set_condition(
-        (body.get("status") or {}).get("conditions") or [],
-        "Ready",
-        False,
-        exc.reason,
-        str(exc),
-        now(),
-        meta.get("generation"),
-    )
-    default_kube().patch_status(
-        API_VERSION, kind, meta["name"], meta["namespace"], {"conditions": conditions}
+    # On the stored conditions, not the event's: another writer's (the path controller's
+    # PathsChosen on a policy) must survive this write.
+    default_kube().update_status(
+        API_VERSION,
+        kind,
+        meta["name"],
+        meta["namespace"],
+        lambda stored: {
+            "conditions": set_condition(
+                stored.get("conditions") or [],
+                "Ready",
+                False,
+                exc.reason,
+                str(exc),
+                now(),
+                meta.get("generation"),
+            )
+        },
     )
     kopf.warn(body, reason=exc.reason, message=str(exc))
     if isinstance(exc, SpecError):
@@ -404,17 +411,16 @@ def model_deleted(body: kopf.Body, **_: Any) -> None:
 @kopf.on.create(GROUP, "offloadpolicies")
 @kopf.on.update(GROUP, "offloadpolicies", field="spec")
 @kopf.timer(GROUP, "offloadpolicies", interval=5, initial_delay=2)
-def policy_changed(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+def policy_changed(body: kopf.Body, **_: Any) -> None:
     """Render the gateway's routing ConfigMap from the spec and the controller's weights.
 
     A timer as well as the spec handlers: the controller writes ``status.activePaths`` and
     Blocks change their endpoints, neither of which is a spec change of the policy.
     """
     kube = default_kube()
-    # The controller writes its own conditions (PathsChosen, Degraded) into the same list; a
-    # merge patch replaces the whole list, so it is built on the status as stored now, not as
-    # the watch (or the timer's cached body) last saw it, which could drop a fresh write.
     meta = body["metadata"]
+    # The routing follows the controller's split as stored now, not as the watch (or the
+    # timer's cached body) last saw it.
     stored = kube.get(API_VERSION, "OffloadPolicy", meta["name"], meta["namespace"])
     current = dict(body) if stored is None else {**dict(body), "status": stored.get("status") or {}}
     try:
@@ -422,8 +428,28 @@ def policy_changed(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
     except (SpecError, DependencyMissingError) as exc:
         _fail("OffloadPolicy", body, exc)
         return
-    patch.status.update(status)
-    patch.status["observedGeneration"] = body["metadata"].get("generation")
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    fields = {k: v for k, v in status.items() if k != "conditions"}
+
+    def change(stored_status: dict[str, Any]) -> dict[str, Any]:
+        # The controller writes its own conditions (PathsChosen, Degraded) into the same list,
+        # and a merge patch replaces the whole list: Ready is set on the list as stored, and
+        # the write is made on that version (a controller write in between: read again).
+        return {
+            **fields,
+            "observedGeneration": meta.get("generation"),
+            "conditions": set_condition(
+                stored_status.get("conditions") or [],
+                "Ready",
+                ready["status"] == "True",
+                ready["reason"],
+                ready["message"],
+                now(),
+                meta.get("generation"),
+            ),
+        }
+
+    kube.update_status(API_VERSION, "OffloadPolicy", meta["name"], meta["namespace"], change)
 
 
 @kopf.on.event(GROUP, "offloadpolicies")

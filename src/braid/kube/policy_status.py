@@ -3,7 +3,8 @@
 The operator owns other status fields (``routingConfigMap``, ``candidatePaths``, its own
 ``Ready`` condition) and renders the routing ConfigMap from ``activePaths``; a merge patch
 would replace the whole conditions list, so the controller's conditions are merged into the
-current ones by type first (the GET before each write is what makes "current" current).
+current ones by type first, and the write is made on the version that was read
+(``Kube.update_status``): the operator's own write in between makes it read and merge again.
 """
 
 from __future__ import annotations
@@ -90,11 +91,10 @@ def write_policy_status(
     anyway), so the controller follows spec edits without a watch of its own.
     """
     kube = kube or default_kube()
-    obj = kube.get(API_VERSION, "OffloadPolicy", name, namespace) or {}
-    kube.patch_status(
-        API_VERSION, "OffloadPolicy", name, namespace, status_patch(status, obj.get("status"))
+    obj = kube.update_status(
+        API_VERSION, "OffloadPolicy", name, namespace, lambda stored: status_patch(status, stored)
     )
-    return obj
+    return obj or {}
 
 
 def policy_event(
