@@ -18,6 +18,7 @@ from braid.kube.client import default_kube
 from braid.kube.errors import DependencyMissingError, SpecError
 from braid.kube.reconcile import (
     block_status_from_deployment,
+    failed_ready,
     links_referencing_model,
     model_status,
     now,
@@ -84,17 +85,7 @@ def _fail(kind: str, body: kopf.Body, exc: SpecError | DependencyMissingError) -
         kind,
         meta["name"],
         meta["namespace"],
-        lambda stored: {
-            "conditions": set_condition(
-                stored.get("conditions") or [],
-                "Ready",
-                False,
-                exc.reason,
-                str(exc),
-                now(),
-                meta.get("generation"),
-            )
-        },
+        lambda stored: failed_ready(stored, exc, meta.get("generation")),
     )
     kopf.warn(body, reason=exc.reason, message=str(exc))
     if isinstance(exc, SpecError):
@@ -424,32 +415,21 @@ def policy_changed(body: kopf.Body, **_: Any) -> None:
     stored = kube.get(API_VERSION, "OffloadPolicy", meta["name"], meta["namespace"])
     current = dict(body) if stored is None else {**dict(body), "status": stored.get("status") or {}}
     try:
-        status = reconcile_policy(kube, current, admission())
+        outcome = reconcile_policy(kube, current, admission())
     except (SpecError, DependencyMissingError) as exc:
         _fail("OffloadPolicy", body, exc)
         return
-    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
-    fields = {k: v for k, v in status.items() if k != "conditions"}
-
-    def change(stored_status: dict[str, Any]) -> dict[str, Any]:
-        # The controller writes its own conditions (PathsChosen, Degraded) into the same list,
-        # and a merge patch replaces the whole list: Ready is set on the list as stored, and
-        # the write is made on that version (a controller write in between: read again).
-        return {
-            **fields,
-            "observedGeneration": meta.get("generation"),
-            "conditions": set_condition(
-                stored_status.get("conditions") or [],
-                "Ready",
-                ready["status"] == "True",
-                ready["reason"],
-                ready["message"],
-                now(),
-                meta.get("generation"),
-            ),
-        }
-
-    kube.update_status(API_VERSION, "OffloadPolicy", meta["name"], meta["namespace"], change)
+    # The controller writes its own conditions (PathsChosen, Degraded) into the same list,
+    # and a merge patch replaces the whole list: Ready is set on the list as stored, and the
+    # write is made on that version (a controller write in between: read again).
+    generation = meta.get("generation")
+    kube.update_status(
+        API_VERSION,
+        "OffloadPolicy",
+        meta["name"],
+        meta["namespace"],
+        lambda stored_status: outcome.status_patch(stored_status, generation),
+    )
 
 
 @kopf.on.event(GROUP, "offloadpolicies")

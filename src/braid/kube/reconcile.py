@@ -75,6 +75,19 @@ def now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def failed_ready(
+    status: Mapping[str, Any], exc: SpecError | DependencyMissingError, generation: int | None
+) -> dict[str, Any]:
+    """The status patch that turns ``status``'s Ready condition False with ``exc``'s reason
+    (the other conditions in the list kept as they are)."""
+    conditions = status.get("conditions") or []
+    return {
+        "conditions": set_condition(
+            conditions, "Ready", False, exc.reason, str(exc), now(), generation
+        )
+    }
+
+
 def apply_or_refuse(kube: Kube, obj: dict[str, Any]) -> None:
     """Apply ``obj``; an API server that refuses it (a 422 from a schema or a webhook, a 400,
     a 403) makes a SpecError, reported as a condition instead of retried forever."""
@@ -423,16 +436,7 @@ def model_status(
         spec = parse_spec(ModelSpec, body)
     except SpecError as exc:
         # A spec stored before a rule existed: reported, not retried.
-        conditions = set_condition(
-            (body.get("status") or {}).get("conditions") or [],
-            "Ready",
-            False,
-            exc.reason,
-            str(exc),
-            now(),
-            meta.get("generation"),
-        )
-        return {"conditions": conditions}
+        return failed_ready(body.get("status") or {}, exc, meta.get("generation"))
     problems = spec.partition.problems()
     paths: int | None = None
     catalog_note = ""
@@ -542,10 +546,38 @@ def _model_addresses(
     return out
 
 
+@dataclass(frozen=True)
+class PolicyReconciled:
+    """What a policy's reconcile found: the operator's status fields and its Ready."""
+
+    fields: dict[str, Any]
+    """``candidatePaths`` and ``routingConfigMap``."""
+    ready: bool
+    reason: str
+    message: str
+
+    def status_patch(self, stored: Mapping[str, Any], generation: int | None) -> dict[str, Any]:
+        """The operator's status patch over ``stored`` (the status as the API server has it:
+        the controller's conditions in the same list are kept)."""
+        return {
+            **self.fields,
+            "observedGeneration": generation,
+            "conditions": set_condition(
+                stored.get("conditions") or [],
+                "Ready",
+                self.ready,
+                self.reason,
+                self.message,
+                now(),
+                generation,
+            ),
+        }
+
+
 def reconcile_policy(
     kube: Kube, body: dict[str, Any], config: AdmissionConfig | None = None
-) -> dict[str, Any]:
-    """Write the policy's routing ConfigMap; returns the status fields to set."""
+) -> PolicyReconciled:
+    """Write the policy's routing ConfigMap; returns the status it calls for."""
     meta = body["metadata"]
     namespace = meta["namespace"]
     spec = parse_spec(OffloadPolicySpec, body)
@@ -613,16 +645,8 @@ def reconcile_policy(
         else []
     )
     ok, reason, message = policy_readiness(routing, fetch_problem(pods))
-    return {
+    fields = {
         "candidatePaths": len(routing.candidates),
         "routingConfigMap": routing.configmap["metadata"]["name"],
-        "conditions": set_condition(
-            (body.get("status") or {}).get("conditions") or [],
-            "Ready",
-            ok,
-            reason,
-            message,
-            now(),
-            meta.get("generation"),
-        ),
     }
+    return PolicyReconciled(fields, ok, reason, message)
