@@ -110,6 +110,11 @@ class CompiledHop:
     parts: tuple[CompiledHop, ...] = ()
     """For a fused segment: the hops it runs (its own ``duration`` is not observed)."""
 
+    @property
+    def span(self) -> int:
+        """How many of the path's hops this call runs (a segment: its parts)."""
+        return len(self.parts) or 1
+
 
 @dataclass(frozen=True, eq=False)
 class CompiledPath:
@@ -378,7 +383,7 @@ class SegmentPlanner:
                 hops[i],
             )
             steps.append((i, step))
-            i += len(step.parts) or 1
+            i += step.span
         plan = self._plans[key] = tuple(steps)
         return plan
 

@@ -436,9 +436,7 @@ class PathExecutor:
             return "endpoint_down"
         # The latency check is made once, before the call that runs the first fallback-safe
         # hop (a segment may start with hops the fallback shares).
-        if path.divergence is None or not (
-            index <= path.divergence < index + max(len(step.parts), 1)
-        ):
+        if path.divergence is None or not index <= path.divergence < index + step.span:
             return None
         limit = run.bound_deadline
         if run.client_deadline:
@@ -492,7 +490,7 @@ class PathExecutor:
                     )
                 except HopError as failure:
                     raise failure.to_error() from None
-            outputs[index + max(len(hop.parts), 1) - 1] = (current, current_shape)
+            outputs[index + hop.span - 1] = (current, current_shape)
         if path.out_crossing is not None:
             path.out_crossing.inc(len(current))
         if path.exits is not None:
