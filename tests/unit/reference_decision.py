@@ -104,6 +104,37 @@ def split_weights(
     return normalise(weights)
 
 
+def reference_best_effort(
+    catalog: PathCatalog, assessments: Sequence[PathAssessment], bound: float
+) -> str | None:
+    """Eq. 2's pool (the original and the paths strictly cheaper), among the paths only
+    ``L_T`` rules out: the one with the lowest latency, when none meets the bound and the
+    original is among them."""
+    original = next((a for a in assessments if a.id == catalog.original_path), None)
+    if original is None or original.cost is None:
+        return None
+    runnable = [
+        a
+        for a in assessments
+        if a.cost is not None
+        and a.latency_us is not None
+        and (a.feasible or a.reason == "OverLatencyBound")
+        and (a.id == original.id or round(a.cost, 9) < round(original.cost, 9))
+    ]
+    if original not in runnable or any(
+        a.latency_us is not None and a.latency_us <= bound for a in runnable
+    ):
+        return None
+    params = {e.id: e.metrics.params_local / 1e6 for e in catalog.paths}
+
+    def key(a: PathAssessment) -> tuple[float, float, float, float, str]:
+        assert a.latency_us is not None
+        assert a.cost is not None
+        return (a.latency_us, round(a.cost, 9), a.latency_us, params[a.id], a.id)
+
+    return min(runnable, key=key).id
+
+
 def reference_assess(
     catalog: PathCatalog,
     metrics: Metrics,
@@ -232,6 +263,13 @@ def reference_decide(
         scale = calibration(catalog, metrics.tiers)
         proposal = split_weights(ranked_entries, metrics, settings, scale)
         reason, code = f"cheapest feasible path: {best}", "CheapestFeasible"
+    elif (
+        not choice.within_bound
+        and (fastest := reference_best_effort(catalog, assessments, bound)) is not None
+    ):
+        proposal = (WeightedPath(fastest, 1.0),)
+        reason = f"no path meets L_T: {fastest}, the lowest modelled latency (best effort)"
+        code = "BestEffort"
     else:
         proposal = (WeightedPath(catalog.original_path, 1.0),)
         reason, code = (

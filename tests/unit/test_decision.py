@@ -128,11 +128,30 @@ def test_no_flap_at_steady_load(catalog: PathCatalog) -> None:
     assert changes == 1
 
 
-def test_an_infeasible_bound_falls_back_to_the_original(catalog: PathCatalog) -> None:
-    d = choose_paths(catalog, metrics(local=0.9), policy(bound_us=1), on(syn.CROSS))
-    assert [p.id for p in d.active] == [syn.ORIGINAL]
-    assert "L_T" in d.reason
+def test_an_unmeetable_bound_takes_the_fastest_path_best_effort(catalog: PathCatalog) -> None:
+    """No path meets L_T: holding the original, the slowest path under local load, would
+    saturate it further; the pool's fastest path sheds the most (``cost.choose_path``'s best
+    effort). PathsChosen stays False, since the bound is still not met."""
+    d = choose_paths(catalog, metrics(local=0.9), policy(bound_us=1), on(syn.ORIGINAL))
     assert not any(a.feasible for a in d.assessments)
+    latency = {a.id: a.latency_us for a in d.assessments if a.latency_us is not None}
+    assert latency[syn.CROSS] < latency[syn.ORIGINAL]
+    assert [p.id for p in d.active] == [syn.CROSS]
+    assert d.code == "BestEffort"
+    assert "L_T" in d.reason
+    status = policy_status(d, None, now=NOW, generation=1)
+    chosen = next(c for c in status.conditions if c.type == "PathsChosen")
+    assert (chosen.status, chosen.reason) == ("False", "BestEffort")
+
+
+def test_a_best_effort_path_must_be_in_eq2s_pool(catalog: PathCatalog) -> None:
+    """Best effort looks only at the original and the paths cheaper than it: with host time
+    priced out of reach the cross path is dearer, and the original is held."""
+    spec = policy(bound_us=1)
+    spec = spec.model_copy(update={"cost": spec.cost.model_copy(update={"c_host": 1e6})})
+    d = choose_paths(catalog, metrics(local=0.05), spec, on(syn.ORIGINAL))
+    assert [p.id for p in d.active] == [syn.ORIGINAL]
+    assert d.code == "BestEffort"
 
 
 def test_prometheus_unreachable_keeps_the_last_decision(catalog: PathCatalog) -> None:

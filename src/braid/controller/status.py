@@ -38,6 +38,8 @@ PATHS_CHOSEN = "PathsChosen"
 DEGRADED = "Degraded"
 HELD = frozenset({"MetricsUnavailable", "LocalTierUnmeasured", "ActivePathUnmeasured"})
 """Decision codes that keep the last split because the controller could not see enough."""
+UNMET_BOUND = frozenset({"NoFeasiblePath", "BestEffort"})
+"""Decision codes of a round where no path met L_T (``PathsChosen`` is False)."""
 
 
 def sig(value: float, digits: int = SIGNIFICANT_DIGITS) -> float:
@@ -88,7 +90,7 @@ def runner_up(
 def _paths_chosen(decision: Decision) -> tuple[bool | None, str]:
     if decision.code in HELD:
         return None, decision.code
-    if decision.code == "NoFeasiblePath":
+    if decision.code in UNMET_BOUND:
         return False, decision.code
     return True, decision.code
 

@@ -343,6 +343,11 @@ def _decide(
         background = background_of(compiled, in_ranked, metrics, settings, scale)
         proposal = split_weights(ranked, metrics, settings, scale, background=background)
         reason, code = f"cheapest feasible path: {best}", "CheapestFeasible"
+    elif (fastest := priced.best_effort()) is not None:
+        path = compiled.ids[fastest]
+        proposal = (WeightedPath(path, 1.0),)
+        reason = f"no path meets L_T: {path}, the lowest modelled latency (best effort)"
+        code = "BestEffort"
     else:
         proposal = (WeightedPath(catalog.original_path, 1.0),)
         reason, code = (

@@ -280,13 +280,9 @@ class Priced:
         pool member within ``L_T``: when that is a feasible path, the feasible pool members
         follow it in rank order; when it is not (the original, saturated), none is chosen.
         """
-        original = self.compiled.index[self.compiled.catalog.original_path]
-        rounded = round_costs(self.cost)
+        rounded, is_original, eq2_pool = self._eq2_pool()
         feasible = self.feasible & self.priced
-        is_original = np.zeros(len(self.cost), dtype=np.bool_)
-        is_original[original] = True
-        pool = self.priced & ((rounded < rounded[original]) | is_original)
-        pool &= feasible | is_original
+        pool = eq2_pool & (feasible | is_original)
         eligible = np.flatnonzero(pool & (self.latency_us <= float(self.bound_us)))
         if eligible.size == 0:
             return None
@@ -296,6 +292,36 @@ class Priced:
             return None
         members = np.flatnonzero(pool & feasible).astype(np.int64)
         return RankedPaths(self, best, members, rounded)
+
+    def best_effort(self) -> int | None:
+        """When no path of eq. 2's pool meets ``L_T``: the pool's path with the lowest
+        modelled latency (``cost.choose_path``'s best effort), among the paths only the bound
+        rules out; ``None`` when a pool path meets the bound, or the original itself is ruled
+        out for another reason (a saturated tier: nothing then runs better than the fallback).
+
+        Under a load no path carries within the bound, holding the original, the slowest
+        path, saturates it further; the fastest path is the one that sheds load.
+        """
+        rounded, is_original, eq2_pool = self._eq2_pool()
+        runnable = self.priced & ((self.reason == FEASIBLE) | (self.reason == OVER_LATENCY_BOUND))
+        if not runnable[is_original].all():
+            return None
+        pool = eq2_pool & runnable
+        rows = np.flatnonzero(pool)
+        if (self.latency_us[rows] <= float(self.bound_us)).any():
+            return None
+        fastest = rows[self.latency_us[rows] == self.latency_us[rows].min()]
+        return int(fastest[self.order(fastest, rounded)[0]])
+
+    def _eq2_pool(self) -> tuple[Array, BoolArray, BoolArray]:
+        """Rounded costs, the original's mask, and eq. 2's pool: the priced paths strictly
+        cheaper than the original, and the original."""
+        original = self.compiled.index[self.compiled.catalog.original_path]
+        rounded = round_costs(self.cost)
+        is_original = np.zeros(len(self.cost), dtype=np.bool_)
+        is_original[original] = True
+        pool: BoolArray = self.priced & ((rounded < rounded[original]) | is_original)
+        return rounded, is_original, pool
 
     @property
     def bound_us(self) -> float:
