@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import pytest
+
 from braid.dataplane.latency import LatencyModel, TimeVerdict, fall_back_for_time
 
 PATH = "toy/cross"
@@ -78,3 +82,32 @@ def test_measurements_move_the_expectation_and_a_stale_one_is_replaced() -> None
     assert model.expected("toy.b0") == 0.1
     model.learn("toy.b0", 0.003, done=8.5, fresh=True)  # a retry's measurement replaces it
     assert model.expected("toy.b0") == 0.003
+
+
+@dataclass(frozen=True)
+class Hop:
+    model: str
+
+
+def test_a_segments_time_is_shared_in_fixed_proportions_whatever_was_learnt() -> None:
+    """Two fused segments share blocks a and b; the longer one also runs c, d, e. A queue
+    makes the short segment's calls slow: learning from shares in proportion to the learnt
+    expectations inflates a and b, which then take nearly all of the long segment's time
+    (c, d, e ~0, and a path through them looks free). Shares by the seeds stay put."""
+    clock = Clock()
+    model = LatencyModel(clock=clock)
+    for name, seconds in {"a": 0.001, "b": 0.001, "c": 0.001, "d": 0.001, "e": 0.002}.items():
+        model.seed(name, seconds)
+    short, long = [Hop("a"), Hop("b")], [Hop(m) for m in "abcde"]
+    for _ in range(50):
+        for segment, elapsed in ((short, 0.200), (long, 0.060)):
+            clock.now += 0.01
+            for hop, share in zip(segment, model.shares(segment, elapsed), strict=True):
+                model.learn(hop.model, share, clock.now)
+    assert model.shares(long, 0.060) == pytest.approx([0.01, 0.01, 0.01, 0.01, 0.02])
+    # The long segment's last call was learnt in those proportions, and its hops' learnt
+    # times add up to what the call took.
+    assert [model.expected(m) for m in "cde"] == pytest.approx([0.01, 0.01, 0.02], rel=0.01)
+    # A model seeded twice keeps its first seed (the catalog's), like its expectation.
+    model.seed("e", 1.0)
+    assert model.shares([Hop("d"), Hop("e")], 0.3) == pytest.approx([0.1, 0.2])

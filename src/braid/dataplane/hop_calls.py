@@ -116,11 +116,9 @@ class HopCaller:
         elapsed = done - now
         latency = self.latency
         if hop.parts:
-            # A segment's time is shared among its hops in proportion to what each is
-            # expected to take, so per-hop metrics and expectations keep their meaning.
-            total = latency.expected_s(hop.parts)
-            for part in hop.parts:
-                share = elapsed * latency.expected(part.model) / total if total > 0 else 0.0
+            # A segment's time is shared among its hops in fixed proportions (their seeds),
+            # so per-hop metrics and expectations keep their meaning (``LatencyModel.shares``).
+            for part, share in zip(hop.parts, latency.shares(hop.parts, elapsed), strict=True):
                 part.duration.observe(share)
                 latency.learn(part.model, share, done, run.retrying)
         else:

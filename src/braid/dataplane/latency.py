@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import enum
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
 Clock = Callable[[], float]
@@ -61,6 +61,8 @@ class LatencyModel:
         self.retry_after_s = retry_after_s
         self.clock = clock
         self._expected: dict[str, float] = {}
+        self._seeded: dict[str, float] = {}
+        """Each hop's seed, kept: the fixed proportions a fused segment's time is shared in."""
         self._observed_at: dict[str, float] = {}
         """When each hop's expectation was last measured: one older than ``retry_after_s`` is
         stale, and a new measurement replaces it instead of moving it by a fifth."""
@@ -70,6 +72,7 @@ class LatencyModel:
     def seed(self, model: str, seconds: float) -> None:
         """The expectation of ``model`` before any call was observed (kept if one exists)."""
         self._expected.setdefault(model, seconds)
+        self._seeded.setdefault(model, seconds)
 
     def expected(self, model: str) -> float:
         return self._expected[model]
@@ -77,6 +80,23 @@ class LatencyModel:
     def expected_s(self, calls: Iterable[Call]) -> float:
         """Expected time of ``calls`` one after the other."""
         return sum(self._expected[c.model] for c in calls)
+
+    def shares(self, calls: Sequence[Call], elapsed: float) -> list[float]:
+        """``elapsed``, the time of one call that ran ``calls`` as a fused segment, shared
+        among them in proportion to their seeds (the catalog's compute time plus one RPC).
+
+        Not in proportion to the learnt expectations: those are learnt from these shares, so
+        a hop given a larger share would expect more and be given more of the next segment's
+        time. Where segments share hops the shares then drift apart for good: in a queued
+        load-shift run two blocks of a seven-block segment took 99 % of its time, the other
+        five ~0, and the controller, reading those per-hop times, priced the original path
+        as the fastest and moved a saturated load back onto it.
+        """
+        weights = [self._seeded.get(c.model, self._expected[c.model]) for c in calls]
+        total = sum(weights)
+        if total <= 0:
+            return [elapsed / len(calls)] * len(calls)
+        return [elapsed * w / total for w in weights]
 
     def learn(self, model: str, elapsed: float, done: float, fresh: bool = False) -> None:
         """Move the expectation of ``model``'s calls towards one that took ``elapsed``,
