@@ -246,9 +246,14 @@ def request_input(
     return rows, tensor
 
 
-def served_path(result: grpcaio.InferResult) -> str | None:
-    parameter = result.get_response().parameters.get("braid_path")
-    return None if parameter is None else str(parameter.string_param)
+def served_by(result: grpcaio.InferResult) -> tuple[str | None, str | None]:
+    """The path that served a response and, when the gateway fell back, why."""
+    parameters = result.get_response().parameters
+    path, fallback = parameters.get("braid_path"), parameters.get("braid_fallback")
+    return (
+        None if path is None else str(path.string_param),
+        None if fallback is None else str(fallback.string_param),
+    )
 
 
 async def drive(
@@ -277,7 +282,8 @@ async def drive(
             return
         latency = time.time() - sent
         right = int((np.argmax(result.as_numpy("OUTPUT__0"), axis=1) == labels[rows]).sum())
-        episode.samples.append(Sample(sent, latency, right, k, phase, True, served_path(result)))
+        path, fallback = served_by(result)
+        episode.samples.append(Sample(sent, latency, right, k, phase, True, path, fallback))
 
     index = 0
     try:
@@ -564,6 +570,7 @@ def run_scenarios(stack: Stack, wanted: list[str]) -> tuple[dict[str, Any], floa
                         f"{scenario} {fraction or ''} repeat {repeat + 1} {mode:<10} "
                         f"p50 {s['heavy_p50_ms']} ms p99 {s['heavy_p99_ms']} ms "
                         f"switch {s['switch_s']} s served by {s['heavy_served_by']}"
+                        f" fallbacks {s['heavy_fallbacks']}"
                     )
                 pairs.append((summaries["controlled"], summaries["fixed"]))
             point = summarise_point(pairs)

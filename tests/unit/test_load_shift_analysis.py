@@ -37,6 +37,26 @@ def test_no_served_change_means_no_switch_whatever_the_controller_decided() -> N
     assert summary["switch_s"] is None
 
 
+def test_a_response_served_by_falling_back_is_counted_apart_not_as_a_switch() -> None:
+    """The light phase ran the skip path; under load the gateway fell back to the original
+    for some requests (a hop's timeout) before the controller moved the routing."""
+    episode = Episode("traffic", "controlled", 1.0, 0, heavy_start=10.0)
+    for t in range(10):
+        episode.samples.append(Sample(float(t), 0.010, 8, 8, "light", True, SKIP))
+    heavy = [
+        (SKIP, None),
+        (ORIGINAL, "host_unavailable"),
+        (ORIGINAL, "latency_bound"),
+        (ORIGINAL, None),
+    ]
+    for i, (path, fallback) in enumerate(heavy):
+        episode.samples.append(Sample(10.0 + i, 0.02, 7, 8, "heavy", True, path, fallback))
+    summary = summarise_episode(episode)
+    assert summary["switch_s"] == pytest.approx(3.0)  # the first routed move, at 13 s
+    assert summary["heavy_fallbacks"] == {"host_unavailable": 1, "latency_bound": 1}
+    assert summary["heavy_served_by"] == {SKIP: 1, ORIGINAL: 3}
+
+
 def test_failed_requests_count_against_accuracy_and_are_reported() -> None:
     episode = _episode("fixed", [ORIGINAL, ORIGINAL])
     episode.samples.append(Sample(12.0, 10.0, 0, 8, "heavy", False, None))

@@ -3,7 +3,8 @@
 An *episode* is a light phase then a heavy phase; every response names the path that served
 it (``braid_path`` in its parameters), so the switch time is read from traffic, not from the
 controller's decision: from the heavy phase's start to the first request served by a path
-other than the one serving at the end of the light phase. A *pair* is a controlled and a
+other than the one serving at the end of the light phase, not counting requests the gateway
+served by falling back (``braid_fallback``), which are counted apart. A *pair* is a controlled and a
 fixed episode at one operating point; over repeats, each figure is a median with an
 order-statistic interval (``braid_dev.benchstats``).
 """
@@ -33,6 +34,9 @@ class Sample:
     ok: bool
     path: str | None
     """The path the gateway says served it (``braid_path`` in the response parameters)."""
+    fallback: str | None = None
+    """Why the gateway left the routed path for its fallback (``braid_fallback``), if it did:
+    such a request is served by the fallback path, but the controller did not move it."""
 
 
 @dataclass
@@ -61,7 +65,9 @@ def summarise_episode(episode: Episode) -> dict[str, Any]:
     heavy = [s for s in heavy_all if s.ok]
     tail = light[len(light) // 2 :]
     light_path = Counter(s.path for s in tail).most_common(1)[0][0] if tail else None
-    moved = next((s for s in heavy if s.path != light_path), None)
+    # A fallback (a hop's timeout, the latency check) serves the fallback path without the
+    # routing having moved: it is not a switch.
+    moved = next((s for s in heavy if s.path != light_path and s.fallback is None), None)
     decided = next(
         (t for t, p in episode.decisions if t >= episode.heavy_start and p != light_path), None
     )
@@ -71,6 +77,7 @@ def summarise_episode(episode: Episode) -> dict[str, Any]:
         "repeat": episode.repeat,
         "light_path": light_path,
         "heavy_served_by": dict(Counter(str(s.path) for s in heavy)),
+        "heavy_fallbacks": dict(Counter(s.fallback for s in heavy if s.fallback is not None)),
         "switch_s": None if moved is None else round(moved.sent - episode.heavy_start, 3),
         "decision_switch_s": None if decided is None else round(decided - episode.heavy_start, 3),
         "heavy_p50_ms": round(float(np.percentile(latencies, 50)), 3) if latencies else None,
