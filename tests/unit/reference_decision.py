@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 from braid.api.catalog import PathCatalog, PathEntry
-from braid.api.v1alpha1.offloadpolicy import OffloadPolicySpec
+from braid.api.v1alpha1.offloadpolicy import CostCoefficients, OffloadPolicySpec
 from braid.policy.cost import (
     Candidate,
     Load,
@@ -105,34 +105,19 @@ def split_weights(
 
 
 def reference_best_effort(
-    catalog: PathCatalog, assessments: Sequence[PathAssessment], bound: float
+    catalog: PathCatalog,
+    runnable: list[PathFigures],
+    coefficients: CostCoefficients,
+    bound: float,
 ) -> str | None:
-    """Eq. 2's pool (the original and the paths strictly cheaper), among the paths only
-    ``L_T`` rules out: the one with the lowest latency, when none meets the bound and the
-    original is among them."""
-    original = next((a for a in assessments if a.id == catalog.original_path), None)
-    if original is None or original.cost is None:
+    """``choose_path``'s best effort over the paths only ``L_T`` rules out: the lowest
+    latency of eq. 2's pool, when none meets the bound and the original is among them."""
+    if catalog.original_path not in {f.path_id for f in runnable}:
         return None
-    runnable = [
-        a
-        for a in assessments
-        if a.cost is not None
-        and a.latency_us is not None
-        and (a.feasible or a.reason == "OverLatencyBound")
-        and (a.id == original.id or round(a.cost, 9) < round(original.cost, 9))
-    ]
-    if original not in runnable or any(
-        a.latency_us is not None and a.latency_us <= bound for a in runnable
-    ):
-        return None
-    params = {e.id: e.metrics.params_local / 1e6 for e in catalog.paths}
-
-    def key(a: PathAssessment) -> tuple[float, float, float, float, str]:
-        assert a.latency_us is not None
-        assert a.cost is not None
-        return (a.latency_us, round(a.cost, 9), a.latency_us, params[a.id], a.id)
-
-    return min(runnable, key=key).id
+    choice = choose_path(
+        runnable, catalog.original_path, catalog.baseline_accuracy, coefficients, bound
+    )
+    return None if choice.within_bound else choice.path_id
 
 
 def reference_assess(
@@ -140,8 +125,9 @@ def reference_assess(
     metrics: Metrics,
     policy: OffloadPolicySpec,
     settings: ControlSettings,
-) -> tuple[tuple[PathAssessment, ...], list[PathFigures], Load]:
-    """Every candidate's cost and feasibility, and the figures of those eq. 2 may choose."""
+) -> tuple[tuple[PathAssessment, ...], list[PathFigures], list[PathFigures], Load]:
+    """Every candidate's cost and feasibility, the figures of those eq. 2 may choose, and of
+    those only ``L_T`` rules out (best effort's candidates)."""
     rho = utilisation(metrics, settings)
     entries = candidate_entries(catalog, policy)
     scale = calibration(catalog, metrics.tiers)
@@ -189,7 +175,8 @@ def reference_assess(
     # Eq. 2 chooses among the feasible paths; the original is always among them (it is the
     # fallback), so a saturated original still takes traffic when nothing else may.
     choosable = [f for _, f, why in priced if why is None or f.path_id == catalog.original_path]
-    return tuple(assessed + unpriced), choosable, load
+    runnable = [f for _, f, why in priced if why is None or why.reason == "OverLatencyBound"]
+    return tuple(assessed + unpriced), choosable, runnable, load
 
 
 def reference_decide(
@@ -214,7 +201,7 @@ def reference_decide(
     rho = utilisation(metrics, settings)
     entries = candidate_entries(catalog, policy)
     by_id = {e.id: e for e in entries}
-    assessments, figures, load = reference_assess(catalog, metrics, policy, settings)
+    assessments, figures, runnable, load = reference_assess(catalog, metrics, policy, settings)
     measured = {a.id for a in assessments if a.cost is not None}
     load_info = {"local": load.local, "host": load.host}
 
@@ -265,7 +252,7 @@ def reference_decide(
         reason, code = f"cheapest feasible path: {best}", "CheapestFeasible"
     elif (
         not choice.within_bound
-        and (fastest := reference_best_effort(catalog, assessments, bound)) is not None
+        and (fastest := reference_best_effort(catalog, runnable, coefficients, bound)) is not None
     ):
         proposal = (WeightedPath(fastest, 1.0),)
         reason = f"no path meets L_T: {fastest}, the lowest modelled latency (best effort)"
