@@ -9,9 +9,11 @@ concurrency 1 over each transport, each in its own process (grpc reads its trans
 once, at import):
 
 - ``grpc_aio_stub``: what the gateway does (``braid.dataplane``'s grpc transport switches,
-  tritonclient's generated stub on a ``grpc.aio`` channel, each answer's raw bytes forwarded);
-- ``grpc_sync_blocking``: the same stub on a synchronous channel, the calling thread blocked
-  (what a thread-per-request gateway would pay, before handing work between threads);
+  its ``TritonPool``: tritonclient's generated stub on a ``grpc.aio`` channel with the
+  gateway's channel options, each answer's raw bytes forwarded);
+- ``grpc_sync_blocking``: the same stub on a synchronous channel with the same options, the
+  calling thread blocked (what a thread-per-request gateway would pay, before handing work
+  between threads);
 - ``grpc_sync_future``: the synchronous stub's ``future()``, its completion handed to the
   event loop (``call_soon_threadsafe``): the sync stack under an asyncio gateway;
 - ``rest_aiohttp``: Triton's REST endpoint with the binary-tensor extension, over aiohttp
@@ -126,6 +128,8 @@ def _sequence(
     import grpc
     from tritonclient.grpc import service_pb2, service_pb2_grpc
 
+    from braid.dataplane.pool import CHANNEL_OPTIONS, TritonPool
+
     def request(model: str, name: str, output: str, shape: list[int], data: bytes) -> Any:
         proto = service_pb2.ModelInferRequest(model_name=model)
         tensor = proto.inputs.add()
@@ -136,22 +140,22 @@ def _sequence(
         return proto
 
     if transport == "grpc_aio_stub":
-        channel = grpc.aio.insecure_channel(setup["grpc"])
-        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        # The gateway's own pool: its channel options and its call (``TritonPool.infer``).
+        pool = TritonPool()
+        address = setup["grpc"]
 
         async def aio_run() -> bytes:
             data, shape = first.tobytes(), list(first.shape)
             for model, name, output, _ in hops:
-                answer = await stub.ModelInfer(request(model, name, output, shape, data))
+                proto = request(model, name, output, shape, data)
+                answer = await pool.infer(address, proto, None)
                 data, shape = answer.raw_output_contents[0], list(answer.outputs[0].shape)
             return bytes(data)
 
-        async def close_aio() -> None:
-            await channel.close()
+        return aio_run, pool.close
 
-        return aio_run, close_aio
-
-    sync_channel = grpc.insecure_channel(setup["grpc"])
+    # The synchronous stack on the gateway's channel options, so only the stack differs.
+    sync_channel = grpc.insecure_channel(setup["grpc"], options=CHANNEL_OPTIONS)
     sync_stub = service_pb2_grpc.GRPCInferenceServiceStub(sync_channel)
 
     async def close_sync() -> None:
