@@ -38,6 +38,12 @@ from braid_dev.synthetic import SyntheticModels
 from .gateway_support import gateway_over
 
 POLL_TIMEOUT_S = 90.0
+CALIBRATION_S = 6.0
+"""The metric queries' 3 s window plus three 1 s scrapes: the load is then fully seen."""
+LOADED_RHO = 0.92
+"""Where the hammers' load is read to sit: a tier saturates at 1.0, and cross beats the
+original by the policy's 5 % margin from rho ~0.7 (the margin is of the whole cost, whose
+accuracy term is the same for both paths, so it takes a large load to clear)."""
 
 
 def policy() -> OffloadPolicySpec:
@@ -48,7 +54,7 @@ def policy() -> OffloadPolicySpec:
         latency_bound_microseconds=5_000_000,
         candidate_paths=[syn.CROSS],
         allowed_hosts=[HostRef(namespace="local", model=syn.HOST)],
-        hysteresis=Hysteresis(cost_margin=0.1, min_dwell_seconds=0),
+        hysteresis=Hysteresis(cost_margin=0.05, min_dwell_seconds=0),
     )
 
 
@@ -102,11 +108,6 @@ def test_local_load_moves_traffic_to_the_host(
             prometheus=prom,
             sinks=[routing_file_sink(catalog, spec, routing)],
             queries=MetricQueries(model=catalog.local_model, window="3s"),
-            # The hammers below keep the local Triton busy all the time (~1 s of compute per
-            # second). At a capacity of 1 that reads as rho ~1.0, on the saturation boundary,
-            # where noise decides between "cross is cheaper" and "TierSaturated: no path
-            # fits" (a CI run met the second); 1.25 keeps the step clearly below it.
-            settings=ControlSettings(capacity={"local": 1.25, "host": 1.0}),
         )
         deadline = time.monotonic() + POLL_TIMEOUT_S
         first = controller.step()
@@ -135,6 +136,24 @@ def test_local_load_moves_traffic_to_the_host(
         try:
             decision = controller.step()
             changes += decision.changed
+            settled = time.monotonic() + CALIBRATION_S
+            while time.monotonic() < settled:
+                time.sleep(0.5)
+                decision = controller.step()
+                changes += decision.changed
+            # How busy the hammers keep the local Triton depends on what else this machine
+            # runs (busy 0.25 to 0.97 here, the low end with two CPU burners beside it): a
+            # fixed capacity put rho either on the
+            # saturation boundary (TierSaturated, no path fits) or below the point where
+            # cross beats the original by the cost margin (a CI run held the original at
+            # rho 0.66). The tier's capacity is what it sustains on this machine, so it is
+            # read from the load itself: the smoothed busy time (it follows the peaks)
+            # over the target rho. A round read too high only holds (TierSaturated) until the
+            # next; one read too low holds for good, so the target sits nearer saturation.
+            busy = dict(controller.state.busy)["local"]
+            controller.settings = ControlSettings(
+                capacity={"local": busy / LOADED_RHO, "host": 1.0}
+            )
             while decision.primary != syn.CROSS and time.monotonic() < deadline:
                 time.sleep(0.5)
                 decision = controller.step()
