@@ -142,14 +142,14 @@ def test_local_load_moves_traffic_to_the_host(
                 decision = controller.step()
                 changes += decision.changed
             # How busy the hammers keep the local Triton depends on what else this machine
-            # runs (busy 0.25 to 0.97 here, the low end with two CPU burners beside it): a
-            # fixed capacity put rho either on the
-            # saturation boundary (TierSaturated, no path fits) or below the point where
-            # cross beats the original by the cost margin (a CI run held the original at
-            # rho 0.66). The tier's capacity is what it sustains on this machine, so it is
-            # read from the load itself: the smoothed busy time (it follows the peaks)
-            # over the target rho. A round read too high only holds (TierSaturated) until the
-            # next; one read too low holds for good, so the target sits nearer saturation.
+            # runs (busy 0.25 to 0.97 here, the low end beside two CPU burners): a fixed
+            # capacity put rho either on the saturation boundary (TierSaturated, no path
+            # fits) or below the point where cross beats the original by the cost margin (a
+            # CI run held the original at rho 0.66). The tier's capacity is what it sustains
+            # on this machine, so it is read from the load itself: the smoothed busy time
+            # (it follows the peaks) over the target rho. A round read too high only holds
+            # (TierSaturated) until the next; one read too low holds for good, so the target
+            # sits nearer saturation.
             busy = dict(controller.state.busy)["local"]
             controller.settings = ControlSettings(
                 capacity={"local": busy / LOADED_RHO, "host": 1.0}
