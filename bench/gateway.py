@@ -23,7 +23,9 @@ the paired differences (gateway minus baseline, ms) and ratios (gateway over bas
 requests/s) are summarised over repeats as a median and a distribution-free 95 % interval
 from order statistics (``braid_dev.benchstats.median_interval``; its exact coverage is
 reported). The full profile may add unpaired modes (the gateway over REST, a gateway with
-``--no-coalesce``) to show what each part buys.
+``--no-coalesce``, a hop-by-hop gateway with ``--no-streams``: one unary call per hop instead
+of a message on its long-lived streams, ``braid.dataplane.streams``) to show what each part
+buys.
 
 Every parameter is a constant of a ``Profile`` below; the command line only picks one
 (``smoke``: a minute or two, to check the code; ``full``: the figures). Machine facts, the
@@ -126,7 +128,7 @@ PROFILES = {
         requests=(600, 1600, 3200),
         warmup=40,
         grpc_channels=4,
-        extra_modes=("gateway_fused_rest", "gateway_no_coalesce"),
+        extra_modes=("gateway_fused_rest", "gateway_no_coalesce", "gateway_hop_by_hop_unary"),
         profile_seconds=8.0,
     ),
 }
@@ -148,6 +150,7 @@ MODE_LABELS = {
     "gateway_fused": "gateway, fused",
     "gateway_fused_rest": "gateway, fused, REST",
     "gateway_no_coalesce": "gateway, fused, --no-coalesce",
+    "gateway_hop_by_hop_unary": "gateway, hop by hop, unary calls (--no-streams)",
 }
 GATEWAY_OF_MODE = {
     # mode -> which gateway process serves it (for its metrics breakdown)
@@ -155,8 +158,14 @@ GATEWAY_OF_MODE = {
     "gateway_fused": "fused",
     "gateway_fused_rest": "fused",
     "gateway_no_coalesce": "no_coalesce",
+    "gateway_hop_by_hop_unary": "hop_by_hop_unary",
 }
-GATEWAY_FLAGS = {"fused": [], "hop_by_hop": ["--no-fuse"], "no_coalesce": ["--no-coalesce"]}
+GATEWAY_FLAGS = {
+    "fused": [],
+    "hop_by_hop": ["--no-fuse"],
+    "no_coalesce": ["--no-coalesce"],
+    "hop_by_hop_unary": ["--no-fuse", "--no-streams"],
+}
 
 
 @dataclass(frozen=True)
@@ -542,6 +551,8 @@ def main(
                 calls["gateway_fused_rest"] = call_rest
             if "gateway_no_coalesce" in fixed.extra_modes:
                 calls["gateway_no_coalesce"] = grpc_call(grpc_of["no_coalesce"], model)
+            if "gateway_hop_by_hop_unary" in fixed.extra_modes:
+                calls["gateway_hop_by_hop_unary"] = grpc_call(grpc_of["hop_by_hop_unary"], model)
             reference = await call_direct()
             for name, call in calls.items():
                 np.testing.assert_allclose(

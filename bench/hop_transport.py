@@ -56,13 +56,15 @@ SEQUENCES = 1500
 """Measured four-hop sequences per transport and repeat."""
 WARMUP = 150
 TRANSPORTS = (
+    "grpc_aio_pool_stream",
     "grpc_aio_stub",
+    "grpc_aio_stream",
     "grpc_sync_blocking",
     "grpc_sync_future",
     "rest_aiohttp",
     "tritonclient_grpc_aio",
 )
-GATEWAY_TRANSPORT = "grpc_aio_stub"
+GATEWAY_TRANSPORT = "grpc_aio_pool_stream"
 
 
 def _sequence(
@@ -139,9 +141,10 @@ def _sequence(
         proto.raw_input_contents.append(data)
         return proto
 
-    if transport == "grpc_aio_stub":
-        # The gateway's own pool: its channel options and its call (``TritonPool.infer``).
-        pool = TritonPool()
+    if transport in ("grpc_aio_stub", "grpc_aio_pool_stream"):
+        # The gateway's own pool: its channel options and its call (``TritonPool.infer``),
+        # unary calls or (the gateway's default) messages on its streams.
+        pool = TritonPool(streams=transport == "grpc_aio_pool_stream")
         address = setup["grpc"]
 
         async def aio_run() -> bytes:
@@ -153,6 +156,29 @@ def _sequence(
             return bytes(data)
 
         return aio_run, pool.close
+
+    if transport == "grpc_aio_stream":
+        # One long-lived ModelStreamInfer stream on the same options: a message per hop
+        # instead of a call per hop (no call set-up, no HTTP/2 stream per request).
+        channel = grpc.aio.insecure_channel(setup["grpc"], options=CHANNEL_OPTIONS)
+        stream = service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelStreamInfer()
+
+        async def stream_run() -> bytes:
+            data, shape = first.tobytes(), list(first.shape)
+            for model, name, output, _ in hops:
+                await stream.write(request(model, name, output, shape, data))
+                reply = await stream.read()
+                if reply.error_message:
+                    raise RuntimeError(reply.error_message)
+                answer = reply.infer_response
+                data, shape = answer.raw_output_contents[0], list(answer.outputs[0].shape)
+            return bytes(data)
+
+        async def close_stream() -> None:
+            await stream.done_writing()
+            await channel.close()
+
+        return stream_run, close_stream
 
     # The synchronous stack on the gateway's channel options, so only the stack differs.
     sync_channel = grpc.insecure_channel(setup["grpc"], options=CHANNEL_OPTIONS)

@@ -91,6 +91,13 @@ def gateway_command(
             "server has it ready."
         ),
     ] = True,
+    streams: Annotated[
+        bool,
+        typer.Option(
+            help="Send hop calls as messages on a few long-lived ModelStreamInfer streams per "
+            "server (cheaper than a call each); --no-streams: one unary call per hop."
+        ),
+    ] = True,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log each event.")] = False,
 ) -> None:
     """Run the gateway (KServe v2 over REST and gRPC) in front of running Triton servers."""
@@ -128,6 +135,7 @@ def gateway_command(
     async def build() -> InferenceService:
         return build_service(
             [source],
+            streams=streams,
             options=ExecutorOptions(
                 coalesce=coalesce, max_in_flight_per_hop=max_in_flight_per_hop, fuse=fuse
             ),

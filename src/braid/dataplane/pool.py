@@ -11,6 +11,11 @@ server sees the same client it always does, plus a reconnect backoff capped at 2
 restarted server gets its traffic back within seconds. grpc's threading (how an answer
 reaches the event loop) is chosen once, when ``braid.dataplane`` imports grpc.
 
+Inference goes as messages on a few long-lived ``ModelStreamInfer`` streams per endpoint
+(``braid.dataplane.streams``: cheaper than a call each) unless ``streams=False``; a refusal
+is repeated as a unary call so it fails with Triton's status code. Everything else (health,
+readiness, configs) is unary.
+
 The pool also remembers which endpoints just failed (a small circuit breaker), so that after
 a host dies requests stop paying a failed connection attempt before they fall back.
 """
@@ -27,6 +32,7 @@ from dataclasses import dataclass, field
 import grpc
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
+from braid.dataplane.streams import InferStream
 from braid.logs import log_event
 
 logger = logging.getLogger(__name__)
@@ -75,6 +81,8 @@ class _Endpoint:
     stubs: list[service_pb2_grpc.GRPCInferenceServiceStub]
     state: EndpointState
     turn: Iterator[int] = field(default_factory=lambda: itertools.count())
+    streams: list[InferStream | None] = field(default_factory=list)
+    stream_turn: Iterator[int] = field(default_factory=lambda: itertools.count())
 
 
 class TritonPool:
@@ -83,6 +91,8 @@ class TritonPool:
     ``channels_per_endpoint`` > 1 spreads concurrent calls over several HTTP/2 connections
     (one connection serialises frames through one socket); 1 is enough on loopback.
     ``cooldown_s`` is how long an endpoint that failed at the transport level is skipped.
+    ``streams``: infer over ``streams_per_endpoint`` streams, each replaced after
+    ``stream_max_age_s`` (so new pods behind a headless Service get some); else unary calls.
     """
 
     def __init__(
@@ -92,9 +102,18 @@ class TritonPool:
         cooldown_s: float = 2.0,
         renew_every_s: float = 5.0,
         retire_after_s: float = 30.0,
+        streams: bool = True,
+        streams_per_endpoint: int = 4,
+        stream_max_age_s: float = 30.0,
     ) -> None:
         if channels_per_endpoint < 1:
             raise ValueError("channels_per_endpoint must be >= 1")
+        if streams_per_endpoint < 1:
+            raise ValueError("streams_per_endpoint must be >= 1")
+        self.streams = streams
+        self.streams_per_endpoint = streams_per_endpoint
+        self.stream_max_age_s = stream_max_age_s
+        self._retired_streams: set[InferStream] = set()
         self.channels_per_endpoint = channels_per_endpoint
         self.cooldown_s = cooldown_s
         self.renew_every_s = renew_every_s
@@ -176,6 +195,7 @@ class TritonPool:
         old = endpoint.channels
         endpoint.channels = self._new_channels(address)
         endpoint.stubs = [service_pb2_grpc.GRPCInferenceServiceStub(c) for c in endpoint.channels]
+        self._retire_streams(endpoint)
         endpoint.state.renewed_at = now
         task = asyncio.get_running_loop().create_task(self._retire(old))
         self._retiring.add(task)
@@ -188,9 +208,47 @@ class TritonPool:
         for channel in channels:
             await channel.close()
 
+    def _stream(self, address: str) -> InferStream:
+        """The next of the endpoint's streams, opened (or replaced) as needed."""
+        endpoint = self._endpoint(address)
+        if not endpoint.streams:
+            endpoint.streams = [None] * self.streams_per_endpoint
+        slot = next(endpoint.stream_turn) % len(endpoint.streams)
+        stream = endpoint.streams[slot]
+        now = time.monotonic()
+        if stream is not None and stream.open and now - stream.opened_at < self.stream_max_age_s:
+            return stream
+        if stream is not None:
+            self._retire_stream(stream)
+        stream = InferStream(endpoint.stubs[slot % len(endpoint.stubs)], opened_at=now)
+        endpoint.streams[slot] = stream
+        return stream
+
+    def _retire_stream(self, stream: InferStream) -> None:
+        stream.retire()
+        self._retired_streams = {s for s in self._retired_streams if not s.finished}
+        if not stream.finished:
+            self._retired_streams.add(stream)
+
+    def _retire_streams(self, endpoint: _Endpoint) -> None:
+        for stream in endpoint.streams:
+            if stream is not None:
+                self._retire_stream(stream)
+        endpoint.streams = []
+
     async def infer(
         self, address: str, request: service_pb2.ModelInferRequest, timeout_s: float | None
     ) -> service_pb2.ModelInferResponse:
+        """Triton's answer; raises ``grpc.aio.AioRpcError`` as a unary call would."""
+        if self.streams:
+            started = time.perf_counter()
+            reply = await self._stream(address).infer(request, timeout_s)
+            if not reply.error_message:
+                return reply.infer_response
+            # Refused: a stream's refusal has no status code, a unary call's has (NOT_FOUND,
+            # INVALID_ARGUMENT, ...), and the gateway tells clients and fallbacks apart by it.
+            if timeout_s is not None:
+                timeout_s -= time.perf_counter() - started
         response: service_pb2.ModelInferResponse = await self.stub(address).ModelInfer(
             request, timeout=timeout_s
         )
@@ -223,6 +281,10 @@ class TritonPool:
     async def close(self) -> None:
         for task in list(self._retiring):
             task.cancel()
+        streams = [s for e in self._endpoints.values() for s in e.streams if s is not None]
+        for stream in [*streams, *self._retired_streams]:
+            await stream.close()
+        self._retired_streams.clear()
         for endpoint in self._endpoints.values():
             for channel in endpoint.channels:
                 await channel.close()

@@ -294,6 +294,7 @@ def build_service(
     *,
     metrics: GatewayMetrics | None = None,
     channels_per_endpoint: int = 1,
+    streams: bool = True,
     routing_poll_s: float = 0.5,
     options: ExecutorOptions | None = None,
     sample_router: SampleRouter | None = None,
@@ -301,11 +302,12 @@ def build_service(
 ) -> InferenceService:
     """Executors over one shared pool, one per model; call inside the loop that will serve.
 
-    ``options``, ``sample_router`` and ``rng`` go to every ``PathExecutor``. Without a
+    ``streams`` picks the pool's hop transport (``TritonPool``). ``options``,
+    ``sample_router`` and ``rng`` go to every ``PathExecutor``. Without a
     ``sample_router``, a model whose starting table enables DIMEE (``dimee``) gets one loaded
     from the table's pools artifact.
     """
-    pool = TritonPool(channels_per_endpoint=channels_per_endpoint)
+    pool = TritonPool(channels_per_endpoint=channels_per_endpoint, streams=streams)
     executors = []
     files: dict[str, Path] = {}
     published: dict[str, EndpointsFile] = {}
