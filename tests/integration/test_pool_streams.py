@@ -102,7 +102,11 @@ async def test_streams_past_their_age_are_replaced_and_still_answer(
 
 class _Scripted(service_pb2_grpc.GRPCInferenceServiceServicer):
     """Answers a stream's requests by their model name: ``slow`` after 0.5 s, ``late`` after
-    the last request of a batch, ``end`` by ending the stream; anything else at once."""
+    the last request of a batch, ``end`` by ending the stream; anything else at once. Each
+    answer's ``model_version`` names the server."""
+
+    def __init__(self, name: str = "") -> None:
+        self.name = name
 
     async def ModelStreamInfer(  # noqa: N802 (gRPC's method name)
         self,
@@ -121,18 +125,18 @@ class _Scripted(service_pb2_grpc.GRPCInferenceServiceServicer):
             for answer in [request, *reversed(held)]:  # held ones after, newest first
                 yield service_pb2.ModelStreamInferResponse(
                     infer_response=service_pb2.ModelInferResponse(
-                        id=answer.id, model_name=answer.model_name
+                        id=answer.id, model_name=answer.model_name, model_version=self.name
                     )
                 )
             held.clear()
 
 
 @contextlib.asynccontextmanager
-async def scripted_server() -> AsyncIterator[str]:
+async def scripted_server(name: str = "") -> AsyncIterator[str]:
     """Its address; a context, not a fixture: the server must run on the test's own loop
     (async fixtures run on the session's)."""
     server = grpc.aio.server()
-    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(_Scripted(), server)
+    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(_Scripted(name), server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     try:
@@ -191,3 +195,16 @@ async def test_an_ended_stream_fails_its_requests_unavailable_and_a_new_one_serv
             assert answer.model_name == "next"
         finally:
             await pool.close()
+
+
+async def test_streams_spread_over_the_addresses_behind_one_name() -> None:
+    """A Block's headless Service resolves to each ready pod: streams take turns over them."""
+    pool = TritonPool(streams_per_endpoint=4)
+    async with scripted_server("a") as first, scripted_server("b") as second:
+        both = f"ipv4:{first},{second}"  # one target, two addresses, as DNS would give
+        try:
+            answers = [await pool.infer(both, _named("x"), 5.0) for _ in range(40)]
+        finally:
+            await pool.close()
+    served = [a.model_version for a in answers]
+    assert {served.count("a"), served.count("b")} == {20}, served
