@@ -8,9 +8,14 @@ the synthetic pair's original path (four blocks), a client runs the four hops in
 concurrency 1 over each transport, each in its own process (grpc reads its transport switches
 once, at import):
 
-- ``grpc_aio_stub``: what the gateway does (``braid.dataplane``'s grpc transport switches,
-  its ``TritonPool``: tritonclient's generated stub on a ``grpc.aio`` channel with the
-  gateway's channel options, each answer's raw bytes forwarded);
+- ``grpc_aio_pool_stream``: what the gateway does (``braid.dataplane``'s grpc transport
+  switches, its ``TritonPool``: tritonclient's generated stub on ``grpc.aio`` channels with
+  the gateway's channel options, each hop a message on the pool's ``ModelStreamInfer``
+  streams, each answer's raw bytes forwarded);
+- ``grpc_aio_stub``: the same pool with ``streams=False``, one unary call per hop (the
+  gateway before its streams, and ``braid gateway --no-streams``);
+- ``grpc_aio_stream``: one bare stream on the same options, the caller writing its request
+  and reading its own answer (no multiplexing: the floor of a stream);
 - ``grpc_sync_blocking``: the same stub on a synchronous channel with the same options, the
   calling thread blocked (what a thread-per-request gateway would pay, before handing work
   between threads);
