@@ -198,13 +198,19 @@ async def test_an_ended_stream_fails_its_requests_unavailable_and_a_new_one_serv
 
 
 async def test_streams_spread_over_the_addresses_behind_one_name() -> None:
-    """A Block's headless Service resolves to each ready pod: streams take turns over them."""
+    """A Block's headless Service resolves to each ready pod: round robin deals the streams
+    out over the connected ones, so every pod gets some of the requests."""
     pool = TritonPool(streams_per_endpoint=4)
     async with scripted_server("a") as first, scripted_server("b") as second:
         both = f"ipv4:{first},{second}"  # one target, two addresses, as DNS would give
         try:
+            # The first call connects the channel to both; streams opened while only one is
+            # connected all go to it, as for a gateway whose first request races its pods.
+            await pool.infer(both, _named("x"), 5.0)
+            await asyncio.sleep(0.5)
             answers = [await pool.infer(both, _named("x"), 5.0) for _ in range(40)]
         finally:
             await pool.close()
     served = [a.model_version for a in answers]
-    assert {served.count("a"), served.count("b")} == {20}, served
+    # Each of the four streams serves every fourth request: each server holds one or more.
+    assert min(served.count("a"), served.count("b")) >= 10, served

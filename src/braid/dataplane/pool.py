@@ -94,9 +94,10 @@ class TritonPool:
     ``streams``: infer over ``streams_per_endpoint`` streams, each replaced after
     ``stream_max_age_s`` (so new pods behind a headless Service get some); else unary calls.
     A stream stays on the pod round robin gave it, so requests spread over a Block's pods
-    by streams, not by call. Streams open one at a time, so round robin deals them out over
-    the pods in turn (give or take a probe's call in between): 12 divide evenly over 1, 2,
-    3, 4 or 6 pods. An idle stream costs the two ends a few kilobytes.
+    by streams, not by call. Streams open one at a time, and round robin deals them out over
+    the pods it has connected, in turn from a random start: each pod gets about 12 / n of
+    them, off by a stream or two where some opened before every pod was connected, and
+    the 30 s renewals keep dealing. An idle stream costs the two ends a few kilobytes.
     """
 
     def __init__(
