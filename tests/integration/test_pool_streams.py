@@ -23,6 +23,8 @@ from braid.dataplane.pool import TritonPool
 from braid_dev.local_runtime import LocalRuntime
 from braid_dev.synthetic import SyntheticModels
 
+from .grpc_support import serving
+
 pytestmark = pytest.mark.integration
 
 Request = Callable[..., service_pb2.ModelInferRequest]
@@ -131,18 +133,8 @@ class _Scripted(service_pb2_grpc.GRPCInferenceServiceServicer):
             held.clear()
 
 
-@contextlib.asynccontextmanager
-async def scripted_server(name: str = "") -> AsyncIterator[str]:
-    """Its address; a context, not a fixture: the server must run on the test's own loop
-    (async fixtures run on the session's)."""
-    server = grpc.aio.server()
-    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(_Scripted(name), server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    try:
-        yield f"127.0.0.1:{port}"
-    finally:
-        await server.stop(grace=None)
+def scripted_server(name: str = "") -> contextlib.AbstractAsyncContextManager[str]:
+    return serving(_Scripted(name))
 
 
 def _named(model: str) -> service_pb2.ModelInferRequest:

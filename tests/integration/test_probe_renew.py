@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator
 
 import grpc
 import pytest
@@ -22,6 +21,8 @@ from braid.dataplane.metrics import GatewayMetrics
 from braid.dataplane.pool import TritonPool
 from braid_dev import synthetic as syn
 
+from .grpc_support import serving
+
 pytestmark = pytest.mark.integration
 
 
@@ -34,19 +35,6 @@ class _Stuck(service_pb2_grpc.GRPCInferenceServiceServicer):
 
 
 @pytest.fixture
-async def silent_listener() -> AsyncIterator[str]:
-    """A gRPC server whose repository index never answers within a probe's second."""
-    server = grpc.aio.server()
-    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(_Stuck(), server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    try:
-        yield f"127.0.0.1:{port}"
-    finally:
-        await server.stop(grace=None)
-
-
-@pytest.fixture
 def refused() -> str:
     """A loopback port nothing listens on."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -54,9 +42,12 @@ def refused() -> str:
         return f"127.0.0.1:{sock.getsockname()[1]}"
 
 
-async def test_a_probe_that_cannot_reach_or_times_out_renews_the_channels(
-    silent_listener: str, refused: str
-) -> None:
+async def test_a_probe_that_cannot_reach_or_times_out_renews_the_channels(refused: str) -> None:
+    async with serving(_Stuck()) as silent_listener:
+        await _probe_renews(silent_listener, refused)
+
+
+async def _probe_renews(silent_listener: str, refused: str) -> None:
     pool = TritonPool(renew_every_s=60.0, retire_after_s=0.05)
 
     def batcher(
