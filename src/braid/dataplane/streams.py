@@ -2,9 +2,10 @@
 
 A unary gRPC call costs its set-up on both ends (a new HTTP/2 stream, headers, the call's
 objects in grpc.aio and in Triton's server); a message on an open stream costs neither.
-``bench/hop_transport.py`` measured the synthetic four-hop sequence at concurrency 1 on this
-project's 2-core machine: 2.15 ms on a stream against 2.55 ms as unary calls, on the same
-channel options (-0.41 ms, interval -0.43 to -0.32, over 5 repeats), and less CPU.
+``bench/hop_transport.py`` (``results/hop_transport.json``) measured the synthetic four-hop
+sequence at concurrency 1 on this project's 2-core machine through ``TritonPool``: 2.40 ms on
+its streams against 0.61 ms more (0.28 to 0.64, 5 repeats) as unary calls on the same
+channels, and less CPU; level with one bare stream that its caller reads itself.
 
 Triton answers a stream's requests as they finish, not in order, each answer carrying its
 request's ``id``: the stream gives every request a fresh id and a future, one reader task
@@ -68,10 +69,6 @@ class InferStream:
     def open(self) -> bool:
         """Takes new requests: neither failed nor retiring."""
         return self._failure is None
-
-    @property
-    def in_flight(self) -> int:
-        return len(self._pending)
 
     async def infer(
         self, request: service_pb2.ModelInferRequest, timeout_s: float | None
