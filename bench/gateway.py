@@ -15,7 +15,10 @@ The gateways run on the grpc transport ``braid.dataplane`` picks at import (its
 ``GRPC_EXPERIMENTS``: grpc's poller thread reads a socket and wakes the event loop, one
 thread hop per answer instead of four); the client runs on grpc's defaults, as a
 ``tritonclient`` user does (``setup.grpc_experiments`` in the results says so). A client
-could turn the same switches on for itself.
+could turn the same switches on for itself. The gateways of both pairs run pinned to one CPU
+(``--pin-cpu auto``, ``braid.dataplane.cpu_pinning``: grpc's poller and the event loop then
+hand each message over on one core), as a gateway deployed on CPUs of its own runs;
+Triton and the client are left to the scheduler.
 
 Each pair runs ``repeats`` times at each level, its two sides in alternating order
 (``braid_dev.benchstats.alternated``). A repeat yields each side's p50, p99 and throughput;
@@ -24,8 +27,8 @@ requests/s) are summarised over repeats as a median and a distribution-free 95 %
 from order statistics (``braid_dev.benchstats.median_interval``; its exact coverage is
 reported). The full profile may add unpaired modes (the gateway over REST, a gateway with
 ``--no-coalesce``, a hop-by-hop gateway with ``--no-streams``: one unary call per hop instead
-of a message on its long-lived streams, ``braid.dataplane.streams``) to show what each part
-buys.
+of a message on its long-lived streams, ``braid.dataplane.streams``; both gateways without
+``--pin-cpu``) to show what each part buys.
 
 Every parameter is a constant of a ``Profile`` below; the command line only picks one
 (``smoke``: a minute or two, to check the code; ``full``: the figures). Machine facts, the
@@ -128,7 +131,13 @@ PROFILES = {
         requests=(600, 1600, 3200),
         warmup=40,
         grpc_channels=4,
-        extra_modes=("gateway_fused_rest", "gateway_no_coalesce", "gateway_hop_by_hop_unary"),
+        extra_modes=(
+            "gateway_fused_rest",
+            "gateway_no_coalesce",
+            "gateway_hop_by_hop_unary",
+            "gateway_hop_by_hop_unpinned",
+            "gateway_fused_unpinned",
+        ),
         profile_seconds=8.0,
     ),
 }
@@ -151,6 +160,8 @@ MODE_LABELS = {
     "gateway_fused_rest": "gateway, fused, REST",
     "gateway_no_coalesce": "gateway, fused, --no-coalesce",
     "gateway_hop_by_hop_unary": "gateway, hop by hop, unary calls (--no-streams)",
+    "gateway_hop_by_hop_unpinned": "gateway, hop by hop, not pinned to a CPU",
+    "gateway_fused_unpinned": "gateway, fused, not pinned to a CPU",
 }
 GATEWAY_OF_MODE = {
     # mode -> which gateway process serves it (for its metrics breakdown)
@@ -159,12 +170,19 @@ GATEWAY_OF_MODE = {
     "gateway_fused_rest": "fused",
     "gateway_no_coalesce": "no_coalesce",
     "gateway_hop_by_hop_unary": "hop_by_hop_unary",
+    "gateway_hop_by_hop_unpinned": "hop_by_hop_unpinned",
+    "gateway_fused_unpinned": "fused_unpinned",
 }
+PINNED = ["--pin-cpu", "auto"]
+"""Every gateway of the pairs runs pinned to one CPU (``braid.dataplane.cpu_pinning``), as
+one deployed on CPUs of its own would; the ``_unpinned`` modes show what that buys."""
 GATEWAY_FLAGS = {
-    "fused": [],
-    "hop_by_hop": ["--no-fuse"],
-    "no_coalesce": ["--no-coalesce"],
-    "hop_by_hop_unary": ["--no-fuse", "--no-streams"],
+    "fused": PINNED,
+    "hop_by_hop": ["--no-fuse", *PINNED],
+    "no_coalesce": ["--no-coalesce", *PINNED],
+    "hop_by_hop_unary": ["--no-fuse", "--no-streams", *PINNED],
+    "hop_by_hop_unpinned": ["--no-fuse"],
+    "fused_unpinned": [],
 }
 
 
@@ -551,8 +569,9 @@ def main(
                 calls["gateway_fused_rest"] = call_rest
             if "gateway_no_coalesce" in fixed.extra_modes:
                 calls["gateway_no_coalesce"] = grpc_call(grpc_of["no_coalesce"], model)
-            if "gateway_hop_by_hop_unary" in fixed.extra_modes:
-                calls["gateway_hop_by_hop_unary"] = grpc_call(grpc_of["hop_by_hop_unary"], model)
+            for extra in ("hop_by_hop_unary", "hop_by_hop_unpinned", "fused_unpinned"):
+                if f"gateway_{extra}" in fixed.extra_modes:
+                    calls[f"gateway_{extra}"] = grpc_call(grpc_of[extra], model)
             reference = await call_direct()
             for name, call in calls.items():
                 np.testing.assert_allclose(

@@ -260,7 +260,14 @@ def test_container_args_parse_with_the_real_cli(
 
     from braid.cli import app
 
-    docs = render(helm_binary, "ns", "--set-json", 'controller.capacity=["local=1","host=2"]')
+    docs = render(
+        helm_binary,
+        "ns",
+        "--set-json",
+        'controller.capacity=["local=1","host=2"]',
+        "--set",
+        "gateway.pinCpu=0",
+    )
     (deployment,) = [
         d for d in by_kind(docs, "Deployment") if d["metadata"]["name"].endswith(component)
     ]
@@ -279,6 +286,7 @@ def test_container_args_parse_with_the_real_cli(
     else:
         assert params["host"] == "0.0.0.0"
         assert str(params["routing"]) == "/etc/braid/routing/routing.json"
+        assert params["pin_cpu"] == "0"  # an integer value, rendered (Go templates: 0 is falsy)
 
 
 def test_operator_env_parses_with_its_settings(
@@ -336,6 +344,7 @@ def test_helm_lint(helm_binary: Path) -> None:
         (["--set", "policy.name=Not_A_Name"], "/policy/name"),
         (["--set-json", 'controller.capacity=["gpu=2"]'], "/controller/capacity/0"),
         (["--set", "gateway.replicsa=2"], "replicsa"),
+        (["--set", "gateway.pinCpu=all"], "/gateway/pinCpu"),
     ],
 )
 def test_schema_refuses_bad_values(helm_binary: Path, args: list[str], message: str) -> None:

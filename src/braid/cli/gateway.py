@@ -98,6 +98,14 @@ def gateway_command(
             "server (cheaper than a call each); --no-streams: one unary call per hop."
         ),
     ] = True,
+    pin_cpu: Annotated[
+        str | None,
+        typer.Option(
+            help="Keep all the gateway's threads on one CPU: 'auto' (the first this process "
+            "may use) or a CPU number. Pays where the pod owns its CPUs (static CPU manager "
+            "policy); see braid.dataplane.cpu_pinning for what it gains and costs."
+        ),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log each event.")] = False,
 ) -> None:
     """Run the gateway (KServe v2 over REST and gRPC) in front of running Triton servers."""
@@ -114,6 +122,13 @@ def gateway_command(
     )
 
     setup_logging(verbose)
+    if pin_cpu is not None:
+        from braid.dataplane.cpu_pinning import pin_to
+
+        try:
+            pin_to(pin_cpu)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--pin-cpu") from None
     base = (
         Endpoints() if endpoints is None else Endpoints.model_validate_json(endpoints.read_text())
     )
