@@ -30,6 +30,12 @@ reported). The full profile may add unpaired modes (the gateway over REST, a gat
 of a message on its long-lived streams, ``braid.dataplane.streams``; both gateways without
 ``--pin-cpu``) to show what each part buys.
 
+The full profile ends with ``interleaved_c1``: at concurrency 1, rounds in which each side of
+``INTERLEAVED_PAIRS`` sends one request in turn, so that the machine's drift over minutes,
+which moves whole repeats, falls on both sides of a difference alike; differences of p50 and
+p99 block by block, with a median and interval over the blocks. The headline keys stay the
+repeats' figures.
+
 Every parameter is a constant of a ``Profile`` below; the command line only picks one
 (``smoke``: a minute or two, to check the code; ``full``: the figures). Machine facts, the
 load average sampled through the run, and the servers' own metadata (``GET /v2``) are read,
@@ -108,6 +114,11 @@ class Profile:
     extra_modes: tuple[str, ...]
     profile_seconds: float
     """py-spy sampling of the fused gateway under load; 0: none."""
+    interleaved_rounds: int
+    """Rounds at concurrency 1 in which each mode of ``INTERLEAVED_PAIRS`` sends one request,
+    in rotating order (see ``interleave``); 0: none."""
+    interleaved_block: int
+    """Consecutive rounds summarised together: one paired difference per block."""
 
 
 class ProfileName(StrEnum):
@@ -124,6 +135,8 @@ PROFILES = {
         grpc_channels=4,
         extra_modes=(),
         profile_seconds=0.0,
+        interleaved_rounds=200,
+        interleaved_block=50,
     ),
     ProfileName.full: Profile(
         repeats=6,
@@ -139,6 +152,8 @@ PROFILES = {
             "gateway_fused_unpinned",
         ),
         profile_seconds=8.0,
+        interleaved_rounds=2000,
+        interleaved_block=200,
     ),
 }
 
@@ -151,6 +166,15 @@ TARGETS = {
     "overhead_vs_direct_hops_p50_ms": 0.3,
     "overhead_vs_direct_hops_p99_ms": 1.0,
     "throughput_ratio_vs_ensemble_median": 1.0,
+}
+INTERLEAVED_PAIRS = {
+    # Pairs at concurrency 1 measured one request at a time (``interleave``); both ways of
+    # deploying the gateway against the same baseline, and against each other.
+    "hop_by_hop_vs_direct": ("gateway_hop_by_hop", "direct"),
+    "hop_by_hop_unpinned_vs_direct": ("gateway_hop_by_hop_unpinned", "direct"),
+    "hop_by_hop_pinned_vs_unpinned": ("gateway_hop_by_hop", "gateway_hop_by_hop_unpinned"),
+    "fused_vs_ensemble": ("gateway_fused", "ensemble"),
+    "fused_unpinned_vs_ensemble": ("gateway_fused_unpinned", "ensemble"),
 }
 MODE_LABELS = {
     "direct": "direct hop calls",
@@ -278,6 +302,57 @@ async def run_load(call: Callable[[], Awaitable[object]], requests: int, concurr
         mean_ms=float(ms.mean()),
         throughput_rps=len(latencies) / wall,
     )
+
+
+async def interleave(
+    calls: dict[str, Callable[[], Awaitable[object]]], rounds: int
+) -> dict[str, list[float]]:
+    """Latencies (ms) of ``rounds`` rounds in which every mode sends one request, one after
+    another, the first mode rotating: the modes share every minute of the machine's drift,
+    which moves whole runs of the repeats by more than the differences they are after."""
+    names = list(calls)
+    latencies: dict[str, list[float]] = {name: [] for name in names}
+    for i in range(rounds):
+        turn = i % len(names)
+        for name in names[turn:] + names[:turn]:
+            start = time.perf_counter()
+            await calls[name]()
+            latencies[name].append((time.perf_counter() - start) * 1e3)
+    return latencies
+
+
+def summarise_interleaved(latencies: dict[str, list[float]], block: int) -> dict[str, Any]:
+    """Each mode's p50 / p99 over all rounds; for each of ``INTERLEAVED_PAIRS``, the
+    difference of p50s (and p99s) block by block, as a median with its interval."""
+    ms = {name: np.asarray(values) for name, values in latencies.items()}
+    rounds = min(len(v) for v in ms.values())
+    starts = range(0, rounds - block + 1, block)
+
+    def blockwise(a: npt.NDArray[np.float64], b: npt.NDArray[np.float64], q: int) -> list[float]:
+        return [
+            float(np.percentile(a[i : i + block], q) - np.percentile(b[i : i + block], q))
+            for i in starts
+        ]
+
+    return {
+        "rounds": rounds,
+        "block": block,
+        "modes": {
+            name: {
+                "p50_ms": round(float(np.percentile(v, 50)), 3),
+                "p99_ms": round(float(np.percentile(v, 99)), 3),
+            }
+            for name, v in ms.items()
+        },
+        "pairs": {
+            pair: {
+                "overhead_p50_ms": interval(blockwise(ms[gw], ms[base], 50)),
+                "overhead_p99_ms": interval(blockwise(ms[gw], ms[base], 99)),
+            }
+            for pair, (gw, base) in INTERLEAVED_PAIRS.items()
+            if gw in ms and base in ms
+        },
+    }
 
 
 def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -453,6 +528,7 @@ class Run:
     points: dict[str, dict[int, list[Point]]] = field(default_factory=dict)
     metrics: dict[str, dict[Any, float]] = field(default_factory=dict)
     py_spy: dict[str, Any] = field(default_factory=dict)
+    interleaved: dict[str, list[float]] = field(default_factory=dict)
 
 
 def main(
@@ -607,6 +683,13 @@ def main(
                             for n in calls
                         )
                     )
+            if fixed.interleaved_rounds:
+                console.print(f"{fixed.interleaved_rounds} interleaved rounds at c=1")
+                wanted = {m for pair in INTERLEAVED_PAIRS.values() for m in pair}
+                run.interleaved = await interleave(
+                    {name: call for name, call in calls.items() if name in wanted},
+                    fixed.interleaved_rounds,
+                )
             for channels in (direct, *grpc_of.values()):
                 await channels.close()
             await rest.close()
@@ -670,6 +753,9 @@ def main(
         },
         "gateway_time_breakdown": {key: breakdown(acc) for key, acc in run.metrics.items()},
         "py_spy": run.py_spy or None,
+        "interleaved_c1": summarise_interleaved(run.interleaved, fixed.interleaved_block)
+        if run.interleaved
+        else None,
     }
     report["targets_met"] = judge(report)
     out.parent.mkdir(parents=True, exist_ok=True)
