@@ -462,7 +462,9 @@ def plot(report: dict[str, Any], out: Path) -> None:
     modes: dict[str, dict[str, Any]] = report["modes"]
     pairs: dict[str, dict[str, Any]] = report["pairs"]
     levels = sorted({int(c) for by_level in modes.values() for c in by_level})
-    fig, (ax_rps, ax_over, ax_ratio) = plt.subplots(1, 3, figsize=(16, 4.8))
+    interleaved: dict[str, Any] | None = report.get("interleaved_c1")
+    fig, axes = plt.subplots(1, 4 if interleaved else 3, figsize=(21 if interleaved else 16, 4.8))
+    ax_rps, ax_over, ax_ratio = axes[:3]
     for mode, by_level in modes.items():
         xs = sorted(int(c) for c in by_level)
         errorbar(
@@ -506,6 +508,28 @@ def plot(report: dict[str, Any], out: Path) -> None:
         ax.set_xscale("log", base=2)
         ax.set_xticks(levels, [str(c) for c in levels])
         ax.set_xlabel("concurrent requests")
+    if interleaved:
+        ax_il = axes[3]
+        names = list(interleaved["pairs"])
+        summaries = [interleaved["pairs"][n]["overhead_p50_ms"] for n in names]
+        med = [s["median"] for s in summaries]
+        ax_il.barh(
+            range(len(names)),
+            med,
+            xerr=[
+                [m - s["ci95_low"] for m, s in zip(med, summaries, strict=True)],
+                [s["ci95_high"] - m for m, s in zip(med, summaries, strict=True)],
+            ],
+            capsize=3,
+            color="tab:blue",
+        )
+        ax_il.set_yticks(range(len(names)), [n.replace("_", " ") for n in names], fontsize=7)
+        ax_il.axvline(TARGETS["overhead_vs_direct_hops_p50_ms"], color="grey", ls=":", lw=1)
+        ax_il.axvline(0, color="black", lw=0.5)
+        ax_il.set_xlabel("p50 difference, ms (median of blocks, 95 % CI)")
+        ax_il.set_title(
+            f"c=1 interleaved: {interleaved['rounds']} rounds, blocks of {interleaved['block']}"
+        )
     machine = report["machine"]
     load = report["conditions"]["load"]
     fig.suptitle(
