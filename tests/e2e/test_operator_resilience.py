@@ -109,10 +109,15 @@ def test_a_block_of_another_namespaces_model_is_reported_with_an_event(
     )
     assert ready["status"] == "False"
     assert "spec.modelRef.namespace" in ready["message"]
-    events = cluster.kubectl_json(
-        "get", "events", "-n", namespace, "--field-selector", "involvedObject.name=elsewhere"
-    )["items"]
-    assert any(e["reason"] == "OtherNamespace" and e["type"] == "Warning" for e in events)
+
+    def warned() -> bool:
+        events = cluster.kubectl_json(
+            "get", "events", "-n", namespace, "--field-selector", "involvedObject.name=elsewhere"
+        )["items"]
+        return any(e["reason"] == "OtherNamespace" and e["type"] == "Warning" for e in events)
+
+    # kopf posts Events from a queue of its own, so the Event may land after the status.
+    wait_for(warned, "a Warning Event OtherNamespace on the Block", timeout=30)
     deployments = cluster.kubectl_json("get", "deployments", "-n", namespace)["items"]
     assert "triton-elsewhere" not in [d["metadata"]["name"] for d in deployments]
 

@@ -104,8 +104,9 @@ async def test_streams_past_their_age_are_replaced_and_still_answer(
 
 class _Scripted(service_pb2_grpc.GRPCInferenceServiceServicer):
     """Answers a stream's requests by their model name: ``slow`` after 0.5 s, ``late`` after
-    the last request of a batch, ``end`` by ending the stream; anything else at once. Each
-    answer's ``model_version`` names the server."""
+    the last request of a batch, ``end`` by ending the stream, ``abort`` by ending it with
+    INTERNAL (as grpc reports some connections that die mid-frame); anything else at once.
+    Each answer's ``model_version`` names the server."""
 
     def __init__(self, name: str = "") -> None:
         self.name = name
@@ -119,6 +120,8 @@ class _Scripted(service_pb2_grpc.GRPCInferenceServiceServicer):
         async for request in request_iterator:
             if request.model_name == "end":
                 return
+            if request.model_name == "abort":
+                await context.abort(grpc.StatusCode.INTERNAL, "connection died mid-frame")
             if request.model_name == "slow":
                 await asyncio.sleep(0.5)
             if request.model_name == "late":
@@ -185,6 +188,27 @@ async def test_an_ended_stream_fails_its_requests_unavailable_and_a_new_one_serv
             assert lost.value.code() == grpc.StatusCode.UNAVAILABLE
             answer = await pool.infer(scripted, _named("next"), 5.0)
             assert answer.model_name == "next"
+        finally:
+            await pool.close()
+
+
+async def test_a_stream_ending_with_any_status_fails_its_requests_unavailable() -> None:
+    """A stream's status is never a model's verdict (Triton refuses a request in-band): the
+    requests still on a stream that ends with INTERNAL were not answered, and must fall back
+    like those on a stream that ended cleanly, not reach the client as an upstream error."""
+    pool = TritonPool(streams_per_endpoint=1)
+    async with scripted_server() as scripted:
+        try:
+            waiting = asyncio.ensure_future(pool.infer(scripted, _named("late"), 5.0))
+            await asyncio.sleep(0.05)
+            with pytest.raises(grpc.aio.AioRpcError) as aborted:
+                await pool.infer(scripted, _named("abort"), 5.0)
+            assert aborted.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert "INTERNAL" in (aborted.value.details() or "")
+            with pytest.raises(grpc.aio.AioRpcError) as lost:
+                await waiting
+            assert lost.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert (await pool.infer(scripted, _named("next"), 5.0)).model_name == "next"
         finally:
             await pool.close()
 

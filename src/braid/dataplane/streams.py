@@ -19,8 +19,8 @@ A stream ends when its channel fails or when it retires: ``TritonPool`` retires 
 ``max_age_s`` (half-close; Triton answers what it holds, then ends), so that behind a
 headless Service with round robin new pods get streams too, as grpc's own
 ``MAX_CONNECTION_AGE`` does for long-lived connections. A failed stream fails every request on
-it with its status (UNAVAILABLE when it just ended), which the caller treats like a failed
-unary call: the endpoint is marked down and the request falls back.
+it with UNAVAILABLE (whatever status it ended with: ``_unanswered``), which the caller treats
+like a failed unary call: the endpoint is marked down and the request falls back.
 """
 
 from __future__ import annotations
@@ -37,6 +37,23 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 def rpc_error(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
     """An ``AioRpcError`` as a failed unary call raises it (the caller handles one type)."""
     return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details)
+
+
+def _unanswered(error: grpc.aio.AioRpcError) -> grpc.aio.AioRpcError:
+    """What the requests still on a stream that ended with ``error`` fail with.
+
+    A stream's status is never a model's verdict: Triton refuses a request in-band. So
+    whatever code grpc gives the stream's end (INTERNAL or UNKNOWN when a connection dies
+    mid-frame, seen once when a Triton was killed under load), for them the server is gone:
+    UNAVAILABLE, which falls back, with the original code kept in the details. CANCELLED (the
+    gateway closed the stream) stays as it is.
+    """
+    code = error.code()
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
+        return error
+    return rpc_error(
+        grpc.StatusCode.UNAVAILABLE, f"the stream ended with {code.name}: {error.details()}"
+    )
 
 
 def _expire(future: asyncio.Future[service_pb2.ModelStreamInferResponse]) -> None:
@@ -115,7 +132,7 @@ class InferStream:
             try:
                 await self._call.write(request)
             except grpc.aio.AioRpcError as exc:
-                self._fail(exc)
+                self._fail(_unanswered(exc))
                 return
             except Exception as exc:  # the call ended under us (InvalidStateError, UsageError)
                 self._fail(rpc_error(grpc.StatusCode.UNAVAILABLE, f"stream write: {exc!r}"))
@@ -131,7 +148,7 @@ class InferStream:
                 if future is not None and not future.done():
                     future.set_result(reply)
         except grpc.aio.AioRpcError as exc:
-            self._fail(exc)
+            self._fail(_unanswered(exc))
             return
         except Exception as exc:  # same as a failed call: nothing on this stream is answered
             self._fail(rpc_error(grpc.StatusCode.UNAVAILABLE, f"stream read: {exc!r}"))

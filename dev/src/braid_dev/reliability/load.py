@@ -79,6 +79,8 @@ class Outcome:
     fallback: str | None = None
     detail: str = ""
     """The refusal's reason, or why the request failed."""
+    message: str = ""
+    """What the gateway said, for a failure (the tally's ``first_failure``)."""
 
 
 def classify_error(
@@ -213,6 +215,10 @@ class GatewayLoad:
         details = Counter(f"{o.kind}_{o.detail}" for o in outcomes if o.kind != SERVED and o.detail)
         fallbacks = Counter(f"fallback_{o.fallback}" for o in outcomes if o.fallback)
         served_by = Counter(f"served_by_{o.path}" for o in outcomes if o.kind == SERVED)
+        # The counts name a failure's kind; a failing test should also say what it was.
+        first = next((o for o in outcomes if o.kind == FAILED and o.message), None)
+        if first is not None:
+            notes = {"first_failure": first.message[:300], **notes}
         return RequestTally(
             scenario=scenario,
             description=description,
@@ -276,10 +282,15 @@ class GatewayLoad:
             kind, detail = classify_error(
                 exc.status(), exc.message(), done_at - sent_at, self.deadline_s
             )
-            self._record(Outcome(sent_at, done_at, kind, detail=detail))
+            message = exc.message() if kind == FAILED else ""
+            self._record(Outcome(sent_at, done_at, kind, detail=detail, message=message or ""))
             return False
         except Exception as exc:  # a reset or anything else the client raised: no answer
-            self._record(Outcome(sent_at, time.monotonic(), FAILED, detail=type(exc).__name__))
+            self._record(
+                Outcome(
+                    sent_at, time.monotonic(), FAILED, detail=type(exc).__name__, message=str(exc)
+                )
+            )
             return False
         params = {
             k: getattr(v, v.WhichOneof("parameter_choice"))
