@@ -7,11 +7,12 @@ back). When the scheduler runs the two threads on different cores, each hand-off
 across cores (an inter-processor interrupt; on a VM, a trip through the hypervisor) and the
 message's cache lines move with it; on one core it is a context switch.
 
-Measured with requests interleaved one by one at concurrency 1 (2 vCPUs, four hops): pinned,
-the hop-by-hop gateway's p50 over direct hops fell by ~0.13-0.16 ms in each of three probes.
-The cost is the other cores: at concurrency 32 the fused gateway still fits one core (it
-served ~6 % more requests/s pinned) but a hop-by-hop gateway, four calls per request, did not
-(~11 % fewer). ``bench/gateway.py`` reports both.
+Measured by ``bench/gateway.py`` (2 vCPUs, four hops; ``interleaved_c1`` in
+``results/gateway.json``: requests interleaved one by one at concurrency 1, pinned against
+unpinned): pinned took 0.15-0.18 ms off the hop-by-hop gateway's p50 in each of four full runs.
+The cost is the other cores: at concurrency 32 the fused gateway still fits one core (1.03 to
+1.23x the requests/s pinned over seven runs, median 1.13x), a hop-by-hop gateway, four calls
+per request, does not quite (0.91 to 1.11x, median 0.95x).
 
 It pays where the pod owns its CPUs (the kubelet's static CPU manager policy, a Guaranteed pod
 with whole CPUs): ``auto`` takes the first CPU of the pod's own set. In a node's shared pool

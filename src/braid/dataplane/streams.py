@@ -43,10 +43,9 @@ def _unanswered(error: grpc.aio.AioRpcError) -> grpc.aio.AioRpcError:
     """What the requests still on a stream that ended with ``error`` fail with.
 
     A stream's status is never a model's verdict: Triton refuses a request in-band. So
-    whatever code grpc gives the stream's end (INTERNAL or UNKNOWN when a connection dies
-    mid-frame, seen once when a Triton was killed under load), for them the server is gone:
-    UNAVAILABLE, which falls back, with the original code kept in the details. CANCELLED (the
-    gateway closed the stream) stays as it is.
+    whatever code the stream's end carries (INTERNAL, UNKNOWN, ...), for the requests on it
+    the server is gone: UNAVAILABLE, which falls back, with the original code kept in the
+    details. CANCELLED (the gateway closed the stream) stays as it is.
     """
     code = error.code()
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
