@@ -451,12 +451,17 @@ def plot(report: dict[str, Any], out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    def errorbar(ax: Any, xs: list[int], summaries: list[dict[str, Any]], **kw: Any) -> None:
+    def spread(summaries: list[dict[str, Any]]) -> tuple[list[float], list[list[float]]]:
+        """Medians, and their distances to the interval's ends (matplotlib's error bars)."""
         med = [s["median"] for s in summaries]
         err = [
             [m - s["ci95_low"] for m, s in zip(med, summaries, strict=True)],
             [s["ci95_high"] - m for m, s in zip(med, summaries, strict=True)],
         ]
+        return med, err
+
+    def errorbar(ax: Any, xs: list[int], summaries: list[dict[str, Any]], **kw: Any) -> None:
+        med, err = spread(summaries)
         ax.errorbar(xs, med, yerr=err, marker="o", capsize=3, **kw)
 
     modes: dict[str, dict[str, Any]] = report["modes"]
@@ -511,18 +516,8 @@ def plot(report: dict[str, Any], out: Path) -> None:
     if interleaved:
         ax_il = axes[3]
         names = list(interleaved["pairs"])
-        summaries = [interleaved["pairs"][n]["overhead_p50_ms"] for n in names]
-        med = [s["median"] for s in summaries]
-        ax_il.barh(
-            range(len(names)),
-            med,
-            xerr=[
-                [m - s["ci95_low"] for m, s in zip(med, summaries, strict=True)],
-                [s["ci95_high"] - m for m, s in zip(med, summaries, strict=True)],
-            ],
-            capsize=3,
-            color="tab:blue",
-        )
+        med, err = spread([interleaved["pairs"][n]["overhead_p50_ms"] for n in names])
+        ax_il.barh(range(len(names)), med, xerr=err, capsize=3, color="tab:blue")
         ax_il.set_yticks(range(len(names)), [n.replace("_", " ") for n in names], fontsize=7)
         ax_il.axvline(TARGETS["overhead_vs_direct_hops_p50_ms"], color="grey", ls=":", lw=1)
         ax_il.axvline(0, color="black", lw=0.5)
@@ -667,11 +662,9 @@ def main(
             }
             if "gateway_fused_rest" in fixed.extra_modes:
                 calls["gateway_fused_rest"] = call_rest
-            if "gateway_no_coalesce" in fixed.extra_modes:
-                calls["gateway_no_coalesce"] = grpc_call(grpc_of["no_coalesce"], model)
-            for extra in ("hop_by_hop_unary", "hop_by_hop_unpinned", "fused_unpinned"):
-                if f"gateway_{extra}" in fixed.extra_modes:
-                    calls[f"gateway_{extra}"] = grpc_call(grpc_of[extra], model)
+            for extra in fixed.extra_modes:
+                if extra != "gateway_fused_rest":  # the others: gRPC to their own gateway
+                    calls[extra] = grpc_call(grpc_of[GATEWAY_OF_MODE[extra]], model)
             reference = await call_direct()
             for name, call in calls.items():
                 np.testing.assert_allclose(

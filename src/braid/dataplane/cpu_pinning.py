@@ -21,6 +21,7 @@ every pinned gateway's ``auto`` is the same CPU, so pinning there is off by defa
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -46,24 +47,13 @@ def choose_cpu(spec: str, allowed: set[int]) -> int:
     return cpu
 
 
-def pin_process(cpu: int) -> int:
-    """Pin every thread of this process to ``cpu``; threads started later inherit it from
-    their creator. Returns how many threads were pinned."""
-    pinned = 0
-    for task in Path("/proc/self/task").iterdir():
-        try:
-            os.sched_setaffinity(int(task.name), {cpu})
-        except ProcessLookupError:  # the thread ended meanwhile
-            continue
-        pinned += 1
-    return pinned
-
-
-def pin_to(spec: str) -> int:
-    """Pin the process to the CPU ``spec`` names (see ``choose_cpu``); returns that CPU."""
+def pin_to(spec: str) -> None:
+    """Pin every thread of this process to the CPU ``spec`` names (see ``choose_cpu``);
+    threads started later inherit it from their creator."""
     cpu = choose_cpu(spec, os.sched_getaffinity(0))
-    pin_process(cpu)
-    return cpu
+    for task in Path("/proc/self/task").iterdir():
+        with contextlib.suppress(ProcessLookupError):  # the thread ended meanwhile
+            os.sched_setaffinity(int(task.name), {cpu})
 
 
 def _ranges(cpus: set[int]) -> str:

@@ -131,7 +131,7 @@ class InferStream:
             try:
                 await self._call.write(request)
             except grpc.aio.AioRpcError as exc:
-                self._fail(_unanswered(exc))
+                self._fail(exc)
                 return
             except Exception as exc:  # the call ended under us (InvalidStateError, UsageError)
                 self._fail(rpc_error(grpc.StatusCode.UNAVAILABLE, f"stream write: {exc!r}"))
@@ -147,7 +147,7 @@ class InferStream:
                 if future is not None and not future.done():
                     future.set_result(reply)
         except grpc.aio.AioRpcError as exc:
-            self._fail(_unanswered(exc))
+            self._fail(exc)
             return
         except Exception as exc:  # same as a failed call: nothing on this stream is answered
             self._fail(rpc_error(grpc.StatusCode.UNAVAILABLE, f"stream read: {exc!r}"))
@@ -155,6 +155,7 @@ class InferStream:
         self._fail(rpc_error(grpc.StatusCode.UNAVAILABLE, "the stream ended"))
 
     def _fail(self, error: grpc.aio.AioRpcError) -> None:
+        error = _unanswered(error)
         if self._failure is None:
             self._failure = error
         pending, self._pending = self._pending, {}
